@@ -1,0 +1,342 @@
+//! Configuration, loaded in layers: built-in defaults, then a TOML file
+//! (`config/default.toml`), then `INFQ_*` environment variables
+//! (`INFQ_REDIS__URL` sets `redis.url`), then command-line flags.
+//!
+//! Each component reads its own section. [`Settings::load`] validates the
+//! result, so a bad value stops start-up with one clear message.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::magic::RelativePathBuf;
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named config file does not exist.
+    #[error("config file {0} not found")]
+    Missing(PathBuf),
+    /// A layer could not be read or a value has the wrong type.
+    #[error("{0}")]
+    Load(String),
+    /// Values that parse but cannot work, each named by its key.
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// RabbitMQ connection and queue settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// Broker URL (`amqp://` or `amqps://`); `?heartbeat=N` sets the
+    /// heartbeat that detects half-open connections.
+    pub url: String,
+    /// Longest wait for a connection to open.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the broker to confirm a publish before answering 503.
+    pub publish_timeout_ms: u64,
+    /// Deliveries of one message before the broker dead-letters it.
+    pub delivery_limit: u32,
+    /// Removes a queue unused for this long (for tests and ephemeral setups).
+    pub queue_expires_ms: Option<u64>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10".into(),
+            connect_timeout_ms: 5_000,
+            publish_timeout_ms: 5_000,
+            delivery_limit: 5,
+            queue_expires_ms: None,
+        }
+    }
+}
+
+/// Redis connection and retention settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URL (`redis://` or `rediss://`).
+    pub url: String,
+    /// Timeout for connecting and for each command.
+    pub timeout_ms: u64,
+    /// How long job records and results are kept.
+    pub result_ttl_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            timeout_ms: 2_000,
+            result_ttl_secs: 86_400,
+        }
+    }
+}
+
+/// The HTTP producer's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted body of `POST /v1/jobs`.
+    pub max_body_bytes: usize,
+    /// Longest `?wait=` a client may ask for.
+    pub max_wait_secs: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            max_body_bytes: 1 << 20,
+            max_wait_secs: 60,
+        }
+    }
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Models this worker serves; empty means every model in the registry.
+    pub models: Vec<String>,
+    /// Threads libtorch uses inside one operation.
+    pub intra_op_threads: usize,
+    /// Overrides every model's `device` (`auto`, `cpu`, `cuda:N`).
+    pub device: Option<String>,
+    /// Longest a shutdown waits for the batch in flight to be stored.
+    pub drain_timeout_secs: u64,
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz`.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            models: Vec::new(),
+            intra_op_threads: 1,
+            device: None,
+            drain_timeout_secs: 30,
+            listen: Some("127.0.0.1:9091".parse().expect("static address")),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Default filter when `RUST_LOG` is unset.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            json: false,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSettings {
+    namespace: String,
+    models_file: RelativePathBuf,
+    amqp: AmqpConfig,
+    redis: RedisConfig,
+    producer: ProducerConfig,
+    worker: WorkerConfig,
+    log: LogConfig,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            namespace: "infq".into(),
+            models_file: RelativePathBuf::from("config/models.toml"),
+            amqp: AmqpConfig::default(),
+            redis: RedisConfig::default(),
+            producer: ProducerConfig::default(),
+            worker: WorkerConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The whole configuration of a deployment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Prefix of every exchange, queue and Redis key, so that several
+    /// deployments (or test runs) can share one broker and one Redis.
+    pub namespace: String,
+    /// The model registry file; relative paths in the config file are
+    /// resolved against that file's folder.
+    pub models_file: PathBuf,
+    /// RabbitMQ.
+    pub amqp: AmqpConfig,
+    /// Redis.
+    pub redis: RedisConfig,
+    /// The HTTP producer.
+    pub producer: ProducerConfig,
+    /// The worker.
+    pub worker: WorkerConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (which must exist when given), then
+    /// `INFQ_*` variables, then `overrides` as `("section.key", value)`.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, figment::value::Value)],
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(RawSettings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("INFQ_").split("__").ignore(&["config"]));
+        for (key, value) in overrides {
+            fig = fig.merge(Serialized::default(key, value.clone()));
+        }
+        let raw: RawSettings = fig
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let settings = Settings {
+            namespace: raw.namespace,
+            models_file: raw.models_file.relative(),
+            amqp: raw.amqp,
+            redis: raw.redis,
+            producer: raw.producer,
+            worker: raw.worker,
+            log: raw.log,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work, naming each by its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let ns_ok = !self.namespace.is_empty()
+            && self.namespace.len() <= 64
+            && self
+                .namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ns_ok {
+            problems.push("namespace: use 1 to 64 of A-Z, a-z, 0-9, '-' and '_'".into());
+        }
+        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
+            problems.push("amqp.url: must start with amqp:// or amqps://".into());
+        }
+        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
+            problems.push("redis.url: must start with redis:// or rediss://".into());
+        }
+        for (key, v) in [
+            ("amqp.connect_timeout_ms", self.amqp.connect_timeout_ms),
+            ("amqp.publish_timeout_ms", self.amqp.publish_timeout_ms),
+            ("redis.timeout_ms", self.redis.timeout_ms),
+            ("redis.result_ttl_secs", self.redis.result_ttl_secs),
+            ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
+            ("producer.max_body_bytes", self.producer.max_body_bytes as u64),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be greater than 0"));
+            }
+        }
+        if !(1..=256).contains(&self.worker.intra_op_threads) {
+            problems.push("worker.intra_op_threads: must be between 1 and 256".into());
+        }
+        if let Some(d) = &self.worker.device {
+            if crate::registry::parse_device(d).is_none() {
+                problems.push(format!("worker.device: `{d}`: use auto, cpu or cuda:N"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// [`RedisConfig::timeout_ms`] as a duration.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis.timeout_ms)
+    }
+
+    /// The registry file, read and validated.
+    pub fn registry(&self) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
+        crate::registry::Registry::load(&self.models_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::load(None, &[]).unwrap();
+        assert_eq!(s.namespace, "infq");
+        assert_eq!(s.models_file, PathBuf::from("config/models.toml"));
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let f = write("namespace = \"prod\"\nmodels_file = \"m.toml\"\n[producer]\nmax_wait_secs = 5\n");
+        let s = Settings::load(Some(f.path()), &[("producer.max_wait_secs", 7.into())]).unwrap();
+        assert_eq!(s.namespace, "prod");
+        assert_eq!(s.producer.max_wait_secs, 7);
+        assert_eq!(s.models_file, f.path().parent().unwrap().join("m.toml"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let f = write("[producer]\nmax_wait_sec = 5\n");
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("max_wait_sec"), "{err}");
+        let f = write("[producer]\nlisten = \"not an address\"\n");
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let f = write("this is = = not toml");
+        assert!(Settings::load(Some(f.path()), &[]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_listed_together() {
+        let f = write(
+            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\n",
+        );
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        for key in ["namespace", "amqp.url", "worker.intra_op_threads", "worker.device"] {
+            assert!(err.contains(key), "{key} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Settings::load(Some(Path::new("/no/such/infq.toml")), &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing(_)));
+    }
+}

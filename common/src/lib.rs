@@ -1,0 +1,18 @@
+//! Types and plumbing shared by the infq producer, worker and CLI.
+//!
+//! Everything both sides of the queue must agree on lives here: the job and
+//! message types, the queue topology, the Redis key schema and its scripts,
+//! the model registry, configuration, metric names and the shutdown signal.
+#![forbid(unsafe_code)]
+
+pub mod amqp;
+pub mod config;
+pub mod job;
+pub mod message;
+pub mod metrics;
+pub mod registry;
+pub mod retry;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod topology;

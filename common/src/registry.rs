@@ -1,0 +1,449 @@
+//! The model registry: which models exist, their input and output schemas,
+//! and how each is batched. Read from `config/models.toml`.
+//!
+//! The producer validates requests against it; the worker loads the
+//! TorchScript files it names. Problems are reported with the file and the
+//! field, so a bad entry stops start-up with a message an operator can act on.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// What went wrong reading the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The registry file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped fields.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The registry file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("{path}: model `{model}`, field `{field}`: {message}")]
+    Invalid {
+        /// The registry file.
+        path: PathBuf,
+        /// The model entry (`name@version`, or its index when unnamed).
+        model: String,
+        /// The offending field.
+        field: String,
+        /// Why the value is refused.
+        message: String,
+    },
+}
+
+/// Element type of a feature. Only `f32` exists today; the field is in the
+/// schema so that files written now stay valid when more types arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit float, the model's input type.
+    #[default]
+    F32,
+}
+
+/// One named input feature, in the order the model expects it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// The feature's name, as clients send it.
+    pub name: String,
+    /// Element type.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// Smallest accepted value, if the domain is bounded.
+    pub min: Option<f64>,
+    /// Largest accepted value, if the domain is bounded.
+    pub max: Option<f64>,
+    /// What the feature means, for `GET /v1/models`.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One named output column of the model's `[N, outputs]` result.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The output's name in results.
+    pub name: String,
+    /// What the output means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One model version as the registry describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name clients address it by; also part of its queue names.
+    pub name: String,
+    /// Version label; `name@version` pins it.
+    pub version: String,
+    /// Whether this is the version plain `name` resolves to. Without any
+    /// entry marked, the last listed version is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// The TorchScript file, relative to the registry file.
+    pub path: PathBuf,
+    /// What the model does.
+    #[serde(default)]
+    pub description: String,
+    /// Input features in the order of the model's input columns.
+    pub inputs: Vec<FeatureSpec>,
+    /// Output columns in order.
+    pub outputs: Vec<OutputSpec>,
+    /// Most rows in one forward pass.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// Longest a batch waits to fill after its first job, in milliseconds.
+    #[serde(default = "default_max_batch_delay_ms")]
+    pub max_batch_delay_ms: u64,
+    /// `auto` (a GPU when present), `cpu`, or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_max_batch_size() -> usize {
+    64
+}
+fn default_max_batch_delay_ms() -> u64 {
+    2
+}
+fn default_device() -> String {
+    "auto".into()
+}
+
+impl ModelSpec {
+    /// Number of input columns.
+    pub fn width(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// `name@version`, the model's full address.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The longest a batch waits for more jobs.
+    pub fn max_batch_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_batch_delay_ms)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    model: Vec<ModelSpec>,
+}
+
+/// All models of a deployment.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    models: Vec<ModelSpec>,
+}
+
+/// Model names become queue names and URL segments, so they are kept to a
+/// safe alphabet.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+fn valid_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+impl Registry {
+    /// Reads and validates the registry file; relative model paths are
+    /// resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parses registry text; `path` is used in messages, `base` to resolve
+    /// model files.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, RegistryError> {
+        let file: RegistryFile = toml::from_str(text).map_err(|e| RegistryError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let mut models = file.model;
+        for m in &mut models {
+            if m.path.is_relative() {
+                m.path = base.join(&m.path);
+            }
+        }
+        let registry = Registry { models };
+        registry.validate(path)?;
+        Ok(registry)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), RegistryError> {
+        let invalid = |model: String, field: &str, message: String| RegistryError::Invalid {
+            path: path.to_path_buf(),
+            model,
+            field: field.to_string(),
+            message,
+        };
+        if self.models.is_empty() {
+            return Err(RegistryError::Parse {
+                path: path.to_path_buf(),
+                message: "no [[model]] entries".into(),
+            });
+        }
+        let mut ids = HashSet::new();
+        let mut defaults = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let label = if m.name.is_empty() {
+                format!("#{}", i + 1)
+            } else {
+                m.id()
+            };
+            if !valid_name(&m.name) {
+                return Err(invalid(
+                    label,
+                    "name",
+                    "use 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit".into(),
+                ));
+            }
+            if !valid_version(&m.version) {
+                return Err(invalid(
+                    label,
+                    "version",
+                    "use 1 to 32 of A-Z, a-z, 0-9, '.', '-' and '_'".into(),
+                ));
+            }
+            if !ids.insert(m.id()) {
+                return Err(invalid(label, "version", "listed twice".into()));
+            }
+            if m.default && !defaults.insert(m.name.clone()) {
+                return Err(invalid(
+                    label,
+                    "default",
+                    "another version of this model is already the default".into(),
+                ));
+            }
+            if m.inputs.is_empty() {
+                return Err(invalid(label, "inputs", "at least one input is needed".into()));
+            }
+            let mut names = HashSet::new();
+            for f in &m.inputs {
+                if f.name.is_empty() || !names.insert(f.name.as_str()) {
+                    return Err(invalid(
+                        label,
+                        "inputs",
+                        format!("input names must be non-empty and unique (`{}`)", f.name),
+                    ));
+                }
+                match (f.min, f.max) {
+                    (Some(lo), _) if !lo.is_finite() => {
+                        return Err(invalid(label, "inputs.min", "must be finite".into()))
+                    }
+                    (_, Some(hi)) if !hi.is_finite() => {
+                        return Err(invalid(label, "inputs.max", "must be finite".into()))
+                    }
+                    (Some(lo), Some(hi)) if lo > hi => {
+                        return Err(invalid(
+                            label,
+                            "inputs",
+                            format!("`{}`: min is above max", f.name),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            if m.outputs.is_empty() {
+                return Err(invalid(label, "outputs", "at least one output is needed".into()));
+            }
+            if !(1..=65_536).contains(&m.max_batch_size) {
+                return Err(invalid(
+                    label,
+                    "max_batch_size",
+                    "must be between 1 and 65536".into(),
+                ));
+            }
+            if m.max_batch_delay_ms > 10_000 {
+                return Err(invalid(
+                    label,
+                    "max_batch_delay_ms",
+                    "must be at most 10000".into(),
+                ));
+            }
+            if parse_device(&m.device).is_none() {
+                return Err(invalid(
+                    label,
+                    "device",
+                    format!("`{}`: use auto, cpu or cuda:N", m.device),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every model version, in file order.
+    pub fn models(&self) -> &[ModelSpec] {
+        &self.models
+    }
+
+    /// Distinct model names, in file order; each has its own queues.
+    pub fn names(&self) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.models
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|n| seen.insert(*n))
+            .collect()
+    }
+
+    /// Resolves `name` (its default version) or `name@version`.
+    pub fn resolve(&self, address: &str) -> Option<&ModelSpec> {
+        match address.split_once('@') {
+            Some((name, version)) => self
+                .models
+                .iter()
+                .find(|m| m.name == name && m.version == version),
+            None => self
+                .models
+                .iter()
+                .find(|m| m.name == address && m.default)
+                .or_else(|| self.models.iter().rev().find(|m| m.name == address)),
+        }
+    }
+}
+
+/// Where a model runs, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The first GPU when one is present, else the CPU.
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// The given CUDA device.
+    Cuda(usize),
+}
+
+/// Parses `auto`, `cpu` or `cuda:N`.
+pub fn parse_device(s: &str) -> Option<DeviceChoice> {
+    match s {
+        "auto" => Some(DeviceChoice::Auto),
+        "cpu" => Some(DeviceChoice::Cpu),
+        "cuda" => Some(DeviceChoice::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[model]]
+name = "credit-default"
+version = "1"
+path = "credit-default.pt"
+inputs = [{ name = "student", min = 0, max = 1 }, { name = "balance" }, { name = "income" }]
+outputs = [{ name = "default_probability" }]
+
+[[model]]
+name = "credit-default"
+version = "2"
+default = true
+path = "/abs/credit-default-2.pt"
+inputs = [{ name = "student" }, { name = "balance" }, { name = "income" }]
+outputs = [{ name = "default_probability" }]
+max_batch_size = 128
+"#;
+
+    fn parse(text: &str) -> Result<Registry, RegistryError> {
+        Registry::parse(text, Path::new("config/models.toml"), Path::new("config"))
+    }
+
+    #[test]
+    fn parses_and_resolves_versions() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.names(), vec!["credit-default"]);
+        assert_eq!(r.resolve("credit-default").unwrap().version, "2");
+        let v1 = r.resolve("credit-default@1").unwrap();
+        assert_eq!(v1.path, Path::new("config/credit-default.pt"));
+        assert_eq!(v1.max_batch_size, 64);
+        assert_eq!(v1.width(), 3);
+        assert_eq!(
+            r.resolve("credit-default@2").unwrap().path,
+            Path::new("/abs/credit-default-2.pt")
+        );
+        assert!(r.resolve("credit-default@3").is_none());
+        assert!(r.resolve("other").is_none());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let text = GOOD.replace("max_batch_size = 128", "max_batch_sise = 128");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("config/models.toml:"), "{err}");
+        assert!(err.contains("max_batch_sise"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_model_and_field() {
+        let cases = [
+            ("max_batch_size = 128", "max_batch_size = 0", "max_batch_size"),
+            ("name = \"credit-default\"\nversion = \"2\"", "name = \"Credit Default\"\nversion = \"2\"", "name"),
+            ("max_batch_size = 128", "max_batch_size = 8\nmax_batch_delay_ms = 99999", "max_batch_delay_ms"),
+            ("max_batch_size = 128", "device = \"tpu\"", "device"),
+            ("version = \"2\"", "version = \"1\"", "version"),
+            ("{ name = \"student\" }, { name = \"balance\" }", "{ name = \"x\" }, { name = \"x\" }", "inputs"),
+            ("min = 0, max = 1", "min = 2, max = 1", "inputs"),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "case {field} did not apply");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(&format!("field `{field}`")), "{field}: {err}");
+            assert!(err.starts_with("config/models.toml: model `"), "{err}");
+        }
+    }
+
+    #[test]
+    fn hostile_files_are_refused_cleanly() {
+        for text in ["", "[[model]]", "model = 3", "\u{0}\u{1}garbage[[", "[[model]]\nname = 1"] {
+            assert!(parse(text).is_err(), "{text:?} accepted");
+        }
+        let missing = Registry::load(Path::new("/nonexistent/models.toml")).unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/models.toml"));
+    }
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("auto"), Some(DeviceChoice::Auto));
+        assert_eq!(parse_device("cpu"), Some(DeviceChoice::Cpu));
+        assert_eq!(parse_device("cuda:1"), Some(DeviceChoice::Cuda(1)));
+        assert_eq!(parse_device("cuda:x"), None);
+        assert_eq!(parse_device("gpu"), None);
+    }
+}
