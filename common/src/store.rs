@@ -117,16 +117,22 @@ pub struct NewJob {
     pub priority: Priority,
     /// Acceptance time (epoch ms).
     pub created_at_ms: u64,
+    /// Client metadata (JSON text), kept with the job.
+    pub metadata: Option<String>,
 }
 
 impl NewJob {
     fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut f = vec![
             ("model", self.model.clone()),
             ("version", self.version.clone()),
             ("priority", self.priority.as_str().to_string()),
             ("created_at", self.created_at_ms.to_string()),
-        ]
+        ];
+        if let Some(m) = &self.metadata {
+            f.push(("metadata", m.clone()));
+        }
+        f
     }
 }
 
@@ -153,6 +159,8 @@ pub struct JobRecord {
     pub finished_at_ms: Option<u64>,
     /// How many times a worker took it.
     pub attempts: u32,
+    /// Client metadata (JSON text).
+    pub metadata: Option<String>,
 }
 
 /// A state change to apply.
@@ -425,5 +433,6 @@ fn parse_record(
         model: f.remove("model").unwrap_or_default(),
         version: f.remove("version").unwrap_or_default(),
         output: f.remove("output"),
+        metadata: f.remove("metadata"),
     })
 }

@@ -1,1 +1,99 @@
-//! placeholder
+//! The infq producer: the HTTP API in front of the queue.
+//!
+//! It validates submissions against the model registry, records each job in
+//! Redis, publishes it with publisher confirms, and answers `202` only once
+//! the broker holds it. Clients read results back from Redis through it.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod publisher;
+pub mod routes;
+pub mod validate;
+pub mod waiters;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use infq_common::config::Settings;
+use infq_common::registry::Registry;
+use infq_common::shutdown::CancellationToken;
+use infq_common::store::JobStore;
+use infq_common::topology::Topology;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The whole configuration.
+    pub settings: Settings,
+    /// Models and their schemas.
+    pub registry: Registry,
+    /// Job records.
+    pub store: JobStore,
+    /// The broker link.
+    pub publisher: publisher::Publisher,
+    /// Long-poll wake-ups.
+    pub waiters: Arc<waiters::Waiters>,
+    /// Renders `/metrics`; `None` where no recorder is installed (tests).
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// Builds the state; nothing connects yet.
+    pub fn new(
+        settings: Settings,
+        registry: Registry,
+        prometheus: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Self> {
+        let store = JobStore::new(&settings.redis, &settings.namespace)?;
+        let topology = Topology::new(&settings.namespace, &settings.amqp);
+        let models = registry.names().iter().map(|s| s.to_string()).collect();
+        let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models);
+        Ok(Self {
+            settings,
+            registry,
+            store,
+            publisher,
+            waiters: Arc::new(waiters::Waiters::default()),
+            prometheus,
+        })
+    }
+}
+
+/// The API's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.settings.producer.max_body_bytes;
+    Router::new()
+        .route("/v1/jobs", post(routes::submit_job))
+        .route("/v1/jobs/{id}", get(routes::get_job))
+        .route("/v1/models", get(routes::list_models))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics_text))
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown`, then finishes the
+/// requests in flight.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // Connect early so the first request does not pay for it; failure is
+    // not fatal, /readyz reports it and requests get 503.
+    let _ = state.publisher.channel().await;
+    tokio::spawn(waiters::listener_task(
+        state.settings.redis.url.clone(),
+        state.store.done_channel(),
+        state.waiters.clone(),
+        shutdown.clone(),
+    ));
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,156 @@
-//! placeholder
+//! The infq worker: consumer -> batcher -> model thread -> writer.
+//!
+//! A [`consumer`] per queue feeds deliveries through bounded channels to one
+//! [`batcher`] per model version, which forms batches (interactive jobs
+//! first) and hands them to that version's [`model`] thread. The thread owns
+//! the TorchScript module and sends outputs to the [`writer`], which stores
+//! each result in Redis and only then acknowledges the delivery.
+#![forbid(unsafe_code)]
+
+pub mod batcher;
+pub mod consumer;
+pub mod health;
+pub mod model;
+pub mod pending;
+pub mod stats;
+pub mod writer;
+
+use anyhow::Context;
+use infq_common::config::Settings;
+use infq_common::registry::{ModelSpec, Registry};
+use infq_common::shutdown::CancellationToken;
+use infq_common::store::JobStore;
+use infq_common::topology::Topology;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use stats::WorkerStats;
+
+/// A started worker.
+pub struct WorkerHandle {
+    /// Counters of what the worker did, for readiness, tests and benches.
+    pub stats: Arc<WorkerStats>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl WorkerHandle {
+    /// Waits until the worker has drained and stopped.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await.context("worker task panicked")?
+    }
+}
+
+/// The models a worker serves: every version of the configured names (or of
+/// every model when none are configured).
+pub fn served_models(settings: &Settings, registry: &Registry) -> anyhow::Result<Vec<ModelSpec>> {
+    let wanted = &settings.worker.models;
+    for name in wanted {
+        if !registry.names().contains(&name.as_str()) {
+            anyhow::bail!(
+                "worker.models: `{name}` is not in {}",
+                settings.models_file.display()
+            );
+        }
+    }
+    Ok(registry
+        .models()
+        .iter()
+        .filter(|m| wanted.is_empty() || wanted.contains(&m.name))
+        .cloned()
+        .collect())
+}
+
+/// Loads every served model, then starts consuming. Returns once the models
+/// are loaded (a model that fails to load is an error here); the worker
+/// then runs until `shutdown` is cancelled and it has drained.
+pub async fn start(
+    settings: Settings,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<WorkerHandle> {
+    let specs = served_models(&settings, &registry)?;
+    let stats = Arc::new(WorkerStats::default());
+    let store = JobStore::new(&settings.redis, &settings.namespace)?;
+    let topology = Topology::new(&settings.namespace, &settings.amqp);
+
+    let (writer_tx, writer_rx) = mpsc::channel(64);
+    let mut routes: HashMap<String, consumer::ModelRoute> = HashMap::new();
+    let mut batchers = Vec::new();
+    for spec in specs {
+        let spec = Arc::new(spec);
+        let model = model::spawn(
+            spec.clone(),
+            settings.worker.device.as_deref(),
+            settings.worker.intra_op_threads,
+            writer_tx.clone(),
+            stats.clone(),
+        )
+        .await
+        .with_context(|| format!("loading model {} from {}", spec.id(), spec.path.display()))?;
+        let (senders, lanes) = batcher::Lanes::new(2 * spec.max_batch_size);
+        routes
+            .entry(spec.name.clone())
+            .or_insert_with(|| consumer::ModelRoute::new(spec.clone()))
+            .add_version(spec.clone(), senders);
+        batchers.push(tokio::spawn(batcher::batcher_task(
+            spec.clone(),
+            lanes,
+            model,
+            store.clone(),
+            writer_tx.clone(),
+        )));
+    }
+    drop(writer_tx);
+    stats.models_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let writer = tokio::spawn(writer::writer_task(
+        writer_rx,
+        store.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let consumer_shutdown = CancellationToken::new();
+    let supervisor = tokio::spawn(consumer::supervisor_task(
+        settings.amqp.clone(),
+        topology,
+        routes,
+        store.clone(),
+        stats.clone(),
+        consumer_shutdown.clone(),
+    ));
+    let drain = Duration::from_secs(settings.worker.drain_timeout_secs);
+    let task_stats = stats.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("draining: consuming stopped, finishing batches in flight");
+        consumer_shutdown.cancel();
+        // The supervisor returns once its consumers are cancelled; it drops
+        // its channel senders, so the batchers flush and stop, the model
+        // threads stop, and the writer stores, acknowledges and stops.
+        let finished = tokio::time::timeout(drain, async {
+            let conn = supervisor.await.ok().flatten();
+            for b in batchers {
+                let _ = b.await;
+            }
+            let _ = writer.await;
+            conn
+        })
+        .await;
+        match finished {
+            Ok(Some(conn)) => {
+                let _ = conn.close(200, "worker shut down".into()).await;
+            }
+            Ok(None) => {}
+            Err(_) => tracing::warn!(
+                ?drain,
+                "drain timeout passed; unacknowledged deliveries return to the queue"
+            ),
+        }
+        task_stats.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
+    Ok(WorkerHandle { stats, task })
+}

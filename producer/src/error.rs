@@ -1,0 +1,138 @@
+//! The API's error type. Every failure a client can see is one variant
+//! here, and this file alone maps variants to status codes and to the JSON
+//! body `{"error": {"code", "message", "details"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// One problem with a request, located by field path or line number.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Detail {
+    /// Where: a field path such as `inputs.balance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Where: a line of an uploaded file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Detail {
+    /// A problem with a field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the API can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    /// The body parsed but values are wrong; every problem is listed.
+    #[error("the request has {} invalid field(s)", .0.len())]
+    Invalid(Vec<Detail>),
+    /// The model (or version) is not in the registry.
+    #[error("unknown model `{0}`")]
+    UnknownModel(String),
+    /// No such job (or it expired).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the size limit.
+    #[error("request body over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// A dependency (broker, Redis) cannot take the request now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected reply.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of each variant.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::UnknownModel(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of each variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed_request",
+            ApiError::Invalid(_) => "invalid_request",
+            ApiError::UnknownModel(_) => "unknown_model",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+    details: &'a [Detail],
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        let details: &[Detail] = match &self {
+            ApiError::Invalid(d) => d,
+            _ => &[],
+        };
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+                details,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<infq_common::store::StoreError> for ApiError {
+    fn from(e: infq_common::store::StoreError) -> Self {
+        if e.is_retryable() {
+            ApiError::Unavailable("the result store is unavailable".into())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}

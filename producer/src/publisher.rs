@@ -1,0 +1,174 @@
+//! Publishing jobs with publisher confirms.
+//!
+//! A job counts as accepted only when the broker has confirmed the
+//! persistent, `mandatory` message: an unroutable message (returned), a
+//! nack, a lost connection or no confirm within the publish timeout are all
+//! failures the caller turns into `503`. The publisher keeps one channel in
+//! confirm mode and rebuilds connection, topology and channel on demand,
+//! with backoff between attempts so that an outage is answered at once
+//! rather than by one slow connect per request.
+
+use infq_common::amqp;
+use infq_common::config::AmqpConfig;
+use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::retry::Schedule;
+use infq_common::topology::Topology;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Why a job was not accepted by the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection, and none could be made.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    /// No confirm within the publish timeout.
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    /// The broker refused the message (nack, e.g. queue full).
+    #[error("the broker refused the message")]
+    Nacked,
+    /// No queue is bound for the routing key.
+    #[error("no queue for routing key `{0}`")]
+    Unroutable(String),
+}
+
+struct Link {
+    conn: Option<Connection>,
+    channel: Option<Channel>,
+    next_attempt: Instant,
+    schedule: Schedule,
+}
+
+/// The producer's connection to the broker.
+pub struct Publisher {
+    cfg: AmqpConfig,
+    topology: Topology,
+    models: Vec<String>,
+    link: Mutex<Link>,
+}
+
+impl Publisher {
+    /// A publisher for the given models' queues; it connects on first use.
+    pub fn new(cfg: AmqpConfig, topology: Topology, models: Vec<String>) -> Self {
+        Self {
+            cfg,
+            topology,
+            models,
+            link: Mutex::new(Link {
+                conn: None,
+                channel: None,
+                next_attempt: Instant::now(),
+                schedule: Schedule::reconnect(),
+            }),
+        }
+    }
+
+    /// Whether a usable channel is open now.
+    pub async fn is_connected(&self) -> bool {
+        let link = self.link.lock().await;
+        link.channel
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+
+    /// An open channel in confirm mode, reconnecting if due.
+    pub async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut link = self.link.lock().await;
+        if let Some(ch) = &link.channel {
+            if ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        if Instant::now() < link.next_attempt {
+            return Err(PublishError::Unavailable("reconnecting".into()));
+        }
+        let had_link = link.conn.is_some();
+        if let Some(conn) = link.conn.take() {
+            let _ = conn.close(320, "reconnecting".into()).await;
+        }
+        link.channel = None;
+        match self.open().await {
+            Ok((conn, ch)) => {
+                if had_link {
+                    metrics::counter!(infq_common::metrics::RECONNECTS, "outcome" => "amqp")
+                        .increment(1);
+                }
+                tracing::info!("publisher connected");
+                link.schedule.reset();
+                link.conn = Some(conn);
+                link.channel = Some(ch.clone());
+                Ok(ch)
+            }
+            Err(e) => {
+                let wait = link.schedule.next().unwrap_or_default();
+                link.next_attempt = Instant::now() + wait;
+                tracing::warn!(error = %e, ?wait, "publisher cannot reach the broker");
+                Err(PublishError::Unavailable(e))
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel), String> {
+        let conn = amqp::connect(&self.cfg, "infq-producer")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        let names: Vec<&str> = self.models.iter().map(String::as_str).collect();
+        self.topology
+            .declare(&ch, &names)
+            .await
+            .map_err(|e| e.to_string())?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((conn, ch))
+    }
+
+    /// Publishes a job and waits for the broker's confirm.
+    pub async fn publish(&self, msg: &JobMessage) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let ch = self.channel().await?;
+        let routing_key = Topology::routing_key(&msg.model, msg.priority);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(MESSAGE_TYPE.into())
+            .with_message_id(msg.id.to_string().into())
+            .with_timestamp(msg.created_at_ms / 1000);
+        let payload = msg.encode();
+        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let exchange = self.topology.jobs_exchange();
+        let confirm = async {
+            let pending = ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    props,
+                )
+                .await?;
+            pending.await
+        };
+        let result = match tokio::time::timeout(timeout, confirm).await {
+            Err(_) => Err(PublishError::Timeout(timeout)),
+            Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(routing_key)),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                Err(PublishError::Unavailable("channel not in confirm mode".into()))
+            }
+        };
+        metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}

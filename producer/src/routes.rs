@@ -1,0 +1,240 @@
+//! HTTP handlers of the producer's API.
+
+use crate::error::ApiError;
+use crate::validate::validate;
+use crate::AppState;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
+use infq_common::message::JobMessage;
+use infq_common::metrics as m;
+use infq_common::store::{JobRecord, NewJob, Transition};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The representation of a job in responses.
+#[derive(Serialize)]
+pub struct JobView {
+    id: JobId,
+    status: &'static str,
+    model: String,
+    version: String,
+    priority: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JobError>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Box<RawValue>>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(r: JobRecord) -> Self {
+        let raw = |s: Option<String>| s.and_then(|s| RawValue::from_string(s).ok());
+        JobView {
+            id: r.id,
+            status: r.status.as_str(),
+            model: r.model,
+            version: r.version,
+            priority: r.priority.as_str(),
+            output: raw(r.output),
+            error: r.error,
+            created_at: format_ms(r.created_at_ms),
+            finished_at: r.finished_at_ms.map(format_ms),
+            attempts: r.attempts,
+            metadata: raw(r.metadata),
+        }
+    }
+}
+
+fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge(limit)
+    } else {
+        ApiError::Malformed(rejection.body_text())
+    }
+}
+
+/// `POST /v1/jobs`: validate, record as queued, publish with confirm, and
+/// answer `202` only once the broker holds the job.
+pub async fn submit_job(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| body_error(r, state.settings.producer.max_body_bytes))?;
+    let job = match validate(&body, &state.registry) {
+        Ok(job) => job,
+        Err(e) => {
+            metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
+            return Err(e);
+        }
+    };
+    let id = new_job_id();
+    let created_at_ms = now_ms();
+    let record = NewJob {
+        id,
+        model: job.spec.name.clone(),
+        version: job.spec.version.clone(),
+        priority: job.priority,
+        created_at_ms,
+        metadata: job.metadata,
+    };
+    state.store.create(&record).await?;
+    let msg = JobMessage {
+        id,
+        model: record.model.clone(),
+        version: record.version.clone(),
+        priority: job.priority,
+        inputs: job.inputs,
+        created_at_ms,
+        deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
+    };
+    if let Err(e) = state.publisher.publish(&msg).await {
+        metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => "unavailable")
+            .increment(1);
+        let t = Transition::failed(JobError::new("not_enqueued", e.to_string()));
+        if let Err(se) = state.store.transition(&id, &t).await {
+            tracing::warn!(job_id = %id, error = %se, "could not record the failed enqueue");
+        }
+        return Err(ApiError::Unavailable(e.to_string()));
+    }
+    metrics::counter!(m::JOBS_SUBMITTED, "model" => record.model.clone(), "priority" => record.priority.as_str())
+        .increment(1);
+    let body = json!({
+        "id": id,
+        "status": "queued",
+        "model": record.model,
+        "version": record.version,
+        "priority": record.priority.as_str(),
+        "created_at": format_ms(created_at_ms),
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Query of `GET /v1/jobs/{id}`.
+#[derive(Deserialize)]
+pub struct GetJobQuery {
+    /// Seconds to wait for a terminal state.
+    #[serde(default)]
+    wait: Option<f64>,
+}
+
+/// `GET /v1/jobs/{id}`, optionally long-polling with `?wait=SECONDS`.
+pub async fn get_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<GetJobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let not_found = || ApiError::NotFound(format!("job {id}"));
+    let job_id = JobId::parse_str(&id).map_err(|_| not_found())?;
+    let wait = match q.wait {
+        None => 0.0,
+        Some(w) if w.is_finite() && w >= 0.0 => w.min(state.settings.producer.max_wait_secs as f64),
+        Some(_) => {
+            return Err(ApiError::Invalid(vec![crate::error::Detail::field(
+                "wait",
+                "must be a non-negative number of seconds",
+            )]))
+        }
+    };
+    if wait <= 0.0 {
+        let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
+        return Ok(Json(rec.into()));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+    let guard = state.waiters.register(job_id);
+    loop {
+        let notified = guard.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
+        if rec.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(rec.into()));
+        }
+        let recheck = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(recheck) => {}
+        }
+    }
+}
+
+/// `GET /v1/models`: the registry as clients need it.
+pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let models: Vec<_> = state
+        .registry
+        .models()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "version": m.version,
+                "default": state.registry.resolve(&m.name).is_some_and(|d| d.version == m.version),
+                "description": m.description,
+                "inputs": m.inputs.iter().map(|f| json!({
+                    "name": f.name, "dtype": "f32", "min": f.min, "max": f.max, "description": f.description,
+                })).collect::<Vec<_>>(),
+                "outputs": m.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
+                "max_batch_size": m.max_batch_size,
+                "max_batch_delay_ms": m.max_batch_delay_ms,
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the broker and Redis can be reached.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let broker = state.publisher.channel().await.is_ok();
+    let redis = state.store.ping().await.is_ok();
+    let word = |ok: bool| if ok { "ok" } else { "down" };
+    let ready = broker && redis;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "checks": {"broker": word(broker), "redis": word(redis)},
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus exposition.
+pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    match &state.prometheus {
+        Some(h) => h.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder\n").into_response(),
+    }
+}
+
+/// Any other path.
+pub async fn fallback() -> ApiError {
+    ApiError::NotFound("route".into())
+}

@@ -1,0 +1,314 @@
+//! Checking a job submission against the model registry. Plain logic, no
+//! I/O: every problem in a request is collected, so a client fixes them all
+//! at once.
+
+use crate::error::{ApiError, Detail};
+use infq_common::job::Priority;
+use infq_common::registry::{ModelSpec, Registry};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Longest deadline a job may ask for: a week.
+pub const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Largest `metadata` object, serialised.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// `name` or `name@version`.
+    pub model: String,
+    /// Named features (object) or values in schema order (array).
+    pub inputs: Value,
+    /// Lane; `interactive` unless given.
+    #[serde(default)]
+    pub priority: Option<Priority>,
+    /// Callback URL for the result.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Milliseconds from now after which the job expires unrun.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Client data stored with the job and returned with it.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// A submission that passed every check.
+#[derive(Debug)]
+pub struct ValidJob<'r> {
+    /// The resolved model version.
+    pub spec: &'r ModelSpec,
+    /// One row of f32 features in schema order.
+    pub inputs: Vec<f32>,
+    /// Lane.
+    pub priority: Priority,
+    /// Relative deadline, if any.
+    pub deadline_ms: Option<u64>,
+    /// Client metadata as JSON text.
+    pub metadata: Option<String>,
+}
+
+/// Parses and validates a body.
+pub fn validate<'r>(body: &[u8], registry: &'r Registry) -> Result<ValidJob<'r>, ApiError> {
+    let req: JobRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    let spec = registry
+        .resolve(&req.model)
+        .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
+    let mut problems = Vec::new();
+    let inputs = features(spec, &req.inputs, &mut problems);
+    if req.webhook_url.is_some() {
+        problems.push(Detail::field(
+            "webhook_url",
+            "webhook callbacks are not enabled on this deployment",
+        ));
+    }
+    if let Some(d) = req.deadline_ms {
+        if d == 0 || d > MAX_DEADLINE_MS {
+            problems.push(Detail::field(
+                "deadline_ms",
+                format!("must be between 1 and {MAX_DEADLINE_MS}"),
+            ));
+        }
+    }
+    let metadata = match &req.metadata {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => {
+            let text = v.to_string();
+            if text.len() > MAX_METADATA_BYTES {
+                problems.push(Detail::field(
+                    "metadata",
+                    format!("at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            Some(text)
+        }
+        Some(_) => {
+            problems.push(Detail::field("metadata", "must be an object"));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    Ok(ValidJob {
+        spec,
+        inputs,
+        priority: req.priority.unwrap_or_default(),
+        deadline_ms: req.deadline_ms,
+        metadata,
+    })
+}
+
+/// Converts `inputs` to one row in schema order, recording problems.
+pub fn features(spec: &ModelSpec, inputs: &Value, problems: &mut Vec<Detail>) -> Vec<f32> {
+    let width = spec.width();
+    let mut row = vec![0f32; width];
+    match inputs {
+        Value::Object(map) => {
+            for (i, f) in spec.inputs.iter().enumerate() {
+                let path = format!("inputs.{}", f.name);
+                match map.get(&f.name) {
+                    Some(v) => {
+                        if let Some(x) = number(spec, i, &path, v, problems) {
+                            row[i] = x;
+                        }
+                    }
+                    None => problems.push(Detail::field(path, "missing")),
+                }
+            }
+            for key in map.keys() {
+                if !spec.inputs.iter().any(|f| &f.name == key) {
+                    problems.push(Detail::field(
+                        format!("inputs.{}", truncate(key, 64)),
+                        "unknown feature",
+                    ));
+                }
+            }
+        }
+        Value::Array(values) => {
+            if values.len() != width {
+                let names: Vec<_> = spec.inputs.iter().map(|f| f.name.as_str()).collect();
+                problems.push(Detail::field(
+                    "inputs",
+                    format!(
+                        "expected {width} values in schema order ({}), got {}",
+                        names.join(", "),
+                        values.len()
+                    ),
+                ));
+            } else {
+                for (i, v) in values.iter().enumerate() {
+                    if let Some(x) = number(spec, i, &format!("inputs[{i}]"), v, problems) {
+                        row[i] = x;
+                    }
+                }
+            }
+        }
+        _ => problems.push(Detail::field(
+            "inputs",
+            "must be an object of named features or an array in schema order",
+        )),
+    }
+    row
+}
+
+fn number(
+    spec: &ModelSpec,
+    i: usize,
+    path: &str,
+    v: &Value,
+    problems: &mut Vec<Detail>,
+) -> Option<f32> {
+    let f = &spec.inputs[i];
+    let Some(x) = v.as_f64() else {
+        problems.push(Detail::field(path, "must be a number"));
+        return None;
+    };
+    let y = x as f32;
+    if !y.is_finite() {
+        problems.push(Detail::field(path, "must be a finite 32-bit float"));
+        return None;
+    }
+    if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) {
+        let range = match (f.min, f.max) {
+            (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+            (Some(lo), None) => format!("at least {lo}"),
+            (None, Some(hi)) => format!("at most {hi}"),
+            (None, None) => unreachable!("a bound was crossed"),
+        };
+        problems.push(Detail::field(path, format!("must be {range}")));
+        return None;
+    }
+    Some(y)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn registry() -> Registry {
+        Registry::parse(
+            r#"
+[[model]]
+name = "credit-default"
+version = "1"
+path = "x.pt"
+inputs = [{ name = "student", min = 0, max = 1 }, { name = "balance", min = 0 }, { name = "income" }]
+outputs = [{ name = "p" }]
+"#,
+            Path::new("models.toml"),
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn details(body: &str) -> Vec<Detail> {
+        match validate(body.as_bytes(), &registry()) {
+            Err(ApiError::Invalid(d)) => d,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn named_and_positional_inputs_agree() {
+        let r = registry();
+        let a = validate(
+            br#"{"model":"credit-default","inputs":{"income":40000.5,"student":1,"balance":729.52}}"#,
+            &r,
+        )
+        .unwrap();
+        let b = validate(
+            br#"{"model":"credit-default@1","inputs":[1,729.52,40000.5]}"#,
+            &r,
+        )
+        .unwrap();
+        assert_eq!(a.inputs, vec![1.0, 729.52, 40000.5]);
+        assert_eq!(a.inputs, b.inputs);
+        assert_eq!(a.priority, Priority::Interactive);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_field() {
+        let d = details(
+            r#"{"model":"credit-default","inputs":{"student":2,"balance":"x","extra":1}}"#,
+        );
+        let fields: Vec<_> = d.iter().map(|d| d.field.clone().unwrap()).collect();
+        assert_eq!(
+            fields,
+            vec!["inputs.student", "inputs.balance", "inputs.income", "inputs.extra"]
+        );
+    }
+
+    #[test]
+    fn wrong_count_names_the_schema() {
+        let d = details(r#"{"model":"credit-default","inputs":[1,2]}"#);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.contains("student, balance, income"), "{:?}", d[0]);
+    }
+
+    #[test]
+    fn non_finite_values_are_refused() {
+        let d = details(r#"{"model":"credit-default","inputs":[0, 1e39, 1]}"#);
+        assert_eq!(d[0].field.as_deref(), Some("inputs[1]"));
+        for body in [
+            r#"{"model":"credit-default","inputs":[0, NaN, 1]}"#,
+            r#"{"model":"credit-default","inputs":[0, Infinity, 1]}"#,
+            r#"{"model":"credit-default","inputs":[0, 1e400, 1]}"#,
+        ] {
+            assert!(matches!(
+                validate(body.as_bytes(), &registry()),
+                Err(ApiError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn hostile_bodies_are_refused() {
+        let r = registry();
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let long_key = format!(
+            r#"{{"model":"credit-default","inputs":{{"{}":1}}}}"#,
+            "k".repeat(100_000)
+        );
+        for body in [
+            "".to_string(),
+            "null".into(),
+            "{".into(),
+            "\u{0}\u{1}".into(),
+            r#"{"model":"credit-default"}"#.into(),
+            r#"{"model":"credit-default","inputs":[1,2,3],"surprise":1}"#.into(),
+            r#"{"model":7,"inputs":[1,2,3]}"#.into(),
+            deep,
+        ] {
+            let err = validate(body.as_bytes(), &r).unwrap_err();
+            assert!(err.status().is_client_error(), "{body:.40}: {err:?}");
+        }
+        let err = validate(long_key.as_bytes(), &r).unwrap_err();
+        let ApiError::Invalid(d) = err else { panic!() };
+        assert!(d.iter().all(|d| d.field.as_ref().unwrap().len() < 100));
+    }
+
+    #[test]
+    fn unknown_model_and_options() {
+        assert!(matches!(
+            validate(br#"{"model":"nope","inputs":[1,2,3]}"#, &registry()),
+            Err(ApiError::UnknownModel(_))
+        ));
+        let d = details(
+            r#"{"model":"credit-default","inputs":[1,2,3],"deadline_ms":0,"metadata":[1]}"#,
+        );
+        let fields: Vec<_> = d.iter().map(|d| d.field.clone().unwrap()).collect();
+        assert_eq!(fields, vec!["deadline_ms", "metadata"]);
+    }
+}

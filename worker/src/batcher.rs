@@ -1,0 +1,344 @@
+//! Dynamic batching: one batcher per model version.
+//!
+//! The batcher first reserves the model thread's single slot, so batches
+//! keep growing while the model is busy. It then takes the first job and
+//! fills the batch until `max_batch_size` rows or `max_batch_delay` has
+//! passed, always taking interactive jobs before bulk ones. Before handing
+//! the batch over it claims its jobs in Redis in one round trip: jobs that
+//! are already terminal (redeliveries) are acknowledged without running.
+
+use crate::model::{Batch, ModelCommand, ModelHandle};
+use crate::pending::Pending;
+use crate::writer::WriterCommand;
+use infq_common::job::{now_ms, JobError, JobStatus};
+use infq_common::registry::ModelSpec;
+use infq_common::retry::Schedule;
+use infq_common::store::{Claim, JobStore, Transition};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{self, Receiver, Sender};
+use tokio::time::sleep_until;
+
+/// Collects jobs into one batch of at most `max_rows` rows. Plain logic, no
+/// I/O, so batch assembly is tested synchronously.
+#[derive(Debug)]
+pub struct BatchBuilder<T> {
+    max_rows: usize,
+    rows: usize,
+    items: Vec<T>,
+}
+
+impl<T> BatchBuilder<T> {
+    /// An empty builder for batches of up to `max_rows` rows.
+    pub fn new(max_rows: usize) -> Self {
+        Self {
+            max_rows: max_rows.max(1),
+            rows: 0,
+            items: Vec::with_capacity(max_rows.max(1)),
+        }
+    }
+
+    /// Adds an item of `rows` rows, or hands it back if it would overflow a
+    /// non-empty batch. An item larger than a whole batch is accepted alone.
+    pub fn push(&mut self, item: T, rows: usize) -> Result<(), T> {
+        if !self.items.is_empty() && self.rows + rows > self.max_rows {
+            return Err(item);
+        }
+        self.rows += rows;
+        self.items.push(item);
+        Ok(())
+    }
+
+    /// No more rows fit.
+    pub fn is_full(&self) -> bool {
+        self.rows >= self.max_rows
+    }
+
+    /// Nothing collected yet.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Rows collected.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Takes the batch, leaving the builder empty.
+    pub fn take(&mut self) -> Vec<T> {
+        self.rows = 0;
+        std::mem::replace(&mut self.items, Vec::with_capacity(self.max_rows))
+    }
+}
+
+/// Senders of a model version's two lanes, held by the consumers.
+#[derive(Clone, Debug)]
+pub struct LaneSenders {
+    /// Single jobs.
+    pub interactive: Sender<Pending>,
+    /// Bulk chunks.
+    pub bulk: Sender<Pending>,
+}
+
+/// The receiving ends of one model version's two lanes, read by its
+/// batcher. The lanes close when every [`LaneSenders`] is dropped.
+pub struct Lanes {
+    interactive: Receiver<Pending>,
+    bulk: Receiver<Pending>,
+}
+
+impl Lanes {
+    /// Lanes holding up to `capacity` jobs each (the consumer prefetch).
+    pub fn new(capacity: usize) -> (LaneSenders, Self) {
+        let (itx, irx) = mpsc::channel(capacity.max(1));
+        let (btx, brx) = mpsc::channel(capacity.max(1));
+        let senders = LaneSenders {
+            interactive: itx,
+            bulk: btx,
+        };
+        let lanes = Self {
+            interactive: irx,
+            bulk: brx,
+        };
+        (senders, lanes)
+    }
+
+    /// The next job without waiting, interactive first.
+    fn try_next(&mut self) -> Option<Pending> {
+        self.interactive
+            .try_recv()
+            .ok()
+            .or_else(|| self.bulk.try_recv().ok())
+    }
+
+    /// The next job, interactive first; `None` once both lanes are closed
+    /// and empty, or when `deadline` passes.
+    async fn next(&mut self, deadline: Option<tokio::time::Instant>) -> Option<Pending> {
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        tokio::select! {
+            biased;
+            Some(j) = self.interactive.recv() => Some(j),
+            Some(j) = self.bulk.recv() => Some(j),
+            _ = sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => None,
+            else => None,
+        }
+    }
+}
+
+/// Forms batches for one model version until its lanes close (shutdown)
+/// or its model thread stops.
+pub async fn batcher_task(
+    spec: Arc<ModelSpec>,
+    mut lanes: Lanes,
+    model: ModelHandle,
+    store: JobStore,
+    writer: Sender<WriterCommand>,
+) {
+    let width = spec.width();
+    let mut builder = BatchBuilder::new(spec.max_batch_size);
+    let mut carry: Option<Pending> = None;
+    let delay = spec.max_batch_delay();
+    loop {
+        let Ok(permit) = model.tx.reserve().await else {
+            tracing::error!(model = %spec.id(), "model thread stopped");
+            break;
+        };
+        let first = match carry.take() {
+            Some(job) => job,
+            None => match lanes.next(None).await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let started = Instant::now();
+        let rows = first.rows(width).max(1);
+        let _ = builder.push(first, rows);
+        let deadline = tokio::time::Instant::now() + delay;
+        while !builder.is_full() {
+            let next = match lanes.try_next() {
+                Some(job) => job,
+                None => match lanes.next(Some(deadline)).await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let rows = next.rows(width).max(1);
+            if let Err(job) = builder.push(next, rows) {
+                carry = Some(job);
+                break;
+            }
+        }
+        let jobs = builder.take();
+        metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        let runnable = prepare(&spec, jobs, &store, &writer).await;
+        if runnable.is_empty() {
+            continue;
+        }
+        let rows: usize = runnable.iter().map(|j| j.rows(width)).sum();
+        let mut inputs = Vec::with_capacity(rows * width);
+        for job in &runnable {
+            inputs.extend_from_slice(&job.msg.inputs);
+        }
+        let span = tracing::info_span!("batch", model = %spec.id(), rows, jobs = runnable.len());
+        permit.send(ModelCommand::Infer(Batch {
+            jobs: runnable,
+            inputs,
+            rows,
+            span,
+            formed: Instant::now(),
+        }));
+    }
+    // Jobs left over when the model thread is gone are not acknowledged;
+    // the broker redelivers them.
+    tracing::debug!(model = %spec.id(), "batcher stopped");
+}
+
+/// Sorts a batch: invalid and expired jobs end here (through the writer),
+/// jobs already terminal are acknowledged, the rest are claimed and
+/// returned to run.
+async fn prepare(
+    spec: &ModelSpec,
+    jobs: Vec<Pending>,
+    store: &JobStore,
+    writer: &Sender<WriterCommand>,
+) -> Vec<Pending> {
+    let now = now_ms();
+    let width = spec.width();
+    let mut finished = Vec::new();
+    let mut candidates = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if job.msg.inputs.len() % width != 0 {
+            let err = JobError::new(
+                "invalid_input",
+                format!(
+                    "{} inputs do not make rows of {width} features",
+                    job.msg.inputs.len()
+                ),
+            );
+            let t = Transition::failed(err).with_job(job.record());
+            finished.push((job, t));
+        } else if job.msg.deadline_at_ms.is_some_and(|d| now > d) {
+            let t = Transition::to(JobStatus::Expired).with_job(job.record());
+            finished.push((job, t));
+        } else {
+            candidates.push(job);
+        }
+    }
+    if !finished.is_empty() && writer.send(WriterCommand::Finish(finished)).await.is_err() {
+        return Vec::new();
+    }
+    if candidates.is_empty() {
+        return candidates;
+    }
+    let records: Vec<_> = candidates.iter().map(Pending::record).collect();
+    let refs: Vec<_> = records.iter().collect();
+    let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
+    let claims = loop {
+        match store.claim_many(&refs).await {
+            Ok(c) => break c,
+            Err(e) => {
+                let wait = schedule.next().unwrap_or(Duration::from_secs(1));
+                tracing::warn!(error = %e, ?wait, "claiming a batch failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    let mut run = Vec::with_capacity(candidates.len());
+    let mut done = Vec::new();
+    for (job, claim) in candidates.into_iter().zip(claims) {
+        match claim {
+            Claim::Run(_) => run.push(job),
+            Claim::Done(_) => done.push(job),
+        }
+    }
+    if !done.is_empty() {
+        let _ = writer.send(WriterCommand::Ack(done)).await;
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_up_to_max_rows() {
+        let mut b = BatchBuilder::new(4);
+        for i in 0..4 {
+            assert!(!b.is_full());
+            b.push(i, 1).unwrap();
+        }
+        assert!(b.is_full());
+        assert_eq!(b.push(9, 1), Err(9));
+        assert_eq!(b.take(), vec![0, 1, 2, 3]);
+        assert!(b.is_empty());
+        assert_eq!(b.rows(), 0);
+    }
+
+    #[test]
+    fn multi_row_items_do_not_overflow() {
+        let mut b = BatchBuilder::new(256);
+        b.push("a", 200).unwrap();
+        assert_eq!(b.push("b", 100), Err("b"), "would make 300 rows");
+        b.push("c", 56).unwrap();
+        assert!(b.is_full());
+    }
+
+    #[test]
+    fn an_oversized_item_goes_alone() {
+        let mut b = BatchBuilder::new(8);
+        b.push("big", 100).unwrap();
+        assert!(b.is_full());
+        assert_eq!(b.take(), vec!["big"]);
+    }
+
+    fn job(lane: infq_common::job::Priority, n: u8) -> Pending {
+        let msg = infq_common::message::JobMessage {
+            id: infq_common::job::new_job_id(),
+            model: "m".into(),
+            version: "1".into(),
+            priority: lane,
+            inputs: vec![f32::from(n); 3],
+            created_at_ms: 0,
+            deadline_at_ms: None,
+        };
+        let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
+        Pending {
+            msg,
+            acker: d.acker,
+            lane,
+            received: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn interactive_jobs_come_first() {
+        use infq_common::job::Priority::*;
+        let (tx, mut lanes) = Lanes::new(16);
+        for n in 0..3 {
+            tx.bulk.send(job(Bulk, n)).await.unwrap();
+        }
+        for n in 10..12 {
+            tx.interactive.send(job(Interactive, n)).await.unwrap();
+        }
+        let mut order = Vec::new();
+        while let Some(j) = lanes.try_next() {
+            order.push(j.msg.inputs[0] as u8);
+        }
+        assert_eq!(order, vec![10, 11, 0, 1, 2]);
+        tx.bulk.send(job(Bulk, 5)).await.unwrap();
+        tx.interactive.send(job(Interactive, 6)).await.unwrap();
+        assert_eq!(lanes.next(None).await.unwrap().msg.inputs[0], 6.0);
+        assert_eq!(lanes.next(None).await.unwrap().msg.inputs[0], 5.0);
+    }
+
+    #[tokio::test]
+    async fn next_ends_at_the_deadline_or_when_closed() {
+        let (tx, mut lanes) = Lanes::new(4);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        assert!(lanes.next(Some(deadline)).await.is_none());
+        drop(tx);
+        assert!(lanes.next(None).await.is_none(), "closed lanes end the wait");
+    }
+}

@@ -1,0 +1,259 @@
+//! Consuming: a supervisor keeps one broker connection with a consumer per
+//! queue, and rebuilds connection, topology and consumers with backoff
+//! whenever the broker goes away.
+//!
+//! Each consumer decodes deliveries and routes them by model version to the
+//! batcher's lanes. A message that cannot be decoded is rejected without
+//! requeue, so the broker dead-letters it, and the worker goes on.
+
+use crate::batcher::LaneSenders;
+use crate::pending::Pending;
+use crate::stats::WorkerStats;
+use futures_util::StreamExt;
+use infq_common::config::AmqpConfig;
+use infq_common::job::{JobError, Priority};
+use infq_common::message::JobMessage;
+use infq_common::metrics as m;
+use infq_common::registry::ModelSpec;
+use infq_common::retry::Schedule;
+use infq_common::shutdown::CancellationToken;
+use infq_common::store::{JobStore, Transition};
+use infq_common::topology::Topology;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinSet;
+
+/// Where the deliveries of one model name go: a pair of lanes per version.
+#[derive(Clone)]
+pub struct ModelRoute {
+    name: String,
+    versions: HashMap<String, LaneSenders>,
+    prefetch: u16,
+}
+
+impl ModelRoute {
+    /// A route for the model `spec` names, with no versions yet.
+    pub fn new(spec: Arc<ModelSpec>) -> Self {
+        Self {
+            name: spec.name.clone(),
+            versions: HashMap::new(),
+            prefetch: 0,
+        }
+    }
+
+    /// Adds a version's lanes; the consumer prefetch grows to twice the
+    /// largest batch of any version.
+    pub fn add_version(&mut self, spec: Arc<ModelSpec>, lanes: LaneSenders) {
+        let want = (2 * spec.max_batch_size).min(usize::from(u16::MAX)) as u16;
+        self.prefetch = self.prefetch.max(want);
+        self.versions.insert(spec.version.clone(), lanes);
+    }
+}
+
+/// Keeps consumers running until `shutdown`; returns the connection so
+/// that it is closed only after the batches in flight are acknowledged.
+pub async fn supervisor_task(
+    cfg: AmqpConfig,
+    topology: Topology,
+    routes: HashMap<String, ModelRoute>,
+    store: JobStore,
+    stats: Arc<WorkerStats>,
+    shutdown: CancellationToken,
+) -> Option<Connection> {
+    let routes: Vec<Arc<ModelRoute>> = routes.into_values().map(Arc::new).collect();
+    let mut schedule = Schedule::reconnect();
+    let mut first = true;
+    loop {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        match session(&cfg, &topology, &routes, &store, &stats, &shutdown, &mut schedule).await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                stats.broker_connected.store(false, Ordering::Relaxed);
+                if !first {
+                    metrics::counter!(m::RECONNECTS, "outcome" => "amqp").increment(1);
+                }
+                let wait = schedule.next().unwrap_or_default();
+                tracing::warn!(error = %e, ?wait, "broker session ended; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        first = false;
+    }
+}
+
+/// One connection's life: declare, consume, forward; `Ok` when shut down.
+async fn session(
+    cfg: &AmqpConfig,
+    topology: &Topology,
+    routes: &[Arc<ModelRoute>],
+    store: &JobStore,
+    stats: &Arc<WorkerStats>,
+    shutdown: &CancellationToken,
+    schedule: &mut Schedule,
+) -> anyhow::Result<Connection> {
+    let conn = infq_common::amqp::connect(cfg, "infq-worker").await?;
+    let setup = conn.create_channel().await?;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    topology.declare(&setup, &names).await?;
+    let _ = setup.close(200, "declared".into()).await;
+
+    let mut consumers: Vec<(Channel, String)> = Vec::new();
+    let mut tasks = JoinSet::new();
+    for route in routes {
+        for lane in Priority::ALL {
+            let ch = conn.create_channel().await?;
+            ch.basic_qos(route.prefetch, BasicQosOptions::default())
+                .await?;
+            let queue = topology.job_queue(&route.name, lane);
+            let tag = format!("infq-worker-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+            let consumer = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.push((ch, tag));
+            tasks.spawn(consumer_task(
+                consumer,
+                lane,
+                route.clone(),
+                store.clone(),
+                stats.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
+    stats.broker_connected.store(true, Ordering::Relaxed);
+    schedule.reset();
+    tracing::info!(queues = consumers.len(), "consuming");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            for (ch, tag) in &consumers {
+                let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            }
+            while tasks.join_next().await.is_some() {}
+            Ok(conn)
+        }
+        ended = tasks.join_next() => {
+            tasks.abort_all();
+            let _ = conn.close(320, "reconnecting".into()).await;
+            anyhow::bail!("a consumer stopped: {ended:?}")
+        }
+    }
+}
+
+/// Forwards one queue's deliveries to the batchers until the consumer ends
+/// (connection lost) or shutdown.
+async fn consumer_task(
+    mut consumer: lapin::Consumer,
+    lane: Priority,
+    route: Arc<ModelRoute>,
+    store: JobStore,
+    stats: Arc<WorkerStats>,
+    shutdown: CancellationToken,
+) -> &'static str {
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return "shutdown",
+            d = consumer.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                return "consumer error";
+            }
+            None => return "consumer closed",
+        };
+        match JobMessage::decode(&delivery.data) {
+            Ok(msg) => {
+                if !route_job(msg, delivery, lane, &route, &store).await {
+                    return "batcher gone";
+                }
+            }
+            Err(e) => dead_letter(delivery, &e.to_string(), &store, &stats).await,
+        }
+    }
+}
+
+/// Sends a decoded job to its version's lane; `false` if the batcher is gone.
+async fn route_job(
+    msg: JobMessage,
+    delivery: Delivery,
+    lane: Priority,
+    route: &ModelRoute,
+    store: &JobStore,
+) -> bool {
+    let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
+    metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
+    let Some(lanes) = route.versions.get(&msg.version) else {
+        // A version this worker does not serve: final for this job.
+        let err = JobError::new(
+            "unknown_model_version",
+            format!("{}@{} is not served", msg.model, msg.version),
+        );
+        let pending = Pending {
+            acker: delivery.acker,
+            lane,
+            received: Instant::now(),
+            msg,
+        };
+        let t = Transition::failed(err).with_job(pending.record());
+        if store.transition(&pending.msg.id, &t).await.is_ok() {
+            let _ = pending.acker.ack(BasicAckOptions::default()).await;
+        }
+        return true;
+    };
+    let tx = match lane {
+        Priority::Interactive => &lanes.interactive,
+        Priority::Bulk => &lanes.bulk,
+    };
+    let pending = Pending {
+        msg,
+        acker: delivery.acker,
+        lane,
+        received: Instant::now(),
+    };
+    tx.send(pending).await.is_ok()
+}
+
+/// Rejects an undecodable message so the broker dead-letters it; if its
+/// `message_id` names a job, that job is recorded as failed.
+async fn dead_letter(delivery: Delivery, reason: &str, store: &JobStore, stats: &WorkerStats) {
+    tracing::warn!(reason, bytes = delivery.data.len(), "undecodable message; dead-lettering");
+    if let Some(id) = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .and_then(|s| uuid::Uuid::parse_str(s.as_str()).ok())
+    {
+        let t = Transition::failed(JobError::new("dead_lettered", reason));
+        if let Err(e) = store.transition(&id, &t).await {
+            tracing::warn!(error = %e, "could not record the dead-lettered job");
+        }
+    }
+    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable").increment(1);
+    if let Err(e) = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+    {
+        tracing::warn!(error = %e, "reject failed; the message will be redelivered");
+    }
+}
