@@ -1,1 +1,214 @@
-//! placeholder
+//! Test support for infq's end-to-end tests and benchmarks.
+//!
+//! [`TestEnv`] starts a producer and (optionally) a worker in-process,
+//! against the real RabbitMQ and Redis, under a namespace of its own, so
+//! tests run side by side without seeing each other's queues or keys.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use infq_common::config::Settings;
+use infq_common::registry::Registry;
+use infq_common::shutdown::CancellationToken;
+use infq_worker::WorkerHandle;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// The workspace root (where `config/` and `data/` live).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Settings from `config/default.toml` under a fresh namespace, with queues
+/// that expire after a minute unused, no worker listener, and the producer
+/// on an ephemeral port.
+pub fn test_settings() -> Settings {
+    let ns = format!("t{}", uuid::Uuid::new_v4().simple());
+    let file = root().join("config/default.toml");
+    Settings::load(
+        Some(&file),
+        &[
+            ("namespace", ns.into()),
+            ("amqp.queue_expires_ms", 60_000.into()),
+            ("producer.listen", "127.0.0.1:0".into()),
+        ],
+    )
+    .expect("test settings")
+}
+
+/// A producer and optionally a worker, running in this process.
+pub struct TestEnv {
+    /// The settings both run with.
+    pub settings: Settings,
+    /// Base URL of the producer, e.g. `http://127.0.0.1:40123`.
+    pub base: String,
+    /// A client for the API.
+    pub http: reqwest::Client,
+    /// The worker, if started.
+    pub worker: Option<WorkerHandle>,
+    shutdown: CancellationToken,
+    producer: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestEnv {
+    /// Starts a producer and a worker.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(test_settings(), true).await
+    }
+
+    /// Starts a producer, and a worker if `with_worker`.
+    pub async fn start_with(settings: Settings, with_worker: bool) -> anyhow::Result<Self> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            infq_common::telemetry::init(&settings.log);
+        }
+        let registry = settings.registry()?;
+        let shutdown = CancellationToken::new();
+        let worker = if with_worker {
+            Some(infq_worker::start(settings.clone(), registry.clone(), shutdown.clone()).await?)
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(settings.producer.listen).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let state = Arc::new(infq_producer::AppState::new(
+            settings.clone(),
+            registry,
+            None,
+        )?);
+        let producer = tokio::spawn(infq_producer::serve(state, listener, shutdown.clone()));
+        let env = Self {
+            settings,
+            base,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()?,
+            worker,
+            shutdown,
+            producer,
+        };
+        env.wait_ready().await?;
+        Ok(env)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..100 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await {
+                let worker_ready = self.worker.as_ref().is_none_or(|w| {
+                    w.stats
+                        .broker_connected
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                });
+                if r.status().is_success() && worker_ready {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("test environment did not become ready")
+    }
+
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A broker connection for inspecting or feeding queues directly.
+    pub async fn amqp(&self) -> anyhow::Result<lapin::Connection> {
+        Ok(infq_common::amqp::connect(&self.settings.amqp, "infq-test").await?)
+    }
+
+    /// Messages ready in `queue` (passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<u32> {
+        let conn = self.amqp().await?;
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .with_context(|| format!("queue {queue}"))?;
+        infq_common::amqp::close(&conn, "done").await;
+        Ok(q.message_count())
+    }
+
+    /// Redis keys under this environment's namespace.
+    pub async fn redis_keys(&self) -> anyhow::Result<Vec<String>> {
+        let client = redis::Client::open(self.settings.redis.url.as_str())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.settings.namespace))
+            .query_async(&mut c)
+            .await?;
+        Ok(keys)
+    }
+
+    /// Stops the producer and drains the worker.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let limit = std::time::Duration::from_secs(40);
+        if let Some(w) = self.worker {
+            tokio::time::timeout(limit, w.join())
+                .await
+                .context("the worker did not stop")??;
+        }
+        tokio::time::timeout(limit, self.producer)
+            .await
+            .context("the producer did not stop")???;
+        Ok(())
+    }
+}
+
+/// One borrower of the Default data set.
+#[derive(Debug, Clone, Copy)]
+pub struct Borrower {
+    /// 1.0 if a student.
+    pub student: f32,
+    /// Average card balance.
+    pub balance: f32,
+    /// Yearly income.
+    pub income: f32,
+    /// Whether the borrower defaulted.
+    pub defaulted: bool,
+}
+
+impl Borrower {
+    /// Features in schema order.
+    pub fn features(&self) -> [f32; 3] {
+        [self.student, self.balance, self.income]
+    }
+}
+
+/// Reads `data/Default.csv` (written by `scripts/setup`).
+pub fn load_default_csv(path: &Path) -> anyhow::Result<Vec<Borrower>> {
+    let mut rdr = csv::Reader::from_path(path)
+        .with_context(|| format!("{} (run scripts/setup)", path.display()))?;
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec?;
+        out.push(Borrower {
+            defaulted: &rec[0] == "Yes",
+            student: if &rec[1] == "Yes" { 1.0 } else { 0.0 },
+            balance: rec[2].parse()?,
+            income: rec[3].parse()?,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the reference model directly through `tch` on the CPU, one forward
+/// pass over all `rows` (3 features each); returns one probability per row.
+pub fn reference_outputs(registry: &Registry, rows: &[[f32; 3]]) -> anyhow::Result<Vec<f32>> {
+    let spec = registry
+        .resolve("credit-default")
+        .context("credit-default in the registry")?;
+    let module = infq_worker::model::load(spec, tch::Device::Cpu)?;
+    let _g = tch::no_grad_guard();
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    infq_worker::model::forward(&module, tch::Device::Cpu, &flat, rows.len(), 3)
+        .map_err(anyhow::Error::msg)
+}

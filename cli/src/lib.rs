@@ -1,1 +1,5 @@
-//! placeholder
+//! The `infq` command-line client: a thin layer over the HTTP API.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod demo;

@@ -28,3 +28,15 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, Connect
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
+
+/// Closes a connection, waiting at most a few seconds for the broker's
+/// answer: a close must never hold up a shutdown or a reconnect.
+pub async fn close(conn: &Connection, reason: &str) {
+    let closing = conn.close(200, reason.into());
+    if tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .is_err()
+    {
+        tracing::warn!(reason, "the broker did not confirm the connection close");
+    }
+}

@@ -252,7 +252,10 @@ impl Settings {
             ("redis.timeout_ms", self.redis.timeout_ms),
             ("redis.result_ttl_secs", self.redis.result_ttl_secs),
             ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
-            ("producer.max_body_bytes", self.producer.max_body_bytes as u64),
+            (
+                "producer.max_body_bytes",
+                self.producer.max_body_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
@@ -304,7 +307,9 @@ mod tests {
 
     #[test]
     fn file_then_overrides() {
-        let f = write("namespace = \"prod\"\nmodels_file = \"m.toml\"\n[producer]\nmax_wait_secs = 5\n");
+        let f = write(
+            "namespace = \"prod\"\nmodels_file = \"m.toml\"\n[producer]\nmax_wait_secs = 5\n",
+        );
         let s = Settings::load(Some(f.path()), &[("producer.max_wait_secs", 7.into())]).unwrap();
         assert_eq!(s.namespace, "prod");
         assert_eq!(s.producer.max_wait_secs, 7);
@@ -329,7 +334,12 @@ mod tests {
             "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\n",
         );
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
-        for key in ["namespace", "amqp.url", "worker.intra_op_threads", "worker.device"] {
+        for key in [
+            "namespace",
+            "amqp.url",
+            "worker.intra_op_threads",
+            "worker.device",
+        ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
     }

@@ -86,7 +86,7 @@ mod tests {
             model: "credit-default".into(),
             version: "1".into(),
             priority: Priority::Interactive,
-            inputs: vec![1.0, 1234.567_9, 0.1],
+            inputs: vec![1.0, 1_234.567_9, 0.1],
             created_at_ms: 1,
             deadline_at_ms: None,
         }
@@ -116,7 +116,11 @@ mod tests {
             sample().encode()[..20].to_vec(),
         ];
         for bytes in hostile {
-            assert!(JobMessage::decode(&bytes).is_err(), "{:?}", String::from_utf8_lossy(&bytes));
+            assert!(
+                JobMessage::decode(&bytes).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
     }
 
@@ -124,7 +128,10 @@ mod tests {
     fn invalid_values_are_refused() {
         let mut m = sample();
         m.inputs.clear();
-        assert!(matches!(JobMessage::decode(&m.encode()), Err(DecodeError::Invalid(_))));
+        assert!(matches!(
+            JobMessage::decode(&m.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
         let text = String::from_utf8(sample().encode()).unwrap();
         let inf = text.replace("1234.5679", "1e39");
         assert_ne!(inf, text);
@@ -136,6 +143,9 @@ mod tests {
     #[test]
     fn oversized_is_refused_before_parsing() {
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
-        assert!(matches!(JobMessage::decode(&big), Err(DecodeError::TooLarge(_))));
+        assert!(matches!(
+            JobMessage::decode(&big),
+            Err(DecodeError::TooLarge(_))
+        ));
     }
 }

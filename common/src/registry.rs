@@ -246,7 +246,11 @@ impl Registry {
                 ));
             }
             if m.inputs.is_empty() {
-                return Err(invalid(label, "inputs", "at least one input is needed".into()));
+                return Err(invalid(
+                    label,
+                    "inputs",
+                    "at least one input is needed".into(),
+                ));
             }
             let mut names = HashSet::new();
             for f in &m.inputs {
@@ -275,7 +279,11 @@ impl Registry {
                 }
             }
             if m.outputs.is_empty() {
-                return Err(invalid(label, "outputs", "at least one output is needed".into()));
+                return Err(invalid(
+                    label,
+                    "outputs",
+                    "at least one output is needed".into(),
+                ));
             }
             if !(1..=65_536).contains(&m.max_batch_size) {
                 return Err(invalid(
@@ -412,12 +420,28 @@ max_batch_size = 128
     #[test]
     fn bad_values_name_model_and_field() {
         let cases = [
-            ("max_batch_size = 128", "max_batch_size = 0", "max_batch_size"),
-            ("name = \"credit-default\"\nversion = \"2\"", "name = \"Credit Default\"\nversion = \"2\"", "name"),
-            ("max_batch_size = 128", "max_batch_size = 8\nmax_batch_delay_ms = 99999", "max_batch_delay_ms"),
+            (
+                "max_batch_size = 128",
+                "max_batch_size = 0",
+                "max_batch_size",
+            ),
+            (
+                "name = \"credit-default\"\nversion = \"2\"",
+                "name = \"Credit Default\"\nversion = \"2\"",
+                "name",
+            ),
+            (
+                "max_batch_size = 128",
+                "max_batch_size = 8\nmax_batch_delay_ms = 99999",
+                "max_batch_delay_ms",
+            ),
             ("max_batch_size = 128", "device = \"tpu\"", "device"),
             ("version = \"2\"", "version = \"1\"", "version"),
-            ("{ name = \"student\" }, { name = \"balance\" }", "{ name = \"x\" }, { name = \"x\" }", "inputs"),
+            (
+                "{ name = \"student\" }, { name = \"balance\" }",
+                "{ name = \"x\" }, { name = \"x\" }",
+                "inputs",
+            ),
             ("min = 0, max = 1", "min = 2, max = 1", "inputs"),
         ];
         for (from, to, field) in cases {
@@ -431,7 +455,13 @@ max_batch_size = 128
 
     #[test]
     fn hostile_files_are_refused_cleanly() {
-        for text in ["", "[[model]]", "model = 3", "\u{0}\u{1}garbage[[", "[[model]]\nname = 1"] {
+        for text in [
+            "",
+            "[[model]]",
+            "model = 3",
+            "\u{0}\u{1}garbage[[",
+            "[[model]]\nname = 1",
+        ] {
             assert!(parse(text).is_err(), "{text:?} accepted");
         }
         let missing = Registry::load(Path::new("/nonexistent/models.toml")).unwrap_err();

@@ -286,7 +286,11 @@ impl JobStore {
     /// Records a new `queued` job; `false` if the id already exists.
     pub async fn create(&self, job: &NewJob) -> Result<bool, StoreError> {
         let mut inv = CREATE.key(self.job_key(&job.id));
-        inv.arg(self.ttl_ms).arg("status").arg("queued").arg("rank").arg(0);
+        inv.arg(self.ttl_ms)
+            .arg("status")
+            .arg("queued")
+            .arg("rank")
+            .arg(0);
         inv.arg("attempts").arg(0);
         for (k, v) in job.fields() {
             inv.arg(k).arg(v);
@@ -427,9 +431,7 @@ fn parse_record(
         created_at_ms: num(&f, "created_at").unwrap_or(0),
         finished_at_ms: num(&f, "finished_at"),
         attempts: num(&f, "attempts").unwrap_or(0) as u32,
-        error: f
-            .get("error")
-            .and_then(|e| serde_json::from_str(e).ok()),
+        error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
         model: f.remove("model").unwrap_or_default(),
         version: f.remove("version").unwrap_or_default(),
         output: f.remove("output"),

@@ -173,6 +173,9 @@ mod tests {
             Some(&long_str("reject-publish")),
             "at-least-once dead-lettering needs reject-publish"
         );
-        assert_eq!(inner.get("x-dead-letter-exchange"), Some(&long_str("infq.dead")));
+        assert_eq!(
+            inner.get("x-dead-letter-exchange"),
+            Some(&long_str("infq.dead"))
+        );
     }
 }

@@ -20,7 +20,11 @@ use infq_common::shutdown::CancellationToken;
 use infq_common::store::JobStore;
 use infq_common::topology::Topology;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::IntoFuture;
 use std::sync::Arc;
+
+/// How long requests in flight may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every handler shares.
 pub struct AppState {
@@ -36,6 +40,8 @@ pub struct AppState {
     pub waiters: Arc<waiters::Waiters>,
     /// Renders `/metrics`; `None` where no recorder is installed (tests).
     pub prometheus: Option<PrometheusHandle>,
+    /// Cancelled when the server shuts down, so long-polls answer at once.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -56,6 +62,7 @@ impl AppState {
             publisher,
             waiters: Arc::new(waiters::Waiters::default()),
             prometheus,
+            shutdown: CancellationToken::new(),
         })
     }
 }
@@ -91,9 +98,21 @@ pub async fn serve(
         state.waiters.clone(),
         shutdown.clone(),
     ));
+    let state_shutdown = state.shutdown.clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        _ = shutdown.cancelled() => {
+            state_shutdown.cancel();
+            // Requests in flight get a grace period, then the server stops.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                tracing::warn!(?SHUTDOWN_GRACE, "requests still open at shutdown; closing them");
+            }
+        }
+    }
     Ok(())
 }

@@ -46,7 +46,11 @@ async fn run() -> anyhow::Result<()> {
     let prometheus = infq_common::metrics::install().map_err(anyhow::Error::msg)?;
     let registry = settings.registry()?;
     let addr = settings.producer.listen;
-    let state = Arc::new(infq_producer::AppState::new(settings, registry, Some(prometheus))?);
+    let state = Arc::new(infq_producer::AppState::new(
+        settings,
+        registry,
+        Some(prometheus),
+    )?);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;

@@ -88,7 +88,7 @@ impl Publisher {
         }
         let had_link = link.conn.is_some();
         if let Some(conn) = link.conn.take() {
-            let _ = conn.close(320, "reconnecting".into()).await;
+            amqp::close(&conn, "reconnecting").await;
         }
         link.channel = None;
         match self.open().await {
@@ -163,9 +163,9 @@ impl Publisher {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(routing_key)),
             Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => {
-                Err(PublishError::Unavailable("channel not in confirm mode".into()))
-            }
+            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Unavailable(
+                "channel not in confirm mode".into(),
+            )),
         };
         metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS)
             .record(started.elapsed().as_secs_f64());

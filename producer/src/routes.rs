@@ -14,8 +14,8 @@ use infq_common::message::JobMessage;
 use infq_common::metrics as m;
 use infq_common::store::{JobRecord, NewJob, Transition};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +172,10 @@ pub async fn get_job(
         tokio::select! {
             _ = notified => {}
             _ = tokio::time::sleep_until(recheck) => {}
+            _ = state.shutdown.cancelled() => {
+                let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
+                return Ok(Json(rec.into()));
+            }
         }
     }
 }

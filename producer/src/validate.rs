@@ -240,13 +240,17 @@ outputs = [{ name = "p" }]
 
     #[test]
     fn every_problem_is_listed_with_its_field() {
-        let d = details(
-            r#"{"model":"credit-default","inputs":{"student":2,"balance":"x","extra":1}}"#,
-        );
+        let d =
+            details(r#"{"model":"credit-default","inputs":{"student":2,"balance":"x","extra":1}}"#);
         let fields: Vec<_> = d.iter().map(|d| d.field.clone().unwrap()).collect();
         assert_eq!(
             fields,
-            vec!["inputs.student", "inputs.balance", "inputs.income", "inputs.extra"]
+            vec![
+                "inputs.student",
+                "inputs.balance",
+                "inputs.income",
+                "inputs.extra"
+            ]
         );
     }
 
@@ -254,7 +258,11 @@ outputs = [{ name = "p" }]
     fn wrong_count_names_the_schema() {
         let d = details(r#"{"model":"credit-default","inputs":[1,2]}"#);
         assert_eq!(d.len(), 1);
-        assert!(d[0].message.contains("student, balance, income"), "{:?}", d[0]);
+        assert!(
+            d[0].message.contains("student, balance, income"),
+            "{:?}",
+            d[0]
+        );
     }
 
     #[test]

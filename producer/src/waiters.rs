@@ -42,7 +42,9 @@ impl Waiters {
     /// Registers interest in `id`.
     pub fn register(self: &Arc<Self>, id: JobId) -> WaitGuard {
         let mut map = self.map.lock().expect("waiters lock");
-        let entry = map.entry(id).or_insert_with(|| (Arc::new(Notify::new()), 0));
+        let entry = map
+            .entry(id)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
         WaitGuard {
             waiters: self.clone(),
@@ -103,8 +105,8 @@ pub async fn listener_task(
                         _ = shutdown.cancelled() => return,
                         msg = stream.next() => match msg {
                             Some(m) => {
-                                if let Ok(id) = std::str::from_utf8(m.get_payload_bytes()).map(uuid::Uuid::parse_str) {
-                                    if let Ok(id) = id { waiters.wake(&id); }
+                                if let Ok(Ok(id)) = std::str::from_utf8(m.get_payload_bytes()).map(uuid::Uuid::parse_str) {
+                                    waiters.wake(&id);
                                 }
                             }
                             None => break,
@@ -134,8 +136,9 @@ mod tests {
         let b = uuid::Uuid::now_v7();
         let ga = w.register(a);
         let gb = w.register(b);
-        let na = ga.notify.notified();
-        let nb = gb.notify.notified();
+        let (sa, sb) = (ga.notify.clone(), gb.notify.clone());
+        let na = sa.notified();
+        let nb = sb.notified();
         tokio::pin!(na, nb);
         na.as_mut().enable();
         nb.as_mut().enable();

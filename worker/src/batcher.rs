@@ -339,6 +339,9 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
         assert!(lanes.next(Some(deadline)).await.is_none());
         drop(tx);
-        assert!(lanes.next(None).await.is_none(), "closed lanes end the wait");
+        assert!(
+            lanes.next(None).await.is_none(),
+            "closed lanes end the wait"
+        );
     }
 }

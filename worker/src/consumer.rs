@@ -20,7 +20,9 @@ use infq_common::shutdown::CancellationToken;
 use infq_common::store::{JobStore, Transition};
 use infq_common::topology::Topology;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::collections::HashMap;
@@ -73,7 +75,17 @@ pub async fn supervisor_task(
         if shutdown.is_cancelled() {
             return None;
         }
-        match session(&cfg, &topology, &routes, &store, &stats, &shutdown, &mut schedule).await {
+        match session(
+            &cfg,
+            &topology,
+            &routes,
+            &store,
+            &stats,
+            &shutdown,
+            &mut schedule,
+        )
+        .await
+        {
             Ok(conn) => return Some(conn),
             Err(e) => {
                 stats.broker_connected.store(false, Ordering::Relaxed);
@@ -116,7 +128,11 @@ async fn session(
             ch.basic_qos(route.prefetch, BasicQosOptions::default())
                 .await?;
             let queue = topology.job_queue(&route.name, lane);
-            let tag = format!("infq-worker-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+            let tag = format!(
+                "infq-worker-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            );
             let consumer = ch
                 .basic_consume(
                     queue.as_str().into(),
@@ -140,20 +156,22 @@ async fn session(
     schedule.reset();
     tracing::info!(queues = consumers.len(), "consuming");
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {
-            for (ch, tag) in &consumers {
-                let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-            }
-            while tasks.join_next().await.is_some() {}
-            Ok(conn)
+    let ended = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = tasks.join_next() => ended,
+    };
+    if shutdown.is_cancelled() {
+        for (ch, tag) in &consumers {
+            let _ = ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
         }
-        ended = tasks.join_next() => {
-            tasks.abort_all();
-            let _ = conn.close(320, "reconnecting".into()).await;
-            anyhow::bail!("a consumer stopped: {ended:?}")
-        }
+        while tasks.join_next().await.is_some() {}
+        return Ok(conn);
     }
+    tasks.abort_all();
+    infq_common::amqp::close(&conn, "reconnecting").await;
+    anyhow::bail!("a consumer stopped: {ended:?}")
 }
 
 /// Forwards one queue's deliveries to the batchers until the consumer ends
@@ -235,7 +253,11 @@ async fn route_job(
 /// Rejects an undecodable message so the broker dead-letters it; if its
 /// `message_id` names a job, that job is recorded as failed.
 async fn dead_letter(delivery: Delivery, reason: &str, store: &JobStore, stats: &WorkerStats) {
-    tracing::warn!(reason, bytes = delivery.data.len(), "undecodable message; dead-lettering");
+    tracing::warn!(
+        reason,
+        bytes = delivery.data.len(),
+        "undecodable message; dead-lettering"
+    );
     if let Some(id) = delivery
         .properties
         .message_id()

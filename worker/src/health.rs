@@ -21,7 +21,11 @@ struct HealthState {
 }
 
 /// The router; `prometheus` is `None` where no recorder is installed.
-pub fn router(stats: Arc<WorkerStats>, store: JobStore, prometheus: Option<PrometheusHandle>) -> Router {
+pub fn router(
+    stats: Arc<WorkerStats>,
+    store: JobStore,
+    prometheus: Option<PrometheusHandle>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))

@@ -104,7 +104,9 @@ pub async fn start(
         )));
     }
     drop(writer_tx);
-    stats.models_loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .models_loaded
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let writer = tokio::spawn(writer::writer_task(
         writer_rx,
@@ -140,16 +142,16 @@ pub async fn start(
         })
         .await;
         match finished {
-            Ok(Some(conn)) => {
-                let _ = conn.close(200, "worker shut down".into()).await;
-            }
+            Ok(Some(conn)) => infq_common::amqp::close(&conn, "worker shut down").await,
             Ok(None) => {}
             Err(_) => tracing::warn!(
                 ?drain,
                 "drain timeout passed; unacknowledged deliveries return to the queue"
             ),
         }
-        task_stats.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        task_stats
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     });
     Ok(WorkerHandle { stats, task })

@@ -75,7 +75,9 @@ pub fn resolve_device(spec: &ModelSpec, override_: Option<&str>) -> Result<Devic
     match parse_device(choice) {
         Some(DeviceChoice::Auto) => Ok(Device::cuda_if_available()),
         Some(DeviceChoice::Cpu) => Ok(Device::Cpu),
-        Some(DeviceChoice::Cuda(n)) if tch::Cuda::is_available() && n < tch::Cuda::device_count() as usize => {
+        Some(DeviceChoice::Cuda(n))
+            if tch::Cuda::is_available() && n < tch::Cuda::device_count() as usize =>
+        {
             Ok(Device::Cuda(n))
         }
         _ => Err(ModelError::Device(choice.to_string())),

@@ -23,11 +23,7 @@ pub struct Pending {
 impl Pending {
     /// Rows this job contributes to a batch.
     pub fn rows(&self, width: usize) -> usize {
-        if width == 0 {
-            0
-        } else {
-            self.msg.inputs.len() / width
-        }
+        self.msg.inputs.len().checked_div(width).unwrap_or(0)
     }
 
     /// The record fields, for claims and for rewriting a missing record.

@@ -33,7 +33,8 @@ impl WorkerStats {
     pub fn record_batch(&self, rows: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        self.max_batch_rows.fetch_max(rows as u64, Ordering::Relaxed);
+        self.max_batch_rows
+            .fetch_max(rows as u64, Ordering::Relaxed);
     }
 
     /// Reads a counter.

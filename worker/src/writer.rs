@@ -62,7 +62,10 @@ pub fn transitions(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -
         if values.iter().all(|v| v.is_finite()) {
             Transition::succeeded(output_json(&spec.outputs, values))
         } else {
-            Transition::failed(JobError::new("model_error", "the model returned a non-finite value"))
+            Transition::failed(JobError::new(
+                "model_error",
+                "the model returned a non-finite value",
+            ))
         }
     };
     match outcome {

@@ -1,0 +1,147 @@
+//! `infq`: the command-line client.
+
+use clap::{Parser, Subcommand};
+use infq_cli::client::Client;
+use infq_cli::demo;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Command-line client of an infq deployment.
+#[derive(Parser, Debug)]
+#[command(name = "infq", version, about)]
+struct Cli {
+    /// Base URL of the producer.
+    #[arg(
+        long,
+        env = "INFQ_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Single inference jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Scores borrowers of the Default data set through the running system
+    /// and prints throughput and the predicted default rate.
+    Demo {
+        /// Borrowers to score, spread over the file.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rows: u32,
+        /// The data set (written by scripts/setup).
+        #[arg(long, default_value = "data/Default.csv")]
+        data: PathBuf,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        concurrency: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsCommand {
+    /// Submits one job and prints the accepted job (or, with --wait, its result).
+    Submit {
+        /// Model name or name@version.
+        #[arg(long)]
+        model: String,
+        /// Inputs as JSON: an object of named features or an array in schema order.
+        #[arg(long)]
+        inputs: String,
+        /// Waits up to this many seconds for the result.
+        #[arg(long)]
+        wait: Option<f64>,
+    },
+    /// Prints a job.
+    Get {
+        /// The job id.
+        id: String,
+        /// Waits up to this many seconds for a terminal state.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("infq: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.url);
+    match cli.command {
+        Command::Jobs(JobsCommand::Submit {
+            model,
+            inputs,
+            wait,
+        }) => {
+            let inputs: Value = serde_json::from_str(&inputs)
+                .map_err(|e| anyhow::anyhow!("--inputs is not JSON: {e}"))?;
+            let accepted = client
+                .submit_job(&json!({"model": model, "inputs": inputs}))
+                .await?;
+            let out = match wait {
+                Some(w) => {
+                    let id = accepted["id"].as_str().unwrap_or_default();
+                    client.get_job(id, w).await?
+                }
+                None => accepted,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Jobs(JobsCommand::Get { id, wait }) => {
+            let job = client.get_job(&id, wait).await?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        Command::Demo {
+            rows,
+            data,
+            concurrency,
+        } => {
+            let all = demo::read_default_csv(&data)?;
+            let sample = demo::spread(&all, rows as usize);
+            println!(
+                "infq demo: scoring {} borrowers from {} through {}",
+                sample.len(),
+                data.display(),
+                cli.url
+            );
+            let s = demo::run(&client, &sample, concurrency as usize).await?;
+            let pct = |n: usize| 100.0 * n as f64 / s.jobs.max(1) as f64;
+            println!(
+                "  {} jobs succeeded in {:.2} s: {:.0} jobs/s end to end ({} in flight)",
+                s.succeeded,
+                s.seconds,
+                s.jobs as f64 / s.seconds,
+                concurrency
+            );
+            println!(
+                "  latency submit -> result: p50 {:.1} ms, p99 {:.1} ms",
+                s.p50 * 1e3,
+                s.p99 * 1e3
+            );
+            println!(
+                "  predicted default rate (p > 0.5): {:.1}% ({} of {}); actual: {:.1}% ({})",
+                pct(s.predicted_defaults),
+                s.predicted_defaults,
+                s.jobs,
+                pct(s.actual_defaults),
+                s.actual_defaults
+            );
+            println!(
+                "  mean predicted probability of default: {:.1}%; accuracy at 0.5: {:.1}%",
+                100.0 * s.mean_probability,
+                pct(s.correct)
+            );
+        }
+    }
+    Ok(())
+}
