@@ -31,6 +31,33 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Words an API error body `{"error": {"code", "message", "details"}}`.
+fn api_error(status: u16, body: &Value) -> ClientError {
+    let err = &body["error"];
+    let details = err["details"]
+        .as_array()
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    let at = match (d["line"].as_u64(), d["field"].as_str()) {
+                        (Some(l), Some(f)) => format!("line {l}, {f}"),
+                        (Some(l), None) => format!("line {l}"),
+                        (None, Some(f)) => f.to_string(),
+                        (None, None) => String::new(),
+                    };
+                    format!("; {at}: {}", d["message"].as_str().unwrap_or(""))
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    ClientError::Api {
+        status,
+        code: err["code"].as_str().unwrap_or("unknown").to_string(),
+        message: err["message"].as_str().unwrap_or("").to_string(),
+        details,
+    }
+}
+
 /// Client of one infq producer.
 #[derive(Clone)]
 pub struct Client {
@@ -63,34 +90,84 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let err = &body["error"];
-        let details = err["details"]
-            .as_array()
-            .map(|ds| {
-                ds.iter()
-                    .map(|d| {
-                        let at = d["field"]
-                            .as_str()
-                            .map(str::to_string)
-                            .or_else(|| d["line"].as_u64().map(|l| format!("line {l}")))
-                            .unwrap_or_default();
-                        format!("; {at}: {}", d["message"].as_str().unwrap_or(""))
-                    })
-                    .collect::<String>()
-            })
-            .unwrap_or_default();
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            code: err["code"].as_str().unwrap_or("unknown").to_string(),
-            message: err["message"].as_str().unwrap_or("").to_string(),
-            details,
-        })
+        Err(api_error(status.as_u16(), &body))
     }
 
     /// `POST /v1/jobs` with a ready-made body.
     pub async fn submit_job(&self, body: &Value) -> Result<Value, ClientError> {
         let url = format!("{}/v1/jobs", self.base);
         self.call(self.http.post(&url).json(body), url).await
+    }
+
+    /// `POST /v1/batches?model=...&format=...` with a streamed body.
+    pub async fn submit_batch(
+        &self,
+        model: &str,
+        format: &str,
+        body: reqwest::Body,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/batches", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .query(&[("model", model), ("format", format)])
+            .timeout(Duration::from_secs(24 * 3600))
+            .body(body);
+        self.call(req, url).await
+    }
+
+    /// `GET /v1/batches/{id}`, waiting up to `wait` seconds for a terminal state.
+    pub async fn get_batch(&self, id: &str, wait: f64) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/batches/{id}", self.base);
+        let req = self.http.get(&url).query(&[("wait", wait.to_string())]);
+        self.call(req, url).await
+    }
+
+    /// `DELETE /v1/batches/{id}`.
+    pub async fn cancel_batch(&self, id: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/batches/{id}", self.base);
+        self.call(self.http.delete(&url), url).await
+    }
+
+    /// `GET /v1/batches/{id}/results`, streamed into `out`; returns bytes written.
+    pub async fn download_results<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        id: &str,
+        format: &str,
+        out: &mut W,
+    ) -> Result<u64, ClientError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let url = format!("{}/v1/batches/{id}/results", self.base);
+        let req = self
+            .http
+            .get(&url)
+            .query(&[("format", format)])
+            .timeout(Duration::from_secs(24 * 3600));
+        let transport = |source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(transport)?;
+        if !resp.status().is_success() {
+            // Error bodies are small JSON; reuse the common decoding.
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or_default();
+            return Err(api_error(status.as_u16(), &body));
+        }
+        let mut stream = resp.bytes_stream();
+        let mut written = 0u64;
+        while let Some(part) = stream.next().await {
+            let bytes = part.map_err(transport)?;
+            out.write_all(&bytes)
+                .await
+                .map_err(|e| ClientError::Protocol(format!("writing results: {e}")))?;
+            written += bytes.len() as u64;
+        }
+        out.flush()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("writing results: {e}")))?;
+        Ok(written)
     }
 
     /// `GET /v1/jobs/{id}`, waiting up to `wait` seconds for a terminal state.

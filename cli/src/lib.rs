@@ -1,5 +1,6 @@
 //! The `infq` command-line client: a thin layer over the HTTP API.
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod client;
 pub mod demo;

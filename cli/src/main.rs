@@ -2,9 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use infq_cli::client::Client;
-use infq_cli::demo;
+use infq_cli::{bulk, demo};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Command-line client of an infq deployment.
 #[derive(Parser, Debug)]
@@ -24,6 +24,54 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Uploads a CSV or JSONL file as a bulk batch; with --wait, follows it
+    /// to the end, and with --out, downloads its results.
+    Submit {
+        /// The file: CSV with a header row naming the features, or JSONL.
+        file: PathBuf,
+        /// Model name or name@version.
+        #[arg(long)]
+        model: String,
+        /// csv or jsonl; by default from the file's extension.
+        #[arg(long)]
+        format: Option<String>,
+        /// Follows the batch until it ends, with a progress bar.
+        #[arg(long)]
+        wait: bool,
+        /// Writes the results here once the batch ends (implies --wait).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Format of the results file: csv or jsonl; by default from --out's extension.
+        #[arg(long)]
+        results_format: Option<String>,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Prints a batch's state and counts.
+    Status {
+        /// The batch id.
+        id: String,
+        /// Waits up to this many seconds for the batch to end.
+        #[arg(long, default_value_t = 0.0)]
+        wait: f64,
+    },
+    /// Writes a finished batch's results, in input order.
+    Results {
+        /// The batch id.
+        id: String,
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// File to write; standard output by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Cancels what has not run of a batch.
+    Cancel {
+        /// The batch id.
+        id: String,
+    },
     /// Single inference jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -100,6 +148,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(JobsCommand::Get { id, wait }) => {
             let job = client.get_job(&id, wait).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        Command::Submit {
+            file,
+            model,
+            format,
+            wait,
+            out,
+            results_format,
+            quiet,
+        } => {
+            let format = bulk::format_of(&file, format.as_deref())?;
+            let accepted = bulk::upload(&client, &file, &model, &format, quiet).await?;
+            let id = accepted["id"].as_str().unwrap_or_default().to_string();
+            if !(wait || out.is_some()) {
+                println!("{}", serde_json::to_string_pretty(&accepted)?);
+                return Ok(());
+            }
+            let done = bulk::follow(&client, &id, quiet).await?;
+            if done["status"] != "succeeded" {
+                anyhow::bail!("batch {id} ended {}: {}", done["status"], done["error"]);
+            }
+            if let Some(path) = out {
+                let rf = match results_format {
+                    Some(f) => bulk::format_of(&path, Some(&f))?,
+                    None => bulk::format_of(&path, None)?,
+                };
+                let bytes = bulk::results(&client, &id, &rf, Some(&path)).await?;
+                eprintln!("results of batch {id}: {} ({bytes} bytes)", path.display());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            }
+        }
+        Command::Status { id, wait } => {
+            let batch = client.get_batch(&id, wait).await?;
+            println!("{}", serde_json::to_string_pretty(&batch)?);
+        }
+        Command::Results { id, format, out } => {
+            let format = bulk::format_of(Path::new(""), Some(&format))?;
+            bulk::results(&client, &id, &format, out.as_deref()).await?;
+        }
+        Command::Cancel { id } => {
+            let batch = client.cancel_batch(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&batch)?);
         }
         Command::Demo {
             rows,

@@ -88,6 +88,18 @@ pub struct ProducerConfig {
     pub max_body_bytes: usize,
     /// Longest `?wait=` a client may ask for.
     pub max_wait_secs: u64,
+    /// Rows per bulk chunk message: the broker's per-message cost is paid
+    /// once per chunk.
+    pub chunk_rows: u32,
+    /// Most rows in one bulk upload.
+    pub max_batch_rows: u64,
+    /// Largest bulk upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Folder for the spool files that hold validated rows until the whole
+    /// upload has passed; the system temporary folder when unset.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// Chunk publishes awaiting their confirm at once, per upload.
+    pub publish_window: usize,
 }
 
 impl Default for ProducerConfig {
@@ -96,6 +108,11 @@ impl Default for ProducerConfig {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             max_body_bytes: 1 << 20,
             max_wait_secs: 60,
+            chunk_rows: 256,
+            max_batch_rows: 10_000_000,
+            max_upload_bytes: 4 << 30,
+            spool_dir: None,
+            publish_window: 256,
         }
     }
 }
@@ -260,6 +277,9 @@ impl Settings {
             if v == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
             }
+        }
+        if self.producer.chunk_rows > 65_536 {
+            problems.push("producer.chunk_rows: must be at most 65536".into());
         }
         if !(1..=256).contains(&self.worker.intra_op_threads) {
             problems.push("worker.intra_op_threads: must be between 1 and 256".into());

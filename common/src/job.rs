@@ -144,15 +144,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Formats epoch milliseconds as RFC 3339 for API responses.
+/// Formats epoch milliseconds as RFC 3339 in UTC with exactly three
+/// fractional digits, so timestamps also sort as strings.
 pub fn format_ms(ms: u64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -198,8 +199,9 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339() {
-        assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_ms(1_700_000_000_900), "2023-11-14T22:13:20.900Z");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod job;
 pub mod message;
 pub mod metrics;
 pub mod registry;
+pub mod results;
 pub mod retry;
 pub mod shutdown;
 pub mod store;

@@ -33,6 +33,20 @@ pub struct JobMessage {
     /// After this instant (epoch ms) the job expires instead of running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<u64>,
+    /// Set on bulk chunks: which rows of which batch `inputs` holds. Then
+    /// `id` is the batch id and `inputs` holds several rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ChunkRef>,
+}
+
+/// Where a bulk chunk's rows sit in their batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRef {
+    /// Chunk number, from 0, in input order.
+    pub index: u32,
+    /// Number (from 1) of the chunk's first data row in the uploaded file.
+    pub first_row: u64,
 }
 
 /// Why a message could not be decoded. Such a message is dead-lettered:
@@ -89,6 +103,7 @@ mod tests {
             inputs: vec![1.0, 1_234.567_9, 0.1],
             created_at_ms: 1,
             deadline_at_ms: None,
+            chunk: None,
         }
     }
 
@@ -101,6 +116,20 @@ mod tests {
             assert_eq!(a.to_bits(), b.to_bits());
         }
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn chunks_round_trip() {
+        let mut m = sample();
+        m.priority = Priority::Bulk;
+        m.inputs = (0..768).map(|i| i as f32 * 0.5).collect();
+        m.chunk = Some(ChunkRef {
+            index: 7,
+            first_row: 1793,
+        });
+        assert_eq!(JobMessage::decode(&m.encode()).unwrap(), m);
+        let plain = String::from_utf8(sample().encode()).unwrap();
+        assert!(!plain.contains("chunk"), "single jobs carry no chunk field");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The Redis key schema, the scripts that guard job state, and the
 //! [`JobStore`] both sides use.
 //!
-//! A job lives in one hash, `<ns>:{<id>}:job`. The braces are a hash tag, so
-//! every key a script touches for one job maps to one Redis Cluster slot.
+//! A job lives in one hash, `<ns>:{<id>}:job`; a bulk batch in
+//! `<ns>:{<id>}:batch`, with one string per chunk of results,
+//! `<ns>:{<id>}:chunk:<n>`. The braces are a hash tag, so every key a script
+//! touches for one job or batch maps to one Redis Cluster slot.
 //! State changes go through Lua scripts that apply the rule of
 //! [`JobStatus::may_replace`](crate::job::JobStatus::may_replace): terminal
 //! states never change and ranks never go down. Every write refreshes the
@@ -100,6 +102,69 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
+",
+    )
+});
+
+/// Cancels a job or batch if it is in one of the given states. KEYS[1]
+/// record; ARGV[1] now (ms); ARGV[2] channel; ARGV[3] id; ARGV[4..] states
+/// that may be cancelled. Returns 'ok', 'missing', or the status that
+/// refused.
+static CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+for i = 4, #ARGV do
+  if st == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'finished_at', ARGV[1])
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+    return 'ok'
+  end
+end
+return st
+",
+    )
+});
+
+/// A worker takes a bulk chunk. KEYS[1] batch; KEYS[2] chunk result;
+/// ARGV[1] now (ms). Returns 'run', 'done' (already stored), 'missing'
+/// (the batch expired), or the terminal status that means "do not run".
+static CLAIM_CHUNK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'cancelled' or st == 'failed' or st == 'expired' then return st end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'done' end
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1, 'started_at', ARGV[1])
+end
+return 'run'
+",
+    )
+});
+
+/// Stores a chunk's results once and counts them; the last chunk completes
+/// the batch. KEYS[1] batch; KEYS[2] chunk result; ARGV[1] results JSON;
+/// ARGV[2] rows that succeeded; ARGV[3] rows that failed; ARGV[4] TTL (ms);
+/// ARGV[5] now (ms); ARGV[6] channel; ARGV[7] batch id. Returns 'ok',
+/// 'dup' (stored before) or 'missing'.
+static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[4]) then return 'dup' end
+redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
+local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
+local st = redis.call('HGET', KEYS[1], 'status')
+if done >= chunks and (st == 'queued' or st == 'running') then
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[5])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+return 'ok'
 ",
     )
 });
@@ -222,15 +287,120 @@ pub enum Applied {
     Yes,
     /// Refused: the stored state (terminal, or of higher rank) stays.
     Refused(JobStatus),
+    /// A chunk whose results were stored before, or whose batch is gone.
+    Ignored,
 }
 
 /// What a claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// Run it; this is attempt number n.
+    /// Run it; for single jobs, this is attempt number n (0 for chunks).
     Run(u32),
-    /// Already terminal: do not run, just acknowledge.
-    Done(JobStatus),
+    /// Do not run, just acknowledge: already terminal (cancelled, expired,
+    /// done), already stored, or its record is gone.
+    Skip,
+}
+
+/// What to claim: a single job, or one chunk of a batch.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimOf<'a> {
+    /// A single job, with the fields to write if its record is missing.
+    Job(&'a NewJob),
+    /// Chunk `index` of batch `batch`.
+    Chunk {
+        /// The batch.
+        batch: JobId,
+        /// The chunk.
+        index: u32,
+    },
+}
+
+/// A result to store.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    /// A single job's new state.
+    Job(JobId, &'a Transition),
+    /// A chunk's results.
+    Chunk(&'a ChunkResult),
+}
+
+/// The results of one chunk of a batch.
+#[derive(Debug, Clone)]
+pub struct ChunkResult {
+    /// The batch.
+    pub batch: JobId,
+    /// The chunk.
+    pub index: u32,
+    /// One JSON element per row, in order: an array of outputs, or an
+    /// error string.
+    pub rows_json: String,
+    /// Rows with outputs.
+    pub succeeded: u32,
+    /// Rows with an error.
+    pub failed: u32,
+}
+
+/// A new bulk batch, recorded once every row is validated.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    /// Batch id.
+    pub id: JobId,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// Data rows.
+    pub total: u64,
+    /// Chunks the rows travel in.
+    pub chunks: u32,
+    /// Rows per chunk (the last may hold fewer).
+    pub chunk_rows: u32,
+    /// Acceptance time (epoch ms).
+    pub created_at_ms: u64,
+}
+
+/// A batch as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Batch id.
+    pub id: JobId,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: JobStatus,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// Data rows.
+    pub total: u64,
+    /// Chunks.
+    pub chunks: u32,
+    /// Rows per chunk.
+    pub chunk_rows: u32,
+    /// Chunks whose results are stored.
+    pub done_chunks: u32,
+    /// Rows with outputs.
+    pub succeeded: u64,
+    /// Rows with errors.
+    pub failed: u64,
+    /// Acceptance time (epoch ms).
+    pub created_at_ms: u64,
+    /// When a worker took its first chunk (epoch ms).
+    pub started_at_ms: Option<u64>,
+    /// When it reached a terminal state (epoch ms).
+    pub finished_at_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<JobError>,
+}
+
+/// What a cancellation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Now cancelled.
+    Yes,
+    /// No such record.
+    Missing,
+    /// Refused: the record is in this state.
+    Refused(JobStatus),
 }
 
 /// Typed access to job records in Redis.
@@ -263,6 +433,16 @@ impl JobStore {
     /// The key of a job's record.
     pub fn job_key(&self, id: &JobId) -> String {
         format!("{}:{{{id}}}:job", self.ns)
+    }
+
+    /// The key of a batch's record.
+    pub fn batch_key(&self, id: &JobId) -> String {
+        format!("{}:{{{id}}}:batch", self.ns)
+    }
+
+    /// The key of a chunk's results.
+    pub fn chunk_key(&self, id: &JobId, index: u32) -> String {
+        format!("{}:{{{id}}}:chunk:{index}", self.ns)
     }
 
     /// The channel terminal job ids are published on.
@@ -325,62 +505,229 @@ impl JobStore {
         &self,
         updates: &[(JobId, &Transition)],
     ) -> Result<Vec<Applied>, StoreError> {
+        let writes: Vec<Write> = updates.iter().map(|(id, t)| Write::Job(*id, t)).collect();
+        self.write_many(&writes).await
+    }
+
+    /// Stores job transitions and chunk results in one round trip.
+    pub async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Applied>, StoreError> {
         let mut pipe = redis::pipe();
         let channel = self.done_channel();
-        for (id, t) in updates {
-            let mut inv = TRANSITION.key(self.job_key(id));
-            inv.arg(t.status.as_str())
-                .arg(t.status.rank())
-                .arg(self.ttl_ms)
-                .arg(&channel)
-                .arg(id.to_string());
-            if t.status.is_terminal() {
-                inv.arg("finished_at").arg(crate::job::now_ms());
-            }
-            if let Some(o) = &t.output {
-                inv.arg("output").arg(o);
-            }
-            if let Some(e) = &t.error {
-                inv.arg("error")
-                    .arg(serde_json::to_string(e).expect("error serialises"));
-            }
-            if let Some(job) = &t.job {
-                for (k, v) in job.fields() {
-                    inv.arg(k).arg(v);
+        let now = crate::job::now_ms();
+        for w in writes {
+            match w {
+                Write::Job(id, t) => {
+                    let mut inv = TRANSITION.key(self.job_key(id));
+                    inv.arg(t.status.as_str())
+                        .arg(t.status.rank())
+                        .arg(self.ttl_ms)
+                        .arg(&channel)
+                        .arg(id.to_string());
+                    if t.status.is_terminal() {
+                        inv.arg("finished_at").arg(now);
+                    }
+                    if let Some(o) = &t.output {
+                        inv.arg("output").arg(o);
+                    }
+                    if let Some(e) = &t.error {
+                        inv.arg("error")
+                            .arg(serde_json::to_string(e).expect("error serialises"));
+                    }
+                    if let Some(job) = &t.job {
+                        for (k, v) in job.fields() {
+                            inv.arg(k).arg(v);
+                        }
+                    }
+                    pipe.invoke_script(&inv);
+                }
+                Write::Chunk(c) => {
+                    let mut inv = STORE_CHUNK.key(self.batch_key(&c.batch));
+                    inv.key(self.chunk_key(&c.batch, c.index))
+                        .arg(&c.rows_json)
+                        .arg(c.succeeded)
+                        .arg(c.failed)
+                        .arg(self.ttl_ms)
+                        .arg(now)
+                        .arg(&channel)
+                        .arg(c.batch.to_string());
+                    pipe.invoke_script(&inv);
                 }
             }
-            pipe.invoke_script(&inv);
         }
         let values = self.run(&pipe).await?;
         values
             .into_iter()
-            .map(|v| match v {
-                Value::SimpleString(s) if s == "ok" => Ok(Applied::Yes),
-                Value::BulkString(b) if b == b"ok" => Ok(Applied::Yes),
-                other => status_of(&other).map(Applied::Refused),
+            .map(|v| match text_of(&v).as_deref() {
+                Some("ok") => Ok(Applied::Yes),
+                Some("dup") | Some("missing") => Ok(Applied::Ignored),
+                _ => status_of(&v).map(Applied::Refused),
             })
             .collect()
     }
 
-    /// Claims many jobs in one round trip (see [`Claim`]).
-    pub async fn claim_many(&self, jobs: &[&NewJob]) -> Result<Vec<Claim>, StoreError> {
+    /// Claims jobs and chunks in one round trip (see [`Claim`]).
+    pub async fn claim_many(&self, items: &[ClaimOf<'_>]) -> Result<Vec<Claim>, StoreError> {
         let mut pipe = redis::pipe();
-        for job in jobs {
-            let mut inv = CLAIM.key(self.job_key(&job.id));
-            inv.arg(self.ttl_ms).arg("attempts").arg(0);
-            for (k, v) in job.fields() {
-                inv.arg(k).arg(v);
+        let now = crate::job::now_ms();
+        for item in items {
+            match item {
+                ClaimOf::Job(job) => {
+                    let mut inv = CLAIM.key(self.job_key(&job.id));
+                    inv.arg(self.ttl_ms).arg("attempts").arg(0);
+                    for (k, v) in job.fields() {
+                        inv.arg(k).arg(v);
+                    }
+                    pipe.invoke_script(&inv);
+                }
+                ClaimOf::Chunk { batch, index } => {
+                    let mut inv = CLAIM_CHUNK.key(self.batch_key(batch));
+                    inv.key(self.chunk_key(batch, *index)).arg(now);
+                    pipe.invoke_script(&inv);
+                }
             }
-            pipe.invoke_script(&inv);
         }
         let values = self.run(&pipe).await?;
         values
             .into_iter()
             .map(|v| match v {
                 Value::Int(n) => Ok(Claim::Run(n.clamp(0, i64::from(u32::MAX)) as u32)),
-                other => status_of(&other).map(Claim::Done),
+                other => match text_of(&other).as_deref() {
+                    Some("run") => Ok(Claim::Run(0)),
+                    Some(_) => Ok(Claim::Skip),
+                    None => Err(StoreError::Reply(format!("{other:?}"))),
+                },
             })
             .collect()
+    }
+
+    /// Cancels a job or batch (`key` from [`Self::job_key`] or
+    /// [`Self::batch_key`]) if its status is one of `from`.
+    pub async fn cancel(
+        &self,
+        key: &str,
+        id: &JobId,
+        from: &[JobStatus],
+    ) -> Result<Cancelled, StoreError> {
+        let mut inv = CANCEL.key(key);
+        inv.arg(crate::job::now_ms())
+            .arg(self.done_channel())
+            .arg(id.to_string());
+        for st in from {
+            inv.arg(st.as_str());
+        }
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self
+            .run(&pipe)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Reply("empty reply".into()))?;
+        match text_of(&v).as_deref() {
+            Some("ok") => Ok(Cancelled::Yes),
+            Some("missing") => Ok(Cancelled::Missing),
+            _ => status_of(&v).map(Cancelled::Refused),
+        }
+    }
+
+    /// Records a batch whose rows are all validated, as `queued`.
+    pub async fn create_batch(&self, b: &NewBatch) -> Result<bool, StoreError> {
+        let mut inv = CREATE.key(self.batch_key(&b.id));
+        inv.arg(self.ttl_ms);
+        for (k, v) in [
+            ("status", "queued".to_string()),
+            ("rank", "0".into()),
+            ("model", b.model.clone()),
+            ("version", b.version.clone()),
+            ("total", b.total.to_string()),
+            ("chunks", b.chunks.to_string()),
+            ("chunk_rows", b.chunk_rows.to_string()),
+            ("done_chunks", "0".into()),
+            ("succeeded", "0".into()),
+            ("failed", "0".into()),
+            ("created_at", b.created_at_ms.to_string()),
+        ] {
+            inv.arg(k).arg(v);
+        }
+        let mut c = self.conn.clone();
+        let created: i64 = inv.invoke_async(&mut c).await?;
+        Ok(created == 1)
+    }
+
+    /// Marks a batch failed (e.g. its chunks could not all be enqueued).
+    pub async fn fail_batch(&self, id: &JobId, error: &JobError) -> Result<(), StoreError> {
+        let mut inv = TRANSITION.key(self.batch_key(id));
+        inv.arg("failed")
+            .arg(2)
+            .arg(self.ttl_ms)
+            .arg(self.done_channel())
+            .arg(id.to_string())
+            .arg("finished_at")
+            .arg(crate::job::now_ms())
+            .arg("error")
+            .arg(serde_json::to_string(error).expect("error serialises"));
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        self.run(&pipe).await?;
+        Ok(())
+    }
+
+    /// Reads a batch; `None` if unknown or expired.
+    pub async fn get_batch(&self, id: &JobId) -> Result<Option<BatchRecord>, StoreError> {
+        let mut c = self.conn.clone();
+        let f: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.batch_key(id))
+            .query_async(&mut c)
+            .await?;
+        if f.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| f.get(k).and_then(|v| v.parse::<u64>().ok());
+        Ok(Some(BatchRecord {
+            id: *id,
+            status: f
+                .get("status")
+                .and_then(|s| JobStatus::parse(s))
+                .ok_or_else(|| StoreError::Reply(format!("batch {id} has no valid status")))?,
+            model: f.get("model").cloned().unwrap_or_default(),
+            version: f.get("version").cloned().unwrap_or_default(),
+            total: num("total").unwrap_or(0),
+            chunks: num("chunks").unwrap_or(0) as u32,
+            chunk_rows: num("chunk_rows").unwrap_or(0) as u32,
+            done_chunks: num("done_chunks").unwrap_or(0) as u32,
+            succeeded: num("succeeded").unwrap_or(0),
+            failed: num("failed").unwrap_or(0),
+            created_at_ms: num("created_at").unwrap_or(0),
+            started_at_ms: num("started_at"),
+            finished_at_ms: num("finished_at"),
+            error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
+        }))
+    }
+
+    /// Reads the stored results of chunks `from..to` (missing ones are
+    /// `None`).
+    pub async fn get_chunks(
+        &self,
+        id: &JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = (from..to).map(|i| self.chunk_key(id, i)).collect();
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
+    }
+
+    /// Deletes a batch's record and results (after a failed enqueue).
+    pub async fn delete_batch(&self, id: &JobId, chunks: u32) -> Result<(), StoreError> {
+        let mut keys = vec![self.batch_key(id)];
+        keys.extend((0..chunks).map(|i| self.chunk_key(id, i)));
+        let mut c = self.conn.clone();
+        for part in keys.chunks(1000) {
+            let _: i64 = redis::cmd("DEL").arg(part).query_async(&mut c).await?;
+        }
+        Ok(())
     }
 
     /// Runs a pipeline of script calls; after a Redis restart the scripts
@@ -391,13 +738,28 @@ impl JobStore {
         match pipe.query_async::<Vec<Value>>(&mut c).await {
             Ok(v) => Ok(v),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for s in [&*CREATE, &*TRANSITION, &*CLAIM] {
+                for s in [
+                    &*CREATE,
+                    &*TRANSITION,
+                    &*CLAIM,
+                    &*CANCEL,
+                    &*CLAIM_CHUNK,
+                    &*STORE_CHUNK,
+                ] {
                     s.prepare_invoke().load_async(&mut c).await?;
                 }
                 Ok(pipe.query_async::<Vec<Value>>(&mut c).await?)
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
     }
 }
 

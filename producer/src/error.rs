@@ -40,6 +40,14 @@ pub enum ApiError {
     /// The body parsed but values are wrong; every problem is listed.
     #[error("the request has {} invalid field(s)", .0.len())]
     Invalid(Vec<Detail>),
+    /// An uploaded file has bad rows; each is listed with its line.
+    #[error("the file has invalid rows{}", if *.truncated { " (the first 100 problems are listed)" } else { "" })]
+    InvalidFile {
+        /// The problems, in file order.
+        problems: Vec<Detail>,
+        /// Reading stopped early.
+        truncated: bool,
+    },
     /// The model (or version) is not in the registry.
     #[error("unknown model `{0}`")]
     UnknownModel(String),
@@ -65,7 +73,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid(_) | ApiError::UnknownModel(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::InvalidFile { .. } | ApiError::UnknownModel(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -79,6 +89,7 @@ impl ApiError {
         match self {
             ApiError::Malformed(_) => "malformed_request",
             ApiError::Invalid(_) => "invalid_request",
+            ApiError::InvalidFile { .. } => "invalid_file",
             ApiError::UnknownModel(_) => "unknown_model",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -109,6 +120,7 @@ impl IntoResponse for ApiError {
         }
         let details: &[Detail] = match &self {
             ApiError::Invalid(d) => d,
+            ApiError::InvalidFile { problems, .. } => problems,
             _ => &[],
         };
         let body = Body {

@@ -5,6 +5,8 @@
 //! the broker holds it. Clients read results back from Redis through it.
 #![forbid(unsafe_code)]
 
+pub mod batches;
+pub mod bulk;
 pub mod error;
 pub mod publisher;
 pub mod routes;
@@ -72,7 +74,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.settings.producer.max_body_bytes;
     Router::new()
         .route("/v1/jobs", post(routes::submit_job))
-        .route("/v1/jobs/{id}", get(routes::get_job))
+        .route(
+            "/v1/jobs/{id}",
+            get(routes::get_job).delete(routes::cancel_job),
+        )
+        .route("/v1/batches", post(batches::create_batch))
+        .route(
+            "/v1/batches/{id}",
+            get(batches::get_batch).delete(batches::cancel_batch),
+        )
+        .route("/v1/batches/{id}/results", get(batches::batch_results))
         .route("/v1/models", get(routes::list_models))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

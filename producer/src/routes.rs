@@ -3,16 +3,17 @@
 use crate::error::ApiError;
 use crate::validate::validate;
 use crate::AppState;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use infq_common::job::JobStatus;
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
-use infq_common::store::{JobRecord, NewJob, Transition};
+use infq_common::store::{Cancelled, JobRecord, NewJob, Transition};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -58,7 +59,7 @@ impl From<JobRecord> for JobView {
     }
 }
 
-fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::TooLarge(limit)
     } else {
@@ -99,6 +100,7 @@ pub async fn submit_job(
         inputs: job.inputs,
         created_at_ms,
         deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
+        chunk: None,
     };
     if let Err(e) = state.publisher.publish(&msg).await {
         metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => "unavailable")
@@ -127,57 +129,117 @@ pub async fn submit_job(
         .into_response())
 }
 
-/// Query of `GET /v1/jobs/{id}`.
+/// Query of `GET /v1/jobs/{id}` and `GET /v1/batches/{id}`.
 #[derive(Deserialize)]
-pub struct GetJobQuery {
+pub struct WaitQuery {
     /// Seconds to wait for a terminal state.
     #[serde(default)]
     wait: Option<f64>,
+}
+
+impl WaitQuery {
+    /// The wait, checked and capped at `producer.max_wait_secs`.
+    pub fn seconds(&self, max: u64) -> Result<f64, ApiError> {
+        match self.wait {
+            None => Ok(0.0),
+            Some(w) if w.is_finite() && w >= 0.0 => Ok(w.min(max as f64)),
+            Some(_) => Err(ApiError::Invalid(vec![crate::error::Detail::field(
+                "wait",
+                "must be a non-negative number of seconds",
+            )])),
+        }
+    }
+}
+
+/// Reads a record until `done` says it is final or `wait` seconds pass,
+/// waking on the completion notice of `id` and re-reading every second.
+pub async fn poll_until<T, F, Fut>(
+    state: &AppState,
+    id: JobId,
+    wait: f64,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    if wait <= 0.0 {
+        return read().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+    let guard = state.waiters.register(id);
+    loop {
+        let notified = guard.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let rec = read().await?;
+        if done(&rec) || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
+            return Ok(rec);
+        }
+        let recheck = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(recheck) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Parses an id from a path; unknown shapes are simply not found.
+pub fn parse_id(id: &str, what: &str) -> Result<JobId, ApiError> {
+    JobId::parse_str(id).map_err(|_| ApiError::NotFound(format!("{what} {id}")))
 }
 
 /// `GET /v1/jobs/{id}`, optionally long-polling with `?wait=SECONDS`.
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    query: Result<Query<GetJobQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<JobView>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let not_found = || ApiError::NotFound(format!("job {id}"));
-    let job_id = JobId::parse_str(&id).map_err(|_| not_found())?;
-    let wait = match q.wait {
-        None => 0.0,
-        Some(w) if w.is_finite() && w >= 0.0 => w.min(state.settings.producer.max_wait_secs as f64),
-        Some(_) => {
-            return Err(ApiError::Invalid(vec![crate::error::Detail::field(
-                "wait",
-                "must be a non-negative number of seconds",
-            )]))
-        }
+    let job_id = parse_id(&id, "job")?;
+    let wait = q.seconds(state.settings.producer.max_wait_secs)?;
+    let read = || async {
+        state
+            .store
+            .get(&job_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
     };
-    if wait <= 0.0 {
-        let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
-        return Ok(Json(rec.into()));
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
-    let guard = state.waiters.register(job_id);
-    loop {
-        let notified = guard.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
-        if rec.status.is_terminal() || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(rec.into()));
+    let rec = poll_until(&state, job_id, wait, read, |r: &JobRecord| {
+        r.status.is_terminal()
+    })
+    .await?;
+    Ok(Json(rec.into()))
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels a job that has not started running.
+pub async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job_id = parse_id(&id, "job")?;
+    let key = state.store.job_key(&job_id);
+    match state
+        .store
+        .cancel(&key, &job_id, &[JobStatus::Queued, JobStatus::Retrying])
+        .await?
+    {
+        Cancelled::Yes => {}
+        Cancelled::Missing => return Err(ApiError::NotFound(format!("job {id}"))),
+        Cancelled::Refused(st) => {
+            return Err(ApiError::Conflict(format!(
+                "job {id} is {st}; only queued jobs can be cancelled"
+            )))
         }
-        let recheck = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(recheck) => {}
-            _ = state.shutdown.cancelled() => {
-                let rec = state.store.get(&job_id).await?.ok_or_else(not_found)?;
-                return Ok(Json(rec.into()));
-            }
-        }
     }
+    let rec = state
+        .store
+        .get(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    Ok(Json(rec.into()))
 }
 
 /// `GET /v1/models`: the registry as clients need it.

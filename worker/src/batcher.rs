@@ -4,16 +4,17 @@
 //! keep growing while the model is busy. It then takes the first job and
 //! fills the batch until `max_batch_size` rows or `max_batch_delay` has
 //! passed, always taking interactive jobs before bulk ones. Before handing
-//! the batch over it claims its jobs in Redis in one round trip: jobs that
-//! are already terminal (redeliveries) are acknowledged without running.
+//! the batch over it claims its jobs and chunks in Redis in one round trip:
+//! those already terminal or stored (redeliveries, cancelled work) are
+//! acknowledged without running.
 
 use crate::model::{Batch, ModelCommand, ModelHandle};
 use crate::pending::Pending;
 use crate::writer::WriterCommand;
-use infq_common::job::{now_ms, JobError, JobStatus};
+use infq_common::job::{now_ms, JobStatus};
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
-use infq_common::store::{Claim, JobStore, Transition};
+use infq_common::store::{Claim, ClaimOf, JobStore, Transition};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, Receiver, Sender};
@@ -171,7 +172,7 @@ pub async fn batcher_task(
         let jobs = builder.take();
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
-        let runnable = prepare(&spec, jobs, &store, &writer).await;
+        let runnable = prepare(jobs, &store, &writer).await;
         if runnable.is_empty() {
             continue;
         }
@@ -194,48 +195,48 @@ pub async fn batcher_task(
     tracing::debug!(model = %spec.id(), "batcher stopped");
 }
 
-/// Sorts a batch: invalid and expired jobs end here (through the writer),
-/// jobs already terminal are acknowledged, the rest are claimed and
-/// returned to run.
+/// Sorts a batch: expired jobs end here (through the writer); the rest are
+/// claimed in one round trip, those already terminal or stored are
+/// acknowledged, and the others are returned to run.
 async fn prepare(
-    spec: &ModelSpec,
     jobs: Vec<Pending>,
     store: &JobStore,
     writer: &Sender<WriterCommand>,
 ) -> Vec<Pending> {
     let now = now_ms();
-    let width = spec.width();
-    let mut finished = Vec::new();
-    let mut candidates = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if job.msg.inputs.len() % width != 0 {
-            let err = JobError::new(
-                "invalid_input",
-                format!(
-                    "{} inputs do not make rows of {width} features",
-                    job.msg.inputs.len()
-                ),
-            );
-            let t = Transition::failed(err).with_job(job.record());
-            finished.push((job, t));
-        } else if job.msg.deadline_at_ms.is_some_and(|d| now > d) {
-            let t = Transition::to(JobStatus::Expired).with_job(job.record());
-            finished.push((job, t));
-        } else {
-            candidates.push(job);
+    let (expired, candidates): (Vec<Pending>, Vec<Pending>) = jobs
+        .into_iter()
+        .partition(|j| j.msg.deadline_at_ms.is_some_and(|d| now > d));
+    if !expired.is_empty() {
+        let finished = expired
+            .into_iter()
+            .map(|j| {
+                let t = Transition::to(JobStatus::Expired).with_job(j.record());
+                (j, t)
+            })
+            .collect();
+        if writer.send(WriterCommand::Finish(finished)).await.is_err() {
+            return Vec::new();
         }
-    }
-    if !finished.is_empty() && writer.send(WriterCommand::Finish(finished)).await.is_err() {
-        return Vec::new();
     }
     if candidates.is_empty() {
         return candidates;
     }
     let records: Vec<_> = candidates.iter().map(Pending::record).collect();
-    let refs: Vec<_> = records.iter().collect();
+    let items: Vec<ClaimOf> = candidates
+        .iter()
+        .zip(&records)
+        .map(|(j, r)| match j.msg.chunk {
+            Some(c) => ClaimOf::Chunk {
+                batch: j.msg.id,
+                index: c.index,
+            },
+            None => ClaimOf::Job(r),
+        })
+        .collect();
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
     let claims = loop {
-        match store.claim_many(&refs).await {
+        match store.claim_many(&items).await {
             Ok(c) => break c,
             Err(e) => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
@@ -245,15 +246,15 @@ async fn prepare(
         }
     };
     let mut run = Vec::with_capacity(candidates.len());
-    let mut done = Vec::new();
+    let mut skip = Vec::new();
     for (job, claim) in candidates.into_iter().zip(claims) {
         match claim {
             Claim::Run(_) => run.push(job),
-            Claim::Done(_) => done.push(job),
+            Claim::Skip => skip.push(job),
         }
     }
-    if !done.is_empty() {
-        let _ = writer.send(WriterCommand::Ack(done)).await;
+    if !skip.is_empty() {
+        let _ = writer.send(WriterCommand::Ack(skip)).await;
     }
     run
 }
@@ -302,6 +303,7 @@ mod tests {
             inputs: vec![f32::from(n); 3],
             created_at_ms: 0,
             deadline_at_ms: None,
+            chunk: None,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 #[derive(Clone)]
 pub struct ModelRoute {
     name: String,
-    versions: HashMap<String, LaneSenders>,
+    versions: HashMap<String, (Arc<ModelSpec>, LaneSenders)>,
     prefetch: u16,
 }
 
@@ -54,7 +54,7 @@ impl ModelRoute {
     pub fn add_version(&mut self, spec: Arc<ModelSpec>, lanes: LaneSenders) {
         let want = (2 * spec.max_batch_size).min(usize::from(u16::MAX)) as u16;
         self.prefetch = self.prefetch.max(want);
-        self.versions.insert(spec.version.clone(), lanes);
+        self.versions.insert(spec.version.clone(), (spec, lanes));
     }
 }
 
@@ -219,24 +219,23 @@ async fn route_job(
 ) -> bool {
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
-    let Some(lanes) = route.versions.get(&msg.version) else {
-        // A version this worker does not serve: final for this job.
-        let err = JobError::new(
-            "unknown_model_version",
-            format!("{}@{} is not served", msg.model, msg.version),
-        );
-        let pending = Pending {
-            acker: delivery.acker,
-            lane,
-            received: Instant::now(),
-            msg,
-        };
-        let t = Transition::failed(err).with_job(pending.record());
-        if store.transition(&pending.msg.id, &t).await.is_ok() {
-            let _ = pending.acker.ack(BasicAckOptions::default()).await;
-        }
-        return true;
+    let Some((spec, lanes)) = route.versions.get(&msg.version) else {
+        // A version this worker does not serve: final for a single job; a
+        // chunk goes to the dead-letter queue, where it can be replayed.
+        let reason = format!("{}@{} is not served", msg.model, msg.version);
+        return fail_or_dead_letter(msg, delivery, lane, "unknown_model_version", reason, store)
+            .await;
     };
+    if !msg.inputs.len().is_multiple_of(spec.width())
+        || (msg.chunk.is_none() && msg.inputs.len() != spec.width())
+    {
+        let reason = format!(
+            "{} inputs do not make rows of {} features",
+            msg.inputs.len(),
+            spec.width()
+        );
+        return fail_or_dead_letter(msg, delivery, lane, "invalid_input", reason, store).await;
+    }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,
         Priority::Bulk => &lanes.bulk,
@@ -248,6 +247,38 @@ async fn route_job(
         received: Instant::now(),
     };
     tx.send(pending).await.is_ok()
+}
+
+/// Ends a message that decoded but cannot run: a single job is recorded as
+/// failed and acknowledged; a chunk is dead-lettered.
+async fn fail_or_dead_letter(
+    msg: JobMessage,
+    delivery: Delivery,
+    lane: Priority,
+    code: &str,
+    reason: String,
+    store: &JobStore,
+) -> bool {
+    tracing::warn!(job_id = %msg.id, code, %reason, "message cannot run");
+    if msg.chunk.is_some() {
+        metrics::counter!(m::DEAD_LETTERED, "outcome" => code.to_string()).increment(1);
+        let _ = delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: false })
+            .await;
+        return true;
+    }
+    let pending = Pending {
+        acker: delivery.acker,
+        lane,
+        received: Instant::now(),
+        msg,
+    };
+    let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
+    if store.transition(&pending.msg.id, &t).await.is_ok() {
+        let _ = pending.acker.ack(BasicAckOptions::default()).await;
+    }
+    true
 }
 
 /// Rejects an undecodable message so the broker dead-letters it; if its

@@ -5,7 +5,7 @@
 //! batcher reserves that slot before it takes the next batch), runs the
 //! forward pass under `no_grad`, and sends the outputs to the writer. If a
 //! batch fails as a whole, its rows are run one by one, so one bad row fails
-//! only its own job.
+//! only its own row.
 
 use crate::pending::Pending;
 use crate::stats::WorkerStats;
@@ -58,8 +58,9 @@ pub struct Batch {
 pub enum ModelOutcome {
     /// The whole batch ran: `rows x outputs` values, row-major.
     Batch(Vec<f32>),
-    /// The batch failed and rows were run one by one; one entry per job.
-    PerJob(Vec<Result<Vec<f32>, String>>),
+    /// The batch failed and its rows were run one by one; one entry per
+    /// row, each the row's outputs or its error.
+    PerRow(Vec<Result<Vec<f32>, String>>),
 }
 
 /// The batcher's end of a model thread.
@@ -183,17 +184,22 @@ fn model_thread(
             Ok(out) if out.len() == batch.rows * outputs => ModelOutcome::Batch(out),
             Ok(out) => {
                 let msg = format!("{} outputs for {} rows", out.len(), batch.rows);
-                ModelOutcome::PerJob(batch.jobs.iter().map(|_| Err(msg.clone())).collect())
+                ModelOutcome::PerRow(vec![Err(msg); batch.rows])
             }
             Err(e) => {
-                tracing::warn!(error = %e, "batch failed; running its jobs one by one");
-                ModelOutcome::PerJob(
+                tracing::warn!(error = %e, "batch failed; running its rows one by one");
+                ModelOutcome::PerRow(
                     batch
-                        .jobs
-                        .iter()
-                        .map(|j| {
-                            let rows = j.rows(width);
-                            forward(&module, device, &j.msg.inputs, rows, width)
+                        .inputs
+                        .chunks(width)
+                        .map(|row| {
+                            forward(&module, device, row, 1, width).and_then(|out| {
+                                if out.len() == outputs {
+                                    Ok(out)
+                                } else {
+                                    Err(format!("{} outputs for one row", out.len()))
+                                }
+                            })
                         })
                         .collect(),
                 )

@@ -1,7 +1,9 @@
 //! The result writer: stores every outcome in Redis, then acknowledges.
 //!
-//! Results of a batch are written in one pipelined round trip of the
-//! transition script (forward-only, terminal states final, TTL set). Only
+//! Results of a batch are written in one pipelined round trip: the
+//! transition script for single jobs (forward-only, terminal states final,
+//! TTL set), the chunk script for bulk chunks (stored once, counted once,
+//! the last chunk completes its batch). Only
 //! after Redis accepted them are the deliveries acknowledged, so a crash in
 //! between means a redelivery, which the claim step turns into an
 //! acknowledgement without a second run.
@@ -12,10 +14,11 @@ use crate::stats::WorkerStats;
 use futures_util::future::join_all;
 use infq_common::job::{now_ms, JobError, JobStatus};
 use infq_common::metrics as m;
-use infq_common::registry::{ModelSpec, OutputSpec};
+use infq_common::registry::ModelSpec;
+use infq_common::results::{output_json, RowOut};
 use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
-use infq_common::store::{JobStore, Transition};
+use infq_common::store::{ChunkResult, JobStore, Transition, Write};
 use lapin::options::BasicAckOptions;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,55 +42,91 @@ pub enum WriterCommand {
     Ack(Vec<Pending>),
 }
 
-/// Formats one row of outputs as a JSON object keyed by output name.
-pub fn output_json(outputs: &[OutputSpec], row: &[f32]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = outputs
-        .iter()
-        .zip(row)
-        .map(|(o, v)| {
-            let value = serde_json::Number::from_f64(f64::from(*v))
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null);
-            (o.name.clone(), value)
-        })
-        .collect();
-    serde_json::Value::Object(map).to_string()
-}
-
-/// The transition for each job of a forward pass.
-pub fn transitions(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> Vec<Transition> {
-    let width = spec.width();
-    let n_out = spec.outputs.len();
-    let ok = |values: &[f32]| {
+/// What one job's rows came to: outputs (`n_out` values each) or errors.
+fn row_results<'a>(
+    outcome: &'a ModelOutcome,
+    first_row: usize,
+    rows: usize,
+    n_out: usize,
+) -> Vec<Result<&'a [f32], &'a str>> {
+    let check = |values: &'a [f32]| {
         if values.iter().all(|v| v.is_finite()) {
-            Transition::succeeded(output_json(&spec.outputs, values))
+            Ok(values)
         } else {
-            Transition::failed(JobError::new(
-                "model_error",
-                "the model returned a non-finite value",
-            ))
+            Err("the model returned a non-finite value")
         }
     };
     match outcome {
-        ModelOutcome::Batch(values) => {
-            let mut row = 0;
-            jobs.iter()
-                .map(|j| {
-                    let rows = j.rows(width);
-                    let t = ok(&values[row * n_out..(row + rows) * n_out]);
-                    row += rows;
-                    t
-                })
-                .collect()
-        }
-        ModelOutcome::PerJob(results) => results
+        ModelOutcome::Batch(values) => values[first_row * n_out..(first_row + rows) * n_out]
+            .chunks(n_out)
+            .map(check)
+            .collect(),
+        ModelOutcome::PerRow(results) => results[first_row..first_row + rows]
             .iter()
             .map(|r| match r {
-                Ok(values) => ok(values),
-                Err(e) => Transition::failed(JobError::new("model_error", e.clone())),
+                Ok(values) => check(values),
+                Err(e) => Err(e.as_str()),
             })
             .collect(),
     }
+}
+
+/// What to store for one job of a forward pass.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A single job's new state.
+    Job(Transition),
+    /// A bulk chunk's results.
+    Chunk(ChunkResult),
+}
+
+impl Outcome {
+    /// The outcome label for metrics.
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Job(t) => t.status.as_str(),
+            Outcome::Chunk(c) if c.failed == 0 => "succeeded",
+            Outcome::Chunk(_) => "partial",
+        }
+    }
+}
+
+/// The outcome of each job of a forward pass.
+pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> Vec<Outcome> {
+    let width = spec.width();
+    let n_out = spec.outputs.len();
+    let mut row = 0;
+    jobs.iter()
+        .map(|j| {
+            let rows = j.rows(width);
+            let results = row_results(outcome, row, rows, n_out);
+            row += rows;
+            match j.msg.chunk {
+                None => Outcome::Job(match results.first() {
+                    Some(Ok(values)) => Transition::succeeded(output_json(&spec.outputs, values)),
+                    Some(Err(e)) => Transition::failed(JobError::new("model_error", *e)),
+                    None => Transition::failed(JobError::new("model_error", "no output")),
+                }),
+                Some(chunk) => {
+                    let failed = results.iter().filter(|r| r.is_err()).count() as u32;
+                    let rows_json: Vec<RowOut> = results
+                        .iter()
+                        .map(|r| match r {
+                            Ok(v) => RowOut::Values(v),
+                            Err(e) => RowOut::Error(e),
+                        })
+                        .collect();
+                    Outcome::Chunk(ChunkResult {
+                        batch: j.msg.id,
+                        index: chunk.index,
+                        rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
+                        succeeded: rows as u32 - failed,
+                        failed,
+                    })
+                }
+            }
+        })
+        .collect()
 }
 
 /// Stores and acknowledges until every sender is gone.
@@ -98,16 +137,18 @@ pub async fn writer_task(
     shutdown: CancellationToken,
 ) {
     while let Some(cmd) = rx.recv().await {
-        let (jobs, updates) = match cmd {
+        let (jobs, updates): (Vec<Pending>, Vec<Outcome>) = match cmd {
             WriterCommand::Store {
                 spec,
                 jobs,
                 outcome,
             } => {
-                let ts = transitions(&spec, &jobs, &outcome);
-                (jobs, ts)
+                let out = outcomes(&spec, &jobs, &outcome);
+                (jobs, out)
             }
-            WriterCommand::Finish(pairs) => pairs.into_iter().unzip(),
+            WriterCommand::Finish(pairs) => {
+                pairs.into_iter().map(|(p, t)| (p, Outcome::Job(t))).unzip()
+            }
             WriterCommand::Ack(jobs) => {
                 stats
                     .jobs_skipped
@@ -123,11 +164,11 @@ pub async fn writer_task(
             .jobs_stored
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let now = now_ms();
-        for (job, t) in jobs.iter().zip(&updates) {
+        for (job, out) in jobs.iter().zip(&updates) {
             let model = job.msg.model.clone();
-            metrics::counter!(m::JOBS_COMPLETED, "model" => model.clone(), "priority" => job.lane.as_str(), "outcome" => t.status.as_str())
+            metrics::counter!(m::JOBS_COMPLETED, "model" => model.clone(), "priority" => job.lane.as_str(), "outcome" => out.label())
                 .increment(1);
-            if t.status == JobStatus::Succeeded {
+            if matches!(out, Outcome::Job(t) if t.status == JobStatus::Succeeded) {
                 let e2e = now.saturating_sub(job.msg.created_at_ms) as f64 / 1000.0;
                 metrics::histogram!(m::JOB_END_TO_END_SECONDS, "model" => model).record(e2e);
             }
@@ -146,13 +187,20 @@ pub async fn writer_task(
 async fn store_all(
     store: &JobStore,
     jobs: &[Pending],
-    updates: &[Transition],
+    updates: &[Outcome],
     shutdown: &CancellationToken,
 ) {
-    let pairs: Vec<_> = jobs.iter().map(|j| j.msg.id).zip(updates).collect();
+    let writes: Vec<Write> = jobs
+        .iter()
+        .zip(updates)
+        .map(|(j, u)| match u {
+            Outcome::Job(t) => Write::Job(j.msg.id, t),
+            Outcome::Chunk(c) => Write::Chunk(c),
+        })
+        .collect();
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
     loop {
-        match store.transition_many(&pairs).await {
+        match store.write_many(&writes).await {
             Ok(_) => return,
             Err(e) => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
@@ -178,22 +226,73 @@ async fn ack_all(jobs: &[Pending]) {
 mod tests {
     use super::*;
 
+    fn spec(outputs: usize) -> ModelSpec {
+        let text = format!(
+            "[[model]]\nname = \"m\"\nversion = \"1\"\npath = \"m.pt\"\ninputs = [{{ name = \"a\" }}, {{ name = \"b\" }}]\noutputs = [{}]\n",
+            (0..outputs).map(|i| format!("{{ name = \"o{i}\" }}")).collect::<Vec<_>>().join(", ")
+        );
+        let r = infq_common::registry::Registry::parse(
+            &text,
+            std::path::Path::new("m.toml"),
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        r.models()[0].clone()
+    }
+
+    fn pending(rows: usize, chunk: Option<u32>) -> Pending {
+        let msg = infq_common::message::JobMessage {
+            id: infq_common::job::new_job_id(),
+            model: "m".into(),
+            version: "1".into(),
+            priority: infq_common::job::Priority::Bulk,
+            inputs: vec![0.0; rows * 2],
+            created_at_ms: 0,
+            deadline_at_ms: None,
+            chunk: chunk.map(|index| infq_common::message::ChunkRef {
+                index,
+                first_row: 1,
+            }),
+        };
+        let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
+        Pending {
+            msg,
+            acker: d.acker,
+            lane: infq_common::job::Priority::Bulk,
+            received: std::time::Instant::now(),
+        }
+    }
+
     #[test]
-    fn outputs_are_named_and_exact() {
-        let outs = vec![
-            OutputSpec {
-                name: "p".into(),
-                description: String::new(),
-            },
-            OutputSpec {
-                name: "q".into(),
-                description: String::new(),
-            },
-        ];
-        let v = 0.123_456_79_f32;
-        let text = output_json(&outs, &[v, 1.0]);
-        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed["p"].as_f64().unwrap() as f32, v);
-        assert_eq!(parsed["q"].as_f64().unwrap(), 1.0);
+    fn outputs_are_split_among_jobs_and_chunks_in_row_order() {
+        let spec = spec(2);
+        let jobs = vec![pending(1, None), pending(3, Some(4)), pending(1, None)];
+        let values: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let out = outcomes(&spec, &jobs, &ModelOutcome::Batch(values));
+        let Outcome::Job(t) = &out[0] else { panic!() };
+        assert_eq!(t.output.as_deref(), Some(r#"{"o0":0.0,"o1":1.0}"#));
+        let Outcome::Chunk(c) = &out[1] else { panic!() };
+        assert_eq!((c.index, c.succeeded, c.failed), (4, 3, 0));
+        assert_eq!(c.rows_json, "[[2.0,3.0],[4.0,5.0],[6.0,7.0]]");
+        let Outcome::Job(t) = &out[2] else { panic!() };
+        assert_eq!(t.output.as_deref(), Some(r#"{"o0":8.0,"o1":9.0}"#));
+    }
+
+    #[test]
+    fn failed_rows_fail_alone() {
+        let spec = spec(1);
+        let jobs = vec![pending(2, Some(0)), pending(1, None)];
+        let per_row = ModelOutcome::PerRow(vec![
+            Ok(vec![0.5]),
+            Err("bad row".into()),
+            Ok(vec![f32::NAN]),
+        ]);
+        let out = outcomes(&spec, &jobs, &per_row);
+        let Outcome::Chunk(c) = &out[0] else { panic!() };
+        assert_eq!((c.succeeded, c.failed), (1, 1));
+        assert_eq!(c.rows_json, r#"[[0.5],"bad row"]"#);
+        let Outcome::Job(t) = &out[1] else { panic!() };
+        assert_eq!(t.status, JobStatus::Failed);
+        assert!(t.error.as_ref().unwrap().message.contains("non-finite"));
     }
 }

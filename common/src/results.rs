@@ -1,0 +1,84 @@
+//! How results are encoded: one job's outputs as a JSON object keyed by
+//! output name, and a bulk chunk's rows as a JSON array with one element per
+//! row (an array of outputs, or an error string). The worker writes these
+//! forms and the producer reads them back, so both live here.
+//!
+//! Floats are written in their shortest f32 form, which reads back exactly.
+
+use crate::registry::OutputSpec;
+use serde::{Deserialize, Serialize};
+
+/// One row's outputs, serialised as `{"<name>": value, ...}` in schema order.
+pub struct NamedOutputs<'a>(pub &'a [OutputSpec], pub &'a [f32]);
+
+impl Serialize for NamedOutputs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|o| o.name.as_str()).zip(self.1))
+    }
+}
+
+/// One row's outputs as JSON text.
+pub fn output_json(outputs: &[OutputSpec], row: &[f32]) -> String {
+    serde_json::to_string(&NamedOutputs(outputs, row)).expect("outputs serialise")
+}
+
+/// One row of a chunk as the worker writes it.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum RowOut<'a> {
+    /// The row's outputs.
+    Values(&'a [f32]),
+    /// Why the row has no outputs.
+    Error(&'a str),
+}
+
+/// One row of a chunk as the producer reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RowResult {
+    /// The row's outputs.
+    Values(Vec<f32>),
+    /// Why the row has no outputs.
+    Error(String),
+}
+
+/// Parses a stored chunk.
+pub fn parse_chunk(text: &str) -> Result<Vec<RowResult>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_exactly() {
+        let a = [0.123_456_79_f32, 1.0e-30];
+        let rows = [
+            RowOut::Values(&a),
+            RowOut::Error("bad row"),
+            RowOut::Values(&[0.5]),
+        ];
+        let text = serde_json::to_string(&rows).unwrap();
+        assert_eq!(text, r#"[[0.12345679,1e-30],"bad row",[0.5]]"#);
+        let back = parse_chunk(&text).unwrap();
+        assert_eq!(back[0], RowResult::Values(a.to_vec()));
+        assert_eq!(back[1], RowResult::Error("bad row".into()));
+        assert!(parse_chunk("[{}]").is_err());
+    }
+
+    #[test]
+    fn outputs_are_named_in_schema_order() {
+        let outs = [
+            OutputSpec {
+                name: "z".into(),
+                description: String::new(),
+            },
+            OutputSpec {
+                name: "a".into(),
+                description: String::new(),
+            },
+        ];
+        assert_eq!(output_json(&outs, &[0.25, 1.0]), r#"{"z":0.25,"a":1.0}"#);
+    }
+}

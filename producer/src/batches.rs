@@ -1,0 +1,580 @@
+//! Bulk batches: `POST /v1/batches`, `GET /v1/batches/{id}`,
+//! `GET /v1/batches/{id}/results`, `DELETE /v1/batches/{id}`.
+//!
+//! An upload is read as it streams in and validated row by row on a
+//! blocking thread ([`crate::bulk`]); valid rows wait in a spool file. Only
+//! when the whole file has passed is the batch recorded and its rows
+//! published, `chunk_rows` rows per message, with publisher confirms; the
+//! client gets `202` once the broker holds every chunk. Results are read
+//! back chunk by chunk and streamed in input order.
+
+use crate::bulk::{read_rows, Format, SpoolReader};
+use crate::error::ApiError;
+use crate::routes::{parse_id, poll_until, WaitQuery};
+use crate::AppState;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{StreamExt, TryStreamExt};
+use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId, JobStatus, Priority};
+use infq_common::message::{ChunkRef, JobMessage};
+use infq_common::registry::ModelSpec;
+use infq_common::results::{parse_chunk, NamedOutputs, RowResult};
+use infq_common::store::{BatchRecord, Cancelled, NewBatch};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek};
+use std::sync::Arc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+/// Query of `POST /v1/batches`.
+#[derive(Deserialize)]
+pub struct CreateQuery {
+    /// `name` or `name@version`.
+    model: Option<String>,
+    /// `csv` or `jsonl`; else the `Content-Type` decides.
+    format: Option<String>,
+}
+
+/// The representation of a batch in responses.
+#[derive(Serialize)]
+pub struct BatchView {
+    id: JobId,
+    status: &'static str,
+    model: String,
+    version: String,
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    chunks: u32,
+    chunks_done: u32,
+    rows_per_second: Option<f64>,
+    eta_seconds: Option<f64>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JobError>,
+    results: String,
+}
+
+impl From<BatchRecord> for BatchView {
+    fn from(b: BatchRecord) -> Self {
+        let processed = b.succeeded + b.failed;
+        let rate = b.started_at_ms.and_then(|start| {
+            let end = b.finished_at_ms.unwrap_or_else(now_ms);
+            let secs = end.saturating_sub(start) as f64 / 1000.0;
+            (secs > 0.0 && processed > 0).then(|| processed as f64 / secs)
+        });
+        let eta = match (b.status, rate) {
+            (JobStatus::Queued | JobStatus::Running, Some(r)) => {
+                Some(b.total.saturating_sub(processed) as f64 / r)
+            }
+            _ => None,
+        };
+        BatchView {
+            id: b.id,
+            status: b.status.as_str(),
+            results: format!("/v1/batches/{}/results", b.id),
+            model: b.model,
+            version: b.version,
+            total: b.total,
+            succeeded: b.succeeded,
+            failed: b.failed,
+            chunks: b.chunks,
+            chunks_done: b.done_chunks,
+            rows_per_second: rate.map(|r| r.round()),
+            eta_seconds: eta.map(|e| (e * 10.0).round() / 10.0),
+            created_at: format_ms(b.created_at_ms),
+            started_at: b.started_at_ms.map(format_ms),
+            finished_at: b.finished_at_ms.map(format_ms),
+            error: b.error,
+        }
+    }
+}
+
+/// Reads from an upload stream, failing once more than `left` bytes came.
+struct LimitedRead<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for LimitedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("upload over the limit of {} bytes", self.limit),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// An error response that also closes the connection: the rest of the
+/// upload is not read, so the connection cannot carry another request.
+fn closing(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `POST /v1/batches?model=...`: stream, validate, spool, publish, `202`.
+pub async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match create(state, query, headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => closing(e),
+    }
+}
+
+async fn create(
+    state: Arc<AppState>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let field = |f: &str, m: String| ApiError::Invalid(vec![crate::error::Detail::field(f, m)]);
+    let model = q
+        .model
+        .ok_or_else(|| field("model", "the query parameter `model` is required".into()))?;
+    let spec = state
+        .registry
+        .resolve(&model)
+        .ok_or_else(|| ApiError::UnknownModel(model.clone()))?
+        .clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format =
+        Format::detect(q.format.as_deref(), content_type).map_err(|m| field("format", m))?;
+
+    let cfg = &state.settings.producer;
+    let spool = match &cfg.spool_dir {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+    .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
+    let upload = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let limit = cfg.max_upload_bytes;
+    let max_rows = cfg.max_batch_rows;
+    let parse_spec = spec.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let input = LimitedRead {
+            inner: SyncIoBridge::new(upload),
+            left: limit,
+            limit,
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
+        let report = read_rows(format, input, &parse_spec, &mut out, max_rows)?;
+        let mut spool = out.into_inner().map_err(|e| e.into_error())?;
+        spool.rewind()?;
+        Ok::<_, std::io::Error>((report, spool))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("upload reader: {e}")))?;
+    let (report, spool) = match parsed {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(ApiError::TooLarge(limit as usize))
+        }
+        Err(e) => {
+            return Err(ApiError::Malformed(format!(
+                "reading the upload failed: {e}"
+            )))
+        }
+    };
+    if !report.problems.is_empty() {
+        metrics::counter!(infq_common::metrics::JOBS_REJECTED, "model" => spec.name.clone(), "outcome" => "invalid")
+            .increment(1);
+        return Err(ApiError::InvalidFile {
+            problems: report.problems,
+            truncated: report.truncated,
+        });
+    }
+
+    let id = new_job_id();
+    let created_at_ms = now_ms();
+    let chunk_rows = cfg.chunk_rows.max(1);
+    let chunks = report.rows.div_ceil(u64::from(chunk_rows));
+    let chunks = u32::try_from(chunks).map_err(|_| {
+        ApiError::Invalid(vec![crate::error::Detail::field("rows", "too many chunks")])
+    })?;
+    let batch = NewBatch {
+        id,
+        model: spec.name.clone(),
+        version: spec.version.clone(),
+        total: report.rows,
+        chunks,
+        chunk_rows,
+        created_at_ms,
+    };
+    state.store.create_batch(&batch).await?;
+    if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
+        let err = JobError::new("not_enqueued", e.to_string());
+        if let Err(se) = state.store.fail_batch(&id, &err).await {
+            tracing::warn!(batch_id = %id, error = %se, "could not record the failed enqueue");
+        }
+        return Err(e);
+    }
+    metrics::counter!(infq_common::metrics::JOBS_SUBMITTED, "model" => spec.name.clone(), "priority" => Priority::Bulk.as_str())
+        .increment(report.rows);
+    tracing::info!(batch_id = %id, rows = report.rows, chunks, "batch accepted");
+    let rec = state
+        .store
+        .get_batch(&id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("the batch vanished".into()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/batches/{id}"))],
+        Json(BatchView::from(rec)),
+    )
+        .into_response())
+}
+
+/// Publishes the spooled rows as chunk messages, `publish_window` awaiting
+/// their confirms at once; the first failure stops the upload.
+async fn publish_chunks(
+    state: &Arc<AppState>,
+    spec: &ModelSpec,
+    batch: &NewBatch,
+    spool: std::fs::File,
+) -> Result<(), ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<f32>>>(64);
+    let width = spec.width();
+    let rows = batch.total;
+    let chunk_rows = batch.chunk_rows as usize;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut r = SpoolReader::new(spool, width, rows);
+        loop {
+            let next = r.next_chunk(chunk_rows).transpose();
+            let Some(item) = next else { break };
+            if tx.blocking_send(item).is_err() {
+                break;
+            }
+        }
+    });
+    let window = state.settings.producer.publish_window.max(1);
+    let result = tokio_stream_of(rx)
+        .enumerate()
+        .map(|(index, inputs)| async move {
+            let inputs = inputs.map_err(|e| ApiError::Internal(format!("spool: {e}")))?;
+            let msg = JobMessage {
+                id: batch.id,
+                model: batch.model.clone(),
+                version: batch.version.clone(),
+                priority: Priority::Bulk,
+                inputs,
+                created_at_ms: batch.created_at_ms,
+                deadline_at_ms: None,
+                chunk: Some(ChunkRef {
+                    index: index as u32,
+                    first_row: index as u64 * batch.chunk_rows as u64 + 1,
+                }),
+            };
+            state
+                .publisher
+                .publish(&msg)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))
+        })
+        .buffer_unordered(window)
+        .try_for_each(|()| async { Ok(()) })
+        .await;
+    reader.abort();
+    result
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `GET /v1/batches/{id}`, optionally long-polling with `?wait=SECONDS`.
+pub async fn get_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Json<BatchView>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let batch_id = parse_id(&id, "batch")?;
+    let wait = q.seconds(state.settings.producer.max_wait_secs)?;
+    let read = || async {
+        state
+            .store
+            .get_batch(&batch_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))
+    };
+    let rec = poll_until(&state, batch_id, wait, read, |b: &BatchRecord| {
+        b.status.is_terminal()
+    })
+    .await?;
+    Ok(Json(rec.into()))
+}
+
+/// `DELETE /v1/batches/{id}`: cancels what has not run yet.
+pub async fn cancel_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, ApiError> {
+    let batch_id = parse_id(&id, "batch")?;
+    let key = state.store.batch_key(&batch_id);
+    match state
+        .store
+        .cancel(&key, &batch_id, &[JobStatus::Queued, JobStatus::Running])
+        .await?
+    {
+        Cancelled::Yes => {}
+        Cancelled::Missing => return Err(ApiError::NotFound(format!("batch {id}"))),
+        Cancelled::Refused(st) => {
+            return Err(ApiError::Conflict(format!("batch {id} is already {st}")))
+        }
+    }
+    let rec = state
+        .store
+        .get_batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))?;
+    Ok(Json(rec.into()))
+}
+
+/// Query of `GET /v1/batches/{id}/results`.
+#[derive(Deserialize)]
+pub struct ResultsQuery {
+    /// `csv` or `jsonl`; else the `Accept` header decides (CSV by default).
+    format: Option<String>,
+}
+
+/// Chunk results fetched from Redis per round trip while streaming.
+const CHUNKS_PER_READ: u32 = 32;
+
+/// `GET /v1/batches/{id}/results`: every row in input order, as CSV
+/// (`row,<outputs...>,error`) or JSONL (`{"row", "output"}` or
+/// `{"row", "error"}`), streamed.
+pub async fn batch_results(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<ResultsQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let batch_id = parse_id(&id, "batch")?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = match q.format.as_deref() {
+        Some(f) => Format::detect(Some(f), None),
+        None => Ok(match accept {
+            Some(a) if a.contains("ndjson") || a.contains("jsonl") || a.contains("jsonlines") => {
+                Format::Jsonl
+            }
+            _ => Format::Csv,
+        }),
+    }
+    .map_err(|m| ApiError::Invalid(vec![crate::error::Detail::field("format", m)]))?;
+    let rec = state
+        .store
+        .get_batch(&batch_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))?;
+    if !rec.status.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "batch {id} is {}; its results are ready once it finishes (GET /v1/batches/{id}?wait=60 waits for that)",
+            rec.status
+        )));
+    }
+    let address = format!("{}@{}", rec.model, rec.version);
+    let outputs = state
+        .registry
+        .resolve(&address)
+        .map(|s| s.outputs.clone())
+        .unwrap_or_default();
+    let render = Renderer {
+        format,
+        outputs: Arc::new(outputs),
+        chunk_rows: u64::from(rec.chunk_rows),
+        total: rec.total,
+        missing: format!("not run: batch {}", rec.status),
+    };
+    let header_line = render.header();
+    let store = state.store.clone();
+    let chunks = rec.chunks;
+    let stream = futures_util::stream::unfold(0u32, move |from| {
+        let store = store.clone();
+        let render = render.clone();
+        async move {
+            if from >= chunks {
+                return None;
+            }
+            let to = (from + CHUNKS_PER_READ).min(chunks);
+            let part = match store.get_chunks(&batch_id, from, to).await {
+                Ok(texts) => render.chunks(from, &texts),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            Some((part, to))
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(header_line) }).chain(stream);
+    let content_type = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Jsonl => "application/x-ndjson",
+    };
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Turns stored chunks into lines of the chosen format.
+#[derive(Clone)]
+struct Renderer {
+    format: Format,
+    outputs: Arc<Vec<infq_common::registry::OutputSpec>>,
+    chunk_rows: u64,
+    total: u64,
+    missing: String,
+}
+
+#[derive(Serialize)]
+struct JsonlRow<'a> {
+    row: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<NamedOutputs<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl Renderer {
+    fn header(&self) -> Vec<u8> {
+        match self.format {
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(Vec::new());
+                let mut cols = vec!["row".to_string()];
+                cols.extend(self.outputs.iter().map(|o| o.name.clone()));
+                cols.push("error".into());
+                let _ = w.write_record(&cols);
+                w.into_inner().unwrap_or_default()
+            }
+            Format::Jsonl => Vec::new(),
+        }
+    }
+
+    /// Renders chunks `from..` whose stored texts are `texts`.
+    fn chunks(&self, from: u32, texts: &[Option<String>]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(texts.len() * self.chunk_rows as usize * 24);
+        let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
+        for (i, text) in texts.iter().enumerate() {
+            let index = u64::from(from) + i as u64;
+            let first = index * self.chunk_rows + 1;
+            let rows = self.chunk_rows.min(self.total + 1 - first);
+            let parsed = match text {
+                Some(t) => parse_chunk(t).map_err(std::io::Error::other)?,
+                None => Vec::new(),
+            };
+            for r in 0..rows {
+                let row = first + r;
+                let result = parsed.get(r as usize);
+                let (values, error): (Option<&[f32]>, Option<&str>) = match result {
+                    Some(RowResult::Values(v)) => (Some(v), None),
+                    Some(RowResult::Error(e)) => (None, Some(e)),
+                    None => (None, Some(&self.missing)),
+                };
+                match self.format {
+                    Format::Jsonl => {
+                        let line = JsonlRow {
+                            row,
+                            output: values.map(|v| NamedOutputs(&self.outputs, v)),
+                            error,
+                        };
+                        serde_json::to_writer(&mut out, &line)?;
+                        out.push(b'\n');
+                    }
+                    Format::Csv => {
+                        let mut rec = Vec::with_capacity(self.outputs.len() + 2);
+                        rec.push(row.to_string());
+                        for k in 0..self.outputs.len() {
+                            rec.push(
+                                values
+                                    .and_then(|v| v.get(k))
+                                    .map(|x| x.to_string())
+                                    .unwrap_or_default(),
+                            );
+                        }
+                        rec.push(error.unwrap_or("").to_string());
+                        csv.write_record(&rec)?;
+                    }
+                }
+            }
+        }
+        if self.format == Format::Csv {
+            out = csv.into_inner().map_err(|e| e.into_error())?;
+        }
+        Ok(out)
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infq_common::registry::OutputSpec;
+
+    fn renderer(format: Format) -> Renderer {
+        Renderer {
+            format,
+            outputs: Arc::new(vec![OutputSpec {
+                name: "p".into(),
+                description: String::new(),
+            }]),
+            chunk_rows: 2,
+            total: 5,
+            missing: "not run: batch cancelled".into(),
+        }
+    }
+
+    #[test]
+    fn csv_rows_in_input_order_with_errors() {
+        let r = renderer(Format::Csv);
+        let texts = vec![
+            Some("[[0.25],[0.5]]".to_string()),
+            Some(r#"[[0.125],"bad, row"]"#.to_string()),
+            None,
+        ];
+        let out = String::from_utf8(r.chunks(0, &texts).unwrap()).unwrap();
+        assert_eq!(String::from_utf8(r.header()).unwrap(), "row,p,error\n");
+        assert_eq!(
+            out,
+            "1,0.25,\n2,0.5,\n3,0.125,\n4,,\"bad, row\"\n5,,not run: batch cancelled\n"
+        );
+    }
+
+    #[test]
+    fn jsonl_rows_carry_row_numbers() {
+        let r = renderer(Format::Jsonl);
+        let out = String::from_utf8(r.chunks(2, &[Some("[[0.75]]".into())]).unwrap()).unwrap();
+        assert_eq!(out, "{\"row\":5,\"output\":{\"p\":0.75}}\n");
+        assert!(r.header().is_empty());
+        let bad = r.chunks(0, &[Some("not json".into())]);
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,481 @@
+//! Reading bulk files: CSV (a header row naming the features) or JSONL (one
+//! job's `inputs` per line), validated row by row as the upload streams in.
+//!
+//! Valid rows are appended to a spool file as little-endian f32, so memory
+//! stays flat whatever the file size, and nothing is published until the
+//! whole file has passed: a file with bad rows is refused with the line and
+//! reason of each problem (the first [`MAX_PROBLEMS`]) and enqueues nothing.
+
+use crate::error::Detail;
+use crate::validate::features;
+use infq_common::registry::ModelSpec;
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// Problems reported for one file before reading stops.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The formats a bulk file may come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated, with a header row.
+    Csv,
+    /// One JSON value per line: an object of named features or an array.
+    Jsonl,
+}
+
+impl Format {
+    /// From `?format=`, or else from the `Content-Type`; CSV when neither says.
+    pub fn detect(query: Option<&str>, content_type: Option<&str>) -> Result<Self, String> {
+        if let Some(q) = query {
+            return match q {
+                "csv" => Ok(Format::Csv),
+                "jsonl" | "ndjson" => Ok(Format::Jsonl),
+                other => Err(format!("format `{other}`: use csv or jsonl")),
+            };
+        }
+        let ct = content_type
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        match ct.as_str() {
+            "application/jsonl"
+            | "application/x-ndjson"
+            | "application/x-jsonlines"
+            | "application/json-lines"
+            | "application/ndjson" => Ok(Format::Jsonl),
+            _ => Ok(Format::Csv),
+        }
+    }
+}
+
+/// What reading a file found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Valid rows spooled.
+    pub rows: u64,
+    /// Problems, each with its line (the first [`MAX_PROBLEMS`]).
+    pub problems: Vec<Detail>,
+    /// Whether reading stopped early (too many problems or rows).
+    pub truncated: bool,
+}
+
+impl Report {
+    fn problem(&mut self, line: u64, field: Option<String>, message: impl Into<String>) {
+        self.problems.push(Detail {
+            field,
+            line: Some(line),
+            message: message.into(),
+        });
+    }
+
+    fn full(&self) -> bool {
+        self.problems.len() >= MAX_PROBLEMS
+    }
+}
+
+/// Reads `input` in `format`, writes each valid row to `spool` (f32 LE, in
+/// schema order), and stops early after [`MAX_PROBLEMS`] problems or more
+/// than `max_rows` rows. I/O errors of the upload or the spool are returned
+/// as errors; everything wrong with the content goes into the report.
+pub fn read_rows<R: Read, W: Write>(
+    format: Format,
+    input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+) -> std::io::Result<Report> {
+    match format {
+        Format::Csv => read_csv(input, spec, spool, max_rows),
+        Format::Jsonl => read_jsonl(input, spec, spool, max_rows),
+    }
+}
+
+fn write_row<W: Write>(spool: &mut W, row: &[f32]) -> std::io::Result<()> {
+    for v in row {
+        spool.write_all(&v.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+fn over_limit(report: &mut Report, line: u64, max_rows: u64) -> bool {
+    if report.rows >= max_rows {
+        report.problem(line, None, format!("more than {max_rows} rows"));
+        report.truncated = true;
+        return true;
+    }
+    false
+}
+
+fn read_csv<R: Read, W: Write>(
+    input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let headers = match rdr.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return csv_error(e, report, 1),
+    };
+    if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
+        report.problem(
+            1,
+            None,
+            "empty file: expected a header row naming the features",
+        );
+        return Ok(report);
+    }
+    let mut columns = Vec::with_capacity(spec.width());
+    for f in &spec.inputs {
+        let found: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| *h == f.name)
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [i] => columns.push(*i),
+            [] => report.problem(1, Some(f.name.clone()), "missing column"),
+            _ => report.problem(1, Some(f.name.clone()), "column named more than once"),
+        }
+    }
+    if !report.problems.is_empty() {
+        return Ok(report);
+    }
+    let mut record = csv::StringRecord::new();
+    let mut row = vec![0f32; spec.width()];
+    loop {
+        match rdr.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    return csv_error(e, report, line);
+                }
+                report.problem(line, None, csv_message(&e));
+                if report.full() {
+                    report.truncated = true;
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if over_limit(&mut report, line, max_rows) {
+            break;
+        }
+        let before = report.problems.len();
+        for (i, (f, &col)) in spec.inputs.iter().zip(&columns).enumerate() {
+            let text = &record[col];
+            let parsed = text.parse::<f64>().ok();
+            match parsed.map(|x| (x, x as f32)) {
+                None => report.problem(
+                    line,
+                    Some(f.name.clone()),
+                    format!("`{}` is not a number", truncate(text)),
+                ),
+                Some((x, y)) if !y.is_finite() => {
+                    let _ = x;
+                    report.problem(line, Some(f.name.clone()), "must be a finite 32-bit float")
+                }
+                Some((x, y)) => {
+                    if let Some(range) = out_of_range(f.min, f.max, x) {
+                        report.problem(line, Some(f.name.clone()), range);
+                    } else {
+                        row[i] = y;
+                    }
+                }
+            }
+        }
+        if report.problems.len() == before {
+            write_row(spool, &row)?;
+            report.rows += 1;
+        } else if report.full() {
+            report.problems.truncate(MAX_PROBLEMS);
+            report.truncated = true;
+            break;
+        }
+    }
+    if report.rows == 0 && report.problems.is_empty() {
+        report.problem(1, None, "no data rows");
+    }
+    Ok(report)
+}
+
+fn csv_message(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields, the header has {expected_len}"),
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn csv_error(e: csv::Error, mut report: Report, line: u64) -> std::io::Result<Report> {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => Err(io),
+        other => {
+            report.problem(line, None, format!("{other:?}"));
+            Ok(report)
+        }
+    }
+}
+
+fn read_jsonl<R: Read, W: Write>(
+    input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let mut reader = BufReader::with_capacity(1 << 16, input);
+    let mut buf = Vec::with_capacity(256);
+    let mut line = 0u64;
+    let mut problems = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line += 1;
+        let text = buf.trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        if over_limit(&mut report, line, max_rows) {
+            break;
+        }
+        problems.clear();
+        match serde_json::from_slice::<serde_json::Value>(text) {
+            Ok(value) => {
+                let inputs = match value.get("inputs") {
+                    Some(inner) if value.is_object() => inner,
+                    _ => &value,
+                };
+                let row = features(spec, inputs, &mut problems);
+                if problems.is_empty() {
+                    write_row(spool, &row)?;
+                    report.rows += 1;
+                }
+            }
+            Err(e) => problems.push(Detail {
+                field: None,
+                line: None,
+                message: format!("not JSON: {e}"),
+            }),
+        }
+        for mut p in problems.drain(..) {
+            p.line = Some(line);
+            report.problems.push(p);
+        }
+        if report.full() {
+            report.problems.truncate(MAX_PROBLEMS);
+            report.truncated = true;
+            break;
+        }
+    }
+    if report.rows == 0 && report.problems.is_empty() {
+        report.problem(1, None, "no data rows");
+    }
+    Ok(report)
+}
+
+fn out_of_range(min: Option<f64>, max: Option<f64>, x: f64) -> Option<String> {
+    match (min, max) {
+        (Some(lo), Some(hi)) if x < lo || x > hi => Some(format!("must be between {lo} and {hi}")),
+        (Some(lo), None) if x < lo => Some(format!("must be at least {lo}")),
+        (None, Some(hi)) if x > hi => Some(format!("must be at most {hi}")),
+        _ => None,
+    }
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Reads spooled rows back, `rows_per_chunk` rows at a time.
+pub struct SpoolReader<R> {
+    inner: BufReader<R>,
+    width: usize,
+    left: u64,
+}
+
+impl<R: Read> SpoolReader<R> {
+    /// A reader of `rows` rows of `width` f32 each.
+    pub fn new(inner: R, width: usize, rows: u64) -> Self {
+        Self {
+            inner: BufReader::with_capacity(1 << 16, inner),
+            width,
+            left: rows,
+        }
+    }
+
+    /// The next chunk of up to `n` rows, flat; `None` when all are read.
+    pub fn next_chunk(&mut self, n: usize) -> std::io::Result<Option<Vec<f32>>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let rows = (n as u64).min(self.left) as usize;
+        let mut bytes = vec![0u8; rows * self.width * 4];
+        self.inner.read_exact(&mut bytes)?;
+        self.left -= rows as u64;
+        Ok(Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infq_common::registry::Registry;
+    use std::path::Path;
+
+    fn spec() -> ModelSpec {
+        Registry::parse(
+            r#"
+[[model]]
+name = "credit-default"
+version = "1"
+path = "x.pt"
+inputs = [{ name = "student", min = 0, max = 1 }, { name = "balance", min = 0 }, { name = "income" }]
+outputs = [{ name = "p" }]
+"#,
+            Path::new("models.toml"),
+            Path::new("."),
+        )
+        .unwrap()
+        .models()[0]
+        .clone()
+    }
+
+    fn read(format: Format, text: &str) -> (Report, Vec<f32>) {
+        let mut spool = Vec::new();
+        let report = read_rows(format, text.as_bytes(), &spec(), &mut spool, 1000).unwrap();
+        let mut r = SpoolReader::new(spool.as_slice(), 3, report.rows);
+        let mut all = Vec::new();
+        while let Some(chunk) = r.next_chunk(2).unwrap() {
+            all.extend(chunk);
+        }
+        (report, all)
+    }
+
+    fn lines(r: &Report) -> Vec<u64> {
+        r.problems.iter().map(|p| p.line.unwrap()).collect()
+    }
+
+    #[test]
+    fn csv_columns_in_any_order_with_extras() {
+        let (r, rows) = read(
+            Format::Csv,
+            "id,income,balance,student\na,40000.5,729.5,0\nb, 1e3 ,0,1\n",
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.rows, 2);
+        assert_eq!(rows, vec![0.0, 729.5, 40000.5, 1.0, 0.0, 1000.0]);
+    }
+
+    #[test]
+    fn csv_problems_name_their_lines() {
+        let text = "student,balance,income\n0,1,2\n0,x,2\n1,2\n5,1,1\n0,1,1e39\n\n0,1,2\n";
+        let (r, _) = read(Format::Csv, text);
+        assert_eq!(lines(&r), vec![3, 4, 5, 6]);
+        assert!(r.problems[0].message.contains("`x` is not a number"));
+        assert!(r.problems[1].message.contains("2 fields"));
+        assert_eq!(r.problems[2].field.as_deref(), Some("student"));
+        assert!(r.problems[3].message.contains("finite"));
+        assert_eq!(r.rows, 2);
+    }
+
+    #[test]
+    fn csv_header_problems() {
+        let (r, _) = read(Format::Csv, "student,balance\n0,1\n");
+        assert_eq!(r.problems[0].field.as_deref(), Some("income"));
+        assert_eq!(r.problems[0].line, Some(1));
+        let (r, _) = read(Format::Csv, "student,balance,income,income\n0,1,2,3\n");
+        assert!(r.problems[0].message.contains("more than once"));
+        let (r, _) = read(Format::Csv, "");
+        assert_eq!(r.problems.len(), 1);
+        let (r, _) = read(Format::Csv, "student,balance,income\n");
+        assert!(r.problems[0].message.contains("no data rows"));
+    }
+
+    #[test]
+    fn hostile_csv_is_reported_not_fatal() {
+        let mut text = String::from("student,balance,income\n");
+        text.push_str("\"0,1,2\n");
+        text.push_str(&format!("0,{},2\n", "9".repeat(10_000)));
+        let (r, _) = read(Format::Csv, &text);
+        assert!(!r.problems.is_empty());
+        let mut bytes = b"student,balance,income\n0,1,".to_vec();
+        bytes.extend([0xff, 0xfe, b'\n']);
+        let mut spool = Vec::new();
+        let r = read_rows(Format::Csv, bytes.as_slice(), &spec(), &mut spool, 10).unwrap();
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    }
+
+    #[test]
+    fn stops_after_a_hundred_problems() {
+        let mut text = String::from("student,balance,income\n");
+        for _ in 0..500 {
+            text.push_str("0,bad,1\n");
+        }
+        let (r, _) = read(Format::Csv, &text);
+        assert_eq!(r.problems.len(), MAX_PROBLEMS);
+        assert!(r.truncated);
+    }
+
+    #[test]
+    fn row_limit() {
+        let mut spool = Vec::new();
+        let text = "student,balance,income\n0,1,2\n0,1,2\n0,1,2\n";
+        let r = read_rows(Format::Csv, text.as_bytes(), &spec(), &mut spool, 2).unwrap();
+        assert!(r.problems[0].message.contains("more than 2 rows"));
+    }
+
+    #[test]
+    fn jsonl_named_positional_and_wrapped() {
+        let text = "{\"student\":0,\"balance\":1,\"income\":2}\n\n[1,3,4]\n{\"inputs\":[0,5,6]}\n";
+        let (r, rows) = read(Format::Jsonl, text);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(rows, vec![0.0, 1.0, 2.0, 1.0, 3.0, 4.0, 0.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn jsonl_problems_carry_line_and_field() {
+        let text = "[0,1,2]\n{\"student\":0}\nnot json\n[0,1]\n[2,1,1]\n";
+        let (r, _) = read(Format::Jsonl, text);
+        assert_eq!(lines(&r), vec![2, 2, 3, 4, 5]);
+        assert_eq!(r.problems[0].field.as_deref(), Some("inputs.balance"));
+        assert_eq!(r.rows, 1);
+    }
+
+    #[test]
+    fn formats_are_detected() {
+        assert_eq!(Format::detect(Some("jsonl"), None), Ok(Format::Jsonl));
+        assert_eq!(
+            Format::detect(None, Some("application/x-ndjson; charset=utf-8")),
+            Ok(Format::Jsonl)
+        );
+        assert_eq!(Format::detect(None, Some("text/csv")), Ok(Format::Csv));
+        assert_eq!(Format::detect(None, None), Ok(Format::Csv));
+        assert!(Format::detect(Some("xml"), None).is_err());
+    }
+}

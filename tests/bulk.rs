@@ -1,0 +1,406 @@
+//! End-to-end tests of bulk batches against the real RabbitMQ and Redis:
+//! streamed upload, validation with line numbers, chunked publishing,
+//! results in input order, cancellation, and the interactive lane's
+//! priority over bulk work.
+
+use infq::{load_default_csv, reference_outputs, root, test_settings, TestEnv};
+use infq_common::job::Priority;
+use infq_common::topology::Topology;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// `n` rows built from Default.csv (cycled, with the balance shifted on
+/// each pass so rows differ), as f32 features and as CSV text with an
+/// extra `id` column and the features in another order.
+fn portfolio(n: usize) -> (Vec<[f32; 3]>, String) {
+    let base = load_default_csv(&root().join("data/Default.csv")).unwrap();
+    let mut rows = Vec::with_capacity(n);
+    let mut csv = String::from("id,income,student,balance\n");
+    for i in 0..n {
+        let b = base[i % base.len()];
+        let row = [b.student, b.balance + (i / base.len()) as f32, b.income];
+        csv.push_str(&format!("loan-{i},{},{},{}\n", row[2], row[0], row[1]));
+        rows.push(row);
+    }
+    (rows, csv)
+}
+
+async fn upload(env: &TestEnv, query: &str, content_type: &str, body: String) -> reqwest::Response {
+    env.http
+        .post(env.url(&format!("/v1/batches?{query}")))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("upload")
+}
+
+async fn wait_batch(env: &TestEnv, id: &str) -> Value {
+    for _ in 0..20 {
+        let v: Value = env
+            .http
+            .get(env.url(&format!("/v1/batches/{id}?wait=30")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "queued" && v["status"] != "running" {
+            return v;
+        }
+    }
+    panic!("batch {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100k_row_portfolio_matches_the_model_in_input_order() {
+    let env = TestEnv::start().await.unwrap();
+    let (rows, csv) = portfolio(100_000);
+    let r = upload(&env, "model=credit-default", "text/csv", csv).await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(accepted["total"], 100_000);
+    assert_eq!(accepted["chunks"], 391, "256 rows per chunk");
+    let id = accepted["id"].as_str().unwrap().to_string();
+
+    let done = wait_batch(&env, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["succeeded"], 100_000);
+    assert_eq!(done["failed"], 0);
+    assert!(done["rows_per_second"].as_f64().unwrap() > 0.0);
+
+    let registry = env.settings.registry().unwrap();
+    let expected = reference_outputs(&registry, &rows).unwrap();
+
+    let text = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(
+        rdr.headers().unwrap(),
+        vec!["row", "default_probability", "error"]
+    );
+    let mut count = 0usize;
+    let mut worst = 0f64;
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.unwrap();
+        assert_eq!(rec[0].parse::<usize>().unwrap(), i + 1, "input order");
+        assert_eq!(&rec[2], "", "row {} failed", i + 1);
+        let got: f64 = rec[1].parse().unwrap();
+        let diff = (got - f64::from(expected[i])).abs();
+        worst = worst.max(diff);
+        assert!(diff <= 1e-6, "row {}: {got} vs {}", i + 1, expected[i]);
+        count += 1;
+    }
+    assert_eq!(count, 100_000, "row count exact");
+    println!(
+        "100000 rows, worst |diff| {worst:e}, {} rows/s",
+        done["rows_per_second"]
+    );
+
+    // The same results as JSONL, chosen by Accept.
+    let jsonl = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = jsonl.lines().collect();
+    assert_eq!(lines.len(), 100_000);
+    for i in [0usize, 255, 256, 99_999] {
+        let v: Value = serde_json::from_str(lines[i]).unwrap();
+        assert_eq!(v["row"], i + 1);
+        let p = v["output"]["default_probability"].as_f64().unwrap();
+        assert!((p - f64::from(expected[i])).abs() <= 1e-6);
+    }
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_refused_with_line_numbers_and_enqueue_nothing() {
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let (_, good) = portfolio(1000);
+    // Lines 1 (header) .. 1001; break lines 5, 400 and 1001.
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    lines[4] = "loan-3,40000,0,lots".into();
+    lines[399] = "loan-398,40000,7,100".into();
+    lines[1000] = "loan-999,1e39,0,100".into();
+    let bad = lines.join("\n") + "\n";
+    let r = upload(&env, "model=credit-default", "text/csv", bad).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_file");
+    let found: Vec<(u64, String)> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["line"].as_u64().unwrap(),
+                d["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![5, 400, 1001],
+        "{v}"
+    );
+    assert!(found[0].1.contains("`lots` is not a number"));
+    assert!(found[1].1.contains("between 0 and 1"));
+    assert!(found[2].1.contains("finite"));
+
+    let jsonl = "{\"student\":0,\"balance\":1,\"income\":2}\n[0,1]\nnot json\n";
+    let r = upload(
+        &env,
+        "model=credit-default",
+        "application/x-ndjson",
+        jsonl.into(),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    let lines: Vec<u64> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![2, 3]);
+
+    let cases = [
+        (
+            "model=credit-default",
+            "student,balance\n0,1\n",
+            422,
+            "invalid_file",
+        ),
+        ("model=credit-default", "", 422, "invalid_file"),
+        (
+            "model=credit-default",
+            "student,balance,income\n",
+            422,
+            "invalid_file",
+        ),
+        (
+            "model=nope",
+            "student,balance,income\n0,1,2\n",
+            422,
+            "unknown_model",
+        ),
+        (
+            "",
+            "student,balance,income\n0,1,2\n",
+            422,
+            "invalid_request",
+        ),
+        (
+            "model=credit-default&format=xml",
+            "student,balance,income\n0,1,2\n",
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (query, body, status, code) in cases {
+        let r = upload(&env, query, "text/csv", body.into()).await;
+        assert_eq!(r.status().as_u16(), status, "{query} {body:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{query} {body:?}: {v}");
+    }
+    // Binary garbage.
+    let r = env
+        .http
+        .post(env.url("/v1/batches?model=credit-default"))
+        .body(vec![0xffu8, 0xfe, 0x00, 0x01, b'\n', 0x80])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+
+    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    for lane in Priority::ALL {
+        let depth = env
+            .queue_depth(&topology.job_queue("credit-default", lane))
+            .await
+            .unwrap();
+        assert_eq!(depth, 0, "nothing enqueued on {lane:?}");
+    }
+    assert!(
+        env.redis_keys().await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_uploads_get_413() {
+    let mut settings = test_settings();
+    settings.producer.max_upload_bytes = 10_000;
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let (_, csv) = portfolio(2000);
+    let r = upload(&env, "model=credit-default", "text/csv", csv).await;
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    assert!(env.redis_keys().await.unwrap().is_empty());
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_batch_does_not_run() {
+    let settings = test_settings();
+    // No worker yet: the chunks wait in the queue.
+    let env = TestEnv::start_with(settings.clone(), false).await.unwrap();
+    let (_, csv) = portfolio(1000);
+    let r = upload(&env, "model=credit-default", "text/csv", csv).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let topology = Topology::new(&settings.namespace, &settings.amqp);
+    let bulk = topology.job_queue("credit-default", Priority::Bulk);
+    assert_eq!(
+        env.queue_depth(&bulk).await.unwrap(),
+        4,
+        "1000 rows in 4 chunks"
+    );
+
+    let r = env
+        .http
+        .delete(env.url(&format!("/v1/batches/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    let r = env
+        .http
+        .delete(env.url(&format!("/v1/batches/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "already cancelled");
+
+    // A worker now takes the chunks and acknowledges them without running.
+    let shutdown = infq_common::shutdown::CancellationToken::new();
+    let worker = infq_worker::start(
+        settings.clone(),
+        settings.registry().unwrap(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        if env.queue_depth(&bulk).await.unwrap() == 0
+            && worker
+                .stats
+                .jobs_skipped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 4
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        worker
+            .stats
+            .jobs_skipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    assert_eq!(
+        worker.stats.rows.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing ran"
+    );
+    let text = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1001);
+    assert_eq!(lines[1], "1,,not run: batch cancelled");
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_jobs_overtake_a_running_bulk_batch() {
+    let settings = test_settings();
+    let env = TestEnv::start_with(settings.clone(), false).await.unwrap();
+    let (_, csv) = portfolio(50_000);
+    let r = upload(&env, "model=credit-default", "text/csv", csv).await;
+    assert_eq!(r.status(), 202);
+    let batch = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        let r = env
+            .http
+            .post(env.url("/v1/jobs"))
+            .json(&json!({"model": "credit-default", "inputs": [0, 1000.0 + i as f64, 30000.0]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        jobs.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Both lanes are full when the worker starts.
+    let shutdown = infq_common::shutdown::CancellationToken::new();
+    let worker = infq_worker::start(
+        settings.clone(),
+        settings.registry().unwrap(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let done = wait_batch(&env, &batch).await;
+    assert_eq!(done["status"], "succeeded");
+    let batch_finished = done["finished_at"].as_str().unwrap().to_string();
+    for id in &jobs {
+        let v: Value = env
+            .http
+            .get(env.url(&format!("/v1/jobs/{id}?wait=10")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "succeeded");
+        let finished = v["finished_at"].as_str().unwrap();
+        assert!(
+            finished < batch_finished.as_str(),
+            "job finished {finished}, after the batch ({batch_finished})"
+        );
+    }
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
