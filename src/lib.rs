@@ -5,6 +5,8 @@
 //! tests run side by side without seeing each other's queues or keys.
 #![forbid(unsafe_code)]
 
+pub mod procs;
+
 use anyhow::Context;
 use infq_common::config::Settings;
 use infq_common::registry::Registry;

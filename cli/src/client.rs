@@ -7,12 +7,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached or the connection broke.
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", root_cause(.error))]
     Transport {
         /// The URL called.
         url: String,
         /// What went wrong.
-        source: reqwest::Error,
+        error: reqwest::Error,
     },
     /// The API answered with an error.
     #[error("{status} {code}: {message}{details}")]
@@ -29,6 +29,19 @@ pub enum ClientError {
     /// The answer was not what the API documents.
     #[error("unexpected answer from {0}")]
     Protocol(String),
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error
+/// 111)"), which says more than the layers wrapped around it.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    cur.to_string()
 }
 
 /// Words an API error body `{"error": {"code", "message", "details"}}`.
@@ -78,9 +91,9 @@ impl Client {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder, url: String) -> Result<Value, ClientError> {
-        let resp = req.send().await.map_err(|source| ClientError::Transport {
+        let resp = req.send().await.map_err(|error| ClientError::Transport {
             url: url.clone(),
-            source,
+            error,
         })?;
         let status = resp.status();
         let body: Value = resp
@@ -144,9 +157,9 @@ impl Client {
             .get(&url)
             .query(&[("format", format)])
             .timeout(Duration::from_secs(24 * 3600));
-        let transport = |source| ClientError::Transport {
+        let transport = |error| ClientError::Transport {
             url: url.clone(),
-            source,
+            error,
         };
         let resp = req.send().await.map_err(transport)?;
         if !resp.status().is_success() {

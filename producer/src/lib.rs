@@ -15,6 +15,7 @@ pub mod waiters;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use infq_common::config::Settings;
 use infq_common::registry::Registry;
@@ -111,6 +112,10 @@ pub async fn serve(
     ));
     let state_shutdown = state.shutdown.clone();
     let app = router(state);
+    // Small JSON answers must not wait on Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

@@ -76,7 +76,9 @@ pub async fn start(
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
     let topology = Topology::new(&settings.namespace, &settings.amqp);
 
-    let (writer_tx, writer_rx) = mpsc::channel(64);
+    // Short, so that backpressure reaches the batchers (which favour
+    // interactive jobs) instead of results queueing behind bulk chunks.
+    let (writer_tx, writer_rx) = mpsc::channel(4);
     let mut routes: HashMap<String, consumer::ModelRoute> = HashMap::new();
     let mut batchers = Vec::new();
     for spec in specs {

@@ -1,0 +1,491 @@
+//! The load generator: drives a running producer and worker (release
+//! builds, started as child processes) and prints each figure next to the
+//! machine's limit measured in the same run.
+//!
+//!   scripts/bench                       # every scenario, 3 runs each
+//!   cargo bench --bench load -- bulk --rows 1000000 --runs 3
+//!
+//! Under `cargo test` (no `--bench` flag) it runs a short smoke load of
+//! every scenario against the debug binaries, so CI checks that the harness
+//! works. Figures are medians over the runs; nothing here asserts a number.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use infq::procs::Service;
+use infq::{load_default_csv, root};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "infq load generator")]
+struct Args {
+    /// Passed by `cargo bench`; without it (under `cargo test`) a smoke
+    /// load runs against the debug binaries.
+    #[arg(long, hide = true, global = true)]
+    bench: bool,
+    /// Runs per scenario; medians are reported.
+    #[arg(long, default_value_t = 3, global = true)]
+    runs: usize,
+    /// Cargo profile whose binaries are started.
+    #[arg(long, default_value = "release", global = true)]
+    profile: String,
+    /// A short load of every scenario, for CI: checks the harness runs.
+    #[arg(long, global = true)]
+    smoke: bool,
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Scenario {
+    /// Raw model throughput through tch at several batch sizes.
+    Model,
+    /// A bulk upload end to end, with the producer's peak memory.
+    Bulk {
+        /// Rows in the uploaded file.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
+    /// Interactive latency at a fixed rate, idle and while a bulk batch runs.
+    Interactive {
+        /// Jobs per second offered.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Rows of the bulk batch running alongside.
+        #[arg(long, default_value_t = 1_000_000)]
+        bulk_rows: usize,
+    },
+    /// Every scenario.
+    All,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// A producer and a worker under a namespace of their own.
+struct Stack {
+    producer: Service,
+    _worker: Service,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    async fn start(profile: &str) -> anyhow::Result<Self> {
+        let ns = format!("bench{}", uuid::Uuid::new_v4().simple());
+        let env = vec![
+            ("INFQ_NAMESPACE", ns),
+            ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000".to_string()),
+            ("INFQ_LOG__FILTER", "warn".to_string()),
+        ];
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .timeout(Duration::from_secs(3600))
+            .build()?;
+        let mut worker = Service::spawn(profile, "infq-worker", &env)?;
+        worker.wait_ready(&http).await.context("worker")?;
+        let mut producer = Service::spawn(profile, "infq-producer", &env)?;
+        producer.wait_ready(&http).await.context("producer")?;
+        Ok(Self {
+            producer,
+            _worker: worker,
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.producer.addr)
+    }
+
+    /// Uploads a CSV file, streamed; returns the accepted batch.
+    async fn upload(&self, file: &Path) -> anyhow::Result<Value> {
+        let f = tokio::fs::File::open(file).await?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 16);
+        let r = self
+            .http
+            .post(self.url("/v1/batches?model=credit-default"))
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            r.status() == 202,
+            "upload: {} {}",
+            r.status(),
+            r.text().await?
+        );
+        Ok(r.json().await?)
+    }
+
+    async fn wait_batch(&self, id: &str) -> anyhow::Result<Value> {
+        loop {
+            let v: Value = self
+                .http
+                .get(self.url(&format!("/v1/batches/{id}?wait=30")))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if v["status"] != "queued" && v["status"] != "running" {
+                anyhow::ensure!(v["status"] == "succeeded", "batch ended {v}");
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Offers `rate` single jobs per second for `seconds`; returns the
+    /// submit-to-readable-result latencies (microseconds) of all of them.
+    async fn interactive(&self, rate: u32, seconds: u64) -> anyhow::Result<Histogram<u64>> {
+        let mut hist = Histogram::<u64>::new(3)?;
+        self.interactive_until(
+            rate,
+            tokio::time::sleep(Duration::from_secs(seconds)),
+            &mut hist,
+        )
+        .await?;
+        Ok(hist)
+    }
+
+    /// Offers `rate` single jobs per second until `stop` resolves, recording
+    /// each submit-to-readable-result latency (microseconds) into `hist`.
+    async fn interactive_until(
+        &self,
+        rate: u32,
+        stop: impl std::future::Future<Output = ()>,
+        hist: &mut Histogram<u64>,
+    ) -> anyhow::Result<()> {
+        let shared = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(stop);
+        for i in 0u64.. {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {}
+            }
+            let hist = shared.clone();
+            let http = self.http.clone();
+            let base = self.url("");
+            tasks.spawn(async move {
+                let t0 = Instant::now();
+                let body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
+                let r = http.post(format!("{base}/v1/jobs")).json(&body).send().await?;
+                anyhow::ensure!(r.status() == 202, "submit: {}", r.status());
+                let id = r.json::<Value>().await?["id"].as_str().unwrap_or_default().to_string();
+                let v: Value = http.get(format!("{base}/v1/jobs/{id}?wait=10")).send().await?.json().await?;
+                anyhow::ensure!(v["status"] == "succeeded", "job ended {v}");
+                hist.lock().expect("histogram").record(t0.elapsed().as_micros() as u64)?;
+                Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        hist.add(&*shared.lock().expect("histogram"))?;
+        Ok(())
+    }
+}
+
+/// A CSV of `rows` borrowers (Default.csv, cycled), cached under target/.
+fn portfolio(rows: usize) -> anyhow::Result<PathBuf> {
+    let dir = infq::procs::bin_dir("bench-data");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("portfolio-{rows}.csv"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let base = load_default_csv(&root().join("data/Default.csv"))?;
+    let tmp = path.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    writeln!(w, "student,balance,income")?;
+    for i in 0..rows {
+        let b = base[i % base.len()];
+        writeln!(
+            w,
+            "{},{},{}",
+            b.student,
+            b.balance + (i / base.len()) as f32,
+            b.income
+        )?;
+    }
+    w.flush()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Rows per second of the model run directly, at `batch` rows per forward
+/// pass, on `threads` threads, for about `secs` seconds.
+fn raw_model(batch: usize, threads: usize, secs: f64) -> anyhow::Result<f64> {
+    let registry =
+        infq_common::config::Settings::load(Some(&root().join("config/default.toml")), &[])?
+            .registry()?;
+    let spec = registry.resolve("credit-default").context("model")?;
+    tch::set_num_threads(threads as i32);
+    let module = infq_worker::model::load(spec, tch::Device::Cpu)?;
+    let _g = tch::no_grad_guard();
+    let base = load_default_csv(&root().join("data/Default.csv"))?;
+    let inputs: Vec<f32> = base
+        .iter()
+        .cycle()
+        .take(batch)
+        .flat_map(|b| b.features())
+        .collect();
+    for _ in 0..20 {
+        infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, batch, 3)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let start = Instant::now();
+    let mut rows = 0usize;
+    while start.elapsed().as_secs_f64() < secs {
+        infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, batch, 3)
+            .map_err(anyhow::Error::msg)?;
+        rows += batch;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Report {
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, what: &str, figure: String, limit: String, ratio: String) {
+        let line = format!("| {what} | {figure} | {limit} | {ratio} |");
+        println!("{line}");
+        self.lines.push(line);
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.0} MB", bytes / 1e6)
+}
+
+fn thousands(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn model(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let secs = if args.smoke { 0.2 } else { 1.0 };
+    for batch in [1usize, 8, 64, 256] {
+        let runs: anyhow::Result<Vec<f64>> =
+            (0..args.runs).map(|_| raw_model(batch, 1, secs)).collect();
+        let r = median(runs?);
+        report.row(
+            &format!("raw model through tch, batch {batch}, 1 thread"),
+            format!("{} rows/s", thousands(r)),
+            "-".into(),
+            format!("{:.2} us/row", 1e6 / r),
+        );
+    }
+    Ok(())
+}
+
+async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyhow::Result<()> {
+    let file = portfolio(rows)?;
+    let size = std::fs::metadata(&file)?.len() as f64;
+    let (mut e2e, mut processing, mut upload_s, mut peak) = (vec![], vec![], vec![], vec![]);
+    for run in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        let (_, base_peak) = stack.producer.rss().unwrap_or((0, 0));
+        let t0 = Instant::now();
+        let accepted = stack.upload(&file).await?;
+        let up = t0.elapsed().as_secs_f64();
+        let (_, hwm) = stack.producer.rss().unwrap_or((0, 0));
+        let done = stack
+            .wait_batch(accepted["id"].as_str().unwrap_or_default())
+            .await?;
+        let total = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            done["succeeded"].as_u64() == Some(rows as u64),
+            "rows lost: {done}"
+        );
+        e2e.push(rows as f64 / total);
+        processing.push(done["rows_per_second"].as_f64().unwrap_or(f64::NAN));
+        upload_s.push(up);
+        peak.push(hwm as f64);
+        eprintln!(
+            "bulk run {}: upload {up:.2} s, total {total:.2} s, {:.0} rows/s end to end, producer peak {} (idle {})",
+            run + 1,
+            rows as f64 / total,
+            mb(hwm as f64),
+            mb(base_peak as f64)
+        );
+    }
+    let raw = median(
+        (0..args.runs)
+            .map(|_| raw_model(256, 1, 1.0))
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let e2e = median(e2e);
+    let n = thousands(rows as f64);
+    report.row(
+        &format!("bulk, {n} rows, upload to last result"),
+        format!("{} rows/s", thousands(e2e)),
+        format!("raw model, batch 256, 1 thread: {} rows/s", thousands(raw)),
+        format!("{:.0}%", 100.0 * e2e / raw),
+    );
+    let proc_rate = median(processing);
+    report.row(
+        &format!("bulk, {n} rows, first chunk taken to last stored"),
+        format!("{} rows/s", thousands(proc_rate)),
+        format!("raw model: {} rows/s", thousands(raw)),
+        format!("{:.0}%", 100.0 * proc_rate / raw),
+    );
+    let up = median(upload_s);
+    report.row(
+        &format!(
+            "bulk upload of {n} rows ({}): streamed, validated, published",
+            mb(size)
+        ),
+        format!("{up:.2} s ({:.0} MB/s)", size / up / 1e6),
+        "-".into(),
+        "-".into(),
+    );
+    let p = median(peak);
+    report.row(
+        &format!("producer peak RSS while uploading {n} rows"),
+        mb(p),
+        "target: under 200 MB".into(),
+        format!("{:.0}%", 100.0 * p / 200e6),
+    );
+    Ok(())
+}
+
+async fn interactive(
+    args: &Args,
+    rate: u32,
+    seconds: u64,
+    bulk_rows: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let file = portfolio(bulk_rows)?;
+    let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
+    let mut samples = Vec::new();
+    for _ in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        // Warm-up, then the idle measurement.
+        stack.interactive(rate, 1).await?;
+        let h = stack.interactive(rate, seconds).await?;
+        idle50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        idle99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        // The same load while bulk batches run: each batch is uploaded
+        // first (not measured), then jobs are offered until it has ended.
+        let mut busy = Histogram::<u64>::new(3)?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            let accepted = stack.upload(&file).await?;
+            let id = accepted["id"].as_str().unwrap_or_default().to_string();
+            let done = async {
+                let _ = stack.wait_batch(&id).await;
+            };
+            stack.interactive_until(rate, done, &mut busy).await?;
+        }
+        samples.push(busy.len() as f64);
+        busy50.push(busy.value_at_quantile(0.5) as f64 / 1e3);
+        busy99.push(busy.value_at_quantile(0.99) as f64 / 1e3);
+    }
+    let (i50, i99) = (median(idle50), median(idle99));
+    report.row(
+        &format!("interactive latency, {rate} jobs/s, no bulk load"),
+        format!("p50 {i50:.1} ms, p99 {i99:.1} ms"),
+        "-".into(),
+        "-".into(),
+    );
+    let (b50, b99) = (median(busy50), median(busy99));
+    report.row(
+        &format!(
+            "interactive latency, {rate} jobs/s, while a {}-row batch runs ({} jobs)",
+            thousands(bulk_rows as f64),
+            median(samples)
+        ),
+        format!("p50 {b50:.1} ms, p99 {b99:.1} ms"),
+        format!("no bulk: p50 {i50:.1} ms, p99 {i99:.1} ms"),
+        format!("p99 x{:.2}", b99 / i99),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if !args.bench {
+        args.smoke = true;
+        args.profile = "debug".into();
+    }
+    if args.smoke {
+        args.runs = 1;
+    }
+    let scenario = match (&args.scenario, args.smoke) {
+        (_, true) => Scenario::All,
+        (Some(s), false) => s.clone(),
+        (None, false) => Scenario::All,
+    };
+    let (bulk_rows, rate, seconds) = if args.smoke {
+        (20_000, 20, 1)
+    } else {
+        (1_000_000, 100, 10)
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let title = format!(
+        "Machine: {} cores ({cpu}), no GPU; {} build; medians of {} run(s); measured {}.",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.profile,
+        args.runs,
+        &infq_common::job::format_ms(infq_common::job::now_ms())[..10]
+    );
+    println!("{title}\n");
+    let head = "| measurement | figure | limit in the same run | ratio |\n|---|---|---|---|";
+    println!("{head}");
+    let mut report = Report {
+        lines: vec![title, String::new(), head.to_string()],
+    };
+    match scenario {
+        Scenario::Model => model(&args, &mut report).await?,
+        Scenario::Bulk { rows } => bulk(&args, rows, &mut report).await?,
+        Scenario::Interactive {
+            rate,
+            seconds,
+            bulk_rows,
+        } => interactive(&args, rate, seconds, bulk_rows, &mut report).await?,
+        Scenario::All => {
+            model(&args, &mut report).await?;
+            bulk(&args, bulk_rows, &mut report).await?;
+            interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
+        }
+    }
+    let out = infq::procs::bin_dir("bench-data").join("results.md");
+    std::fs::write(&out, report.lines.join("\n") + "\n")?;
+    eprintln!("\ntable written to {}", out.display());
+    Ok(())
+}
