@@ -161,6 +161,30 @@ impl TestEnv {
         tokio::time::timeout(limit, self.producer)
             .await
             .context("the producer did not stop")???;
+        delete_namespace(&self.settings).await
+    }
+}
+
+/// Deletes a test namespace's exchanges and queues.
+pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
+    let registry = settings.registry()?;
+    let topology = infq_common::topology::Topology::new(&settings.namespace, &settings.amqp);
+    let conn = infq_common::amqp::connect(&settings.amqp, "infq-test-cleanup").await?;
+    let ch = conn.create_channel().await?;
+    topology.delete(&ch, &registry.names()).await?;
+    infq_common::amqp::close(&conn, "done").await;
+    Ok(())
+}
+
+impl TestEnv {
+    /// Stops without deleting the namespace (for tests that restart
+    /// services on the same queues).
+    pub async fn stop_keeping_queues(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(w) = self.worker {
+            w.join().await?;
+        }
+        self.producer.await??;
         Ok(())
     }
 }

@@ -42,6 +42,9 @@ pub struct AmqpConfig {
     pub delivery_limit: u32,
     /// Removes a queue unused for this long (for tests and ephemeral setups).
     pub queue_expires_ms: Option<u64>,
+    /// Delays of the retry tiers a job waits in before another attempt,
+    /// shortest first; attempt n waits in tier n (or the last).
+    pub retry_delays_ms: Vec<u64>,
 }
 
 impl Default for AmqpConfig {
@@ -52,6 +55,7 @@ impl Default for AmqpConfig {
             publish_timeout_ms: 5_000,
             delivery_limit: 5,
             queue_expires_ms: None,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct ProducerConfig {
     pub spool_dir: Option<std::path::PathBuf>,
     /// Chunk publishes awaiting their confirm at once, per upload.
     pub publish_window: usize,
+    /// How long an `Idempotency-Key` is remembered after its request.
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for ProducerConfig {
@@ -113,6 +119,7 @@ impl Default for ProducerConfig {
             max_upload_bytes: 4 << 30,
             spool_dir: None,
             publish_window: 256,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }
@@ -131,6 +138,12 @@ pub struct WorkerConfig {
     pub drain_timeout_secs: u64,
     /// Where the worker serves `/metrics`, `/healthz` and `/readyz`.
     pub listen: Option<SocketAddr>,
+    /// How long a batch waits for an unreachable store before its jobs are
+    /// sent back through the retry tiers.
+    pub store_retry_secs: u64,
+    /// Retries of one job after transient failures, before it is failed or
+    /// dead-lettered.
+    pub max_retries: u32,
 }
 
 impl Default for WorkerConfig {
@@ -141,6 +154,8 @@ impl Default for WorkerConfig {
             device: None,
             drain_timeout_secs: 30,
             listen: Some("127.0.0.1:9091".parse().expect("static address")),
+            store_retry_secs: 10,
+            max_retries: 5,
         }
     }
 }
@@ -280,6 +295,15 @@ impl Settings {
         }
         if self.producer.chunk_rows > 65_536 {
             problems.push("producer.chunk_rows: must be at most 65536".into());
+        }
+        if self.amqp.retry_delays_ms.is_empty()
+            || self
+                .amqp
+                .retry_delays_ms
+                .iter()
+                .any(|d| *d == 0 || *d > 86_400_000)
+        {
+            problems.push("amqp.retry_delays_ms: list one to many delays of 1 ms to 24 h".into());
         }
         if !(1..=256).contains(&self.worker.intra_op_threads) {
             problems.push("worker.intra_op_threads: must be between 1 and 256".into());

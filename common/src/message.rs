@@ -37,6 +37,14 @@ pub struct JobMessage {
     /// `id` is the batch id and `inputs` holds several rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<ChunkRef>,
+    /// Times a worker sent it back through a retry queue after a transient
+    /// failure.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a bulk chunk's rows sit in their batch.
@@ -104,6 +112,7 @@ mod tests {
             created_at_ms: 1,
             deadline_at_ms: None,
             chunk: None,
+            retries: 0,
         }
     }
 

@@ -27,6 +27,8 @@ pub const STORE_SECONDS: &str = "infq_store_seconds";
 pub const PUBLISH_SECONDS: &str = "infq_publish_seconds";
 /// Messages sent to the dead-letter queue by a worker (`outcome`: reason).
 pub const DEAD_LETTERED: &str = "infq_dead_lettered_total";
+/// Jobs sent back through a retry tier after a transient failure.
+pub const JOBS_RETRIED: &str = "infq_jobs_retried_total";
 /// Connections re-established after a failure (`outcome`: the dependency).
 pub const RECONNECTS: &str = "infq_dependency_reconnects_total";
 

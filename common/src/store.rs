@@ -169,6 +169,74 @@ return 'ok'
     )
 });
 
+/// Records a dead-lettered chunk: every row of it fails with the given
+/// error, once, and the batch counts them. KEYS[1] batch; KEYS[2] chunk;
+/// ARGV[1] chunk index; ARGV[2] the error as a JSON string; ARGV[3] TTL
+/// (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] batch id. Returns 'ok',
+/// 'dup' or 'missing'.
+static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total')) or 0
+local per = tonumber(redis.call('HGET', KEYS[1], 'chunk_rows')) or 1
+local rows = math.min(per, total - tonumber(ARGV[1]) * per)
+if rows < 1 then return 'missing' end
+local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
+if not redis.call('SET', KEYS[2], body, 'NX', 'PX', ARGV[3]) then return 'dup' end
+redis.call('HINCRBY', KEYS[1], 'failed', rows)
+redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', ARGV[3])
+local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
+local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
+local st = redis.call('HGET', KEYS[1], 'status')
+if done >= chunks and (st == 'queued' or st == 'running') then
+  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[4])
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
+return 'ok'
+",
+    )
+});
+
+/// Reopens a dead-lettered job for a replay: `failed` with code
+/// `dead_lettered` goes back to `queued`; nothing else changes. KEYS[1]
+/// job. Returns 'ok', 'missing' or the status that refused.
+static REOPEN_JOB: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HMGET', KEYS[1], 'status', 'error')
+if not cur[1] then return 'missing' end
+if cur[1] ~= 'failed' or not cur[2] or not string.find(cur[2], '"code":"dead_lettered"', 1, true) then
+  return cur[1]
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'rank', 0)
+redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+return 'ok'
+"#,
+    )
+});
+
+/// Reopens a dead-lettered chunk for a replay: its dead-letter results are
+/// removed and uncounted, and its batch runs again. KEYS[1] batch; KEYS[2]
+/// chunk. Returns 'ok', 'missing' or 'not_dead'.
+static REOPEN_CHUNK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local rows = tonumber(redis.call('GET', KEYS[2] .. ':dead'))
+if not rows then return 'not_dead' end
+redis.call('DEL', KEYS[2], KEYS[2] .. ':dead')
+redis.call('HINCRBY', KEYS[1], 'failed', -rows)
+redis.call('HINCRBY', KEYS[1], 'done_chunks', -1)
+if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
+  redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
+  redis.call('HDEL', KEYS[1], 'finished_at')
+end
+return 'ok'
+",
+    )
+});
+
 /// The fields of a new job record.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -730,6 +798,48 @@ impl JobStore {
         Ok(())
     }
 
+    /// Records a dead-lettered chunk (every row failed with `error`); `Yes`
+    /// if counted now, `Ignored` if its results existed or the batch is gone.
+    pub async fn dead_chunk(
+        &self,
+        batch: &JobId,
+        index: u32,
+        error: &str,
+    ) -> Result<Applied, StoreError> {
+        let mut inv = DEAD_CHUNK.key(self.batch_key(batch));
+        inv.key(self.chunk_key(batch, index))
+            .arg(index)
+            .arg(serde_json::to_string(error).expect("a string serialises"))
+            .arg(self.ttl_ms)
+            .arg(crate::job::now_ms())
+            .arg(self.done_channel())
+            .arg(batch.to_string());
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self.run(&pipe).await?.pop();
+        Ok(match v.as_ref().and_then(text_of).as_deref() {
+            Some("ok") => Applied::Yes,
+            _ => Applied::Ignored,
+        })
+    }
+
+    /// Reopens a dead-lettered job or chunk before a replay; `Ok(true)` if
+    /// it can run again.
+    pub async fn reopen(&self, id: &JobId, chunk: Option<u32>) -> Result<bool, StoreError> {
+        let inv = match chunk {
+            None => REOPEN_JOB.key(self.job_key(id)),
+            Some(index) => {
+                let mut inv = REOPEN_CHUNK.key(self.batch_key(id));
+                inv.key(self.chunk_key(id, index));
+                inv
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self.run(&pipe).await?.pop();
+        Ok(v.as_ref().and_then(text_of).as_deref() == Some("ok"))
+    }
+
     /// Runs a pipeline of script calls; after a Redis restart the scripts
     /// are gone (NOSCRIPT), so they are loaded and the pipeline sent again.
     /// Every script is idempotent, so the second send is safe.
@@ -745,6 +855,9 @@ impl JobStore {
                     &*CANCEL,
                     &*CLAIM_CHUNK,
                     &*STORE_CHUNK,
+                    &*DEAD_CHUNK,
+                    &*REOPEN_JOB,
+                    &*REOPEN_CHUNK,
                 ] {
                     s.prepare_invoke().load_async(&mut c).await?;
                 }

@@ -1,10 +1,18 @@
 //! Names and declarations of the exchanges and queues infq uses.
 //!
-//! `<ns>.jobs` (direct) routes `<model>.<lane>` to the quorum queue
-//! `<ns>.jobs.<model>.<lane>`. Every job queue has a delivery limit and
-//! dead-letters (at least once) to `<ns>.dead` (fanout), whose queue of the
-//! same name holds what could not be processed. Producer and worker both
-//! declare the topology, idempotently, so either may start first.
+//! - `<ns>.jobs` (direct) routes `<model>.<lane>` to the quorum queue
+//!   `<ns>.jobs.<model>.<lane>`. Every job queue has a delivery limit and
+//!   dead-letters (at least once) to `<ns>.dead`.
+//! - `<ns>.dead` (fanout) feeds two quorum queues: `<ns>.dead`, which keeps
+//!   dead letters for inspection and replay, and `<ns>.dead.record`, from
+//!   which workers record each dead-lettered job as `failed`.
+//! - `<ns>.retry.<n>` (fanout exchange and quorum queue, one per delay
+//!   tier) hold jobs waiting for another attempt; when a message's time is
+//!   up the queue dead-letters it to `<ns>.jobs` under its own routing key,
+//!   which puts it back on its job queue.
+//!
+//! Producer and worker both declare the topology, idempotently, so either
+//! may start first.
 
 use crate::config::AmqpConfig;
 use crate::job::Priority;
@@ -18,6 +26,7 @@ pub struct Topology {
     ns: String,
     delivery_limit: u32,
     queue_expires_ms: Option<u64>,
+    retry_delays_ms: Vec<u64>,
 }
 
 impl Topology {
@@ -27,6 +36,7 @@ impl Topology {
             ns: ns.to_string(),
             delivery_limit: amqp.delivery_limit,
             queue_expires_ms: amqp.queue_expires_ms,
+            retry_delays_ms: amqp.retry_delays_ms.clone(),
         }
     }
 
@@ -40,9 +50,25 @@ impl Topology {
         format!("{}.dead", self.ns)
     }
 
-    /// The queue that holds dead letters.
+    /// The queue that keeps dead letters for inspection and replay.
     pub fn dead_queue(&self) -> String {
         format!("{}.dead", self.ns)
+    }
+
+    /// The queue workers record dead-lettered jobs from.
+    pub fn dead_record_queue(&self) -> String {
+        format!("{}.dead.record", self.ns)
+    }
+
+    /// Delays of the retry tiers, shortest first.
+    pub fn retry_delays_ms(&self) -> &[u64] {
+        &self.retry_delays_ms
+    }
+
+    /// Exchange (and queue) of retry tier `tier` (clamped to the last).
+    pub fn retry_exchange(&self, tier: usize) -> String {
+        let tier = tier.min(self.retry_delays_ms.len().saturating_sub(1));
+        format!("{}.retry.{tier}", self.ns)
     }
 
     /// Routing key of a model's lane.
@@ -64,76 +90,108 @@ impl Topology {
         args
     }
 
-    /// Arguments of a job queue: quorum, delivery limit, at-least-once
-    /// dead-lettering (which needs `reject-publish` overflow).
-    fn job_queue_args(&self) -> FieldTable {
+    /// Quorum queue that dead-letters to `dlx` at least once (which needs
+    /// `reject-publish` overflow).
+    fn dead_lettering_args(&self, dlx: &str) -> FieldTable {
         let mut args = self.quorum_args();
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            long_str(&self.dead_exchange()),
-        );
+        args.insert("x-dead-letter-exchange".into(), long_str(dlx));
         args.insert("x-dead-letter-strategy".into(), long_str("at-least-once"));
         args.insert("x-overflow".into(), long_str("reject-publish"));
         args
     }
 
-    /// Declares the exchanges, the dead-letter queue and both lanes of each
+    /// Arguments of a job queue: quorum, delivery limit, dead-lettering.
+    fn job_queue_args(&self) -> FieldTable {
+        let mut args = self.dead_lettering_args(&self.dead_exchange());
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
+        args
+    }
+
+    /// Arguments of a retry tier: its delay as message TTL, then back to
+    /// the jobs exchange.
+    fn retry_queue_args(&self, delay_ms: u64) -> FieldTable {
+        let mut args = self.dead_lettering_args(&self.jobs_exchange());
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(delay_ms as i64),
+        );
+        args
+    }
+
+    /// Declares every exchange and queue, including both lanes of each
     /// model. Idempotent; fails if an existing queue has other arguments.
     pub async fn declare(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(
-            self.jobs_exchange().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dead_exchange().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            self.dead_queue().into(),
-            QueueDeclareOptions::durable(),
-            self.quorum_args(),
-        )
-        .await?;
-        ch.queue_bind(
-            self.dead_queue().into(),
-            self.dead_exchange().into(),
-            ShortString::from(""),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        let exchange = |name: String, kind: ExchangeKind| async move {
+            ch.exchange_declare(name.into(), kind, durable, FieldTable::default())
+                .await
+        };
+        let queue = |name: String, args: FieldTable| async move {
+            ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+                .await
+        };
+        let bind = |q: String, x: String, key: String| async move {
+            ch.queue_bind(
+                q.into(),
+                x.into(),
+                ShortString::from(key),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        };
+        exchange(self.jobs_exchange(), ExchangeKind::Direct).await?;
+        exchange(self.dead_exchange(), ExchangeKind::Fanout).await?;
+        for q in [self.dead_queue(), self.dead_record_queue()] {
+            queue(q.clone(), self.quorum_args()).await?;
+            bind(q, self.dead_exchange(), String::new()).await?;
+        }
+        for (tier, delay) in self.retry_delays_ms.iter().enumerate() {
+            let name = self.retry_exchange(tier);
+            exchange(name.clone(), ExchangeKind::Fanout).await?;
+            queue(name.clone(), self.retry_queue_args(*delay)).await?;
+            bind(name.clone(), name, String::new()).await?;
+        }
         for model in models {
             for lane in Priority::ALL {
-                let queue = self.job_queue(model, lane);
-                ch.queue_declare(
-                    queue.clone().into(),
-                    QueueDeclareOptions::durable(),
-                    self.job_queue_args(),
-                )
-                .await?;
-                ch.queue_bind(
-                    queue.into(),
-                    self.jobs_exchange().into(),
-                    Self::routing_key(model, lane).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+                let q = self.job_queue(model, lane);
+                queue(q.clone(), self.job_queue_args()).await?;
+                bind(q, self.jobs_exchange(), Self::routing_key(model, lane)).await?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Deletes every exchange and queue of the namespace, messages and all:
+    /// for tearing down test and benchmark namespaces.
+    pub async fn delete(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        let mut queues = vec![self.dead_queue(), self.dead_record_queue()];
+        let mut exchanges = vec![self.jobs_exchange(), self.dead_exchange()];
+        for tier in 0..self.retry_delays_ms.len() {
+            queues.push(self.retry_exchange(tier));
+            exchanges.push(self.retry_exchange(tier));
+        }
+        for model in models {
+            for lane in Priority::ALL {
+                queues.push(self.job_queue(model, lane));
+            }
+        }
+        for q in queues {
+            ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        for x in exchanges {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await?;
         }
         Ok(())
     }
@@ -152,6 +210,7 @@ mod tests {
         let t = Topology::new("infq", &AmqpConfig::default());
         assert_eq!(t.jobs_exchange(), "infq.jobs");
         assert_eq!(t.dead_queue(), "infq.dead");
+        assert_eq!(t.dead_record_queue(), "infq.dead.record");
         assert_eq!(
             t.job_queue("credit-default", Priority::Interactive),
             "infq.jobs.credit-default.interactive"
@@ -159,6 +218,21 @@ mod tests {
         assert_eq!(
             Topology::routing_key("credit-default", Priority::Bulk),
             "credit-default.bulk"
+        );
+    }
+
+    #[test]
+    fn retry_tiers_clamp_to_the_last() {
+        let t = Topology::new("infq", &AmqpConfig::default());
+        let n = t.retry_delays_ms().len();
+        assert!(n >= 2);
+        assert_eq!(t.retry_exchange(0), "infq.retry.0");
+        assert_eq!(t.retry_exchange(99), format!("infq.retry.{}", n - 1));
+        let args = t.retry_queue_args(1000);
+        assert_eq!(
+            args.inner().get("x-dead-letter-exchange"),
+            Some(&long_str("infq.jobs")),
+            "a retried job goes back to its job queue"
         );
     }
 

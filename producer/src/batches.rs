@@ -10,15 +10,17 @@
 
 use crate::bulk::{read_rows, Format, SpoolReader};
 use crate::error::ApiError;
+use crate::idempotency::{self, Accepted};
 use crate::routes::{parse_id, poll_until, WaitQuery};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
+use infq_common::idempotency::{Begin, BodyHasher};
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId, JobStatus, Priority};
 use infq_common::message::{ChunkRef, JobMessage};
 use infq_common::registry::ModelSpec;
@@ -97,14 +99,16 @@ impl From<BatchRecord> for BatchView {
     }
 }
 
-/// Reads from an upload stream, failing once more than `left` bytes came.
-struct LimitedRead<R> {
+/// Reads from an upload stream, hashing what passes, and failing once more
+/// than `limit` bytes came.
+struct UploadRead<R> {
     inner: R,
     left: u64,
     limit: u64,
+    hash: BodyHasher,
 }
 
-impl<R: Read> Read for LimitedRead<R> {
+impl<R: Read> Read for UploadRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
@@ -114,6 +118,7 @@ impl<R: Read> Read for LimitedRead<R> {
             ));
         }
         self.left -= n as u64;
+        self.hash.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -128,24 +133,86 @@ fn closing(e: ApiError) -> Response {
 }
 
 /// `POST /v1/batches?model=...`: stream, validate, spool, publish, `202`.
+/// With an `Idempotency-Key`, a repeat of the same file gets the original
+/// answer and no second batch.
 pub async fn create_batch(
     State(state): State<Arc<AppState>>,
     query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match create(state, query, headers, body).await {
+    match create_idempotent(state, query, headers, body).await {
         Ok(resp) => resp,
         Err(e) => closing(e),
     }
 }
 
-async fn create(
+async fn create_idempotent(
     state: Arc<AppState>,
     query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Some(key) = idempotency::key(&headers)? else {
+        let (accepted, _) = create(state, query, headers, body).await?;
+        return Ok(accepted.response(false));
+    };
+    let redis_key = state.idempotency.redis_key("batches", key);
+    // The body's hash is known only once it is read, so the key is claimed
+    // first and compared after.
+    match state.idempotency.begin(&redis_key, "").await? {
+        Begin::New => match create(state.clone(), query, headers, body).await {
+            Ok((accepted, hash)) => {
+                idempotency::remember(&state, &redis_key, &hash, &accepted).await;
+                Ok(accepted.response(false))
+            }
+            Err(e) => {
+                let _ = state.idempotency.abandon(&redis_key).await;
+                Err(e)
+            }
+        },
+        Begin::Pending => Err(idempotency::in_progress()),
+        Begin::Mismatch => Err(idempotency::mismatch()),
+        Begin::Done {
+            body: stored,
+            response,
+            ..
+        } => {
+            let hash = hash_upload(&state, body).await?;
+            if hash != stored {
+                return Err(idempotency::mismatch());
+            }
+            Ok(Accepted::stored("/v1/batches", &response)?.response(true))
+        }
+    }
+}
+
+/// Reads a whole upload only to hash it (a repeat of a finished request).
+async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
+    let limit = state.settings.producer.max_upload_bytes;
+    let mut hash = BodyHasher::default();
+    let mut seen = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(part) = stream.next().await {
+        let bytes =
+            part.map_err(|e| ApiError::Malformed(format!("reading the upload failed: {e}")))?;
+        seen += bytes.len() as u64;
+        if seen > limit {
+            return Err(ApiError::TooLarge(limit as usize));
+        }
+        hash.update(&bytes);
+    }
+    Ok(hash.finish())
+}
+
+/// Reads, validates, records and publishes an upload; returns the answer
+/// and the hash of the bytes read.
+async fn create(
+    state: Arc<AppState>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Accepted, String), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let field = |f: &str, m: String| ApiError::Invalid(vec![crate::error::Detail::field(f, m)]);
     let model = q
@@ -173,20 +240,21 @@ async fn create(
     let max_rows = cfg.max_batch_rows;
     let parse_spec = spec.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        let input = LimitedRead {
+        let mut input = UploadRead {
             inner: SyncIoBridge::new(upload),
             left: limit,
             limit,
+            hash: BodyHasher::default(),
         };
         let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
-        let report = read_rows(format, input, &parse_spec, &mut out, max_rows)?;
+        let report = read_rows(format, &mut input, &parse_spec, &mut out, max_rows)?;
         let mut spool = out.into_inner().map_err(|e| e.into_error())?;
         spool.rewind()?;
-        Ok::<_, std::io::Error>((report, spool))
+        Ok::<_, std::io::Error>((report, spool, input.hash.finish()))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("upload reader: {e}")))?;
-    let (report, spool) = match parsed {
+    let (report, spool, hash) = match parsed {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
             return Err(ApiError::TooLarge(limit as usize))
@@ -238,12 +306,15 @@ async fn create(
         .get_batch(&id)
         .await?
         .ok_or_else(|| ApiError::Internal("the batch vanished".into()))?;
+    let body = serde_json::to_value(BatchView::from(rec))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/v1/batches/{id}"))],
-        Json(BatchView::from(rec)),
-    )
-        .into_response())
+        Accepted {
+            location: format!("/v1/batches/{id}"),
+            body,
+        },
+        hash,
+    ))
 }
 
 /// Publishes the spooled rows as chunk messages, `publish_window` awaiting
@@ -285,6 +356,7 @@ async fn publish_chunks(
                     index: index as u32,
                     first_row: index as u64 * batch.chunk_rows as u64 + 1,
                 }),
+                retries: 0,
             };
             state
                 .publisher

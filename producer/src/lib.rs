@@ -8,6 +8,7 @@
 pub mod batches;
 pub mod bulk;
 pub mod error;
+pub mod idempotency;
 pub mod publisher;
 pub mod routes;
 pub mod validate;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Job records.
     pub store: JobStore,
+    /// Idempotency keys.
+    pub idempotency: infq_common::idempotency::IdempotencyStore,
     /// The broker link.
     pub publisher: publisher::Publisher,
     /// Long-poll wake-ups.
@@ -58,10 +61,16 @@ impl AppState {
         let topology = Topology::new(&settings.namespace, &settings.amqp);
         let models = registry.names().iter().map(|s| s.to_string()).collect();
         let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models);
+        let idempotency = infq_common::idempotency::IdempotencyStore::new(
+            store.connection(),
+            &settings.namespace,
+            settings.producer.idempotency_ttl_secs,
+        );
         Ok(Self {
             settings,
             registry,
             store,
+            idempotency,
             publisher,
             waiters: Arc::new(waiters::Waiters::default()),
             prometheus,

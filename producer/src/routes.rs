@@ -1,14 +1,17 @@
 //! HTTP handlers of the producer's API.
 
 use crate::error::ApiError;
+use crate::idempotency::{self, Accepted};
 use crate::validate::validate;
 use crate::AppState;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use infq_common::idempotency::Begin;
 use infq_common::job::JobStatus;
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
 use infq_common::message::JobMessage;
@@ -69,12 +72,38 @@ pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 
 /// `POST /v1/jobs`: validate, record as queued, publish with confirm, and
 /// answer `202` only once the broker holds the job.
+/// With an `Idempotency-Key`, a repeat of the same body gets the original
+/// answer and no second job.
 pub async fn submit_job(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(r, state.settings.producer.max_body_bytes))?;
-    let job = match validate(&body, &state.registry) {
+    let Some(key) = idempotency::key(&headers)? else {
+        return Ok(submit(&state, &body).await?.response(false));
+    };
+    let redis_key = state.idempotency.redis_key("jobs", key);
+    let hash = idempotency::json_body_hash(&body);
+    match state.idempotency.begin(&redis_key, &hash).await? {
+        Begin::New => match submit(&state, &body).await {
+            Ok(accepted) => {
+                idempotency::remember(&state, &redis_key, &hash, &accepted).await;
+                Ok(accepted.response(false))
+            }
+            Err(e) => {
+                let _ = state.idempotency.abandon(&redis_key).await;
+                Err(e)
+            }
+        },
+        Begin::Pending => Err(idempotency::in_progress()),
+        Begin::Mismatch => Err(idempotency::mismatch()),
+        Begin::Done { response, .. } => Ok(Accepted::stored("/v1/jobs", &response)?.response(true)),
+    }
+}
+
+async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
+    let job = match validate(body, &state.registry) {
         Ok(job) => job,
         Err(e) => {
             metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
@@ -101,6 +130,7 @@ pub async fn submit_job(
         created_at_ms,
         deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
         chunk: None,
+        retries: 0,
     };
     if let Err(e) = state.publisher.publish(&msg).await {
         metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => "unavailable")
@@ -113,20 +143,17 @@ pub async fn submit_job(
     }
     metrics::counter!(m::JOBS_SUBMITTED, "model" => record.model.clone(), "priority" => record.priority.as_str())
         .increment(1);
-    let body = json!({
-        "id": id,
-        "status": "queued",
-        "model": record.model,
-        "version": record.version,
-        "priority": record.priority.as_str(),
-        "created_at": format_ms(created_at_ms),
-    });
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/v1/jobs/{id}"))],
-        Json(body),
-    )
-        .into_response())
+    Ok(Accepted {
+        location: format!("/v1/jobs/{id}"),
+        body: json!({
+            "id": id,
+            "status": "queued",
+            "model": record.model,
+            "version": record.version,
+            "priority": record.priority.as_str(),
+            "created_at": format_ms(created_at_ms),
+        }),
+    })
 }
 
 /// Query of `GET /v1/jobs/{id}` and `GET /v1/batches/{id}`.

@@ -10,6 +10,7 @@
 
 use crate::model::{Batch, ModelCommand, ModelHandle};
 use crate::pending::Pending;
+use crate::requeue::Requeuer;
 use crate::writer::WriterCommand;
 use infq_common::job::{now_ms, JobStatus};
 use infq_common::registry::ModelSpec;
@@ -126,13 +127,24 @@ impl Lanes {
     }
 }
 
+/// What the batcher needs to claim jobs: the store, and where jobs go when
+/// the store stays unreachable for longer than `patience`.
+pub struct Claims {
+    /// Job records.
+    pub store: JobStore,
+    /// The retry tiers.
+    pub requeuer: Arc<Requeuer>,
+    /// How long to keep trying an unreachable store.
+    pub patience: Duration,
+}
+
 /// Forms batches for one model version until its lanes close (shutdown)
 /// or its model thread stops.
 pub async fn batcher_task(
     spec: Arc<ModelSpec>,
     mut lanes: Lanes,
     model: ModelHandle,
-    store: JobStore,
+    claims: Claims,
     writer: Sender<WriterCommand>,
 ) {
     let width = spec.width();
@@ -172,7 +184,7 @@ pub async fn batcher_task(
         let jobs = builder.take();
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
-        let runnable = prepare(jobs, &store, &writer).await;
+        let runnable = prepare(jobs, &claims, &writer).await;
         if runnable.is_empty() {
             continue;
         }
@@ -200,7 +212,7 @@ pub async fn batcher_task(
 /// acknowledged, and the others are returned to run.
 async fn prepare(
     jobs: Vec<Pending>,
-    store: &JobStore,
+    claims: &Claims,
     writer: &Sender<WriterCommand>,
 ) -> Vec<Pending> {
     let now = now_ms();
@@ -235,16 +247,24 @@ async fn prepare(
         })
         .collect();
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
-    let claims = loop {
-        match store.claim_many(&items).await {
+    let give_up = tokio::time::Instant::now() + claims.patience;
+    let found = loop {
+        match claims.store.claim_many(&items).await {
             Ok(c) => break c,
-            Err(e) => {
+            Err(e) if tokio::time::Instant::now() < give_up => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
                 tracing::warn!(error = %e, ?wait, "claiming a batch failed; retrying");
                 tokio::time::sleep(wait).await;
             }
+            Err(e) => {
+                drop(items);
+                let reason = format!("the store is unreachable: {e}");
+                claims.requeuer.requeue_all(candidates, &reason).await;
+                return Vec::new();
+            }
         }
     };
+    let claims = found;
     let mut run = Vec::with_capacity(candidates.len());
     let mut skip = Vec::new();
     for (job, claim) in candidates.into_iter().zip(claims) {
@@ -304,6 +324,7 @@ mod tests {
             created_at_ms: 0,
             deadline_at_ms: None,
             chunk: None,
+            retries: 0,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

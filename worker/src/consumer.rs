@@ -8,6 +8,7 @@
 
 use crate::batcher::LaneSenders;
 use crate::pending::Pending;
+use crate::requeue::Requeuer;
 use crate::stats::WorkerStats;
 use futures_util::StreamExt;
 use infq_common::config::AmqpConfig;
@@ -66,6 +67,7 @@ pub async fn supervisor_task(
     routes: HashMap<String, ModelRoute>,
     store: JobStore,
     stats: Arc<WorkerStats>,
+    requeuer: Arc<Requeuer>,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
     let routes: Vec<Arc<ModelRoute>> = routes.into_values().map(Arc::new).collect();
@@ -81,6 +83,7 @@ pub async fn supervisor_task(
             &routes,
             &store,
             &stats,
+            &requeuer,
             &shutdown,
             &mut schedule,
         )
@@ -89,6 +92,7 @@ pub async fn supervisor_task(
             Ok(conn) => return Some(conn),
             Err(e) => {
                 stats.broker_connected.store(false, Ordering::Relaxed);
+                requeuer.set_channel(None);
                 if !first {
                     metrics::counter!(m::RECONNECTS, "outcome" => "amqp").increment(1);
                 }
@@ -105,12 +109,14 @@ pub async fn supervisor_task(
 }
 
 /// One connection's life: declare, consume, forward; `Ok` when shut down.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     cfg: &AmqpConfig,
     topology: &Topology,
     routes: &[Arc<ModelRoute>],
     store: &JobStore,
     stats: &Arc<WorkerStats>,
+    requeuer: &Requeuer,
     shutdown: &CancellationToken,
     schedule: &mut Schedule,
 ) -> anyhow::Result<Connection> {
@@ -152,6 +158,33 @@ async fn session(
             ));
         }
     }
+    // Dead letters are recorded by every worker, whatever its models.
+    let dead = conn.create_channel().await?;
+    dead.basic_qos(16, BasicQosOptions::default()).await?;
+    let tag = format!(
+        "infq-recorder-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    );
+    let recorder = dead
+        .basic_consume(
+            topology.dead_record_queue().as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    consumers.push((dead, tag));
+    tasks.spawn(crate::deadletter::recorder_task(
+        recorder,
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let retry = conn.create_channel().await?;
+    retry
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    requeuer.set_channel(Some(retry));
     stats.broker_connected.store(true, Ordering::Relaxed);
     schedule.reset();
     tracing::info!(queues = consumers.len(), "consuming");

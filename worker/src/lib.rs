@@ -9,9 +9,11 @@
 
 pub mod batcher;
 pub mod consumer;
+pub mod deadletter;
 pub mod health;
 pub mod model;
 pub mod pending;
+pub mod requeue;
 pub mod stats;
 pub mod writer;
 
@@ -75,6 +77,11 @@ pub async fn start(
     let stats = Arc::new(WorkerStats::default());
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
     let topology = Topology::new(&settings.namespace, &settings.amqp);
+    let requeuer = Arc::new(requeue::Requeuer::new(
+        topology.clone(),
+        settings.worker.max_retries,
+    ));
+    let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
 
     // Short, so that backpressure reaches the batchers (which favour
     // interactive jobs) instead of results queueing behind bulk chunks.
@@ -101,7 +108,11 @@ pub async fn start(
             spec.clone(),
             lanes,
             model,
-            store.clone(),
+            batcher::Claims {
+                store: store.clone(),
+                requeuer: requeuer.clone(),
+                patience: store_retry,
+            },
             writer_tx.clone(),
         )));
     }
@@ -114,7 +125,8 @@ pub async fn start(
         writer_rx,
         store.clone(),
         stats.clone(),
-        shutdown.clone(),
+        requeuer.clone(),
+        store_retry,
     ));
     let consumer_shutdown = CancellationToken::new();
     let supervisor = tokio::spawn(consumer::supervisor_task(
@@ -123,6 +135,7 @@ pub async fn start(
         routes,
         store.clone(),
         stats.clone(),
+        requeuer,
         consumer_shutdown.clone(),
     ));
     let drain = Duration::from_secs(settings.worker.drain_timeout_secs);

@@ -10,6 +10,7 @@
 
 use crate::model::ModelOutcome;
 use crate::pending::Pending;
+use crate::requeue::Requeuer;
 use crate::stats::WorkerStats;
 use futures_util::future::join_all;
 use infq_common::job::{now_ms, JobError, JobStatus};
@@ -17,7 +18,6 @@ use infq_common::metrics as m;
 use infq_common::registry::ModelSpec;
 use infq_common::results::{output_json, RowOut};
 use infq_common::retry::Schedule;
-use infq_common::shutdown::CancellationToken;
 use infq_common::store::{ChunkResult, JobStore, Transition, Write};
 use lapin::options::BasicAckOptions;
 use std::sync::atomic::Ordering;
@@ -71,6 +71,13 @@ fn row_results<'a>(
     }
 }
 
+/// Whether a model error may pass on another attempt: running out of
+/// (GPU) memory depends on what else ran at the time, not on the input.
+pub fn is_transient_model_error(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("out of memory")
+}
+
 /// What to store for one job of a forward pass.
 #[derive(Debug)]
 pub enum Outcome {
@@ -78,6 +85,8 @@ pub enum Outcome {
     Job(Transition),
     /// A bulk chunk's results.
     Chunk(ChunkResult),
+    /// A transient model error: send the job back for another attempt.
+    Retry(String),
 }
 
 impl Outcome {
@@ -87,6 +96,7 @@ impl Outcome {
             Outcome::Job(t) => t.status.as_str(),
             Outcome::Chunk(c) if c.failed == 0 => "succeeded",
             Outcome::Chunk(_) => "partial",
+            Outcome::Retry(_) => "retrying",
         }
     }
 }
@@ -101,6 +111,12 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
             let rows = j.rows(width);
             let results = row_results(outcome, row, rows, n_out);
             row += rows;
+            if let Some(Err(e)) = results
+                .iter()
+                .find(|r| matches!(r, Err(e) if is_transient_model_error(e)))
+            {
+                return Outcome::Retry((*e).to_string());
+            }
             match j.msg.chunk {
                 None => Outcome::Job(match results.first() {
                     Some(Ok(values)) => Transition::succeeded(output_json(&spec.outputs, values)),
@@ -134,7 +150,8 @@ pub async fn writer_task(
     mut rx: Receiver<WriterCommand>,
     store: JobStore,
     stats: Arc<WorkerStats>,
-    shutdown: CancellationToken,
+    requeuer: Arc<Requeuer>,
+    patience: Duration,
 ) {
     while let Some(cmd) = rx.recv().await {
         let (jobs, updates): (Vec<Pending>, Vec<Outcome>) = match cmd {
@@ -157,9 +174,39 @@ pub async fn writer_task(
                 continue;
             }
         };
+        // Jobs out of retries fail for good; the others wait as `retrying`.
+        let updates: Vec<Outcome> = jobs
+            .iter()
+            .zip(updates)
+            .map(|(job, out)| match out {
+                Outcome::Retry(e) if !requeuer.can_retry(job) => {
+                    Outcome::Job(Transition::failed(JobError::new("model_error", e)))
+                }
+                other => other,
+            })
+            .collect();
         let started = Instant::now();
-        store_all(&store, &jobs, &updates, &shutdown).await;
+        if let Err(e) = store_all(&store, &jobs, &updates, patience).await {
+            let reason = format!("the store is unreachable: {e}");
+            requeuer.requeue_all(jobs, &reason).await;
+            continue;
+        }
+        let mut retry = Vec::new();
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut outs = Vec::with_capacity(jobs.len());
+        for (job, out) in jobs.into_iter().zip(updates) {
+            if matches!(out, Outcome::Retry(_)) {
+                retry.push(job);
+            } else {
+                done.push(job);
+                outs.push(out);
+            }
+        }
+        let (jobs, updates) = (done, outs);
         ack_all(&jobs).await;
+        if !retry.is_empty() {
+            requeuer.requeue_all(retry, "transient model error").await;
+        }
         stats
             .jobs_stored
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -181,32 +228,52 @@ pub async fn writer_task(
     tracing::debug!("writer stopped");
 }
 
-/// Writes the transitions, retrying with backoff while Redis is away.
-/// During shutdown it keeps trying until the drain timeout ends the
-/// process; unacknowledged deliveries then return to the queue.
+/// Writes the outcomes, retrying with backoff while Redis is away, for up
+/// to `patience`; then the caller sends the jobs back through the retry
+/// tiers rather than holding their deliveries.
 async fn store_all(
     store: &JobStore,
     jobs: &[Pending],
     updates: &[Outcome],
-    shutdown: &CancellationToken,
-) {
+    patience: Duration,
+) -> Result<(), infq_common::store::StoreError> {
+    let retrying: Vec<Option<Transition>> = updates
+        .iter()
+        .map(|u| match u {
+            Outcome::Retry(e) => Some(Transition {
+                status: JobStatus::Retrying,
+                output: None,
+                error: Some(JobError::new("model_error", e.clone())),
+                job: None,
+            }),
+            _ => None,
+        })
+        .collect();
     let writes: Vec<Write> = jobs
         .iter()
         .zip(updates)
-        .map(|(j, u)| match u {
-            Outcome::Job(t) => Write::Job(j.msg.id, t),
-            Outcome::Chunk(c) => Write::Chunk(c),
+        .zip(&retrying)
+        .filter_map(|((j, u), r)| match (u, r) {
+            (Outcome::Job(t), _) => Some(Write::Job(j.msg.id, t)),
+            (Outcome::Chunk(c), _) => Some(Write::Chunk(c)),
+            (Outcome::Retry(_), Some(t)) if j.msg.chunk.is_none() => Some(Write::Job(j.msg.id, t)),
+            (Outcome::Retry(_), _) => None,
         })
         .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let give_up = tokio::time::Instant::now() + patience;
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         match store.write_many(&writes).await {
-            Ok(_) => return,
-            Err(e) => {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < give_up => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
-                tracing::warn!(error = %e, ?wait, jobs = jobs.len(), draining = shutdown.is_cancelled(), "storing results failed; retrying");
+                tracing::warn!(error = %e, ?wait, jobs = jobs.len(), "storing results failed; retrying");
                 tokio::time::sleep(wait).await;
             }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -253,6 +320,7 @@ mod tests {
                 index,
                 first_row: 1,
             }),
+            retries: 0,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

@@ -1,0 +1,109 @@
+//! Recording dead letters. Every message the broker dead-letters (rejected
+//! as undecodable, out of retries, or delivered `amqp.delivery_limit` times
+//! without an acknowledgement, e.g. because it crashes its worker) is also
+//! routed to `<ns>.dead.record`. Workers consume that queue and record each
+//! such job as `failed` with code `dead_lettered`, or each row of such a
+//! chunk, which lets its batch complete. The copy in `<ns>.dead` stays for
+//! inspection and replay.
+
+use futures_util::StreamExt;
+use infq_common::job::JobError;
+use infq_common::message::JobMessage;
+use infq_common::store::{JobStore, NewJob, Transition};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::AMQPValue;
+use lapin::BasicProperties;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why the broker dead-lettered a message, from its `x-first-death-*`
+/// headers, in words.
+pub fn death_reason(props: &BasicProperties) -> String {
+    let header = |name: &str| -> Option<String> {
+        props
+            .headers()
+            .as_ref()?
+            .inner()
+            .get(name)
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
+    };
+    let queue = header("x-first-death-queue").unwrap_or_else(|| "a job queue".into());
+    match header("x-first-death-reason").as_deref() {
+        Some("delivery_limit") => {
+            format!("delivered too many times from {queue} without being acknowledged")
+        }
+        Some("rejected") => format!("rejected by a worker on {queue}"),
+        Some("expired") => format!("expired in {queue}"),
+        Some(other) => format!("{other} in {queue}"),
+        None => "dead-lettered".into(),
+    }
+}
+
+/// Records one dead letter; `Err` means Redis could not take it now.
+pub async fn record(store: &JobStore, data: &[u8], props: &BasicProperties) -> Result<(), String> {
+    let Ok(msg) = JobMessage::decode(data) else {
+        // Undecodable: the worker that rejected it recorded its job if the
+        // message named one; nothing more can be known.
+        return Ok(());
+    };
+    let reason = death_reason(props);
+    let result = match msg.chunk {
+        None => {
+            let job = NewJob {
+                id: msg.id,
+                model: msg.model.clone(),
+                version: msg.version.clone(),
+                priority: msg.priority,
+                created_at_ms: msg.created_at_ms,
+                metadata: None,
+            };
+            let t = Transition::failed(JobError::new("dead_lettered", reason)).with_job(job);
+            store.transition(&msg.id, &t).await.map(|_| ())
+        }
+        Some(c) => store
+            .dead_chunk(&msg.id, c.index, &format!("dead_lettered: {reason}"))
+            .await
+            .map(|_| ()),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Consumes `<ns>.dead.record` until the consumer ends or shutdown.
+pub async fn recorder_task(
+    mut consumer: lapin::Consumer,
+    store: JobStore,
+    shutdown: CancellationToken,
+) -> &'static str {
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return "shutdown",
+            d = consumer.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(_)) => return "consumer error",
+            None => return "consumer closed",
+        };
+        match record(&store, &delivery.data, &delivery.properties).await {
+            Ok(()) => {
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a dead letter; it stays queued");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Sending a job back for a later attempt, through the retry tiers.
+//!
+//! A transient failure (the store unreachable for longer than
+//! `worker.store_retry_secs`, a model error such as running out of GPU
+//! memory) does not keep the delivery spinning in the worker: the job is
+//! published to retry tier n (its n-th retry), where it waits out the tier's
+//! delay before the broker puts it back on its job queue, and only then is
+//! the original delivery acknowledged. After `worker.max_retries` the job
+//! is not sent back any more; the caller fails it or dead-letters it.
+
+use crate::pending::Pending;
+use infq_common::message::{CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::topology::Topology;
+use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What became of a job handed to [`Requeuer::requeue_all`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Sent to a retry tier and acknowledged.
+    pub sent: usize,
+    /// Out of retries: rejected to the dead-letter queue.
+    pub dead_lettered: usize,
+    /// Could not be sent (no broker): left unacknowledged, so the broker
+    /// redelivers them.
+    pub left: usize,
+}
+
+/// Publishes jobs to the retry tiers on the current broker session.
+pub struct Requeuer {
+    topology: Topology,
+    max_retries: u32,
+    channel: Mutex<Option<Channel>>,
+}
+
+/// The wait before retry `n` (from 1) of the job with id `seed`: the tier's
+/// delay, lowered by up to half from the id's bits, so jobs that failed
+/// together do not all come back at once.
+pub fn jittered_delay(delays_ms: &[u64], n: u32, seed: u128) -> u64 {
+    let tier = (n.max(1) - 1) as usize;
+    let delay = delays_ms[tier.min(delays_ms.len().saturating_sub(1))];
+    let half = (delay / 2).max(1);
+    delay - (seed % u128::from(half)) as u64
+}
+
+impl Requeuer {
+    /// A requeuer with no channel yet.
+    pub fn new(topology: Topology, max_retries: u32) -> Self {
+        Self {
+            topology,
+            max_retries,
+            channel: Mutex::new(None),
+        }
+    }
+
+    /// Installs the channel (in confirm mode) of a new broker session.
+    pub fn set_channel(&self, ch: Option<Channel>) {
+        *self.channel.lock().expect("requeue channel lock") = ch;
+    }
+
+    /// Whether `job` may be retried again.
+    pub fn can_retry(&self, job: &Pending) -> bool {
+        job.msg.retries < self.max_retries
+    }
+
+    async fn send(&self, job: &Pending) -> Result<(), String> {
+        let ch = self
+            .channel
+            .lock()
+            .expect("requeue channel lock")
+            .clone()
+            .ok_or("no broker session")?;
+        let mut msg = job.msg.clone();
+        msg.retries += 1;
+        let delay = jittered_delay(
+            self.topology.retry_delays_ms(),
+            msg.retries,
+            msg.id.as_u128(),
+        );
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(MESSAGE_TYPE.into())
+            .with_message_id(msg.id.to_string().into())
+            .with_expiration(delay.to_string().into());
+        let exchange = self.topology.retry_exchange(msg.retries as usize - 1);
+        let key = Topology::routing_key(&msg.model, msg.priority);
+        let confirm = async {
+            ch.basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &msg.encode(),
+                props,
+            )
+            .await?
+            .await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(other)) => Err(format!("retry publish not accepted: {other:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("retry publish not confirmed in time".into()),
+        }
+    }
+
+    /// Sends each job to its next retry tier and acknowledges it; jobs out
+    /// of retries are rejected to the dead-letter queue.
+    pub async fn requeue_all(&self, jobs: Vec<Pending>, reason: &str) -> Requeued {
+        let mut out = Requeued::default();
+        for job in jobs {
+            if !self.can_retry(&job) {
+                tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
+                let _ = job
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                out.dead_lettered += 1;
+                continue;
+            }
+            match self.send(&job).await {
+                Ok(()) => {
+                    let _ = job.acker.ack(BasicAckOptions::default()).await;
+                    out.sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.msg.id, error = %e, "could not send a job to retry");
+                    out.left += 1;
+                }
+            }
+        }
+        if out.sent > 0 {
+            metrics::counter!(infq_common::metrics::JOBS_RETRIED).increment(out.sent as u64);
+            tracing::info!(
+                sent = out.sent,
+                reason,
+                "jobs sent back for another attempt"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_by_tier_with_jitter_within_half() {
+        let delays = [1_000, 5_000, 30_000];
+        for seed in [0u128, 1, 499, 12_345_678_901_234] {
+            let d1 = jittered_delay(&delays, 1, seed);
+            assert!((500..=1_000).contains(&d1), "{d1}");
+            let d2 = jittered_delay(&delays, 2, seed);
+            assert!((2_500..=5_000).contains(&d2), "{d2}");
+            let d9 = jittered_delay(&delays, 9, seed);
+            assert!(
+                (15_000..=30_000).contains(&d9),
+                "the last tier repeats: {d9}"
+            );
+        }
+        assert_ne!(
+            jittered_delay(&delays, 1, 7),
+            jittered_delay(&delays, 1, 300)
+        );
+    }
+}
