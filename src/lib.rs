@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod procs;
+pub mod redis_server;
 
 use anyhow::Context;
 use infq_common::config::Settings;

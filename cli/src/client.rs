@@ -183,6 +183,27 @@ impl Client {
         Ok(written)
     }
 
+    /// `GET /v1/admin/dead-letters?limit=N`.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/admin/dead-letters", self.base);
+        let req = self.http.get(&url).query(&[("limit", limit)]);
+        self.call(req, url).await
+    }
+
+    /// `POST /v1/admin/dead-letters/replay`.
+    pub async fn replay_dead_letters(
+        &self,
+        ids: &[String],
+        all: bool,
+    ) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/admin/dead-letters/replay", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({"ids": ids, "all": all}));
+        self.call(req, url).await
+    }
+
     /// `GET /v1/jobs/{id}`, waiting up to `wait` seconds for a terminal state.
     pub async fn get_job(&self, id: &str, wait: f64) -> Result<Value, ClientError> {
         let url = format!("{}/v1/jobs/{id}", self.base);

@@ -75,6 +75,9 @@ enum Command {
     /// Single inference jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// The dead-letter queue: list and replay.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Scores borrowers of the Default data set through the running system
     /// and prints throughput and the predicted default rate.
     Demo {
@@ -87,6 +90,24 @@ enum Command {
         /// Requests in flight.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
         concurrency: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// Lists dead letters: id, kind, model and why they were dead-lettered.
+    List {
+        /// Most messages listed.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Reopens dead-lettered jobs and puts them back on their queues.
+    Replay {
+        /// Ids as `infq dlq list` shows them.
+        ids: Vec<String>,
+        /// Replays every dead letter that can be decoded.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
 }
 
@@ -144,6 +165,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => accepted,
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Command::Dlq(DlqCommand::List { limit }) => {
+            let v = client.dead_letters(limit as usize).await?;
+            let items = v["dead_letters"].as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("the dead-letter queue is empty");
+            }
+            for d in items {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    d["id"].as_str().unwrap_or("-"),
+                    d["kind"].as_str().unwrap_or("-"),
+                    d["model"].as_str().unwrap_or("-"),
+                    d["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Command::Dlq(DlqCommand::Replay { ids, all }) => {
+            if ids.is_empty() && !all {
+                anyhow::bail!("name the dead letters to replay, or pass --all");
+            }
+            let v = client.replay_dead_letters(&ids, all).await?;
+            println!("replayed {}", v["count"]);
+            for p in v["problems"].as_array().cloned().unwrap_or_default() {
+                eprintln!(
+                    "  {}: {}",
+                    p["id"].as_str().unwrap_or("-"),
+                    p["reason"].as_str().unwrap_or("")
+                );
+            }
         }
         Command::Jobs(JobsCommand::Get { id, wait }) => {
             let job = client.get_job(&id, wait).await?;

@@ -18,7 +18,7 @@ use crate::config::AmqpConfig;
 use crate::job::Priority;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 
 /// Names of one deployment's exchanges and queues.
 #[derive(Debug, Clone)]
@@ -194,6 +194,33 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Why the broker dead-lettered a message, from its `x-first-death-*`
+/// headers, in words.
+pub fn death_reason(props: &BasicProperties) -> String {
+    let header = |name: &str| -> Option<String> {
+        props
+            .headers()
+            .as_ref()?
+            .inner()
+            .get(name)
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
+    };
+    let queue = header("x-first-death-queue").unwrap_or_else(|| "a job queue".into());
+    match header("x-first-death-reason").as_deref() {
+        Some("delivery_limit") => {
+            format!("delivered too many times from {queue} without being acknowledged")
+        }
+        Some("rejected") => format!("rejected by a worker on {queue}"),
+        Some("expired") => format!("expired in {queue}"),
+        Some(other) => format!("{other} in {queue}"),
+        None => "dead-lettered".into(),
     }
 }
 

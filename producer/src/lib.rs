@@ -5,6 +5,7 @@
 //! the broker holds it. Clients read results back from Redis through it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod batches;
 pub mod bulk;
 pub mod error;
@@ -95,6 +96,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/batches/{id}/results", get(batches::batch_results))
         .route("/v1/models", get(routes::list_models))
+        .route("/v1/admin/dead-letters", get(admin::list))
+        .route("/v1/admin/dead-letters/replay", post(admin::replay))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics_text))

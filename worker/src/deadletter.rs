@@ -10,38 +10,11 @@ use futures_util::StreamExt;
 use infq_common::job::JobError;
 use infq_common::message::JobMessage;
 use infq_common::store::{JobStore, NewJob, Transition};
+use infq_common::topology::death_reason;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::AMQPValue;
 use lapin::BasicProperties;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Why the broker dead-lettered a message, from its `x-first-death-*`
-/// headers, in words.
-pub fn death_reason(props: &BasicProperties) -> String {
-    let header = |name: &str| -> Option<String> {
-        props
-            .headers()
-            .as_ref()?
-            .inner()
-            .get(name)
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
-            })
-    };
-    let queue = header("x-first-death-queue").unwrap_or_else(|| "a job queue".into());
-    match header("x-first-death-reason").as_deref() {
-        Some("delivery_limit") => {
-            format!("delivered too many times from {queue} without being acknowledged")
-        }
-        Some("rejected") => format!("rejected by a worker on {queue}"),
-        Some("expired") => format!("expired in {queue}"),
-        Some(other) => format!("{other} in {queue}"),
-        None => "dead-lettered".into(),
-    }
-}
 
 /// Records one dead letter; `Err` means Redis could not take it now.
 pub async fn record(store: &JobStore, data: &[u8], props: &BasicProperties) -> Result<(), String> {

@@ -80,6 +80,7 @@ pub async fn start(
     let requeuer = Arc::new(requeue::Requeuer::new(
         topology.clone(),
         settings.worker.max_retries,
+        stats.clone(),
     ));
     let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
 

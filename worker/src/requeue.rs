@@ -9,10 +9,13 @@
 //! is not sent back any more; the caller fails it or dead-letters it.
 
 use crate::pending::Pending;
+use crate::stats::WorkerStats;
 use infq_common::message::{CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::Topology;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ pub struct Requeuer {
     topology: Topology,
     max_retries: u32,
     channel: Mutex<Option<Channel>>,
+    stats: Arc<WorkerStats>,
 }
 
 /// The wait before retry `n` (from 1) of the job with id `seed`: the tier's
@@ -47,11 +51,12 @@ pub fn jittered_delay(delays_ms: &[u64], n: u32, seed: u128) -> u64 {
 
 impl Requeuer {
     /// A requeuer with no channel yet.
-    pub fn new(topology: Topology, max_retries: u32) -> Self {
+    pub fn new(topology: Topology, max_retries: u32, stats: Arc<WorkerStats>) -> Self {
         Self {
             topology,
             max_retries,
             channel: Mutex::new(None),
+            stats,
         }
     }
 
@@ -117,12 +122,14 @@ impl Requeuer {
                     .acker
                     .reject(BasicRejectOptions { requeue: false })
                     .await;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 out.dead_lettered += 1;
                 continue;
             }
             match self.send(&job).await {
                 Ok(()) => {
                     let _ = job.acker.ack(BasicAckOptions::default()).await;
+                    self.stats.jobs_retried.fetch_add(1, Ordering::Relaxed);
                     out.sent += 1;
                 }
                 Err(e) => {

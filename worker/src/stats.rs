@@ -26,6 +26,8 @@ pub struct WorkerStats {
     pub jobs_skipped: AtomicU64,
     /// Messages rejected to the dead-letter queue.
     pub dead_lettered: AtomicU64,
+    /// Jobs sent back through a retry tier after a transient failure.
+    pub jobs_retried: AtomicU64,
 }
 
 impl WorkerStats {

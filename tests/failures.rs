@@ -1,0 +1,388 @@
+//! Failure semantics against the real RabbitMQ and Redis: idempotency
+//! keys, deadlines, cancellation, poison messages dead-lettered after the
+//! delivery limit and replayed, and transient store outages retried
+//! through the retry tiers.
+
+use infq::redis_server::RedisServer;
+use infq::{test_settings, TestEnv};
+use infq_common::job::Priority;
+use infq_common::topology::Topology;
+use lapin::options::BasicGetOptions;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+async fn post_job(env: &TestEnv, body: &str, key: Option<&str>) -> reqwest::Response {
+    let mut req = env
+        .http
+        .post(env.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    req.send().await.unwrap()
+}
+
+async fn get(env: &TestEnv, path: &str) -> Value {
+    env.http
+        .get(env.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, f: F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn worker_start(
+    env: &TestEnv,
+) -> (
+    infq_common::shutdown::CancellationToken,
+    impl std::future::Future<Output = anyhow::Result<infq_worker::WorkerHandle>>,
+) {
+    let shutdown = infq_common::shutdown::CancellationToken::new();
+    let settings = env.settings.clone();
+    let registry = settings.registry().unwrap();
+    let s = shutdown.clone();
+    (shutdown, async move {
+        infq_worker::start(settings, registry, s).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_and_refuse_other_bodies() {
+    let mut settings = test_settings();
+    settings.producer.idempotency_ttl_secs = 2;
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let body = r#"{"model":"credit-default","inputs":[0,1500,40000]}"#;
+    let r1 = post_job(&env, body, Some("order-17")).await;
+    assert_eq!(r1.status(), 202);
+    assert!(r1.headers().get("idempotent-replayed").is_none());
+    let first: Value = r1.json().await.unwrap();
+    // The same body, formatted differently: the original answer.
+    let same = "{ \"inputs\": [0, 1500, 40000],\n  \"model\": \"credit-default\" }";
+    let r2 = post_job(&env, same, Some("order-17")).await;
+    assert_eq!(r2.status(), 202);
+    assert_eq!(r2.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        r2.headers()["location"],
+        format!("/v1/jobs/{}", first["id"].as_str().unwrap())
+    );
+    assert_eq!(r2.json::<Value>().await.unwrap(), first);
+    // Another body under the same key: a conflict.
+    let r3 = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[1,1500,40000]}"#,
+        Some("order-17"),
+    )
+    .await;
+    assert_eq!(r3.status(), 409);
+    assert_eq!(
+        r3.json::<Value>().await.unwrap()["error"]["code"],
+        "idempotency_conflict"
+    );
+    // A refused request leaves its key free.
+    let bad = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[1]}"#,
+        Some("order-18"),
+    )
+    .await;
+    assert_eq!(bad.status(), 422);
+    let good = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[1,2,3]}"#,
+        Some("order-18"),
+    )
+    .await;
+    assert_eq!(good.status(), 202);
+    let bad_key = post_job(&env, body, Some("has space")).await;
+    assert_eq!(bad_key.status(), 422);
+
+    let queue = topology.job_queue("credit-default", Priority::Interactive);
+    assert_eq!(env.queue_depth(&queue).await.unwrap(), 2, "one job per key");
+
+    // Batches: the same file replays, another file conflicts.
+    let csv = "student,balance,income\n0,100,20000\n1,900,5000\n";
+    let upload = |body: &'static str| {
+        env.http
+            .post(env.url("/v1/batches?model=credit-default"))
+            .header("idempotency-key", "portfolio-2026-11")
+            .body(body)
+            .send()
+    };
+    let b1 = upload(csv).await.unwrap();
+    assert_eq!(b1.status(), 202);
+    let b1: Value = b1.json().await.unwrap();
+    let b2 = upload(csv).await.unwrap();
+    assert_eq!(b2.status(), 202);
+    assert_eq!(b2.headers()["idempotent-replayed"], "true");
+    assert_eq!(b2.json::<Value>().await.unwrap()["id"], b1["id"]);
+    let b3 = upload("student,balance,income\n0,1,2\n").await.unwrap();
+    assert_eq!(b3.status(), 409);
+    let bulk = topology.job_queue("credit-default", Priority::Bulk);
+    assert_eq!(
+        env.queue_depth(&bulk).await.unwrap(),
+        1,
+        "one batch per key"
+    );
+
+    // Keys expire.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r4 = post_job(&env, body, Some("order-17")).await;
+    assert_eq!(r4.status(), 202);
+    assert_ne!(r4.json::<Value>().await.unwrap()["id"], first["id"]);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_cancelled_jobs_never_run() {
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1500,40000],"deadline_ms":1}"#,
+        None,
+    )
+    .await;
+    let expiring = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1600,40000]}"#,
+        None,
+    )
+    .await;
+    let cancelled = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = env
+        .http
+        .delete(env.url(&format!("/v1/jobs/{cancelled}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    let r = env
+        .http
+        .delete(env.url(&format!("/v1/jobs/{cancelled}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = env
+        .http
+        .delete(env.url("/v1/jobs/01a22848-1b5a-7259-ba90-2d787f609491"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let (shutdown, start) = worker_start(&env);
+    let worker = start.await.unwrap();
+    let v = get(&env, &format!("/v1/jobs/{expiring}?wait=10")).await;
+    assert_eq!(v["status"], "expired", "{v}");
+    wait_until("the cancelled job to be taken", || async {
+        worker.stats.jobs_skipped.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(
+        get(&env, &format!("/v1/jobs/{cancelled}")).await["status"],
+        "cancelled"
+    );
+    assert_eq!(worker.stats.rows.load(Ordering::Relaxed), 0, "neither ran");
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
+
+/// Takes the message at the head of `queue` and closes the channel without
+/// acknowledging it: what the broker sees when a worker dies mid-batch.
+async fn crash_consume(env: &TestEnv, queue: &str) -> bool {
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .is_some();
+    infq_common::amqp::close(&conn, "crash").await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed() {
+    let mut settings = test_settings();
+    settings.amqp.delivery_limit = 2;
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1500,40000]}"#,
+        None,
+    )
+    .await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = "student,balance,income\n".to_string() + &"0,100,20000\n".repeat(300);
+    let r = env
+        .http
+        .post(env.url("/v1/batches?model=credit-default"))
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let batch = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Every delivery "crashes its worker" until the broker gives up.
+    let interactive = topology.job_queue("credit-default", Priority::Interactive);
+    let bulk = topology.job_queue("credit-default", Priority::Bulk);
+    let mut crashes = 0;
+    while crash_consume(&env, &interactive).await {
+        crashes += 1;
+        assert!(crashes < 10, "the delivery limit never struck");
+    }
+    assert!(crash_consume(&env, &bulk).await, "the first chunk");
+    while env.queue_depth(&topology.dead_queue()).await.unwrap() < 2 {
+        assert!(crash_consume(&env, &bulk).await);
+    }
+    assert_eq!(
+        crashes, 3,
+        "delivered delivery_limit + 1 times, then dead-lettered"
+    );
+
+    let dead = get(&env, "/v1/admin/dead-letters").await;
+    let ids: Vec<&str> = dead["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&id.as_str()), "{dead}");
+    assert!(ids.contains(&format!("{batch}:0").as_str()), "{dead}");
+    assert!(
+        dead["dead_letters"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("delivered too many times"),
+        "{dead}"
+    );
+    assert_eq!(
+        env.queue_depth(&topology.dead_queue()).await.unwrap(),
+        2,
+        "listing keeps them"
+    );
+
+    // A worker records them: the job failed, the batch completes with its
+    // first chunk's rows failed.
+    let (shutdown, start) = worker_start(&env);
+    let worker = start.await.unwrap();
+    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "dead_lettered");
+    let b = get(&env, &format!("/v1/batches/{batch}?wait=10")).await;
+    assert_eq!(b["status"], "succeeded", "{b}");
+    assert_eq!(
+        (b["succeeded"].as_u64(), b["failed"].as_u64()),
+        (Some(44), Some(256))
+    );
+
+    // Replayed, both run to success.
+    let r = env
+        .http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&json!({"ids": [id, format!("{batch}:0")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["count"], 2);
+    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    wait_until("the replayed chunk", || async {
+        let b = get(&env, &format!("/v1/batches/{batch}")).await;
+        b["status"] == "succeeded" && b["failed"] == 0
+    })
+    .await;
+    let b = get(&env, &format!("/v1/batches/{batch}")).await;
+    assert_eq!(b["succeeded"], 300);
+    assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 0);
+    let r = env
+        .http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "replay needs ids or all");
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_sends_jobs_through_the_retry_tiers() {
+    let mut redis = RedisServer::start("always").unwrap();
+    let mut settings = test_settings();
+    settings.redis.url = redis.url();
+    settings.redis.timeout_ms = 300;
+    settings.worker.store_retry_secs = 1;
+    settings.amqp.retry_delays_ms = vec![400, 800];
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1500,40000]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    redis.stop();
+    let (shutdown, start) = worker_start(&env);
+    let worker = start.await.unwrap();
+    wait_until("a retry", || async {
+        worker.stats.jobs_retried.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    redis.start_again().unwrap();
+    // The first requests after the restart may get 503 while connections
+    // are rebuilt; a client retries.
+    wait_until("the job to succeed", || async {
+        get(&env, &format!("/v1/jobs/{id}?wait=1")).await["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(
+        worker.stats.rows.load(Ordering::Relaxed),
+        1,
+        "the model ran once"
+    );
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
