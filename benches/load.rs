@@ -40,10 +40,25 @@ struct Args {
     scenario: Option<Scenario>,
 }
 
+#[path = "load/ceiling.rs"]
+mod ceiling;
+
 #[derive(Subcommand, Debug, Clone)]
 enum Scenario {
     /// Raw model throughput through tch at several batch sizes.
     Model,
+    /// The bare durable path (no HTTP, no model): the ceiling.
+    Ceiling,
+    /// Interactive jobs at saturation, then latency at 10% and 50% of it,
+    /// each next to the ceiling measured in the same run.
+    Saturation {
+        /// Clients in flight at saturation.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
     /// A bulk upload end to end, with the producer's peak memory.
     Bulk {
         /// Rows in the uploaded file.
@@ -77,7 +92,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// A producer and a worker under a namespace of their own.
 struct Stack {
     producer: Service,
-    _worker: Service,
+    worker: Service,
     http: reqwest::Client,
 }
 
@@ -99,13 +114,61 @@ impl Stack {
         producer.wait_ready(&http).await.context("producer")?;
         Ok(Self {
             producer,
-            _worker: worker,
+            worker,
             http,
         })
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.producer.addr)
+    }
+
+    async fn batch_sizes(&self) -> anyhow::Result<BatchSizes> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.worker.addr))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(BatchSizes::parse(&text))
+    }
+
+    /// `clients` loops of submit-then-wait for `seconds`; returns completed
+    /// jobs per second and the latency histogram (microseconds).
+    async fn closed_loop(
+        &self,
+        clients: usize,
+        seconds: u64,
+    ) -> anyhow::Result<(f64, Histogram<u64>)> {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let http = self.http.clone();
+            let base = self.url("");
+            tasks.spawn(async move {
+                let mut hist = Histogram::<u64>::new(3)?;
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
+                    let r = http.post(format!("{base}/v1/jobs")).json(&body).send().await?;
+                    anyhow::ensure!(r.status() == 202, "submit: {}", r.status());
+                    let id = r.json::<Value>().await?["id"].as_str().unwrap_or_default().to_string();
+                    let v: Value = http.get(format!("{base}/v1/jobs/{id}?wait=10")).send().await?.json().await?;
+                    anyhow::ensure!(v["status"] == "succeeded", "job ended {v}");
+                    hist.record(t0.elapsed().as_micros() as u64)?;
+                    i += clients;
+                }
+                Ok::<_, anyhow::Error>(hist)
+            });
+        }
+        let mut all = Histogram::<u64>::new(3)?;
+        while let Some(h) = tasks.join_next().await {
+            all.add(h??)?;
+        }
+        Ok((all.len() as f64 / start.elapsed().as_secs_f64(), all))
     }
 
     /// Uploads a CSV file, streamed; returns the accepted batch.
@@ -198,6 +261,96 @@ impl Stack {
     }
 }
 
+/// The worker's batch-size histogram, scraped from its `/metrics`.
+#[derive(Debug, Clone, Default)]
+struct BatchSizes {
+    /// (upper bound, cumulative count) per bucket.
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl BatchSizes {
+    fn parse(text: &str) -> Self {
+        let mut out = BatchSizes::default();
+        for line in text.lines() {
+            let value = || {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            if line.starts_with("infq_batch_size_bucket") {
+                let le = line
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .map(|v| {
+                        if v == "+Inf" {
+                            f64::INFINITY
+                        } else {
+                            v.parse().unwrap_or(0.0)
+                        }
+                    })
+                    .unwrap_or(0.0);
+                out.buckets.push((le, value()));
+            } else if line.starts_with("infq_batch_size_sum") {
+                out.sum = value();
+            } else if line.starts_with("infq_batch_size_count") {
+                out.count = value();
+            }
+        }
+        out
+    }
+
+    /// What happened between `before` and `self`.
+    fn since(&self, before: &BatchSizes) -> BatchSizes {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(le, n)| {
+                let was = before
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| b == le)
+                    .map_or(0.0, |b| b.1);
+                (*le, n - was)
+            })
+            .collect();
+        BatchSizes {
+            buckets,
+            sum: self.sum - before.sum,
+            count: self.count - before.count,
+        }
+    }
+
+    fn mean(&self) -> f64 {
+        if self.count > 0.0 {
+            self.sum / self.count
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Share of batches per size bucket, e.g. `1: 62%, <=2: 20%, ...`.
+    fn histogram(&self) -> String {
+        let mut prev = 0.0;
+        let mut parts = Vec::new();
+        for (le, n) in &self.buckets {
+            let share = if self.count > 0.0 {
+                (n - prev) / self.count
+            } else {
+                0.0
+            };
+            prev = *n;
+            if share >= 0.005 && le.is_finite() {
+                parts.push(format!("<={le}: {:.0}%", 100.0 * share));
+            }
+        }
+        parts.join(", ")
+    }
+}
+
 /// A CSV of `rows` borrowers (Default.csv, cycled), cached under target/.
 fn portfolio(rows: usize) -> anyhow::Result<PathBuf> {
     let dir = infq::procs::bin_dir("bench-data");
@@ -283,6 +436,131 @@ fn thousands(x: f64) -> String {
         out.push(c);
     }
     out
+}
+
+fn settings() -> anyhow::Result<infq_common::config::Settings> {
+    Ok(infq_common::config::Settings::load(
+        Some(&root().join("config/default.toml")),
+        &[],
+    )?)
+}
+
+async fn ceiling_rate(args: &Args) -> anyhow::Result<f64> {
+    let secs = if args.smoke { 1.0 } else { 4.0 };
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        runs.push(ceiling::ceiling(&settings()?, secs).await?);
+    }
+    Ok(median(runs))
+}
+
+/// Figures of one fixed-rate load level, one entry per run.
+#[derive(Default)]
+struct Level {
+    share: f64,
+    rates: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    mean_batch: Vec<f64>,
+    histogram: String,
+}
+
+async fn saturation(
+    args: &Args,
+    clients: usize,
+    seconds: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let delay = settings()?
+        .registry()?
+        .resolve("credit-default")
+        .map_or(0, |m| m.max_batch_delay_ms);
+    let ceiling = ceiling_rate(args).await?;
+    report.row(
+        "ceiling: bare durable path (confirmed publish to a quorum queue, prefetch 512, pipelined Redis SET, ack 64 at once)",
+        format!("{} jobs/s", thousands(ceiling)),
+        "-".into(),
+        "-".into(),
+    );
+    let (mut sat, mut sat_p50, mut sat_p99, mut sat_mean) = (vec![], vec![], vec![], vec![]);
+    let mut sat_hist = String::new();
+    let mut levels: Vec<Level> = Vec::new();
+    for run in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        stack.closed_loop(clients.min(32), 1).await?;
+        let before = stack.batch_sizes().await?;
+        let (rate, h) = stack.closed_loop(clients, seconds).await?;
+        let sizes = stack.batch_sizes().await?.since(&before);
+        eprintln!(
+            "saturation run {}: {rate:.0} jobs/s, mean batch {:.1}",
+            run + 1,
+            sizes.mean()
+        );
+        sat.push(rate);
+        sat_p50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        sat_p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        sat_mean.push(sizes.mean());
+        sat_hist = sizes.histogram();
+        for (i, share) in [0.1, 0.5].into_iter().enumerate() {
+            let rate = (share * rate).max(1.0) as u32;
+            let before = stack.batch_sizes().await?;
+            let h = stack.interactive(rate, seconds).await?;
+            let sizes = stack.batch_sizes().await?.since(&before);
+            if levels.len() <= i {
+                levels.push(Level {
+                    share,
+                    ..Level::default()
+                });
+            }
+            let l = &mut levels[i];
+            l.rates.push(f64::from(rate));
+            l.p50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+            l.p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+            l.mean_batch.push(sizes.mean());
+            l.histogram = sizes.histogram();
+        }
+    }
+    let s = median(sat);
+    report.row(
+        &format!("interactive jobs at saturation ({clients} clients, submit then wait, HTTP, reference model)"),
+        format!("{} jobs/s; p50 {:.1} ms, p99 {:.1} ms", thousands(s), median(sat_p50), median(sat_p99)),
+        format!("ceiling: {} jobs/s", thousands(ceiling)),
+        format!("{:.0}% (target: 25%)", 100.0 * s / ceiling),
+    );
+    for l in &levels {
+        report.row(
+            &format!(
+                "interactive latency at {:.0}% of saturation ({} jobs/s)",
+                l.share * 100.0,
+                thousands(median(l.rates.clone()))
+            ),
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms",
+                median(l.p50.clone()),
+                median(l.p99.clone())
+            ),
+            format!(
+                "target: p50 <= {} ms (batch delay + 5), p99 <= 25 ms",
+                delay + 5
+            ),
+            "-".into(),
+        );
+    }
+    for l in &levels {
+        report.row(
+            &format!("batch sizes at {:.0}% of saturation", l.share * 100.0),
+            format!("mean {:.1} rows", median(l.mean_batch.clone())),
+            l.histogram.clone(),
+            "-".into(),
+        );
+    }
+    report.row(
+        "batch sizes at saturation",
+        format!("mean {:.1} rows", median(sat_mean)),
+        sat_hist,
+        "-".into(),
+    );
+    Ok(())
 }
 
 async fn model(args: &Args, report: &mut Report) -> anyhow::Result<()> {
@@ -472,6 +750,18 @@ async fn main() -> anyhow::Result<()> {
     };
     match scenario {
         Scenario::Model => model(&args, &mut report).await?,
+        Scenario::Ceiling => {
+            let c = ceiling_rate(&args).await?;
+            report.row(
+                "ceiling: bare durable path",
+                format!("{} jobs/s", thousands(c)),
+                "-".into(),
+                "-".into(),
+            );
+        }
+        Scenario::Saturation { clients, seconds } => {
+            saturation(&args, clients, seconds, &mut report).await?
+        }
         Scenario::Bulk { rows } => bulk(&args, rows, &mut report).await?,
         Scenario::Interactive {
             rate,
@@ -479,6 +769,8 @@ async fn main() -> anyhow::Result<()> {
             bulk_rows,
         } => interactive(&args, rate, seconds, bulk_rows, &mut report).await?,
         Scenario::All => {
+            let (clients, secs) = if args.smoke { (16, 1) } else { (256, 8) };
+            saturation(&args, clients, secs, &mut report).await?;
             model(&args, &mut report).await?;
             bulk(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;

@@ -225,7 +225,7 @@ async fn verify(
         inconsistent: 0,
         failed: 0,
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let ids: Vec<&String> = accepted.jobs.keys().collect();
     let inputs: Vec<[f32; 3]> = ids.iter().map(|id| accepted.jobs[*id]).collect();
     let expected = reference_outputs(registry, &inputs)?;
@@ -474,6 +474,25 @@ async fn main() -> anyhow::Result<()> {
             "  accepted {} jobs + {} rows, refused {}, completed {}, failed {}, lost {}, inconsistent {}, recovery {:.1} s",
             v.accepted_jobs, v.accepted_rows, accepted.refused, v.completed, v.failed, v.lost, v.inconsistent, recovered
         );
+        if v.lost + v.inconsistent + v.failed > 0 {
+            // Say why, for a run whose only output is this log.
+            let probe = cluster.http.get(cluster.url("/readyz")).send().await;
+            eprintln!(
+                "  producer /readyz: {:?}",
+                match probe {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                }
+            );
+            for s in std::iter::once(&cluster.producer).chain(&cluster.workers) {
+                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("  last lines of {}:", s.log.display());
+                for line in tail.iter().rev() {
+                    eprintln!("    {line}");
+                }
+            }
+        }
         bad += v.lost + v.inconsistent + v.failed;
         table.push(format!(
             "| {name} | {} + {} | {} | {} | {} | {} | {} | {:.1} s |",

@@ -3,27 +3,25 @@
 //! second job; the same key with another body is a conflict.
 //!
 //! Each key is one Redis hash, `<ns>:idem:{<sha256 of the key>}`: `state`
-//! (`pending` while the first request runs, then `done`), `body` (a hash of
-//! the request body), and once done the answer's `status` and `response`.
-//! A request that fails leaves no key behind, so the client may retry it.
+//! (`pending` while the first request runs, then `done`), `owner` (the
+//! request that holds it), `body` (a hash of the request body), and once
+//! done the answer's `status` and `response`. A request that fails leaves no
+//! key behind, so the client may retry it. Only the owner finishes or frees
+//! a key, so a request whose pending key expired cannot disturb the next.
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
-/// How long a `pending` key blocks repeats if its request never finishes
-/// (the producer died mid-request), in milliseconds.
-const PENDING_TTL_MS: u64 = 15 * 60 * 1000;
-
 /// Claims a key or reports what it holds. KEYS[1] key; ARGV[1] body hash
-/// ('' when not known yet); ARGV[2] pending TTL (ms).
+/// ('' when not known yet); ARGV[2] pending TTL (ms); ARGV[3] owner.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local cur = redis.call('HMGET', KEYS[1], 'state', 'body', 'status', 'response')
 if not cur[1] then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'body', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'body', ARGV[1], 'owner', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return {'new'}
 end
@@ -34,11 +32,44 @@ return {'done', cur[2], cur[3], cur[4]}
     )
 });
 
+/// Stores the answer, if the caller still owns the key. KEYS[1] key;
+/// ARGV[1] owner; ARGV[2] body hash; ARGV[3] status; ARGV[4] response;
+/// ARGV[5] TTL (ms).
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'done', 'body', ARGV[2], 'status', ARGV[3], 'response', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+",
+    )
+});
+
+/// Frees the key, if the caller still owns it. KEYS[1] key; ARGV[1] owner.
+static ABANDON: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+",
+    )
+});
+
+/// A claimed key: who holds it and under which Redis key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The Redis key.
+    pub key: String,
+    /// The request holding it.
+    pub owner: String,
+}
+
 /// What a key said when a request arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// First use: the request runs; finish or abandon the key afterwards.
-    New,
+    New(Claimed),
     /// A request with this key is still running.
     Pending,
     /// The key was used with another body.
@@ -110,10 +141,11 @@ impl IdempotencyStore {
     }
 
     /// Claims `key` for a request whose body hashes to `body` ('' if not
-    /// known yet), or reports what the key holds.
-    pub async fn begin(&self, key: &str, body: &str) -> redis::RedisResult<Begin> {
+    /// known yet) for at most `pending_ms`, or reports what the key holds.
+    pub async fn begin(&self, key: &str, body: &str, pending_ms: u64) -> redis::RedisResult<Begin> {
+        let owner = uuid::Uuid::new_v4().to_string();
         let mut inv = BEGIN.key(key);
-        inv.arg(body).arg(PENDING_TTL_MS);
+        inv.arg(body).arg(pending_ms).arg(&owner);
         let mut c = self.conn.clone();
         let v: Vec<Value> = inv.invoke_async(&mut c).await?;
         let text = |i: usize| match v.get(i) {
@@ -122,7 +154,10 @@ impl IdempotencyStore {
             _ => String::new(),
         };
         Ok(match text(0).as_str() {
-            "new" => Begin::New,
+            "new" => Begin::New(Claimed {
+                key: key.to_string(),
+                owner,
+            }),
             "pending" => Begin::Pending,
             "mismatch" => Begin::Mismatch,
             _ => Begin::Done {
@@ -136,32 +171,27 @@ impl IdempotencyStore {
     /// Stores the answer of a finished request under its key.
     pub async fn finish(
         &self,
-        key: &str,
+        claimed: &Claimed,
         body: &str,
         status: u16,
         response: &str,
     ) -> redis::RedisResult<()> {
+        let mut inv = FINISH.key(&claimed.key);
+        inv.arg(&claimed.owner)
+            .arg(body)
+            .arg(status)
+            .arg(response)
+            .arg(self.ttl_ms);
         let mut c = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .hset_multiple(
-                key,
-                &[
-                    ("state", "done"),
-                    ("body", body),
-                    ("status", &status.to_string()),
-                    ("response", response),
-                ],
-            )
-            .pexpire(key, self.ttl_ms as i64)
-            .query_async::<()>(&mut c)
-            .await
+        inv.invoke_async::<i64>(&mut c).await.map(|_| ())
     }
 
     /// Frees a key whose request failed, so the client may retry.
-    pub async fn abandon(&self, key: &str) -> redis::RedisResult<()> {
+    pub async fn abandon(&self, claimed: &Claimed) -> redis::RedisResult<()> {
+        let mut inv = ABANDON.key(&claimed.key);
+        inv.arg(&claimed.owner);
         let mut c = self.conn.clone();
-        redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
+        inv.invoke_async::<i64>(&mut c).await.map(|_| ())
     }
 }
 

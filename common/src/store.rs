@@ -107,17 +107,18 @@ return n
 });
 
 /// Cancels a job or batch if it is in one of the given states. KEYS[1]
-/// record; ARGV[1] now (ms); ARGV[2] channel; ARGV[3] id; ARGV[4..] states
-/// that may be cancelled. Returns 'ok', 'missing', or the status that
-/// refused.
+/// record; ARGV[1] now (ms); ARGV[2] channel; ARGV[3] id; ARGV[4] TTL (ms);
+/// ARGV[5..] states that may be cancelled. Returns 'ok', 'missing', or the
+/// status that refused.
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if st == ARGV[i] then
     redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'finished_at', ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
     redis.call('PUBLISH', ARGV[2], ARGV[3])
     return 'ok'
   end
@@ -128,7 +129,8 @@ return st
 });
 
 /// A worker takes a bulk chunk. KEYS[1] batch; KEYS[2] chunk result;
-/// ARGV[1] now (ms). Returns 'run', 'done' (already stored), 'missing'
+/// ARGV[1] now (ms); ARGV[2] TTL (ms), which the batch gets afresh when it
+/// starts. Returns 'run', 'done' (already stored), 'missing'
 /// (the batch expired), or the terminal status that means "do not run".
 static CLAIM_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -139,6 +141,7 @@ if st == 'cancelled' or st == 'failed' or st == 'expired' then return st end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'done' end
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1, 'started_at', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 'run'
 ",
@@ -155,6 +158,7 @@ static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[4]) then return 'dup' end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
 local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
@@ -184,6 +188,7 @@ local rows = math.min(per, total - tonumber(ARGV[1]) * per)
 if rows < 1 then return 'missing' end
 local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
 if not redis.call('SET', KEYS[2], body, 'NX', 'PX', ARGV[3]) then return 'dup' end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'failed', rows)
 redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', ARGV[3])
 local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
@@ -218,11 +223,14 @@ return 'ok'
 
 /// Reopens a dead-lettered chunk for a replay: its dead-letter results are
 /// removed and uncounted, and its batch runs again. KEYS[1] batch; KEYS[2]
-/// chunk. Returns 'ok', 'missing' or 'not_dead'.
+/// chunk. Returns 'ok', 'missing', 'not_dead', or the status of a batch
+/// that was cancelled or failed (and so is not reopened).
 static REOPEN_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 'missing' end
+if st == 'cancelled' or st == 'failed' then return st end
 local rows = tonumber(redis.call('GET', KEYS[2] .. ':dead'))
 if not rows then return 'not_dead' end
 redis.call('DEL', KEYS[2], KEYS[2] .. ':dead')
@@ -649,7 +657,9 @@ impl JobStore {
                 }
                 ClaimOf::Chunk { batch, index } => {
                     let mut inv = CLAIM_CHUNK.key(self.batch_key(batch));
-                    inv.key(self.chunk_key(batch, *index)).arg(now);
+                    inv.key(self.chunk_key(batch, *index))
+                        .arg(now)
+                        .arg(self.ttl_ms);
                     pipe.invoke_script(&inv);
                 }
             }
@@ -679,7 +689,8 @@ impl JobStore {
         let mut inv = CANCEL.key(key);
         inv.arg(crate::job::now_ms())
             .arg(self.done_channel())
-            .arg(id.to_string());
+            .arg(id.to_string())
+            .arg(self.ttl_ms);
         for st in from {
             inv.arg(st.as_str());
         }
@@ -842,7 +853,8 @@ impl JobStore {
 
     /// Runs a pipeline of script calls; after a Redis restart the scripts
     /// are gone (NOSCRIPT), so they are loaded and the pipeline sent again.
-    /// Every script is idempotent, so the second send is safe.
+    /// A NOSCRIPT reply means the scripts were gone before the pipeline
+    /// ran, so nothing of it took effect and the second send is safe.
     async fn run(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
         let mut c = self.conn.clone();
         match pipe.query_async::<Vec<Value>>(&mut c).await {

@@ -21,6 +21,27 @@ use std::sync::Arc;
 /// Most messages one request looks at.
 const MAX_SCAN: usize = 10_000;
 
+/// Marks a reopened job (or chunk) dead-lettered again after a replay that
+/// did not go out.
+async fn kill_again(
+    state: &AppState,
+    msg: &JobMessage,
+) -> Result<(), infq_common::store::StoreError> {
+    let reason = "dead_lettered: a replay could not be published";
+    match msg.chunk {
+        Some(c) => state
+            .store
+            .dead_chunk(&msg.id, c.index, reason)
+            .await
+            .map(|_| ()),
+        None => {
+            let err = infq_common::job::JobError::new("dead_lettered", reason);
+            let t = infq_common::store::Transition::failed(err);
+            state.store.transition(&msg.id, &t).await.map(|_| ())
+        }
+    }
+}
+
 /// Query of `GET /v1/admin/dead-letters`.
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -216,15 +237,21 @@ pub async fn replay(
             )
             .await?
             .await
-        }
-        .await;
-        match published {
-            Ok(Confirmation::Ack(None)) => {
+        };
+        let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
+        match tokio::time::timeout(timeout, published).await {
+            Ok(Ok(Confirmation::Ack(None))) => {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 replayed.push(id);
             }
             other => {
-                problems.push(json!({"id": id, "reason": format!("not published: {other:?}")}));
+                // Not replayed after all: the job is dead-lettered again, so
+                // its record matches the message kept in the queue.
+                let reason = format!("not published: {other:?}");
+                if let Err(e) = crate::admin::kill_again(&state, &msg).await {
+                    tracing::warn!(error = %e, "could not restore a dead letter's record");
+                }
+                problems.push(json!({"id": id, "reason": reason}));
                 kept.push(d);
             }
         }

@@ -141,9 +141,13 @@ pub async fn create_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match create_idempotent(state, query, headers, body).await {
-        Ok(resp) => resp,
-        Err(e) => closing(e),
+    // The work runs to its end even if the client goes away, so a batch is
+    // never left half published and no key is left pending.
+    let task = tokio::spawn(create_idempotent(state, query, headers, body));
+    match task.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => closing(e),
+        Err(e) => closing(ApiError::Internal(format!("upload task: {e}"))),
     }
 }
 
@@ -160,14 +164,18 @@ async fn create_idempotent(
     let redis_key = state.idempotency.redis_key("batches", key);
     // The body's hash is known only once it is read, so the key is claimed
     // first and compared after.
-    match state.idempotency.begin(&redis_key, "").await? {
-        Begin::New => match create(state.clone(), query, headers, body).await {
+    match state
+        .idempotency
+        .begin(&redis_key, "", idempotency::PENDING_BATCH_MS)
+        .await?
+    {
+        Begin::New(claimed) => match create(state.clone(), query, headers, body).await {
             Ok((accepted, hash)) => {
-                idempotency::remember(&state, &redis_key, &hash, &accepted).await;
+                idempotency::remember(&state, &claimed, &hash, &accepted).await;
                 Ok(accepted.response(false))
             }
             Err(e) => {
-                let _ = state.idempotency.abandon(&redis_key).await;
+                let _ = state.idempotency.abandon(&claimed).await;
                 Err(e)
             }
         },
@@ -301,11 +309,25 @@ async fn create(
     metrics::counter!(infq_common::metrics::JOBS_SUBMITTED, "model" => spec.name.clone(), "priority" => Priority::Bulk.as_str())
         .increment(report.rows);
     tracing::info!(batch_id = %id, rows = report.rows, chunks, "batch accepted");
-    let rec = state
-        .store
-        .get_batch(&id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("the batch vanished".into()))?;
+    // Every chunk is with the broker: the answer is built from what is
+    // known, since a failed read now must not turn an accepted batch into
+    // an error the client would retry.
+    let rec = BatchRecord {
+        id,
+        status: JobStatus::Queued,
+        model: batch.model,
+        version: batch.version,
+        total: batch.total,
+        chunks: batch.chunks,
+        chunk_rows: batch.chunk_rows,
+        done_chunks: 0,
+        succeeded: 0,
+        failed: 0,
+        created_at_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        error: None,
+    };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((

@@ -13,6 +13,36 @@ use std::io::{BufRead, BufReader, Read, Write};
 
 /// Problems reported for one file before reading stops.
 pub const MAX_PROBLEMS: usize = 100;
+/// Longest line of an upload: a file without line breaks must not be
+/// buffered whole.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Passes bytes through, failing once a line grows past
+/// [`MAX_LINE_BYTES`].
+struct LineLimit<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.run = 0;
+            } else {
+                self.run += 1;
+                if self.run > MAX_LINE_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("a line is longer than {MAX_LINE_BYTES} bytes"),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
 
 /// The formats a bulk file may come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +119,10 @@ pub fn read_rows<R: Read, W: Write>(
     spool: &mut W,
     max_rows: u64,
 ) -> std::io::Result<Report> {
+    let input = LineLimit {
+        inner: input,
+        run: 0,
+    };
     match format {
         Format::Csv => read_csv(input, spec, spool, max_rows),
         Format::Jsonl => read_jsonl(input, spec, spool, max_rows),
@@ -440,6 +474,19 @@ outputs = [{ name = "p" }]
         let (r, _) = read(Format::Csv, &text);
         assert_eq!(r.problems.len(), MAX_PROBLEMS);
         assert!(r.truncated);
+    }
+
+    #[test]
+    fn endless_lines_are_refused() {
+        let mut spool = Vec::new();
+        let text = format!(
+            "student,balance,income\n0,{}",
+            "9".repeat(MAX_LINE_BYTES + 10)
+        );
+        for format in [Format::Csv, Format::Jsonl] {
+            let err = read_rows(format, text.as_bytes(), &spec(), &mut spool, 10).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use infq_common::idempotency::Claimed;
 use serde_json::Value;
 
 /// The request header clients set.
@@ -66,13 +67,19 @@ impl Accepted {
     }
 }
 
+/// How long a single job's key stays pending at most.
+pub const PENDING_JOB_MS: u64 = 15 * 60 * 1000;
+/// How long a batch upload's key stays pending at most: long enough for the
+/// largest upload to be read and published.
+pub const PENDING_BATCH_MS: u64 = 6 * 3600 * 1000;
+
 /// Stores an accepted submission's answer under its key. The job is
 /// accepted whatever happens here: if Redis fails now, repeats get `409`
-/// until the pending key expires, never a second job.
-pub async fn remember(state: &crate::AppState, redis_key: &str, hash: &str, accepted: &Accepted) {
+/// until the pending key expires.
+pub async fn remember(state: &crate::AppState, claimed: &Claimed, hash: &str, accepted: &Accepted) {
     if let Err(e) = state
         .idempotency
-        .finish(redis_key, hash, 202, &accepted.body.to_string())
+        .finish(claimed, hash, 202, &accepted.body.to_string())
         .await
     {
         tracing::warn!(error = %e, "could not store the answer of an idempotent request");

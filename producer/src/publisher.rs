@@ -19,6 +19,15 @@ use lapin::{BasicProperties, Channel, Connection};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// The AMQP `message_id`: the job id, or `<batch id>:<chunk>` for a chunk
+/// (so a chunk is never taken for a job of the batch's id).
+pub fn message_id(msg: &JobMessage) -> String {
+    match msg.chunk {
+        Some(c) => format!("{}:{}", msg.id, c.index),
+        None => msg.id.to_string(),
+    }
+}
+
 /// Why a job was not accepted by the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -112,7 +121,18 @@ impl Publisher {
         }
     }
 
+    /// Opens connection and channel and declares the topology, all within
+    /// the connect timeout: a broker that accepts the connection but stops
+    /// answering must not hold every request.
     async fn open(&self) -> Result<(Connection, Channel), String> {
+        let limit = Duration::from_millis(self.cfg.connect_timeout_ms);
+        match tokio::time::timeout(limit, self.open_unbounded()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("the broker did not answer within {limit:?}")),
+        }
+    }
+
+    async fn open_unbounded(&self) -> Result<(Connection, Channel), String> {
         let conn = amqp::connect(&self.cfg, "infq-producer")
             .await
             .map_err(|e| e.to_string())?;
@@ -137,7 +157,7 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.id.to_string().into())
+            .with_message_id(message_id(msg).into())
             .with_timestamp(msg.created_at_ms / 1000);
         let payload = msg.encode();
         let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);

@@ -80,19 +80,36 @@ pub async fn submit_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(r, state.settings.producer.max_body_bytes))?;
-    let Some(key) = idempotency::key(&headers)? else {
+    let key = idempotency::key(&headers)?.map(str::to_string);
+    // The work runs to its end even if the client goes away, so no job is
+    // left recorded but unpublished and no key is left pending.
+    tokio::spawn(submit_idempotent(state, key, body))
+        .await
+        .map_err(|e| ApiError::Internal(format!("submission task: {e}")))?
+}
+
+async fn submit_idempotent(
+    state: Arc<AppState>,
+    key: Option<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(key) = key else {
         return Ok(submit(&state, &body).await?.response(false));
     };
-    let redis_key = state.idempotency.redis_key("jobs", key);
+    let redis_key = state.idempotency.redis_key("jobs", &key);
     let hash = idempotency::json_body_hash(&body);
-    match state.idempotency.begin(&redis_key, &hash).await? {
-        Begin::New => match submit(&state, &body).await {
+    match state
+        .idempotency
+        .begin(&redis_key, &hash, idempotency::PENDING_JOB_MS)
+        .await?
+    {
+        Begin::New(claimed) => match submit(&state, &body).await {
             Ok(accepted) => {
-                idempotency::remember(&state, &redis_key, &hash, &accepted).await;
+                idempotency::remember(&state, &claimed, &hash, &accepted).await;
                 Ok(accepted.response(false))
             }
             Err(e) => {
-                let _ = state.idempotency.abandon(&redis_key).await;
+                let _ = state.idempotency.abandon(&claimed).await;
                 Err(e)
             }
         },

@@ -22,7 +22,8 @@ use infq_common::store::{JobStore, Transition};
 use infq_common::topology::Topology;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -310,6 +311,15 @@ async fn fail_or_dead_letter(
     let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
     if store.transition(&pending.msg.id, &t).await.is_ok() {
         let _ = pending.acker.ack(BasicAckOptions::default()).await;
+    } else {
+        // Redelivered later, when the store may answer.
+        let _ = pending
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await;
     }
     true
 }

@@ -12,7 +12,7 @@ use crate::pending::Pending;
 use crate::stats::WorkerStats;
 use infq_common::message::{CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::Topology;
-use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,8 +26,7 @@ pub struct Requeued {
     pub sent: usize,
     /// Out of retries: rejected to the dead-letter queue.
     pub dead_lettered: usize,
-    /// Could not be sent (no broker): left unacknowledged, so the broker
-    /// redelivers them.
+    /// Could not be sent (no broker): returned to their queue.
     pub left: usize,
 }
 
@@ -115,25 +114,37 @@ impl Requeuer {
     /// of retries are rejected to the dead-letter queue.
     pub async fn requeue_all(&self, jobs: Vec<Pending>, reason: &str) -> Requeued {
         let mut out = Requeued::default();
-        for job in jobs {
-            if !self.can_retry(&job) {
-                tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
-                let _ = job
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                out.dead_lettered += 1;
-                continue;
-            }
-            match self.send(&job).await {
+        let (retry, spent): (Vec<Pending>, Vec<Pending>) =
+            jobs.into_iter().partition(|j| self.can_retry(j));
+        for job in spent {
+            tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
+            let _ = job
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await;
+            self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            out.dead_lettered += 1;
+        }
+        // All publishes go out at once; each job is settled by its confirm.
+        let sent = futures_util::future::join_all(retry.iter().map(|j| self.send(j))).await;
+        for (job, result) in retry.into_iter().zip(sent) {
+            match result {
                 Ok(()) => {
                     let _ = job.acker.ack(BasicAckOptions::default()).await;
                     self.stats.jobs_retried.fetch_add(1, Ordering::Relaxed);
                     out.sent += 1;
                 }
                 Err(e) => {
+                    // Back to its queue now, rather than holding a prefetch
+                    // slot until the channel dies.
                     tracing::warn!(job_id = %job.msg.id, error = %e, "could not send a job to retry");
+                    let _ = job
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            multiple: false,
+                        })
+                        .await;
                     out.left += 1;
                 }
             }

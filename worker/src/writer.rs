@@ -145,6 +145,25 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
         .collect()
 }
 
+/// The outcome of a job whose error is final: a failed job, or a chunk
+/// whose every row failed.
+fn failed_for_good(job: &Pending, rows: usize, error: &str) -> Outcome {
+    match job.msg.chunk {
+        None => Outcome::Job(Transition::failed(JobError::new("model_error", error))),
+        Some(c) => {
+            let row = RowOut::Error(error);
+            let rows_json: Vec<&RowOut> = std::iter::repeat_n(&row, rows).collect();
+            Outcome::Chunk(ChunkResult {
+                batch: job.msg.id,
+                index: c.index,
+                rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
+                succeeded: 0,
+                failed: rows as u32,
+            })
+        }
+    }
+}
+
 /// Stores and acknowledges until every sender is gone.
 pub async fn writer_task(
     mut rx: Receiver<WriterCommand>,
@@ -160,7 +179,18 @@ pub async fn writer_task(
                 jobs,
                 outcome,
             } => {
-                let out = outcomes(&spec, &jobs, &outcome);
+                // Jobs out of retries fail for good; the others wait as
+                // `retrying`.
+                let out = outcomes(&spec, &jobs, &outcome)
+                    .into_iter()
+                    .zip(&jobs)
+                    .map(|(o, job)| match o {
+                        Outcome::Retry(e) if !requeuer.can_retry(job) => {
+                            failed_for_good(job, job.rows(spec.width()), &e)
+                        }
+                        other => other,
+                    })
+                    .collect();
                 (jobs, out)
             }
             WriterCommand::Finish(pairs) => {
@@ -174,17 +204,6 @@ pub async fn writer_task(
                 continue;
             }
         };
-        // Jobs out of retries fail for good; the others wait as `retrying`.
-        let updates: Vec<Outcome> = jobs
-            .iter()
-            .zip(updates)
-            .map(|(job, out)| match out {
-                Outcome::Retry(e) if !requeuer.can_retry(job) => {
-                    Outcome::Job(Transition::failed(JobError::new("model_error", e)))
-                }
-                other => other,
-            })
-            .collect();
         let started = Instant::now();
         if let Err(e) = store_all(&store, &jobs, &updates, patience).await {
             let reason = format!("the store is unreachable: {e}");
@@ -344,6 +363,23 @@ mod tests {
         assert_eq!(c.rows_json, "[[2.0,3.0],[4.0,5.0],[6.0,7.0]]");
         let Outcome::Job(t) = &out[2] else { panic!() };
         assert_eq!(t.output.as_deref(), Some(r#"{"o0":8.0,"o1":9.0}"#));
+    }
+
+    #[test]
+    fn a_chunk_out_of_retries_fails_every_row() {
+        let chunk = pending(3, Some(2));
+        let Outcome::Chunk(c) = failed_for_good(&chunk, 3, "out of memory") else {
+            panic!("a chunk stays a chunk")
+        };
+        assert_eq!((c.index, c.succeeded, c.failed), (2, 0, 3));
+        assert_eq!(
+            c.rows_json,
+            r#"["out of memory","out of memory","out of memory"]"#
+        );
+        let job = pending(1, None);
+        assert!(
+            matches!(failed_for_good(&job, 1, "x"), Outcome::Job(t) if t.status == JobStatus::Failed)
+        );
     }
 
     #[test]
