@@ -89,6 +89,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Submits a job and waits for its result in the same request
+/// (`POST /v1/jobs?wait=10`): the time until the result is readable.
+async fn submit_and_wait(
+    http: &reqwest::Client,
+    base: &str,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let r = http
+        .post(format!("{base}/v1/jobs?wait=10"))
+        .json(body)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "submit: {}", r.status());
+    Ok(r.json().await?)
+}
+
 /// A producer and a worker under a namespace of their own.
 struct Stack {
     producer: Service,
@@ -153,10 +169,7 @@ impl Stack {
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
                     let body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
-                    let r = http.post(format!("{base}/v1/jobs")).json(&body).send().await?;
-                    anyhow::ensure!(r.status() == 202, "submit: {}", r.status());
-                    let id = r.json::<Value>().await?["id"].as_str().unwrap_or_default().to_string();
-                    let v: Value = http.get(format!("{base}/v1/jobs/{id}?wait=10")).send().await?.json().await?;
+                    let v = submit_and_wait(&http, &base, &body).await?;
                     anyhow::ensure!(v["status"] == "succeeded", "job ended {v}");
                     hist.record(t0.elapsed().as_micros() as u64)?;
                     i += clients;
@@ -244,10 +257,7 @@ impl Stack {
             tasks.spawn(async move {
                 let t0 = Instant::now();
                 let body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
-                let r = http.post(format!("{base}/v1/jobs")).json(&body).send().await?;
-                anyhow::ensure!(r.status() == 202, "submit: {}", r.status());
-                let id = r.json::<Value>().await?["id"].as_str().unwrap_or_default().to_string();
-                let v: Value = http.get(format!("{base}/v1/jobs/{id}?wait=10")).send().await?.json().await?;
+                let v = submit_and_wait(&http, &base, &body).await?;
                 anyhow::ensure!(v["status"] == "succeeded", "job ended {v}");
                 hist.lock().expect("histogram").record(t0.elapsed().as_micros() as u64)?;
                 Ok(())

@@ -7,7 +7,7 @@ use crate::AppState;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -74,27 +74,60 @@ pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 /// answer `202` only once the broker holds the job.
 /// With an `Idempotency-Key`, a repeat of the same body gets the original
 /// answer and no second job.
+///
+/// With `?wait=SECONDS` the answer waits for the job to finish: `200` with
+/// the finished job if it ends in time, else the usual `202`.
 pub async fn submit_job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let wait = q.seconds(state.settings.producer.max_wait_secs)?;
     let body = body.map_err(|r| body_error(r, state.settings.producer.max_body_bytes))?;
     let key = idempotency::key(&headers)?.map(str::to_string);
     // The work runs to its end even if the client goes away, so no job is
     // left recorded but unpublished and no key is left pending.
-    tokio::spawn(submit_idempotent(state, key, body))
-        .await
-        .map_err(|e| ApiError::Internal(format!("submission task: {e}")))?
+    tokio::spawn(async move {
+        let (accepted, replayed) = submit_idempotent(&state, key, body).await?;
+        if wait > 0.0 {
+            if let Ok(id) = JobId::parse_str(accepted.body["id"].as_str().unwrap_or_default()) {
+                let read = || async {
+                    state
+                        .store
+                        .get(&id)
+                        .await?
+                        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
+                };
+                let rec = poll_until(&state, id, wait, read, |r: &JobRecord| {
+                    r.status.is_terminal()
+                })
+                .await?;
+                if rec.status.is_terminal() {
+                    let mut resp = Json(JobView::from(rec)).into_response();
+                    if let Ok(v) = HeaderValue::from_str(&accepted.location) {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    return Ok(resp);
+                }
+            }
+        }
+        Ok(accepted.response(replayed))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("submission task: {e}")))?
 }
 
+/// Submits, honouring an `Idempotency-Key`; `true` when the answer is a
+/// replay of an earlier one.
 async fn submit_idempotent(
-    state: Arc<AppState>,
+    state: &AppState,
     key: Option<String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<(Accepted, bool), ApiError> {
     let Some(key) = key else {
-        return Ok(submit(&state, &body).await?.response(false));
+        return Ok((submit(state, &body).await?, false));
     };
     let redis_key = state.idempotency.redis_key("jobs", &key);
     let hash = idempotency::json_body_hash(&body);
@@ -103,10 +136,10 @@ async fn submit_idempotent(
         .begin(&redis_key, &hash, idempotency::PENDING_JOB_MS)
         .await?
     {
-        Begin::New(claimed) => match submit(&state, &body).await {
+        Begin::New(claimed) => match submit(state, &body).await {
             Ok(accepted) => {
-                idempotency::remember(&state, &claimed, &hash, &accepted).await;
-                Ok(accepted.response(false))
+                idempotency::remember(state, &claimed, &hash, &accepted).await;
+                Ok((accepted, false))
             }
             Err(e) => {
                 let _ = state.idempotency.abandon(&claimed).await;
@@ -115,7 +148,7 @@ async fn submit_idempotent(
         },
         Begin::Pending => Err(idempotency::in_progress()),
         Begin::Mismatch => Err(idempotency::mismatch()),
-        Begin::Done { response, .. } => Ok(Accepted::stored("/v1/jobs", &response)?.response(true)),
+        Begin::Done { response, .. } => Ok((Accepted::stored("/v1/jobs", &response)?, true)),
     }
 }
 

@@ -329,7 +329,7 @@ mod tests {
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {
             msg,
-            acker: d.acker,
+            delivery: crate::pending::Settle::detached(d.delivery_tag),
             lane,
             received: Instant::now(),
         }

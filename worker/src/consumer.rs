@@ -7,8 +7,9 @@
 //! requeue, so the broker dead-letters it, and the worker goes on.
 
 use crate::batcher::LaneSenders;
-use crate::pending::Pending;
+use crate::pending::{Pending, Settle};
 use crate::requeue::Requeuer;
+use crate::settle::Settler;
 use crate::stats::WorkerStats;
 use futures_util::StreamExt;
 use infq_common::config::AmqpConfig;
@@ -21,10 +22,7 @@ use infq_common::shutdown::CancellationToken;
 use infq_common::store::{JobStore, Transition};
 use infq_common::topology::Topology;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::collections::HashMap;
@@ -148,9 +146,11 @@ async fn session(
                     FieldTable::default(),
                 )
                 .await?;
+            let settler = Settler::new(ch.clone());
             consumers.push((ch, tag));
             tasks.spawn(consumer_task(
                 consumer,
+                settler,
                 lane,
                 route.clone(),
                 store.clone(),
@@ -212,6 +212,7 @@ async fn session(
 /// (connection lost) or shutdown.
 async fn consumer_task(
     mut consumer: lapin::Consumer,
+    settler: Arc<Settler>,
     lane: Priority,
     route: Arc<ModelRoute>,
     store: JobStore,
@@ -234,11 +235,15 @@ async fn consumer_task(
         };
         match JobMessage::decode(&delivery.data) {
             Ok(msg) => {
+                let delivery = Settle {
+                    tag: delivery.delivery_tag,
+                    settler: settler.clone(),
+                };
                 if !route_job(msg, delivery, lane, &route, &store).await {
                     return "batcher gone";
                 }
             }
-            Err(e) => dead_letter(delivery, &e.to_string(), &store, &stats).await,
+            Err(e) => dead_letter(delivery, &settler, &e.to_string(), &store, &stats).await,
         }
     }
 }
@@ -246,7 +251,7 @@ async fn consumer_task(
 /// Sends a decoded job to its version's lane; `false` if the batcher is gone.
 async fn route_job(
     msg: JobMessage,
-    delivery: Delivery,
+    delivery: Settle,
     lane: Priority,
     route: &ModelRoute,
     store: &JobStore,
@@ -276,7 +281,7 @@ async fn route_job(
     };
     let pending = Pending {
         msg,
-        acker: delivery.acker,
+        delivery,
         lane,
         received: Instant::now(),
     };
@@ -287,7 +292,7 @@ async fn route_job(
 /// failed and acknowledged; a chunk is dead-lettered.
 async fn fail_or_dead_letter(
     msg: JobMessage,
-    delivery: Delivery,
+    delivery: Settle,
     lane: Priority,
     code: &str,
     reason: String,
@@ -296,37 +301,34 @@ async fn fail_or_dead_letter(
     tracing::warn!(job_id = %msg.id, code, %reason, "message cannot run");
     if msg.chunk.is_some() {
         metrics::counter!(m::DEAD_LETTERED, "outcome" => code.to_string()).increment(1);
-        let _ = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await;
+        let _ = delivery.reject(false).await;
         return true;
     }
     let pending = Pending {
-        acker: delivery.acker,
+        delivery,
         lane,
         received: Instant::now(),
         msg,
     };
     let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
     if store.transition(&pending.msg.id, &t).await.is_ok() {
-        let _ = pending.acker.ack(BasicAckOptions::default()).await;
+        let _ = pending.delivery.ack().await;
     } else {
         // Redelivered later, when the store may answer.
-        let _ = pending
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await;
+        let _ = pending.delivery.reject(true).await;
     }
     true
 }
 
 /// Rejects an undecodable message so the broker dead-letters it; if its
 /// `message_id` names a job, that job is recorded as failed.
-async fn dead_letter(delivery: Delivery, reason: &str, store: &JobStore, stats: &WorkerStats) {
+async fn dead_letter(
+    delivery: Delivery,
+    settler: &Settler,
+    reason: &str,
+    store: &JobStore,
+    stats: &WorkerStats,
+) {
     tracing::warn!(
         reason,
         bytes = delivery.data.len(),
@@ -345,11 +347,7 @@ async fn dead_letter(delivery: Delivery, reason: &str, store: &JobStore, stats: 
     }
     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
     metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable").increment(1);
-    if let Err(e) = delivery
-        .acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-    {
+    if let Err(e) = settler.reject(delivery.delivery_tag, false).await {
         tracing::warn!(error = %e, "reject failed; the message will be redelivered");
     }
 }

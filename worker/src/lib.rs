@@ -14,6 +14,7 @@ pub mod health;
 pub mod model;
 pub mod pending;
 pub mod requeue;
+pub mod settle;
 pub mod stats;
 pub mod writer;
 

@@ -1,19 +1,55 @@
 //! A job between its delivery and its acknowledgement.
 
+use crate::settle::Settler;
 use infq_common::job::Priority;
 use infq_common::message::JobMessage;
 use infq_common::store::NewJob;
-use lapin::Acker;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// A decoded delivery: the job, and the handle that acknowledges it once its
-/// result is stored.
+/// A delivery to settle: its tag on the channel whose [`Settler`] settles it.
+#[derive(Clone)]
+pub struct Settle {
+    /// The delivery tag.
+    pub tag: u64,
+    /// The channel's settler.
+    pub settler: Arc<Settler>,
+}
+
+impl std::fmt::Debug for Settle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Settle({})", self.tag)
+    }
+}
+
+impl Settle {
+    /// Acknowledges it (with the channel's next multiple ack).
+    pub async fn ack(&self) -> lapin::Result<()> {
+        self.settler.ack(&[self.tag]).await
+    }
+
+    /// Returns it to its queue (`requeue`) or dead-letters it.
+    pub async fn reject(&self, requeue: bool) -> lapin::Result<()> {
+        self.settler.reject(self.tag, requeue).await
+    }
+
+    /// A delivery that settles nothing, for jobs made up in tests.
+    pub fn detached(tag: u64) -> Self {
+        Self {
+            tag,
+            settler: Settler::detached(),
+        }
+    }
+}
+
+/// A decoded delivery: the job, and how to settle it once its result is
+/// stored.
 #[derive(Debug)]
 pub struct Pending {
     /// The job.
     pub msg: JobMessage,
-    /// Acknowledges the delivery on the channel it came from.
-    pub acker: Acker,
+    /// Settles the delivery on the channel it came from.
+    pub delivery: Settle,
     /// The lane it was consumed from.
     pub lane: Priority,
     /// When the worker received it, for batch-wait timing.

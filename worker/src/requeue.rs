@@ -12,7 +12,7 @@ use crate::pending::Pending;
 use crate::stats::WorkerStats;
 use infq_common::message::{CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::Topology;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -118,10 +118,7 @@ impl Requeuer {
             jobs.into_iter().partition(|j| self.can_retry(j));
         for job in spent {
             tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
-            let _ = job
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await;
+            let _ = job.delivery.reject(false).await;
             self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             out.dead_lettered += 1;
         }
@@ -130,7 +127,7 @@ impl Requeuer {
         for (job, result) in retry.into_iter().zip(sent) {
             match result {
                 Ok(()) => {
-                    let _ = job.acker.ack(BasicAckOptions::default()).await;
+                    let _ = job.delivery.ack().await;
                     self.stats.jobs_retried.fetch_add(1, Ordering::Relaxed);
                     out.sent += 1;
                 }
@@ -138,13 +135,7 @@ impl Requeuer {
                     // Back to its queue now, rather than holding a prefetch
                     // slot until the channel dies.
                     tracing::warn!(job_id = %job.msg.id, error = %e, "could not send a job to retry");
-                    let _ = job
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            multiple: false,
-                        })
-                        .await;
+                    let _ = job.delivery.reject(true).await;
                     out.left += 1;
                 }
             }

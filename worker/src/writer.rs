@@ -19,7 +19,6 @@ use infq_common::registry::ModelSpec;
 use infq_common::results::{output_json, RowOut};
 use infq_common::retry::Schedule;
 use infq_common::store::{ChunkResult, JobStore, Transition, Write};
-use lapin::options::BasicAckOptions;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -298,7 +297,18 @@ async fn store_all(
 }
 
 async fn ack_all(jobs: &[Pending]) {
-    let results = join_all(jobs.iter().map(|j| j.acker.ack(BasicAckOptions::default()))).await;
+    // One call per channel: its settler sends one multiple ack.
+    let mut by_channel: Vec<(&Arc<crate::settle::Settler>, Vec<u64>)> = Vec::new();
+    for j in jobs {
+        match by_channel
+            .iter_mut()
+            .find(|(s, _)| Arc::ptr_eq(s, &j.delivery.settler))
+        {
+            Some((_, tags)) => tags.push(j.delivery.tag),
+            None => by_channel.push((&j.delivery.settler, vec![j.delivery.tag])),
+        }
+    }
+    let results = join_all(by_channel.iter().map(|(s, tags)| s.ack(tags))).await;
     for r in results {
         if let Err(e) = r {
             // The channel is gone; the broker redelivers and the claim step
@@ -344,7 +354,7 @@ mod tests {
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {
             msg,
-            acker: d.acker,
+            delivery: crate::pending::Settle::detached(d.delivery_tag),
             lane: infq_common::job::Priority::Bulk,
             received: std::time::Instant::now(),
         }

@@ -1,0 +1,149 @@
+//! Settling deliveries, many at a time.
+//!
+//! Each consumer channel has a [`Settler`]. Jobs finish out of order (a
+//! batch's expired jobs before its stored ones, say), so acknowledgements
+//! are collected in a [`Window`] and sent as one `basic.ack` with
+//! `multiple` for the highest delivery tag below which everything is
+//! settled: one frame per batch instead of one per job, and much less work
+//! for the broker. Rejections and requeues go out at once, one by one.
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::Channel;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Which delivery tags of a channel are settled. Plain logic, no I/O.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// Every tag up to here is settled.
+    floor: u64,
+    /// Settled tags above `floor`; `true` for those that need an ack.
+    settled: BTreeMap<u64, bool>,
+    /// Acks absorbed into `floor` but not sent yet.
+    unsent: bool,
+}
+
+impl Window {
+    /// Records settled tags (`true`: acknowledge it; `false`: already
+    /// rejected or requeued). Returns the tag to acknowledge with
+    /// `multiple` now, if any.
+    pub fn settle(&mut self, tags: impl IntoIterator<Item = (u64, bool)>) -> Option<u64> {
+        for (tag, ack) in tags {
+            if tag > self.floor {
+                self.settled.insert(tag, ack);
+            }
+        }
+        while let Some(ack) = self.settled.remove(&(self.floor + 1)) {
+            self.floor += 1;
+            self.unsent |= ack;
+        }
+        if self.unsent {
+            self.unsent = false;
+            Some(self.floor)
+        } else {
+            None
+        }
+    }
+
+    /// Tags settled but waiting for an earlier one.
+    pub fn waiting(&self) -> usize {
+        self.settled.len()
+    }
+}
+
+/// Settles the deliveries of one channel.
+pub struct Settler {
+    channel: Option<Channel>,
+    window: Mutex<Window>,
+}
+
+impl Settler {
+    /// A settler for `channel`.
+    pub fn new(channel: Channel) -> Arc<Self> {
+        Arc::new(Self {
+            channel: Some(channel),
+            window: Mutex::new(Window::default()),
+        })
+    }
+
+    /// A settler that sends nothing, for deliveries made up in tests.
+    pub fn detached() -> Arc<Self> {
+        Arc::new(Self {
+            channel: None,
+            window: Mutex::new(Window::default()),
+        })
+    }
+
+    /// Acknowledges deliveries; the frame goes out once every earlier
+    /// delivery is settled too.
+    pub async fn ack(&self, tags: &[u64]) -> lapin::Result<()> {
+        // The lock is held while sending, so acks leave in tag order.
+        let mut window = self.window.lock().await;
+        if let (Some(upto), Some(ch)) = (
+            window.settle(tags.iter().map(|t| (*t, true))),
+            &self.channel,
+        ) {
+            ch.basic_ack(upto, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Returns a delivery to its queue (`requeue`) or dead-letters it.
+    pub async fn reject(&self, tag: u64, requeue: bool) -> lapin::Result<()> {
+        let mut window = self.window.lock().await;
+        if let Some(ch) = &self.channel {
+            ch.basic_nack(
+                tag,
+                BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                },
+            )
+            .await?;
+        }
+        if let (Some(upto), Some(ch)) = (window.settle([(tag, false)]), &self.channel) {
+            ch.basic_ack(upto, BasicAckOptions { multiple: true })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_wait_for_earlier_deliveries() {
+        let mut w = Window::default();
+        assert_eq!(w.settle([(2, true), (3, true)]), None, "1 is still out");
+        assert_eq!(w.waiting(), 2);
+        assert_eq!(w.settle([(1, true)]), Some(3));
+        assert_eq!(w.settle([(5, true)]), None);
+        assert_eq!(w.settle([(4, true)]), Some(5));
+        assert_eq!(w.waiting(), 0);
+    }
+
+    #[test]
+    fn rejections_fill_gaps_without_an_ack_of_their_own() {
+        let mut w = Window::default();
+        assert_eq!(w.settle([(1, false)]), None, "nothing to acknowledge");
+        assert_eq!(w.settle([(3, true)]), None);
+        assert_eq!(w.settle([(2, false)]), Some(3), "3 goes, 2 was rejected");
+        assert_eq!(w.settle([(4, false), (5, false)]), None);
+        assert_eq!(
+            w.settle([(1, true), (2, true)]),
+            None,
+            "old tags are ignored"
+        );
+    }
+
+    #[test]
+    fn a_batch_goes_in_one_ack() {
+        let mut w = Window::default();
+        let tags: Vec<(u64, bool)> = (1..=64).map(|t| (t, true)).collect();
+        assert_eq!(w.settle(tags), Some(64));
+    }
+}
