@@ -110,13 +110,14 @@ struct Stack {
     producer: Service,
     worker: Service,
     http: reqwest::Client,
+    ns: String,
 }
 
 impl Stack {
     async fn start(profile: &str) -> anyhow::Result<Self> {
         let ns = format!("bench{}", uuid::Uuid::new_v4().simple());
         let env = vec![
-            ("INFQ_NAMESPACE", ns),
+            ("INFQ_NAMESPACE", ns.clone()),
             ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000".to_string()),
             ("INFQ_LOG__FILTER", "warn".to_string()),
         ];
@@ -132,7 +133,16 @@ impl Stack {
             producer,
             worker,
             http,
+            ns,
         })
+    }
+
+    /// Stops both processes and deletes the namespace's queues and keys.
+    async fn stop(self) -> anyhow::Result<()> {
+        let mut settings = settings()?;
+        settings.namespace = self.ns.clone();
+        drop(self);
+        infq::delete_namespace(&settings).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -529,6 +539,7 @@ async fn saturation(
             l.mean_batch.push(sizes.mean());
             l.histogram = sizes.histogram();
         }
+        stack.stop().await?;
     }
     let s = median(sat);
     report.row(
@@ -619,6 +630,7 @@ async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyhow::Result<(
             mb(hwm as f64),
             mb(base_peak as f64)
         );
+        stack.stop().await?;
     }
     let raw = median(
         (0..args.runs)
@@ -692,6 +704,7 @@ async fn interactive(
         samples.push(busy.len() as f64);
         busy50.push(busy.value_at_quantile(0.5) as f64 / 1e3);
         busy99.push(busy.value_at_quantile(0.99) as f64 / 1e3);
+        stack.stop().await?;
     }
     let (i50, i99) = (median(idle50), median(idle99));
     report.row(

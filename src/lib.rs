@@ -166,7 +166,8 @@ impl TestEnv {
     }
 }
 
-/// Deletes a test namespace's exchanges and queues.
+/// Deletes a test or benchmark namespace: its exchanges and queues, and
+/// its keys in Redis.
 pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let registry = settings.registry()?;
     let topology = infq_common::topology::Topology::new(&settings.namespace, &settings.amqp);
@@ -174,6 +175,30 @@ pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     topology.delete(&ch, &registry.names()).await?;
     infq_common::amqp::close(&conn, "done").await;
+    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = {
+        let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{}:*", settings.namespace))
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter_async(&mut c)
+            .await?;
+        let mut keys = Vec::new();
+        while let Some(k) = iter.next_item().await {
+            keys.push(k?);
+        }
+        keys
+    };
+    for part in keys.chunks(1000) {
+        redis::cmd("UNLINK")
+            .arg(part)
+            .query_async::<()>(&mut c)
+            .await?;
+    }
     Ok(())
 }
 
