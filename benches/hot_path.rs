@@ -50,10 +50,11 @@ fn pending(bodies: &[Vec<u8>]) -> Vec<Pending> {
 }
 
 fn hot_path(c: &mut Criterion) {
-    let registry = infq_common::config::Settings::load(Some(&infq::root().join("config/default.toml")), &[])
-        .expect("config")
-        .registry()
-        .expect("registry");
+    let registry =
+        infq_common::config::Settings::load(Some(&infq::root().join("config/default.toml")), &[])
+            .expect("config")
+            .registry()
+            .expect("registry");
     let spec = registry.resolve("credit-default").expect("model").clone();
     let bodies = messages();
     let mut g = c.benchmark_group("batch of 64 jobs");
@@ -97,10 +98,19 @@ fn hot_path(c: &mut Criterion) {
     let _g = tch::no_grad_guard();
     let inputs: Vec<f32> = jobs.iter().flat_map(|j| j.msg.inputs.clone()).collect();
     g.bench_function("run the model", |b| {
-        b.iter(|| black_box(infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, BATCH, 3)))
+        b.iter(|| {
+            black_box(infq_worker::model::forward(
+                &module,
+                tch::Device::Cpu,
+                &inputs,
+                BATCH,
+                3,
+            ))
+        })
     });
 
-    let out = infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, BATCH, 3).expect("forward");
+    let out =
+        infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, BATCH, 3).expect("forward");
     let outcome = ModelOutcome::Batch(out);
     g.bench_function("encode the results", |b| {
         b.iter(|| black_box(infq_worker::writer::outcomes(&spec, &jobs, &outcome)))
