@@ -30,6 +30,7 @@ fn messages() -> Vec<Vec<u8>> {
                 deadline_at_ms: None,
                 chunk: None,
                 retries: 0,
+                webhook_url: None,
             }
             .encode()
         })

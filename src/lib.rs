@@ -170,7 +170,7 @@ impl TestEnv {
 /// its keys in Redis.
 pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let registry = settings.registry()?;
-    let topology = infq_common::topology::Topology::new(&settings.namespace, &settings.amqp);
+    let topology = infq_common::topology::Topology::of(settings);
     let conn = infq_common::amqp::connect(&settings.amqp, "infq-test-cleanup").await?;
     let ch = conn.create_channel().await?;
     topology.delete(&ch, &registry.names()).await?;

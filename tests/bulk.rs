@@ -228,7 +228,7 @@ async fn bad_files_are_refused_with_line_numbers_and_enqueue_nothing() {
         .unwrap();
     assert_eq!(r.status(), 422);
 
-    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let topology = Topology::of(&env.settings);
     for lane in Priority::ALL {
         let depth = env
             .queue_depth(&topology.job_queue("credit-default", lane))
@@ -269,7 +269,7 @@ async fn a_cancelled_batch_does_not_run() {
         .as_str()
         .unwrap()
         .to_string();
-    let topology = Topology::new(&settings.namespace, &settings.amqp);
+    let topology = Topology::of(&settings);
     let bulk = topology.job_queue("credit-default", Priority::Bulk);
     assert_eq!(
         env.queue_depth(&bulk).await.unwrap(),

@@ -65,7 +65,7 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     let mut settings = test_settings();
     settings.producer.idempotency_ttl_secs = 2;
     let env = TestEnv::start_with(settings, false).await.unwrap();
-    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let topology = Topology::of(&env.settings);
     let body = r#"{"model":"credit-default","inputs":[0,1500,40000]}"#;
     let r1 = post_job(&env, body, Some("order-17")).await;
     assert_eq!(r1.status(), 202);
@@ -231,7 +231,7 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
     let mut settings = test_settings();
     settings.amqp.delivery_limit = 2;
     let env = TestEnv::start_with(settings, false).await.unwrap();
-    let topology = Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let topology = Topology::of(&env.settings);
     let r = post_job(
         &env,
         r#"{"model":"credit-default","inputs":[0,1500,40000]}"#,

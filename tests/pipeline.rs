@@ -166,8 +166,7 @@ async fn bad_requests_get_json_errors_and_enqueue_nothing() {
         ]
     );
 
-    let topology =
-        infq_common::topology::Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let topology = infq_common::topology::Topology::of(&env.settings);
     for lane in Priority::ALL {
         let depth = env
             .queue_depth(&topology.job_queue("credit-default", lane))
@@ -197,8 +196,7 @@ async fn bad_requests_get_json_errors_and_enqueue_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
     let env = TestEnv::start().await.unwrap();
-    let topology =
-        infq_common::topology::Topology::new(&env.settings.namespace, &env.settings.amqp);
+    let topology = infq_common::topology::Topology::of(&env.settings);
     let conn = env.amqp().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();

@@ -99,6 +99,7 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
                 deadline_at_ms: None,
                 chunk: None,
                 retries: 0,
+                webhook_url: None,
             };
             let confirm = pch
                 .basic_publish(

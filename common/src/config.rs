@@ -160,6 +160,67 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Webhook callbacks: signing, delivery schedule and the guard against
+/// callback URLs that point into the operator's own network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Signing secrets in `whsec_<base64>` form. Every request carries one
+    /// signature per secret, so a new secret can be added, receivers moved
+    /// to it, and the old one removed. Empty: `webhook_url` is refused.
+    pub secrets: Vec<String>,
+    /// Delays before each attempt of one event, in ms: the first (usually
+    /// 0) after the event, each later one after the previous failure.
+    pub schedule_ms: Vec<u64>,
+    /// Longest a receiver may take to answer one request.
+    pub timeout_ms: u64,
+    /// Most bytes of a receiver's answer that are read (and kept, at most
+    /// 512 of them, in the delivery log).
+    pub max_response_bytes: usize,
+    /// Requests in flight at once per dispatcher.
+    pub concurrency: u16,
+    /// Allows `http://` callback URLs (development and tests only).
+    pub allow_http: bool,
+    /// Hosts (names or IP addresses, as written in the URL) exempt from the
+    /// address checks, e.g. a receiver on loopback in development.
+    pub allow_hosts: Vec<String>,
+    /// Public base URL of the API, for the results link of
+    /// `batch.completed`; the link is a path when unset.
+    pub public_url: Option<String>,
+    /// Whether this worker runs a dispatcher that sends the events.
+    pub dispatch: bool,
+}
+
+/// The retry schedule of the Standard Webhooks specification: at once,
+/// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h and 24 h.
+pub const STANDARD_WEBHOOK_SCHEDULE_MS: [u64; 10] = [
+    0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 50_400_000, 72_000_000,
+    86_400_000,
+];
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            secrets: Vec::new(),
+            schedule_ms: STANDARD_WEBHOOK_SCHEDULE_MS.to_vec(),
+            timeout_ms: 10_000,
+            max_response_bytes: 64 << 10,
+            concurrency: 64,
+            allow_http: false,
+            allow_hosts: Vec::new(),
+            public_url: None,
+            dispatch: true,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Whether callbacks are on: there is a secret to sign them with.
+    pub fn enabled(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -188,6 +249,7 @@ struct RawSettings {
     redis: RedisConfig,
     producer: ProducerConfig,
     worker: WorkerConfig,
+    webhooks: WebhooksConfig,
     log: LogConfig,
 }
 
@@ -200,6 +262,7 @@ impl Default for RawSettings {
             redis: RedisConfig::default(),
             producer: ProducerConfig::default(),
             worker: WorkerConfig::default(),
+            webhooks: WebhooksConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -222,6 +285,8 @@ pub struct Settings {
     pub producer: ProducerConfig,
     /// The worker.
     pub worker: WorkerConfig,
+    /// Webhook callbacks.
+    pub webhooks: WebhooksConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -254,6 +319,7 @@ impl Settings {
             redis: raw.redis,
             producer: raw.producer,
             worker: raw.worker,
+            webhooks: raw.webhooks,
             log: raw.log,
         };
         settings.validate()?;
@@ -313,10 +379,41 @@ impl Settings {
                 problems.push(format!("worker.device: `{d}`: use auto, cpu or cuda:N"));
             }
         }
+        self.validate_webhooks(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_webhooks(&self, problems: &mut Vec<String>) {
+        let w = &self.webhooks;
+        for (i, secret) in w.secrets.iter().enumerate() {
+            if let Err(e) = crate::webhooks::sign::check_secret(secret) {
+                problems.push(format!("webhooks.secrets[{i}]: {e}"));
+            }
+        }
+        if w.schedule_ms.is_empty()
+            || w.schedule_ms.len() > 32
+            || w.schedule_ms.iter().any(|d| *d > 7 * 86_400_000)
+        {
+            problems
+                .push("webhooks.schedule_ms: list 1 to 32 delays of at most 7 days (in ms)".into());
+        }
+        if !(100..=120_000).contains(&w.timeout_ms) {
+            problems.push("webhooks.timeout_ms: must be between 100 and 120000".into());
+        }
+        if !(1..=1 << 20).contains(&w.max_response_bytes) {
+            problems.push("webhooks.max_response_bytes: must be between 1 and 1048576".into());
+        }
+        if w.concurrency == 0 {
+            problems.push("webhooks.concurrency: must be greater than 0".into());
+        }
+        if let Some(u) = &w.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                problems.push("webhooks.public_url: must start with http:// or https://".into());
+            }
         }
     }
 

@@ -18,3 +18,5 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
+pub mod views;
+pub mod webhooks;

@@ -41,6 +41,10 @@ pub struct JobMessage {
     /// failure.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+    /// Where the job's terminal event (or, on chunks, the batch's
+    /// `batch.completed`) is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -113,6 +117,7 @@ mod tests {
             deadline_at_ms: None,
             chunk: None,
             retries: 0,
+            webhook_url: None,
         }
     }
 

@@ -29,6 +29,11 @@ pub const PUBLISH_SECONDS: &str = "infq_publish_seconds";
 pub const DEAD_LETTERED: &str = "infq_dead_lettered_total";
 /// Jobs sent back through a retry tier after a transient failure.
 pub const JOBS_RETRIED: &str = "infq_jobs_retried_total";
+/// Webhook attempts (`outcome`: `delivered`, `retrying`, `failed`,
+/// `disabled`).
+pub const WEBHOOK_ATTEMPTS: &str = "infq_webhook_attempts_total";
+/// Duration of one webhook attempt.
+pub const WEBHOOK_SECONDS: &str = "infq_webhook_seconds";
 /// Connections re-established after a failure (`outcome`: the dependency).
 pub const RECONNECTS: &str = "infq_dependency_reconnects_total";
 

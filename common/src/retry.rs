@@ -40,6 +40,21 @@ impl Schedule {
     }
 }
 
+/// `delay` lowered by a random part of up to `2 * factor` of it, so events
+/// that failed together do not all come back at once.
+pub fn jitter_down(delay: Duration, factor: f64) -> Duration {
+    let mut b = backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(delay)
+        .with_multiplier(1.0)
+        .with_randomization_factor(factor)
+        .with_max_interval(delay.saturating_mul(2))
+        .with_max_elapsed_time(None)
+        .build();
+    // In [delay * (1 - factor), delay * (1 + factor)].
+    let v = b.next_backoff().unwrap_or(delay);
+    v.saturating_sub(delay.mul_f64(factor)).min(delay)
+}
+
 impl Iterator for Schedule {
     type Item = Duration;
 
@@ -62,6 +77,17 @@ mod tests {
         assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(150));
         assert!(delays.iter().all(|d| *d <= Duration::from_millis(1500)));
         assert!(delays[8] >= Duration::from_millis(500), "{delays:?}");
+    }
+
+    #[test]
+    fn jitter_only_lowers_and_by_at_most_twice_the_factor() {
+        let d = Duration::from_secs(10);
+        let waits: Vec<_> = (0..200).map(|_| jitter_down(d, 0.1)).collect();
+        assert!(waits
+            .iter()
+            .all(|w| *w <= d && *w >= Duration::from_secs(8)));
+        assert!(waits.iter().any(|w| *w < Duration::from_millis(9_500)));
+        assert_eq!(jitter_down(Duration::ZERO, 0.1), Duration::ZERO);
     }
 
     #[test]

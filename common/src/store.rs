@@ -152,7 +152,8 @@ return 'run'
 /// the batch. KEYS[1] batch; KEYS[2] chunk result; ARGV[1] results JSON;
 /// ARGV[2] rows that succeeded; ARGV[3] rows that failed; ARGV[4] TTL (ms);
 /// ARGV[5] now (ms); ARGV[6] channel; ARGV[7] batch id. Returns 'ok',
-/// 'dup' (stored before) or 'missing'.
+/// 'done' (stored, and the batch is complete), 'dup' (stored before) or
+/// 'missing'.
 static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -167,6 +168,7 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if done >= chunks and (st == 'queued' or st == 'running') then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[5])
   redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return 'done'
 end
 return 'ok'
 ",
@@ -177,7 +179,7 @@ return 'ok'
 /// error, once, and the batch counts them. KEYS[1] batch; KEYS[2] chunk;
 /// ARGV[1] chunk index; ARGV[2] the error as a JSON string; ARGV[3] TTL
 /// (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] batch id. Returns 'ok',
-/// 'dup' or 'missing'.
+/// 'done' (the batch is complete), 'dup' or 'missing'.
 static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -197,6 +199,7 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if done >= chunks and (st == 'queued' or st == 'running') then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[4])
   redis.call('PUBLISH', ARGV[5], ARGV[6])
+  return 'done'
 end
 return 'ok'
 ",
@@ -260,6 +263,8 @@ pub struct NewJob {
     pub created_at_ms: u64,
     /// Client metadata (JSON text), kept with the job.
     pub metadata: Option<String>,
+    /// Where the job's terminal event is sent.
+    pub webhook_url: Option<String>,
 }
 
 impl NewJob {
@@ -272,6 +277,9 @@ impl NewJob {
         ];
         if let Some(m) = &self.metadata {
             f.push(("metadata", m.clone()));
+        }
+        if let Some(u) = &self.webhook_url {
+            f.push(("webhook_url", u.clone()));
         }
         f
     }
@@ -302,6 +310,8 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Client metadata (JSON text).
     pub metadata: Option<String>,
+    /// Where the job's terminal event is sent.
+    pub webhook_url: Option<String>,
 }
 
 /// A state change to apply.
@@ -361,6 +371,8 @@ impl Transition {
 pub enum Applied {
     /// The new state is stored.
     Yes,
+    /// A chunk's results are stored and its batch is complete.
+    Completed,
     /// Refused: the stored state (terminal, or of higher rank) stays.
     Refused(JobStatus),
     /// A chunk whose results were stored before, or whose batch is gone.
@@ -433,6 +445,8 @@ pub struct NewBatch {
     pub chunk_rows: u32,
     /// Acceptance time (epoch ms).
     pub created_at_ms: u64,
+    /// Where `batch.completed` is sent.
+    pub webhook_url: Option<String>,
 }
 
 /// A batch as stored.
@@ -466,6 +480,8 @@ pub struct BatchRecord {
     pub finished_at_ms: Option<u64>,
     /// Why it failed, if it did.
     pub error: Option<JobError>,
+    /// Where `batch.completed` is sent.
+    pub webhook_url: Option<String>,
 }
 
 /// What a cancellation did.
@@ -635,6 +651,7 @@ impl JobStore {
             .into_iter()
             .map(|v| match text_of(&v).as_deref() {
                 Some("ok") => Ok(Applied::Yes),
+                Some("done") => Ok(Applied::Completed),
                 Some("dup") | Some("missing") => Ok(Applied::Ignored),
                 _ => status_of(&v).map(Applied::Refused),
             })
@@ -727,6 +744,9 @@ impl JobStore {
         ] {
             inv.arg(k).arg(v);
         }
+        if let Some(u) = &b.webhook_url {
+            inv.arg("webhook_url").arg(u);
+        }
         let mut c = self.conn.clone();
         let created: i64 = inv.invoke_async(&mut c).await?;
         Ok(created == 1)
@@ -779,6 +799,7 @@ impl JobStore {
             started_at_ms: num("started_at"),
             finished_at_ms: num("finished_at"),
             error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
+            webhook_url: f.get("webhook_url").cloned(),
         }))
     }
 
@@ -830,6 +851,7 @@ impl JobStore {
         let v = self.run(&pipe).await?.pop();
         Ok(match v.as_ref().and_then(text_of).as_deref() {
             Some("ok") => Applied::Yes,
+            Some("done") => Applied::Completed,
             _ => Applied::Ignored,
         })
     }
@@ -923,5 +945,6 @@ fn parse_record(
         version: f.remove("version").unwrap_or_default(),
         output: f.remove("output"),
         metadata: f.remove("metadata"),
+        webhook_url: f.remove("webhook_url"),
     })
 }

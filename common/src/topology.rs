@@ -11,6 +11,12 @@
 //!   up the queue dead-letters it to `<ns>.jobs` under its own routing key,
 //!   which puts it back on its job queue.
 //!
+//! - `<ns>.webhooks` (fanout exchange and quorum queue) carries webhook
+//!   events to the dispatchers; `<ns>.webhooks.retry.<n>` (fanout and
+//!   quorum, one per step of `webhooks.schedule_ms` after the first) hold
+//!   events whose attempt failed until the next one is due, then
+//!   dead-letter them back to `<ns>.webhooks`.
+//!
 //! Producer and worker both declare the topology, idempotently, so either
 //! may start first.
 
@@ -27,17 +33,46 @@ pub struct Topology {
     delivery_limit: u32,
     queue_expires_ms: Option<u64>,
     retry_delays_ms: Vec<u64>,
+    webhook_delays_ms: Vec<u64>,
 }
 
 impl Topology {
-    /// The topology of namespace `ns`.
+    /// The topology of namespace `ns`, with the standard webhook schedule.
     pub fn new(ns: &str, amqp: &AmqpConfig) -> Self {
         Self {
             ns: ns.to_string(),
             delivery_limit: amqp.delivery_limit,
             queue_expires_ms: amqp.queue_expires_ms,
             retry_delays_ms: amqp.retry_delays_ms.clone(),
+            webhook_delays_ms: crate::config::STANDARD_WEBHOOK_SCHEDULE_MS.to_vec(),
         }
+    }
+
+    /// The topology a configuration describes.
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        Self {
+            webhook_delays_ms: settings.webhooks.schedule_ms.clone(),
+            ..Self::new(&settings.namespace, &settings.amqp)
+        }
+    }
+
+    /// The exchange (and queue) of webhook events.
+    pub fn webhooks_exchange(&self) -> String {
+        format!("{}.webhooks", self.ns)
+    }
+
+    /// The webhook delay tier for attempt index `tier` (from 1), or `None`
+    /// when that step has no delay (the event goes straight back).
+    pub fn webhook_retry_exchange(&self, tier: usize) -> Option<String> {
+        match self.webhook_delays_ms.get(tier) {
+            Some(d) if *d > 0 && tier > 0 => Some(format!("{}.webhooks.retry.{tier}", self.ns)),
+            _ => None,
+        }
+    }
+
+    /// Delays of the webhook schedule.
+    pub fn webhook_delays_ms(&self) -> &[u64] {
+        &self.webhook_delays_ms
     }
 
     /// The exchange jobs are published to.
@@ -165,6 +200,22 @@ impl Topology {
                 bind(q, self.jobs_exchange(), Self::routing_key(model, lane)).await?;
             }
         }
+        let hooks = self.webhooks_exchange();
+        exchange(hooks.clone(), ExchangeKind::Fanout).await?;
+        queue(hooks.clone(), self.job_queue_args()).await?;
+        bind(hooks.clone(), hooks.clone(), String::new()).await?;
+        for tier in 1..self.webhook_delays_ms.len() {
+            if let Some(name) = self.webhook_retry_exchange(tier) {
+                let mut args = self.dead_lettering_args(&hooks);
+                args.insert(
+                    "x-message-ttl".into(),
+                    AMQPValue::LongLongInt(self.webhook_delays_ms[tier] as i64),
+                );
+                exchange(name.clone(), ExchangeKind::Fanout).await?;
+                queue(name.clone(), args).await?;
+                bind(name.clone(), name, String::new()).await?;
+            }
+        }
         Ok(())
     }
 }
@@ -183,6 +234,14 @@ impl Topology {
         for model in models {
             for lane in Priority::ALL {
                 queues.push(self.job_queue(model, lane));
+            }
+        }
+        queues.push(self.webhooks_exchange());
+        exchanges.push(self.webhooks_exchange());
+        for tier in 1..self.webhook_delays_ms.len() {
+            if let Some(name) = self.webhook_retry_exchange(tier) {
+                queues.push(name.clone());
+                exchanges.push(name);
             }
         }
         for q in queues {

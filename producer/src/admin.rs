@@ -139,7 +139,7 @@ pub async fn list(
         .channel()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let topology = Topology::new(&state.settings.namespace, &state.settings.amqp);
+    let topology = Topology::of(&state.settings);
     let taken = take(&ch, &topology.dead_queue(), limit).await?;
     let listed: Vec<DeadLetter> = taken
         .iter()
@@ -181,7 +181,7 @@ pub async fn replay(
         .channel()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let topology = Topology::new(&state.settings.namespace, &state.settings.amqp);
+    let topology = Topology::of(&state.settings);
     let taken = take(&ch, &topology.dead_queue(), MAX_SCAN).await?;
     let mut replayed = Vec::new();
     let mut kept = Vec::new();

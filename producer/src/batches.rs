@@ -21,11 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
 use infq_common::idempotency::{Begin, BodyHasher};
-use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId, JobStatus, Priority};
+use infq_common::job::{new_job_id, now_ms, JobError, JobStatus, Priority};
 use infq_common::message::{ChunkRef, JobMessage};
 use infq_common::registry::ModelSpec;
 use infq_common::results::{parse_chunk, NamedOutputs, RowResult};
 use infq_common::store::{BatchRecord, Cancelled, NewBatch};
+use infq_common::views::BatchView;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek};
 use std::sync::Arc;
@@ -38,65 +39,8 @@ pub struct CreateQuery {
     model: Option<String>,
     /// `csv` or `jsonl`; else the `Content-Type` decides.
     format: Option<String>,
-}
-
-/// The representation of a batch in responses.
-#[derive(Serialize)]
-pub struct BatchView {
-    id: JobId,
-    status: &'static str,
-    model: String,
-    version: String,
-    total: u64,
-    succeeded: u64,
-    failed: u64,
-    chunks: u32,
-    chunks_done: u32,
-    rows_per_second: Option<f64>,
-    eta_seconds: Option<f64>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<JobError>,
-    results: String,
-}
-
-impl From<BatchRecord> for BatchView {
-    fn from(b: BatchRecord) -> Self {
-        let processed = b.succeeded + b.failed;
-        let rate = b.started_at_ms.and_then(|start| {
-            let end = b.finished_at_ms.unwrap_or_else(now_ms);
-            let secs = end.saturating_sub(start) as f64 / 1000.0;
-            (secs > 0.0 && processed > 0).then(|| processed as f64 / secs)
-        });
-        let eta = match (b.status, rate) {
-            (JobStatus::Queued | JobStatus::Running, Some(r)) => {
-                Some(b.total.saturating_sub(processed) as f64 / r)
-            }
-            _ => None,
-        };
-        BatchView {
-            id: b.id,
-            status: b.status.as_str(),
-            results: format!("/v1/batches/{}/results", b.id),
-            model: b.model,
-            version: b.version,
-            total: b.total,
-            succeeded: b.succeeded,
-            failed: b.failed,
-            chunks: b.chunks,
-            chunks_done: b.done_chunks,
-            rows_per_second: rate.map(|r| r.round()),
-            eta_seconds: eta.map(|e| (e * 10.0).round() / 10.0),
-            created_at: format_ms(b.created_at_ms),
-            started_at: b.started_at_ms.map(format_ms),
-            finished_at: b.finished_at_ms.map(format_ms),
-            error: b.error,
-        }
-    }
+    /// Where `batch.completed` is sent.
+    webhook_url: Option<String>,
 }
 
 /// Reads from an upload stream, hashing what passes, and failing once more
@@ -236,6 +180,20 @@ async fn create(
         .and_then(|v| v.to_str().ok());
     let format =
         Format::detect(q.format.as_deref(), content_type).map_err(|m| field("format", m))?;
+    let webhook_url = match q.webhook_url.as_deref() {
+        None => None,
+        Some(u) => {
+            let mut problems = Vec::new();
+            let url = crate::validate::webhook_url(u, state.guard.as_ref(), &mut problems);
+            if !problems.is_empty() {
+                return Err(ApiError::Invalid(problems));
+            }
+            if let Some(url) = &url {
+                crate::deliveries::check_url_resolves(&state, url).await?;
+            }
+            url
+        }
+    };
 
     let cfg = &state.settings.producer;
     let spool = match &cfg.spool_dir {
@@ -297,6 +255,7 @@ async fn create(
         chunks,
         chunk_rows,
         created_at_ms,
+        webhook_url,
     };
     state.store.create_batch(&batch).await?;
     if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
@@ -327,6 +286,7 @@ async fn create(
         started_at_ms: None,
         finished_at_ms: None,
         error: None,
+        webhook_url: batch.webhook_url,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -379,6 +339,7 @@ async fn publish_chunks(
                     first_row: index as u64 * batch.chunk_rows as u64 + 1,
                 }),
                 retries: 0,
+                webhook_url: batch.webhook_url.clone(),
             };
             state
                 .publisher

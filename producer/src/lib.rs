@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod batches;
 pub mod bulk;
+pub mod deliveries;
 pub mod error;
 pub mod idempotency;
 pub mod publisher;
@@ -45,6 +46,10 @@ pub struct AppState {
     pub publisher: publisher::Publisher,
     /// Long-poll wake-ups.
     pub waiters: Arc<waiters::Waiters>,
+    /// Checks callback URLs; `None` when callbacks are off (no secret).
+    pub guard: Option<infq_common::webhooks::guard::Guard>,
+    /// Webhook events and their delivery logs.
+    pub deliveries: infq_common::webhooks::store::DeliveryStore,
     /// Renders `/metrics`; `None` where no recorder is installed (tests).
     pub prometheus: Option<PrometheusHandle>,
     /// Cancelled when the server shuts down, so long-polls answer at once.
@@ -59,7 +64,7 @@ impl AppState {
         prometheus: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
         let store = JobStore::new(&settings.redis, &settings.namespace)?;
-        let topology = Topology::new(&settings.namespace, &settings.amqp);
+        let topology = Topology::of(&settings);
         let models = registry.names().iter().map(|s| s.to_string()).collect();
         let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models);
         let idempotency = infq_common::idempotency::IdempotencyStore::new(
@@ -67,7 +72,25 @@ impl AppState {
             &settings.namespace,
             settings.producer.idempotency_ttl_secs,
         );
+        let guard = settings
+            .webhooks
+            .enabled()
+            .then(|| infq_common::webhooks::guard::Guard::new(&settings.webhooks));
+        let longest = settings
+            .webhooks
+            .schedule_ms
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let deliveries = infq_common::webhooks::store::DeliveryStore::new(
+            store.connection(),
+            &settings.namespace,
+            (settings.redis.result_ttl_secs * 1000).max(2 * longest),
+        );
         Ok(Self {
+            guard,
+            deliveries,
             settings,
             registry,
             store,
@@ -95,6 +118,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(batches::get_batch).delete(batches::cancel_batch),
         )
         .route("/v1/batches/{id}/results", get(batches::batch_results))
+        .route("/v1/jobs/{id}/deliveries", get(deliveries::job_deliveries))
+        .route(
+            "/v1/jobs/{id}/deliveries/{event}/retry",
+            post(deliveries::retry_job_event),
+        )
+        .route(
+            "/v1/batches/{id}/deliveries",
+            get(deliveries::batch_deliveries),
+        )
+        .route(
+            "/v1/batches/{id}/deliveries/{event}/retry",
+            post(deliveries::retry_batch_event),
+        )
         .route("/v1/models", get(routes::list_models))
         .route("/v1/admin/dead-letters", get(admin::list))
         .route("/v1/admin/dead-letters/replay", post(admin::replay))

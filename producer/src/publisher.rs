@@ -150,18 +150,47 @@ impl Publisher {
 
     /// Publishes a job and waits for the broker's confirm.
     pub async fn publish(&self, msg: &JobMessage) -> Result<(), PublishError> {
-        let started = Instant::now();
-        let ch = self.channel().await?;
-        let routing_key = Topology::routing_key(&msg.model, msg.priority);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
             .with_message_id(message_id(msg).into())
             .with_timestamp(msg.created_at_ms / 1000);
-        let payload = msg.encode();
+        let key = Topology::routing_key(&msg.model, msg.priority);
+        self.publish_to(self.topology.jobs_exchange(), key, msg.encode(), props)
+            .await
+    }
+
+    /// Publishes a webhook event message (a manual redelivery) and waits
+    /// for the broker's confirm.
+    pub async fn publish_event(
+        &self,
+        msg: &infq_common::webhooks::event::EventMessage,
+    ) -> Result<(), PublishError> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(infq_common::webhooks::event::MESSAGE_TYPE.into())
+            .with_message_id(infq_common::webhooks::event::webhook_id(&msg.subject).into());
+        self.publish_to(
+            self.topology.webhooks_exchange(),
+            String::new(),
+            msg.encode(),
+            props,
+        )
+        .await
+    }
+
+    async fn publish_to(
+        &self,
+        exchange: String,
+        routing_key: String,
+        payload: Vec<u8>,
+        props: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let started = Instant::now();
+        let ch = self.channel().await?;
         let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let exchange = self.topology.jobs_exchange();
         let confirm = async {
             let pending = ch
                 .basic_publish(

@@ -17,50 +17,11 @@ use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
 use infq_common::store::{Cancelled, JobRecord, NewJob, Transition};
-use serde::{Deserialize, Serialize};
+use infq_common::views::JobView;
+use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The representation of a job in responses.
-#[derive(Serialize)]
-pub struct JobView {
-    id: JobId,
-    status: &'static str,
-    model: String,
-    version: String,
-    priority: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<JobError>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    finished_at: Option<String>,
-    attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Box<RawValue>>,
-}
-
-impl From<JobRecord> for JobView {
-    fn from(r: JobRecord) -> Self {
-        let raw = |s: Option<String>| s.and_then(|s| RawValue::from_string(s).ok());
-        JobView {
-            id: r.id,
-            status: r.status.as_str(),
-            model: r.model,
-            version: r.version,
-            priority: r.priority.as_str(),
-            output: raw(r.output),
-            error: r.error,
-            created_at: format_ms(r.created_at_ms),
-            finished_at: r.finished_at_ms.map(format_ms),
-            attempts: r.attempts,
-            metadata: raw(r.metadata),
-        }
-    }
-}
 
 pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -153,13 +114,16 @@ async fn submit_idempotent(
 }
 
 async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
-    let job = match validate(body, &state.registry) {
+    let job = match validate(body, &state.registry, state.guard.as_ref()) {
         Ok(job) => job,
         Err(e) => {
             metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
             return Err(e);
         }
     };
+    if let Some(url) = &job.webhook_url {
+        crate::deliveries::check_url_resolves(state, url).await?;
+    }
     let id = new_job_id();
     let created_at_ms = now_ms();
     let record = NewJob {
@@ -169,6 +133,7 @@ async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
         priority: job.priority,
         created_at_ms,
         metadata: job.metadata,
+        webhook_url: job.webhook_url.clone(),
     };
     state.store.create(&record).await?;
     let msg = JobMessage {
@@ -181,6 +146,7 @@ async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
         deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
         chunk: None,
         retries: 0,
+        webhook_url: job.webhook_url,
     };
     if let Err(e) = state.publisher.publish(&msg).await {
         metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => "unavailable")

@@ -5,6 +5,7 @@
 use crate::error::{ApiError, Detail};
 use infq_common::job::Priority;
 use infq_common::registry::{ModelSpec, Registry};
+use infq_common::webhooks::guard::Guard;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -48,10 +49,36 @@ pub struct ValidJob<'r> {
     pub deadline_ms: Option<u64>,
     /// Client metadata as JSON text.
     pub metadata: Option<String>,
+    /// Callback URL, past the checks that need no lookup.
+    pub webhook_url: Option<String>,
 }
 
-/// Parses and validates a body.
-pub fn validate<'r>(body: &[u8], registry: &'r Registry) -> Result<ValidJob<'r>, ApiError> {
+/// Checks a callback URL's form and, for an address literal, its address;
+/// `None` if webhooks are off (no signing secret).
+pub fn webhook_url(url: &str, guard: Option<&Guard>, problems: &mut Vec<Detail>) -> Option<String> {
+    let Some(guard) = guard else {
+        problems.push(Detail::field(
+            "webhook_url",
+            "webhook callbacks are not enabled on this deployment",
+        ));
+        return None;
+    };
+    match guard.parse(url) {
+        Ok(t) => Some(t.url.to_string()),
+        Err(e) => {
+            problems.push(Detail::field("webhook_url", e.to_string()));
+            None
+        }
+    }
+}
+
+/// Parses and validates a body; `guard` checks callback URLs (`None`:
+/// callbacks are off).
+pub fn validate<'r>(
+    body: &[u8],
+    registry: &'r Registry,
+    guard: Option<&Guard>,
+) -> Result<ValidJob<'r>, ApiError> {
     let req: JobRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let spec = registry
@@ -59,12 +86,10 @@ pub fn validate<'r>(body: &[u8], registry: &'r Registry) -> Result<ValidJob<'r>,
         .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
     let mut problems = Vec::new();
     let inputs = features(spec, &req.inputs, &mut problems);
-    if req.webhook_url.is_some() {
-        problems.push(Detail::field(
-            "webhook_url",
-            "webhook callbacks are not enabled on this deployment",
-        ));
-    }
+    let webhook_url = req
+        .webhook_url
+        .as_deref()
+        .and_then(|u| webhook_url(u, guard, &mut problems));
     if let Some(d) = req.deadline_ms {
         if d == 0 || d > MAX_DEADLINE_MS {
             problems.push(Detail::field(
@@ -99,6 +124,7 @@ pub fn validate<'r>(body: &[u8], registry: &'r Registry) -> Result<ValidJob<'r>,
         priority: req.priority.unwrap_or_default(),
         deadline_ms: req.deadline_ms,
         metadata,
+        webhook_url,
     })
 }
 
@@ -214,7 +240,7 @@ outputs = [{ name = "p" }]
     }
 
     fn details(body: &str) -> Vec<Detail> {
-        match validate(body.as_bytes(), &registry()) {
+        match validate(body.as_bytes(), &registry(), None) {
             Err(ApiError::Invalid(d)) => d,
             other => panic!("expected invalid, got {other:?}"),
         }
@@ -226,11 +252,13 @@ outputs = [{ name = "p" }]
         let a = validate(
             br#"{"model":"credit-default","inputs":{"income":40000.5,"student":1,"balance":729.52}}"#,
             &r,
+            None,
         )
         .unwrap();
         let b = validate(
             br#"{"model":"credit-default@1","inputs":[1,729.52,40000.5]}"#,
             &r,
+            None,
         )
         .unwrap();
         assert_eq!(a.inputs, vec![1.0, 729.52, 40000.5]);
@@ -275,7 +303,7 @@ outputs = [{ name = "p" }]
             r#"{"model":"credit-default","inputs":[0, 1e400, 1]}"#,
         ] {
             assert!(matches!(
-                validate(body.as_bytes(), &registry()),
+                validate(body.as_bytes(), &registry(), None),
                 Err(ApiError::Malformed(_))
             ));
         }
@@ -299,18 +327,57 @@ outputs = [{ name = "p" }]
             r#"{"model":7,"inputs":[1,2,3]}"#.into(),
             deep,
         ] {
-            let err = validate(body.as_bytes(), &r).unwrap_err();
+            let err = validate(body.as_bytes(), &r, None).unwrap_err();
             assert!(err.status().is_client_error(), "{body:.40}: {err:?}");
         }
-        let err = validate(long_key.as_bytes(), &r).unwrap_err();
+        let err = validate(long_key.as_bytes(), &r, None).unwrap_err();
         let ApiError::Invalid(d) = err else { panic!() };
         assert!(d.iter().all(|d| d.field.as_ref().unwrap().len() < 100));
     }
 
     #[test]
+    fn webhook_urls_are_checked_when_callbacks_are_on() {
+        let body = |url: &str| {
+            format!(
+                r#"{{"model":"credit-default","inputs":[1,2,3],"webhook_url":{}}}"#,
+                serde_json::json!(url)
+            )
+        };
+        // Off: any URL is refused with the reason.
+        let d = details(&body("https://hooks.example.com/x"));
+        assert!(d[0].message.contains("not enabled"), "{d:?}");
+        let guard = Guard::default();
+        let r = registry();
+        let ok = validate(
+            body("https://hooks.example.com/x").as_bytes(),
+            &r,
+            Some(&guard),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.webhook_url.as_deref(),
+            Some("https://hooks.example.com/x")
+        );
+        for (url, why) in [
+            ("http://hooks.example.com/x", "scheme `http`"),
+            ("https://169.254.169.254/latest", "cloud metadata"),
+            ("https://0x7f.1/", "loopback"),
+            ("https://[::ffff:10.0.0.1]/", "private"),
+            ("https://u:p@hooks.example.com/", "user name"),
+            ("hooks.example.com", "not a valid URL"),
+        ] {
+            let Err(ApiError::Invalid(d)) = validate(body(url).as_bytes(), &r, Some(&guard)) else {
+                panic!("{url} passed")
+            };
+            assert_eq!(d[0].field.as_deref(), Some("webhook_url"));
+            assert!(d[0].message.contains(why), "{url}: {d:?}");
+        }
+    }
+
+    #[test]
     fn unknown_model_and_options() {
         assert!(matches!(
-            validate(br#"{"model":"nope","inputs":[1,2,3]}"#, &registry()),
+            validate(br#"{"model":"nope","inputs":[1,2,3]}"#, &registry(), None),
             Err(ApiError::UnknownModel(_))
         ));
         let d = details(

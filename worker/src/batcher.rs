@@ -325,6 +325,7 @@ mod tests {
             deadline_at_ms: None,
             chunk: None,
             retries: 0,
+            webhook_url: None,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

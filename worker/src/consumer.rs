@@ -11,6 +11,7 @@ use crate::pending::{Pending, Settle};
 use crate::requeue::Requeuer;
 use crate::settle::Settler;
 use crate::stats::WorkerStats;
+use crate::webhooks::events::Events;
 use futures_util::StreamExt;
 use infq_common::config::AmqpConfig;
 use infq_common::job::{JobError, Priority};
@@ -60,6 +61,7 @@ impl ModelRoute {
 
 /// Keeps consumers running until `shutdown`; returns the connection so
 /// that it is closed only after the batches in flight are acknowledged.
+#[allow(clippy::too_many_arguments)]
 pub async fn supervisor_task(
     cfg: AmqpConfig,
     topology: Topology,
@@ -67,6 +69,7 @@ pub async fn supervisor_task(
     store: JobStore,
     stats: Arc<WorkerStats>,
     requeuer: Arc<Requeuer>,
+    events: Arc<Events>,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
     let routes: Vec<Arc<ModelRoute>> = routes.into_values().map(Arc::new).collect();
@@ -83,6 +86,7 @@ pub async fn supervisor_task(
             &store,
             &stats,
             &requeuer,
+            &events,
             &shutdown,
             &mut schedule,
         )
@@ -92,6 +96,7 @@ pub async fn supervisor_task(
             Err(e) => {
                 stats.broker_connected.store(false, Ordering::Relaxed);
                 requeuer.set_channel(None);
+                events.set_channel(None);
                 if !first {
                     metrics::counter!(m::RECONNECTS, "outcome" => "amqp").increment(1);
                 }
@@ -116,6 +121,7 @@ async fn session(
     store: &JobStore,
     stats: &Arc<WorkerStats>,
     requeuer: &Requeuer,
+    events: &Arc<Events>,
     shutdown: &CancellationToken,
     schedule: &mut Schedule,
 ) -> anyhow::Result<Connection> {
@@ -155,6 +161,7 @@ async fn session(
                 route.clone(),
                 store.clone(),
                 stats.clone(),
+                events.clone(),
                 shutdown.clone(),
             ));
         }
@@ -179,6 +186,7 @@ async fn session(
     tasks.spawn(crate::deadletter::recorder_task(
         recorder,
         store.clone(),
+        events.clone(),
         shutdown.clone(),
     ));
     let retry = conn.create_channel().await?;
@@ -186,6 +194,11 @@ async fn session(
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await?;
     requeuer.set_channel(Some(retry));
+    let announce = conn.create_channel().await?;
+    announce
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    events.set_channel(Some(announce));
     stats.broker_connected.store(true, Ordering::Relaxed);
     schedule.reset();
     tracing::info!(queues = consumers.len(), "consuming");
@@ -210,6 +223,7 @@ async fn session(
 
 /// Forwards one queue's deliveries to the batchers until the consumer ends
 /// (connection lost) or shutdown.
+#[allow(clippy::too_many_arguments)]
 async fn consumer_task(
     mut consumer: lapin::Consumer,
     settler: Arc<Settler>,
@@ -217,6 +231,7 @@ async fn consumer_task(
     route: Arc<ModelRoute>,
     store: JobStore,
     stats: Arc<WorkerStats>,
+    events: Arc<Events>,
     shutdown: CancellationToken,
 ) -> &'static str {
     loop {
@@ -239,7 +254,7 @@ async fn consumer_task(
                     tag: delivery.delivery_tag,
                     settler: settler.clone(),
                 };
-                if !route_job(msg, delivery, lane, &route, &store).await {
+                if !route_job(msg, delivery, lane, &route, &store, &events).await {
                     return "batcher gone";
                 }
             }
@@ -255,6 +270,7 @@ async fn route_job(
     lane: Priority,
     route: &ModelRoute,
     store: &JobStore,
+    events: &Events,
 ) -> bool {
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
@@ -262,8 +278,16 @@ async fn route_job(
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);
-        return fail_or_dead_letter(msg, delivery, lane, "unknown_model_version", reason, store)
-            .await;
+        return fail_or_dead_letter(
+            msg,
+            delivery,
+            lane,
+            "unknown_model_version",
+            reason,
+            store,
+            events,
+        )
+        .await;
     };
     if !msg.inputs.len().is_multiple_of(spec.width())
         || (msg.chunk.is_none() && msg.inputs.len() != spec.width())
@@ -273,7 +297,8 @@ async fn route_job(
             msg.inputs.len(),
             spec.width()
         );
-        return fail_or_dead_letter(msg, delivery, lane, "invalid_input", reason, store).await;
+        return fail_or_dead_letter(msg, delivery, lane, "invalid_input", reason, store, events)
+            .await;
     }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,
@@ -297,6 +322,7 @@ async fn fail_or_dead_letter(
     code: &str,
     reason: String,
     store: &JobStore,
+    events: &Events,
 ) -> bool {
     tracing::warn!(job_id = %msg.id, code, %reason, "message cannot run");
     if msg.chunk.is_some() {
@@ -311,7 +337,10 @@ async fn fail_or_dead_letter(
         msg,
     };
     let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
-    if store.transition(&pending.msg.id, &t).await.is_ok() {
+    let due: Vec<_> = crate::webhooks::events::for_job(&pending.msg)
+        .into_iter()
+        .collect();
+    if store.transition(&pending.msg.id, &t).await.is_ok() && events.publish(&due).await.is_ok() {
         let _ = pending.delivery.ack().await;
     } else {
         // Redelivered later, when the store may answer.

@@ -6,22 +6,30 @@
 //! chunk, which lets its batch complete. The copy in `<ns>.dead` stays for
 //! inspection and replay.
 
+use crate::webhooks::events::Events;
 use futures_util::StreamExt;
 use infq_common::job::JobError;
 use infq_common::message::JobMessage;
-use infq_common::store::{JobStore, NewJob, Transition};
+use infq_common::store::{Applied, JobStore, NewJob, Transition};
 use infq_common::topology::death_reason;
+use infq_common::webhooks::event::EventMessage;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::BasicProperties;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Records one dead letter; `Err` means Redis could not take it now.
-pub async fn record(store: &JobStore, data: &[u8], props: &BasicProperties) -> Result<(), String> {
+pub async fn record(
+    store: &JobStore,
+    data: &[u8],
+    props: &BasicProperties,
+) -> Result<Vec<EventMessage>, String> {
     let Ok(msg) = JobMessage::decode(data) else {
-        // Undecodable: the worker that rejected it recorded its job if the
-        // message named one; nothing more can be known.
-        return Ok(());
+        // Undecodable (or a webhook event): the worker that rejected it
+        // recorded its job if the message named one; nothing more can be
+        // known.
+        return Ok(Vec::new());
     };
     let reason = death_reason(props);
     let result = match msg.chunk {
@@ -33,22 +41,28 @@ pub async fn record(store: &JobStore, data: &[u8], props: &BasicProperties) -> R
                 priority: msg.priority,
                 created_at_ms: msg.created_at_ms,
                 metadata: None,
+                webhook_url: msg.webhook_url.clone(),
             };
             let t = Transition::failed(JobError::new("dead_lettered", reason)).with_job(job);
-            store.transition(&msg.id, &t).await.map(|_| ())
+            store.transition(&msg.id, &t).await.map(|_| true)
         }
         Some(c) => store
             .dead_chunk(&msg.id, c.index, &format!("dead_lettered: {reason}"))
             .await
-            .map(|_| ()),
+            .map(|a| a == Applied::Completed),
     };
-    result.map_err(|e| e.to_string())
+    match result {
+        Ok(true) => Ok(crate::webhooks::events::for_job(&msg).into_iter().collect()),
+        Ok(false) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Consumes `<ns>.dead.record` until the consumer ends or shutdown.
 pub async fn recorder_task(
     mut consumer: lapin::Consumer,
     store: JobStore,
+    events: Arc<Events>,
     shutdown: CancellationToken,
 ) -> &'static str {
     loop {
@@ -62,7 +76,11 @@ pub async fn recorder_task(
             Some(Err(_)) => return "consumer error",
             None => return "consumer closed",
         };
-        match record(&store, &delivery.data, &delivery.properties).await {
+        let recorded = match record(&store, &delivery.data, &delivery.properties).await {
+            Ok(due) => events.publish(&due).await,
+            Err(e) => Err(e),
+        };
+        match recorded {
             Ok(()) => {
                 let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             }

@@ -16,6 +16,7 @@ pub mod pending;
 pub mod requeue;
 pub mod settle;
 pub mod stats;
+pub mod webhooks;
 pub mod writer;
 
 use anyhow::Context;
@@ -77,13 +78,25 @@ pub async fn start(
     let specs = served_models(&settings, &registry)?;
     let stats = Arc::new(WorkerStats::default());
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
-    let topology = Topology::new(&settings.namespace, &settings.amqp);
+    let topology = Topology::of(&settings);
     let requeuer = Arc::new(requeue::Requeuer::new(
         topology.clone(),
         settings.worker.max_retries,
         stats.clone(),
     ));
     let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
+    let events = Arc::new(webhooks::events::Events::new(topology.clone()));
+    let dispatcher = if settings.webhooks.dispatch && settings.webhooks.enabled() {
+        Some(Arc::new(
+            webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone())
+                .context("starting the webhook dispatcher")?,
+        ))
+    } else {
+        if settings.webhooks.dispatch {
+            tracing::info!("no webhooks.secrets: this worker sends no webhook events");
+        }
+        None
+    };
 
     // Short, so that backpressure reaches the batchers (which favour
     // interactive jobs) instead of results queueing behind bulk chunks.
@@ -128,6 +141,7 @@ pub async fn start(
         store.clone(),
         stats.clone(),
         requeuer.clone(),
+        events.clone(),
         store_retry,
     ));
     let consumer_shutdown = CancellationToken::new();
@@ -138,9 +152,11 @@ pub async fn start(
         store.clone(),
         stats.clone(),
         requeuer,
+        events,
         consumer_shutdown.clone(),
     ));
     let drain = Duration::from_secs(settings.worker.drain_timeout_secs);
+    let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(shutdown.clone(), drain)));
     let task_stats = stats.clone();
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -155,6 +171,9 @@ pub async fn start(
                 let _ = b.await;
             }
             let _ = writer.await;
+            if let Some(d) = dispatcher {
+                let _ = d.await;
+            }
             conn
         })
         .await;

@@ -71,6 +71,7 @@ impl Pending {
             priority: self.msg.priority,
             created_at_ms: self.msg.created_at_ms,
             metadata: None,
+            webhook_url: self.msg.webhook_url.clone(),
         }
     }
 }

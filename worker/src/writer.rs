@@ -12,13 +12,15 @@ use crate::model::ModelOutcome;
 use crate::pending::Pending;
 use crate::requeue::Requeuer;
 use crate::stats::WorkerStats;
+use crate::webhooks::events::{self, Events};
 use futures_util::future::join_all;
 use infq_common::job::{now_ms, JobError, JobStatus};
 use infq_common::metrics as m;
 use infq_common::registry::ModelSpec;
 use infq_common::results::{output_json, RowOut};
 use infq_common::retry::Schedule;
-use infq_common::store::{ChunkResult, JobStore, Transition, Write};
+use infq_common::store::{Applied, ChunkResult, JobStore, Transition, Write};
+use infq_common::webhooks::event::EventMessage;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +171,7 @@ pub async fn writer_task(
     store: JobStore,
     stats: Arc<WorkerStats>,
     requeuer: Arc<Requeuer>,
+    events: Arc<Events>,
     patience: Duration,
 ) {
     while let Some(cmd) = rx.recv().await {
@@ -199,16 +202,32 @@ pub async fn writer_task(
                 stats
                     .jobs_skipped
                     .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                // Already terminal, perhaps by a worker that stopped before
+                // its event was out: announce again (the dispatcher drops
+                // what was announced before).
+                let due: Vec<EventMessage> = jobs
+                    .iter()
+                    .filter_map(|j| events::for_job(&j.msg))
+                    .collect();
+                let pairs =
+                    announce(&events, jobs.into_iter().map(|j| (j, ())).collect(), due).await;
+                let jobs: Vec<Pending> = pairs.into_iter().map(|(j, ())| j).collect();
                 ack_all(&jobs).await;
                 continue;
             }
         };
         let started = Instant::now();
-        if let Err(e) = store_all(&store, &jobs, &updates, patience).await {
-            let reason = format!("the store is unreachable: {e}");
-            requeuer.requeue_all(jobs, &reason).await;
-            continue;
-        }
+        let applied = match store_all(&store, &jobs, &updates, patience).await {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = format!("the store is unreachable: {e}");
+                requeuer.requeue_all(jobs, &reason).await;
+                continue;
+            }
+        };
+        let due = due_events(&jobs, &updates, &applied);
+        let pairs = announce(&events, jobs.into_iter().zip(updates).collect(), due).await;
+        let (jobs, updates): (Vec<Pending>, Vec<Outcome>) = pairs.into_iter().unzip();
         let mut retry = Vec::new();
         let mut done = Vec::with_capacity(jobs.len());
         let mut outs = Vec::with_capacity(jobs.len());
@@ -246,15 +265,69 @@ pub async fn writer_task(
     tracing::debug!("writer stopped");
 }
 
+/// The events due once these outcomes are stored: a single job's terminal
+/// state, and a batch completed by one of its chunks.
+fn due_events(
+    jobs: &[Pending],
+    updates: &[Outcome],
+    applied: &[Option<Applied>],
+) -> Vec<EventMessage> {
+    jobs.iter()
+        .zip(updates)
+        .zip(applied)
+        .filter_map(|((job, out), applied)| {
+            let due = match out {
+                Outcome::Job(t) => t.status.is_terminal() && t.status != JobStatus::Cancelled,
+                Outcome::Chunk(_) => matches!(applied, Some(Applied::Completed)),
+                Outcome::Retry(_) => false,
+            };
+            if due {
+                events::for_job(&job.msg)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// Publishes `due` and returns the jobs to acknowledge: all, or, if the
+/// events could not be published, those without a callback (the others go
+/// back to their queue, and their redelivery publishes again).
+async fn announce<T>(
+    events: &Events,
+    jobs: Vec<(Pending, T)>,
+    due: Vec<EventMessage>,
+) -> Vec<(Pending, T)> {
+    if due.is_empty() {
+        return jobs;
+    }
+    match events.publish(&due).await {
+        Ok(()) => jobs,
+        Err(e) => {
+            tracing::warn!(error = %e, events = due.len(), "could not publish webhook events; the jobs will be redelivered");
+            let mut keep = Vec::with_capacity(jobs.len());
+            for (j, t) in jobs {
+                if j.msg.webhook_url.is_some() {
+                    let _ = j.delivery.reject(true).await;
+                } else {
+                    keep.push((j, t));
+                }
+            }
+            keep
+        }
+    }
+}
+
 /// Writes the outcomes, retrying with backoff while Redis is away, for up
 /// to `patience`; then the caller sends the jobs back through the retry
-/// tiers rather than holding their deliveries.
+/// tiers rather than holding their deliveries. Returns what each job's
+/// write did (`None` where nothing was written).
 async fn store_all(
     store: &JobStore,
     jobs: &[Pending],
     updates: &[Outcome],
     patience: Duration,
-) -> Result<(), infq_common::store::StoreError> {
+) -> Result<Vec<Option<Applied>>, infq_common::store::StoreError> {
     let retrying: Vec<Option<Transition>> = updates
         .iter()
         .map(|u| match u {
@@ -267,25 +340,32 @@ async fn store_all(
             _ => None,
         })
         .collect();
-    let writes: Vec<Write> = jobs
+    let planned: Vec<Option<Write>> = jobs
         .iter()
         .zip(updates)
         .zip(&retrying)
-        .filter_map(|((j, u), r)| match (u, r) {
+        .map(|((j, u), r)| match (u, r) {
             (Outcome::Job(t), _) => Some(Write::Job(j.msg.id, t)),
             (Outcome::Chunk(c), _) => Some(Write::Chunk(c)),
             (Outcome::Retry(_), Some(t)) if j.msg.chunk.is_none() => Some(Write::Job(j.msg.id, t)),
             (Outcome::Retry(_), _) => None,
         })
         .collect();
+    let writes: Vec<Write> = planned.iter().flatten().copied().collect();
     if writes.is_empty() {
-        return Ok(());
+        return Ok(vec![None; jobs.len()]);
     }
     let give_up = tokio::time::Instant::now() + patience;
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         match store.write_many(&writes).await {
-            Ok(_) => return Ok(()),
+            Ok(done) => {
+                let mut done = done.into_iter();
+                return Ok(planned
+                    .iter()
+                    .map(|w| w.as_ref().and_then(|_| done.next()))
+                    .collect());
+            }
             Err(e) if tokio::time::Instant::now() < give_up => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
                 tracing::warn!(error = %e, ?wait, jobs = jobs.len(), "storing results failed; retrying");
@@ -350,6 +430,7 @@ mod tests {
                 first_row: 1,
             }),
             retries: 0,
+            webhook_url: None,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

@@ -1,0 +1,128 @@
+//! How jobs and batches are shown to clients: in API answers and in the
+//! `data` of webhook events, which therefore read alike.
+
+use crate::job::{format_ms, now_ms, JobError, JobId, JobStatus};
+use crate::store::{BatchRecord, JobRecord};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// The representation of a job in responses.
+#[derive(Serialize)]
+pub struct JobView {
+    id: JobId,
+    status: &'static str,
+    model: String,
+    version: String,
+    priority: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JobError>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_url: Option<String>,
+}
+
+impl From<JobRecord> for JobView {
+    fn from(r: JobRecord) -> Self {
+        let raw = |s: Option<String>| s.and_then(|s| RawValue::from_string(s).ok());
+        JobView {
+            id: r.id,
+            status: r.status.as_str(),
+            model: r.model,
+            version: r.version,
+            priority: r.priority.as_str(),
+            output: raw(r.output),
+            error: r.error,
+            created_at: format_ms(r.created_at_ms),
+            finished_at: r.finished_at_ms.map(format_ms),
+            attempts: r.attempts,
+            metadata: raw(r.metadata),
+            webhook_url: r.webhook_url,
+        }
+    }
+}
+
+/// The representation of a batch in responses.
+#[derive(Serialize)]
+pub struct BatchView {
+    id: JobId,
+    status: &'static str,
+    model: String,
+    version: String,
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    chunks: u32,
+    chunks_done: u32,
+    rows_per_second: Option<f64>,
+    eta_seconds: Option<f64>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<JobError>,
+    results: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_url: Option<String>,
+}
+
+impl From<BatchRecord> for BatchView {
+    fn from(b: BatchRecord) -> Self {
+        let processed = b.succeeded + b.failed;
+        let rate = b.started_at_ms.and_then(|start| {
+            let end = b.finished_at_ms.unwrap_or_else(now_ms);
+            let secs = end.saturating_sub(start) as f64 / 1000.0;
+            (secs > 0.0 && processed > 0).then(|| processed as f64 / secs)
+        });
+        let eta = match (b.status, rate) {
+            (JobStatus::Queued | JobStatus::Running, Some(r)) => {
+                Some(b.total.saturating_sub(processed) as f64 / r)
+            }
+            _ => None,
+        };
+        BatchView {
+            id: b.id,
+            status: b.status.as_str(),
+            results: format!("/v1/batches/{}/results", b.id),
+            model: b.model,
+            version: b.version,
+            total: b.total,
+            succeeded: b.succeeded,
+            failed: b.failed,
+            chunks: b.chunks,
+            chunks_done: b.done_chunks,
+            rows_per_second: rate.map(|r| r.round()),
+            eta_seconds: eta.map(|e| (e * 10.0).round() / 10.0),
+            created_at: format_ms(b.created_at_ms),
+            started_at: b.started_at_ms.map(format_ms),
+            finished_at: b.finished_at_ms.map(format_ms),
+            error: b.error,
+            webhook_url: b.webhook_url,
+        }
+    }
+}
+
+impl JobView {
+    /// The job's state.
+    pub fn status(&self) -> &'static str {
+        self.status
+    }
+}
+
+impl BatchView {
+    /// Makes the results link absolute, under the API's public URL.
+    pub fn with_base_url(mut self, base: Option<&str>) -> Self {
+        if let Some(base) = base {
+            self.results = format!("{}{}", base.trim_end_matches('/'), self.results);
+        }
+        self
+    }
+}

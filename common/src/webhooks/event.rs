@@ -1,0 +1,300 @@
+//! Events and the messages that carry them through RabbitMQ.
+
+use crate::job::{format_ms, JobId, JobStatus};
+use crate::store::{BatchRecord, JobRecord};
+use crate::views::{BatchView, JobView};
+use serde::{Deserialize, Serialize};
+
+/// AMQP `type` of an event message.
+pub const MESSAGE_TYPE: &str = "infq.webhook.v1";
+/// Largest event message a dispatcher will decode.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// What an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectKind {
+    /// A single job: `job.succeeded` or `job.failed`.
+    Job,
+    /// A bulk batch: `batch.completed`.
+    Batch,
+}
+
+/// The `webhook-id` of a subject's event: one event per job or batch, so
+/// the id follows from the subject and stays the same however often the
+/// event is published, retried or redelivered.
+pub fn webhook_id(subject: &JobId) -> String {
+    format!("msg_{}", subject.simple())
+}
+
+/// A built event: what is signed and sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// The `webhook-id`.
+    pub id: String,
+    /// `job.succeeded`, `job.failed` or `batch.completed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request body: `{"type", "timestamp", "data"}`.
+    pub body: String,
+}
+
+/// An event on its way: published by the worker that stored the result,
+/// consumed by a dispatcher, and sent back through the retry tiers after a
+/// failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMessage {
+    /// Job or batch.
+    pub kind: SubjectKind,
+    /// Its id.
+    pub subject: JobId,
+    /// Where the event goes.
+    pub url: String,
+    /// One delivery sequence: attempts of an automatic schedule share it;
+    /// a manual redelivery starts a new one, which retires the old.
+    pub chain: uuid::Uuid,
+    /// Attempts made in this chain so far.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The event, once built (the first attempt builds it from the stored
+    /// record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+}
+
+/// Why an event message could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Too large.
+    #[error("event message of {0} bytes is over the limit")]
+    TooLarge(usize),
+    /// Not an event message.
+    #[error("malformed event message: {0}")]
+    Malformed(String),
+}
+
+impl EventMessage {
+    /// The first message of a subject's event.
+    pub fn new(kind: SubjectKind, subject: JobId, url: String) -> Self {
+        Self {
+            kind,
+            subject,
+            url,
+            chain: uuid::Uuid::new_v4(),
+            attempt: 0,
+            event: None,
+        }
+    }
+
+    /// Serialises the message.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an event message serialises")
+    }
+
+    /// Parses a message body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: String,
+    data: T,
+}
+
+fn build<T: Serialize>(id: &JobId, kind: &str, at_ms: u64, data: T) -> Event {
+    let body = Body {
+        kind,
+        timestamp: format_ms(at_ms),
+        data,
+    };
+    Event {
+        id: webhook_id(id),
+        kind: kind.to_string(),
+        body: serde_json::to_string(&body).expect("an event body serialises"),
+    }
+}
+
+/// The event of a job in a terminal state: `job.succeeded` with its
+/// outputs, or `job.failed` with the reason (an expired job failed because
+/// its deadline passed). `None` for a job that is not finished or was
+/// cancelled by its client.
+pub fn job_event(rec: JobRecord, now_ms: u64) -> Option<Event> {
+    let at = rec.finished_at_ms.unwrap_or(now_ms);
+    let id = rec.id;
+    let kind = match rec.status {
+        JobStatus::Succeeded => "job.succeeded",
+        JobStatus::Failed | JobStatus::Expired => "job.failed",
+        _ => return None,
+    };
+    let expired = rec.status == JobStatus::Expired && rec.error.is_none();
+    let mut data = serde_json::to_value(JobView::from(rec)).expect("a job view serialises");
+    if expired {
+        data["error"] = serde_json::json!({
+            "code": "expired",
+            "message": "its deadline passed before a worker could run it",
+        });
+    }
+    Some(build(&id, kind, at, data))
+}
+
+/// The `batch.completed` event of a finished batch, with its counts and
+/// the link to its results. `None` while it runs or when cancelled.
+pub fn batch_event(rec: BatchRecord, public_url: Option<&str>, now_ms: u64) -> Option<Event> {
+    if !matches!(rec.status, JobStatus::Succeeded | JobStatus::Failed) {
+        return None;
+    }
+    let at = rec.finished_at_ms.unwrap_or(now_ms);
+    let id = rec.id;
+    let data = BatchView::from(rec).with_base_url(public_url);
+    Some(build(&id, "batch.completed", at, data))
+}
+
+/// When attempt `next` (an index into `schedule_ms`) of an event should
+/// happen after a failure: the retry tier to wait in (its delay is the
+/// queue's message TTL) and the wait itself. The wait is at least the
+/// receiver's `Retry-After`, found as the first later tier long enough
+/// (capped at the longest), and jittered down by up to a fifth of the
+/// tier's delay, never below what the receiver asked for.
+pub fn next_wait(schedule_ms: &[u64], next: usize, retry_after_ms: Option<u64>) -> (usize, u64) {
+    let last = schedule_ms.len() - 1;
+    let next = next.min(last);
+    let want = schedule_ms[next].max(retry_after_ms.unwrap_or(0));
+    let tier = (next..=last)
+        .find(|&t| schedule_ms[t] >= want)
+        .unwrap_or_else(|| {
+            (next..=last)
+                .max_by_key(|&t| schedule_ms[t])
+                .expect("a non-empty range")
+        });
+    let delay = schedule_ms[tier];
+    let jittered = crate::retry::jitter_down(std::time::Duration::from_millis(delay), 0.1);
+    let wait = (jittered.as_millis() as u64).max(want.min(delay));
+    (tier, wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{new_job_id, JobError, Priority};
+
+    fn job(status: JobStatus) -> JobRecord {
+        JobRecord {
+            id: new_job_id(),
+            status,
+            model: "credit-default".into(),
+            version: "1".into(),
+            priority: Priority::Interactive,
+            output: (status == JobStatus::Succeeded).then(|| r#"{"default":0.25}"#.into()),
+            error: (status == JobStatus::Failed).then(|| JobError::new("model_error", "boom")),
+            created_at_ms: 1_700_000_000_000,
+            finished_at_ms: Some(1_700_000_000_500),
+            attempts: 1,
+            metadata: None,
+            webhook_url: Some("https://hooks.example.com/x".into()),
+        }
+    }
+
+    #[test]
+    fn job_events_follow_the_terminal_state() {
+        let ok = job(JobStatus::Succeeded);
+        let id = ok.id;
+        let e = job_event(ok, 0).unwrap();
+        assert_eq!(e.kind, "job.succeeded");
+        assert_eq!(e.id, webhook_id(&id));
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(body["type"], "job.succeeded");
+        assert_eq!(body["timestamp"], "2023-11-14T22:13:20.500Z");
+        assert_eq!(body["data"]["id"], id.to_string());
+        assert_eq!(body["data"]["output"]["default"], 0.25);
+
+        let e = job_event(job(JobStatus::Failed), 0).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(
+            (
+                body["type"].as_str(),
+                body["data"]["error"]["message"].as_str()
+            ),
+            (Some("job.failed"), Some("boom"))
+        );
+
+        let e = job_event(job(JobStatus::Expired), 0).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(body["data"]["error"]["code"], "expired");
+
+        for st in [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Retrying,
+            JobStatus::Cancelled,
+        ] {
+            assert!(job_event(job(st), 0).is_none(), "{st:?}");
+        }
+    }
+
+    #[test]
+    fn the_id_is_the_same_for_every_build() {
+        let a = job(JobStatus::Succeeded);
+        let b = a.clone();
+        assert_eq!(job_event(a, 1).unwrap(), job_event(b, 2).unwrap());
+    }
+
+    #[test]
+    fn messages_round_trip_and_junk_is_refused() {
+        let mut m = EventMessage::new(
+            SubjectKind::Batch,
+            new_job_id(),
+            "https://x.example/".into(),
+        );
+        m.attempt = 3;
+        assert_eq!(EventMessage::decode(&m.encode()).unwrap(), m);
+        for junk in [
+            &b"{}"[..],
+            b"null",
+            b"\xff\xfe",
+            b"{\"kind\":\"job\"}",
+            b"[1,2]",
+        ] {
+            assert!(EventMessage::decode(junk).is_err());
+        }
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["extra"] = 1.into();
+        assert!(EventMessage::decode(v.to_string().as_bytes()).is_err());
+        assert!(matches!(
+            EventMessage::decode(&vec![b' '; MAX_MESSAGE_BYTES + 1]),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn waits_follow_the_schedule_and_honour_retry_after() {
+        let s = [0, 5_000, 300_000, 1_800_000];
+        for _ in 0..50 {
+            let (tier, wait) = next_wait(&s, 1, None);
+            assert_eq!(tier, 1);
+            assert!((4_000..=5_000).contains(&wait), "{wait}");
+            // A receiver asking for 60 s gets the first tier that long.
+            let (tier, wait) = next_wait(&s, 1, Some(60_000));
+            assert_eq!(tier, 2);
+            assert!((240_000..=300_000).contains(&wait), "{wait}");
+            // Asking for 299 s: jitter never goes below it.
+            let (_, wait) = next_wait(&s, 1, Some(299_000));
+            assert!(wait >= 299_000, "{wait}");
+            // Beyond the longest tier: the longest.
+            let (tier, wait) = next_wait(&s, 1, Some(10_000_000));
+            assert_eq!(tier, 3);
+            assert!(wait <= 1_800_000);
+            // Past the end: the last tier repeats.
+            assert_eq!(next_wait(&s, 9, None).0, 3);
+        }
+        assert_eq!(next_wait(&[0, 0], 1, None), (1, 0));
+    }
+}

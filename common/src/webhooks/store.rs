@@ -1,0 +1,396 @@
+//! What Redis keeps about events: per subject, the event record
+//! (`<ns>:{id}:webhook`: webhook-id, type, body, url, state, current chain)
+//! and the delivery log (`<ns>:{id}:deliveries`, one JSON entry per
+//! attempt); per deployment, the endpoints disabled by a `410 Gone`
+//! (`<ns>:webhooks:disabled`).
+
+use super::event::{Event, SubjectKind};
+use crate::job::JobId;
+use crate::store::StoreError;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
+
+/// Entries kept in a subject's delivery log.
+pub const MAX_LOG_ENTRIES: isize = 200;
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventState {
+    /// Being delivered: an attempt is due or in flight.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Given up: out of attempts, or the URL may not be reached.
+    Failed,
+    /// The endpoint answered `410 Gone` (now or before) and is disabled.
+    Disabled,
+}
+
+impl EventState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Delivered => "delivered",
+            EventState::Failed => "failed",
+            EventState::Disabled => "disabled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => EventState::Pending,
+            "delivered" => EventState::Delivered,
+            "failed" => EventState::Failed,
+            "disabled" => EventState::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+/// One attempt, as logged and listed by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The event's `webhook-id`.
+    pub webhook_id: String,
+    /// Attempt number within its chain, from 1.
+    pub attempt: u32,
+    /// When it was made.
+    pub at: String,
+    /// Where it went.
+    pub url: String,
+    /// The receiver's HTTP status, if it answered.
+    pub status_code: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// How long it took, in ms.
+    pub duration_ms: u64,
+    /// `delivered`, `retrying`, `failed` or `disabled`.
+    pub outcome: String,
+    /// When the next attempt is due, after `retrying`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    /// The start of the receiver's answer (at most 512 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+/// A subject's event and its delivery log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deliveries {
+    /// The `webhook-id`, once the event is built.
+    pub webhook_id: Option<String>,
+    /// Its type, once built.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Where it goes.
+    pub url: String,
+    /// Where it stands.
+    pub state: EventState,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// What [`DeliveryStore::begin`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// Go ahead; the event if it was built before.
+    Go(Option<Event>),
+    /// The event is settled (delivered, failed or disabled): nothing to do.
+    Settled(EventState),
+    /// A newer chain (a manual redelivery) replaced this one.
+    Stale,
+}
+
+/// What [`DeliveryStore::redeliver`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redeliver {
+    /// Send it again: the event, its URL and the new chain.
+    Go(Event, String),
+    /// No such event (not built yet, wrong id, or expired).
+    Missing,
+}
+
+/// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
+/// url; ARGV[3] TTL (ms); ARGV[4] kind. Returns {verdict, id, type, body}.
+static BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'go'}
+end
+if r[1] ~= 'pending' then return {r[1]} end
+if r[2] ~= ARGV[1] then return {'stale'} end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if r[5] then return {'go', r[3], r[4], r[5]} end
+return {'go'}
+",
+    )
+});
+
+/// Logs an attempt and, if the chain is current, sets the state. KEYS[1]
+/// record; KEYS[2] log; ARGV[1] chain; ARGV[2] state; ARGV[3] attempt JSON;
+/// ARGV[4] TTL (ms); ARGV[5] log length.
+static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if redis.call('HGET', KEYS[1], 'chain') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Starts a manual redelivery. KEYS[1] record; ARGV[1] event ref
+/// (webhook-id or type); ARGV[2] new chain; ARGV[3] TTL (ms). Returns
+/// {id, type, body, url} or nil.
+static REDELIVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url')
+if not r[3] then return nil end
+if ARGV[1] ~= r[1] and ARGV[1] ~= r[2] then return nil end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {r[1], r[2], r[3], r[4]}
+",
+    )
+});
+
+/// Typed access to event records and delivery logs.
+#[derive(Clone)]
+pub struct DeliveryStore {
+    conn: ConnectionManager,
+    ns: String,
+    ttl_ms: u64,
+}
+
+impl DeliveryStore {
+    /// A store on `conn` (whose timeouts bound every call); records live
+    /// `ttl_ms` after their last change.
+    pub fn new(conn: ConnectionManager, ns: &str, ttl_ms: u64) -> Self {
+        Self {
+            conn,
+            ns: ns.to_string(),
+            ttl_ms,
+        }
+    }
+
+    /// The key of a subject's event record.
+    pub fn record_key(&self, id: &JobId) -> String {
+        format!("{}:{{{id}}}:webhook", self.ns)
+    }
+
+    /// The key of a subject's delivery log.
+    pub fn log_key(&self, id: &JobId) -> String {
+        format!("{}:{{{id}}}:deliveries", self.ns)
+    }
+
+    fn disabled_key(&self) -> String {
+        format!("{}:webhooks:disabled", self.ns)
+    }
+
+    /// Starts or continues the chain of an event message.
+    pub async fn begin(
+        &self,
+        kind: SubjectKind,
+        subject: &JobId,
+        chain: &uuid::Uuid,
+        url: &str,
+    ) -> Result<Begin, StoreError> {
+        let kind = match kind {
+            SubjectKind::Job => "job",
+            SubjectKind::Batch => "batch",
+        };
+        let mut c = self.conn.clone();
+        let r: Vec<String> = BEGIN
+            .key(self.record_key(subject))
+            .arg(chain.to_string())
+            .arg(url)
+            .arg(self.ttl_ms)
+            .arg(kind)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match r.first().map(String::as_str) {
+            Some("go") if r.len() == 4 => Begin::Go(Some(Event {
+                id: r[1].clone(),
+                kind: r[2].clone(),
+                body: r[3].clone(),
+            })),
+            Some("go") => Begin::Go(None),
+            Some("stale") => Begin::Stale,
+            Some(s) => Begin::Settled(
+                EventState::parse(s)
+                    .ok_or_else(|| StoreError::Reply(format!("event state {s}")))?,
+            ),
+            None => return Err(StoreError::Reply("empty answer".into())),
+        })
+    }
+
+    /// Keeps a built event with its record, so every later attempt and a
+    /// manual redelivery send the very same body.
+    pub async fn save_event(&self, subject: &JobId, event: &Event) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .hset_multiple(
+                self.record_key(subject),
+                &[
+                    ("id", &event.id),
+                    ("type", &event.kind),
+                    ("body", &event.body),
+                ],
+            )
+            .ignore()
+            .pexpire(self.record_key(subject), self.ttl_ms as i64)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Logs an attempt and moves the event to `state` if `chain` is still
+    /// its current one; `false` if a newer chain replaced it.
+    pub async fn record_attempt(
+        &self,
+        subject: &JobId,
+        chain: &uuid::Uuid,
+        attempt: &Attempt,
+        state: EventState,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let current: i64 = ATTEMPT
+            .key(self.record_key(subject))
+            .key(self.log_key(subject))
+            .arg(chain.to_string())
+            .arg(state.as_str())
+            .arg(serde_json::to_string(attempt).expect("an attempt serialises"))
+            .arg(self.ttl_ms)
+            .arg(MAX_LOG_ENTRIES)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(current == 1)
+    }
+
+    /// When (epoch ms) `url` was disabled by a `410 Gone`, if it was.
+    pub async fn disabled_since(&self, url: &str) -> Result<Option<u64>, StoreError> {
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("HGET")
+            .arg(self.disabled_key())
+            .arg(url)
+            .query_async(&mut c)
+            .await?)
+    }
+
+    /// Disables `url`: events for it are not sent any more.
+    pub async fn disable(&self, url: &str, at_ms: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        redis::cmd("HSET")
+            .arg(self.disabled_key())
+            .arg(url)
+            .arg(at_ms)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Enables `url` again; `true` if it was disabled.
+    pub async fn enable(&self, url: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let n: i64 = redis::cmd("HDEL")
+            .arg(self.disabled_key())
+            .arg(url)
+            .query_async(&mut c)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// A subject's event and every logged attempt; `None` if it has none.
+    pub async fn deliveries(&self, subject: &JobId) -> Result<Option<Deliveries>, StoreError> {
+        let mut c = self.conn.clone();
+        let (rec, log): (std::collections::HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(self.record_key(subject))
+            .lrange(self.log_key(subject), 0, -1)
+            .query_async(&mut c)
+            .await?;
+        let Some(state) = rec.get("state").and_then(|s| EventState::parse(s)) else {
+            return Ok(None);
+        };
+        Ok(Some(Deliveries {
+            webhook_id: rec.get("id").cloned(),
+            kind: rec.get("type").cloned(),
+            url: rec.get("url").cloned().unwrap_or_default(),
+            state,
+            attempts: log
+                .iter()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
+        }))
+    }
+
+    /// Starts a manual redelivery of the event named by `event` (its
+    /// `webhook-id` or type) under the new chain `chain`.
+    pub async fn redeliver(
+        &self,
+        subject: &JobId,
+        event: &str,
+        chain: &uuid::Uuid,
+    ) -> Result<Redeliver, StoreError> {
+        let mut c = self.conn.clone();
+        let r: Option<Vec<String>> = REDELIVER
+            .key(self.record_key(subject))
+            .arg(event)
+            .arg(chain.to_string())
+            .arg(self.ttl_ms)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(match r {
+            Some(v) if v.len() == 4 => Redeliver::Go(
+                Event {
+                    id: v[0].clone(),
+                    kind: v[1].clone(),
+                    body: v[2].clone(),
+                },
+                v[3].clone(),
+            ),
+            _ => Redeliver::Missing,
+        })
+    }
+
+    /// Marks an event given up (when its redelivery could not be queued).
+    pub async fn set_state(
+        &self,
+        subject: &JobId,
+        chain: &uuid::Uuid,
+        state: EventState,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::Script::new(
+            r"
+if redis.call('HGET', KEYS[1], 'chain') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2])
+  return 1
+end
+return 0
+",
+        )
+        .key(self.record_key(subject))
+        .arg(chain.to_string())
+        .arg(state.as_str())
+        .invoke_async(&mut c)
+        .await?;
+        Ok(())
+    }
+}

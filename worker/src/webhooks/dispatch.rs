@@ -1,0 +1,342 @@
+//! The dispatcher: consumes `<ns>.webhooks` on a connection of its own and
+//! sends each event, apart from the batching path, so a slow or dead
+//! receiver holds up nothing but its own deliveries.
+//!
+//! Per message: build the event from the stored record (first attempt
+//! only; later ones carry it), start or continue its chain in Redis (a
+//! delivered, given-up or superseded event stops here), skip a disabled
+//! endpoint, send, log the attempt, and on a failure that may pass publish
+//! the next attempt to the delay tier of the schedule (honouring
+//! `Retry-After`) before acknowledging this one.
+
+use super::client::{Sender, Verdict};
+use super::events::publish_on;
+use futures_util::StreamExt;
+use infq_common::config::Settings;
+use infq_common::job::{format_ms, now_ms};
+use infq_common::metrics as m;
+use infq_common::retry::Schedule;
+use infq_common::shutdown::CancellationToken;
+use infq_common::store::{JobStore, StoreError};
+use infq_common::topology::Topology;
+use infq_common::webhooks::event::{
+    batch_event, job_event, next_wait, Event, EventMessage, SubjectKind,
+};
+use infq_common::webhooks::store::{Attempt, Begin, DeliveryStore, EventState};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Channel;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Everything one dispatcher needs.
+pub struct Dispatcher {
+    settings: Settings,
+    topology: Topology,
+    jobs: JobStore,
+    deliveries: DeliveryStore,
+    sender: Sender,
+}
+
+/// How long event records and logs outlive their last change: as long as
+/// results, and at least twice the longest wait of the schedule.
+pub fn record_ttl_ms(settings: &Settings) -> u64 {
+    let longest = settings
+        .webhooks
+        .schedule_ms
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0);
+    (settings.redis.result_ttl_secs * 1000).max(2 * longest)
+}
+
+impl Dispatcher {
+    /// A dispatcher for `settings` (whose webhook secrets must be set).
+    pub fn new(settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
+        let deliveries = DeliveryStore::new(
+            jobs.connection(),
+            &settings.namespace,
+            record_ttl_ms(&settings),
+        );
+        Ok(Self {
+            sender: Sender::new(&settings.webhooks)?,
+            topology: Topology::of(&settings),
+            settings,
+            jobs,
+            deliveries,
+        })
+    }
+
+    /// Consumes until `shutdown`, reconnecting with backoff; then waits up
+    /// to `drain` for the attempts in flight.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, drain: Duration) {
+        let mut schedule = Schedule::reconnect();
+        let mut first = true;
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, drain, &mut schedule).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if !first {
+                        metrics::counter!(m::RECONNECTS, "outcome" => "amqp").increment(1);
+                    }
+                    let wait = schedule.next().unwrap_or_default();
+                    tracing::warn!(error = %e, ?wait, "webhook dispatcher session ended; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+            first = false;
+        }
+    }
+
+    async fn session(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        drain: Duration,
+        schedule: &mut Schedule,
+    ) -> anyhow::Result<()> {
+        let conn = infq_common::amqp::connect(&self.settings.amqp, "infq-webhooks").await?;
+        let setup = conn.create_channel().await?;
+        self.topology.declare(&setup, &[]).await?;
+        let _ = setup.close(200, "declared".into()).await;
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(
+            self.settings.webhooks.concurrency,
+            BasicQosOptions::default(),
+        )
+        .await?;
+        let publish = conn.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let tag = format!(
+            "infq-webhooks-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        );
+        let mut consumer = ch
+            .basic_consume(
+                self.topology.webhooks_exchange().as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        schedule.reset();
+        tracing::info!("webhook dispatcher consuming");
+        let mut inflight = JoinSet::new();
+        let ended = loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
+                d = consumer.next() => d,
+            };
+            match next {
+                Some(Ok(d)) => {
+                    let me = self.clone();
+                    let publish = publish.clone();
+                    inflight.spawn(async move { me.handle(d, &publish).await });
+                }
+                Some(Err(e)) => break Some(e.to_string()),
+                None => break Some("consumer closed".into()),
+            }
+        };
+        if ended.is_none() {
+            let _ = ch
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            if tokio::time::timeout(drain, async {
+                while inflight.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                tracing::warn!(
+                    "webhook attempts still in flight at shutdown; they will be redelivered"
+                );
+            }
+            infq_common::amqp::close(&conn, "worker shut down").await;
+            return Ok(());
+        }
+        inflight.abort_all();
+        infq_common::amqp::close(&conn, "reconnecting").await;
+        anyhow::bail!("webhook consumer stopped: {ended:?}")
+    }
+
+    async fn build(&self, msg: &EventMessage) -> Result<Option<Event>, StoreError> {
+        let now = now_ms();
+        Ok(match msg.kind {
+            SubjectKind::Job => self
+                .jobs
+                .get(&msg.subject)
+                .await?
+                .and_then(|r| job_event(r, now)),
+            SubjectKind::Batch => self
+                .jobs
+                .get_batch(&msg.subject)
+                .await?
+                .and_then(|r| batch_event(r, self.settings.webhooks.public_url.as_deref(), now)),
+        })
+    }
+
+    /// Handles one delivery and settles it.
+    async fn handle(&self, d: Delivery, publish: &Channel) {
+        let msg = match EventMessage::decode(&d.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable webhook event; dead-lettering");
+                metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable_event").increment(1);
+                let _ = d.acker.reject(BasicRejectOptions { requeue: false }).await;
+                return;
+            }
+        };
+        match self.attempt(&msg, publish).await {
+            Ok(()) => {
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                // Redis or the broker is away: the message comes back once
+                // this pause is over, rather than spinning.
+                tracing::warn!(subject = %msg.subject, error = %e, "webhook attempt postponed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = d
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// One attempt; `Err` when it must be tried again as it is.
+    async fn attempt(&self, msg: &EventMessage, publish: &Channel) -> Result<(), String> {
+        let mut event = msg.event.clone();
+        if event.is_none() {
+            event = self.build(msg).await.map_err(|e| e.to_string())?;
+            if event.is_none() {
+                // Not finished (a chunk's redelivery before its batch
+                // completed), cancelled, or gone: nothing to announce.
+                tracing::debug!(subject = %msg.subject, "no event to send");
+                return Ok(());
+            }
+        }
+        let begun = self
+            .deliveries
+            .begin(msg.kind, &msg.subject, &msg.chain, &msg.url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let event = match begun {
+            Begin::Go(Some(saved)) => saved,
+            Begin::Go(None) => {
+                let e = event.expect("built above");
+                self.deliveries
+                    .save_event(&msg.subject, &e)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                e
+            }
+            Begin::Settled(_) | Begin::Stale => return Ok(()),
+        };
+        let number = msg.attempt + 1;
+        let mut log = Attempt {
+            webhook_id: event.id.clone(),
+            attempt: number,
+            at: format_ms(now_ms()),
+            url: msg.url.clone(),
+            status_code: None,
+            error: None,
+            duration_ms: 0,
+            outcome: String::new(),
+            next_attempt_at: None,
+            response: None,
+        };
+        if let Some(since) = self
+            .deliveries
+            .disabled_since(&msg.url)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            log.outcome = "disabled".into();
+            log.error = Some(format!(
+                "the endpoint answered 410 Gone at {} and is disabled",
+                format_ms(since)
+            ));
+            metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
+            return self.finish(msg, &log, EventState::Disabled).await;
+        }
+        let sent = self.sender.send(&msg.url, &event).await;
+        log.status_code = sent.status_code;
+        log.error = sent.error.clone();
+        log.duration_ms = sent.duration.as_millis() as u64;
+        log.response = sent.response.clone();
+        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
+        let schedule = &self.settings.webhooks.schedule_ms;
+        let state = match sent.verdict {
+            Verdict::Delivered => EventState::Delivered,
+            Verdict::Gone => {
+                self.deliveries
+                    .disable(&msg.url, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::warn!(url = %msg.url, "webhook endpoint answered 410 Gone; disabled");
+                EventState::Disabled
+            }
+            Verdict::Refused => EventState::Failed,
+            Verdict::Retry if (number as usize) < schedule.len() => {
+                let (tier, wait) = next_wait(schedule, number as usize, sent.retry_after_ms);
+                let next = EventMessage {
+                    attempt: number,
+                    event: Some(event.clone()),
+                    ..msg.clone()
+                };
+                match self.topology.webhook_retry_exchange(tier) {
+                    Some(x) => publish_on(publish, &x, &[next], Some(wait)).await?,
+                    None => {
+                        publish_on(publish, &self.topology.webhooks_exchange(), &[next], None)
+                            .await?
+                    }
+                }
+                log.next_attempt_at = Some(format_ms(now_ms() + wait));
+                EventState::Pending
+            }
+            Verdict::Retry => {
+                let why = log.error.take().unwrap_or_default();
+                log.error = Some(format!("{why}; gave up after {number} attempts"));
+                EventState::Failed
+            }
+        };
+        log.outcome = match (sent.verdict, state) {
+            (_, EventState::Delivered) => "delivered",
+            (_, EventState::Disabled) => "disabled",
+            (_, EventState::Pending) => "retrying",
+            _ => "failed",
+        }
+        .into();
+        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => log.outcome.clone()).increment(1);
+        tracing::debug!(subject = %msg.subject, attempt = number, outcome = %log.outcome, "webhook attempt");
+        self.finish(msg, &log, state).await
+    }
+
+    async fn finish(
+        &self,
+        msg: &EventMessage,
+        log: &Attempt,
+        state: EventState,
+    ) -> Result<(), String> {
+        self.deliveries
+            .record_attempt(&msg.subject, &msg.chain, log, state)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,8 @@
+//! Webhook delivery in the worker: [`events`] publishes an event message
+//! once a result is stored (before the job's delivery is acknowledged, so a
+//! crash in between republishes it); [`dispatch`] consumes them apart from
+//! the batching path and sends them with [`client`].
+
+pub mod client;
+pub mod dispatch;
+pub mod events;
