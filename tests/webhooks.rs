@@ -1,0 +1,658 @@
+//! Webhook callbacks end to end, with a real HTTP receiver, RabbitMQ and
+//! Redis: retries with one `webhook-id`, `410 Gone` disabling an endpoint,
+//! `Retry-After`, `batch.completed`, manual redelivery, the SSRF guard at
+//! submit and at send time, and signatures checked by an implementation
+//! other than the one infq signs with.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use infq::{test_settings, TestEnv};
+use infq_common::config::Settings;
+use infq_common::webhooks::event::{EventMessage, SubjectKind};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET_A: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const SECRET_B: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+// ---------------------------------------------------------------------
+// An independent verifier: RustCrypto's HMAC-SHA256, not the
+// `standardwebhooks` crate infq signs with.
+
+fn expected_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Verifies like a receiver: the timestamp within 5 minutes of `now`, and
+/// one of the `v1,` signatures matching.
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), String> {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(format!("no {n}"))
+    };
+    let (id, ts, sigs) = (
+        h("webhook-id")?,
+        h("webhook-timestamp")?,
+        h("webhook-signature")?,
+    );
+    let t: i64 = ts.parse().map_err(|_| "bad timestamp")?;
+    if (now - t).abs() > 300 {
+        return Err("timestamp outside the tolerance".into());
+    }
+    let want = expected_signature(secret, id, ts, body);
+    sigs.split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == want)
+        .then_some(())
+        .ok_or_else(|| "no signature matches".into())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+// ---------------------------------------------------------------------
+// A scripted receiver.
+
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+    answered: u16,
+}
+
+#[derive(Clone, Copy)]
+struct Reply {
+    status: u16,
+    retry_after: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct Script {
+    hits: Vec<Hit>,
+    replies: HashMap<String, VecDeque<Reply>>,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    base: String,
+    script: Arc<Mutex<Script>>,
+}
+
+async fn receive(
+    State(script): State<Arc<Mutex<Script>>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let mut s = script.lock().unwrap();
+    let reply = s
+        .replies
+        .get_mut(&path)
+        .and_then(|q| q.pop_front())
+        .unwrap_or(Reply {
+            status: 200,
+            retry_after: None,
+        });
+    s.hits.push(Hit {
+        path,
+        headers,
+        body,
+        at: Instant::now(),
+        answered: reply.status,
+    });
+    let mut h = HeaderMap::new();
+    if let Some(ra) = reply.retry_after {
+        h.insert("retry-after", ra.parse().unwrap());
+    }
+    (StatusCode::from_u16(reply.status).unwrap(), h, "thanks")
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let app = axum::Router::new()
+            .route("/hook/{path}", axum::routing::post(receive))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, script }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/hook/{path}", self.base)
+    }
+
+    fn script(&self, path: &str, replies: &[Reply]) {
+        self.script
+            .lock()
+            .unwrap()
+            .replies
+            .insert(path.into(), replies.iter().copied().collect());
+    }
+
+    fn hits(&self, path: &str) -> Vec<Hit> {
+        let s = self.script.lock().unwrap();
+        s.hits.iter().filter(|h| h.path == path).cloned().collect()
+    }
+
+    async fn wait_hits(&self, path: &str, n: usize, within: Duration) -> Vec<Hit> {
+        let until = Instant::now() + within;
+        loop {
+            let hits = self.hits(path);
+            if hits.len() >= n || Instant::now() > until {
+                return hits;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+const fn status(s: u16) -> Reply {
+    Reply {
+        status: s,
+        retry_after: None,
+    }
+}
+
+// ---------------------------------------------------------------------
+
+fn settings() -> Settings {
+    let mut s = test_settings();
+    s.webhooks.secrets = vec![SECRET_A.into(), SECRET_B.into()];
+    s.webhooks.schedule_ms = vec![0, 200, 400, 3_000, 3_000];
+    s.webhooks.timeout_ms = 2_000;
+    s.webhooks.allow_http = true;
+    s.webhooks.allow_hosts = vec!["127.0.0.1".into()];
+    s.webhooks.public_url = Some("https://infq.example.com".into());
+    s
+}
+
+async fn submit(env: &TestEnv, webhook: &str) -> String {
+    let r = env
+        .http
+        .post(env.url("/v1/jobs"))
+        .json(&json!({
+            "model": "credit-default",
+            "inputs": {"student": 1, "balance": 1500.0, "income": 20000.0},
+            "webhook_url": webhook,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn get(env: &TestEnv, path: &str) -> Value {
+    env.http
+        .get(env.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn deliveries_until(env: &TestEnv, path: &str, state: &str) -> Value {
+    for _ in 0..200 {
+        let d = get(env, path).await;
+        if d["events"][0]["state"] == state {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never reached {state}: {}", get(env, path).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_failing_twice_gets_one_verified_success_with_one_id() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    rx.script("flaky", &[status(500), status(503)]);
+    let id = submit(&env, &rx.url("flaky")).await;
+
+    let hits = rx.wait_hits("flaky", 3, Duration::from_secs(20)).await;
+    assert_eq!(hits.len(), 3, "two failures, then the success");
+    assert_eq!(
+        hits.iter().map(|h| h.answered).collect::<Vec<_>>(),
+        vec![500, 503, 200]
+    );
+    let ids: Vec<&str> = hits
+        .iter()
+        .map(|h| h.headers["webhook-id"].to_str().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "one webhook-id: {ids:?}");
+    for h in &hits {
+        // Both secrets of a rotation sign every request.
+        for secret in [SECRET_A, SECRET_B] {
+            verify(secret, &h.headers, &h.body, unix_now()).unwrap();
+        }
+        assert_eq!(h.body, hits[0].body, "the same body every time");
+    }
+    let event: Value = serde_json::from_slice(&hits[2].body).unwrap();
+    assert_eq!(event["type"], "job.succeeded");
+    assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
+    let job = get(&env, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert_eq!(event["data"]["output"], job["output"]);
+    assert_eq!(event["data"]["status"], "succeeded");
+
+    let d = deliveries_until(&env, &format!("/v1/jobs/{id}/deliveries"), "delivered").await;
+    let e = &d["events"][0];
+    assert_eq!(e["webhook_id"], ids[0]);
+    assert_eq!(e["type"], "job.succeeded");
+    let attempts = e["attempts"].as_array().unwrap();
+    let codes: Vec<_> = attempts.iter().map(|a| a["status_code"].as_u64()).collect();
+    assert_eq!(codes, vec![Some(500), Some(503), Some(200)]);
+    let outcomes: Vec<_> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["retrying", "retrying", "delivered"]);
+    assert!(attempts[0]["next_attempt_at"].is_string());
+    assert!(attempts[0]["error"].as_str().unwrap().contains("500"));
+    // Nothing more arrives after the success.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.hits("flaky").len(), 3);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_until_a_manual_redelivery() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    rx.script("gone", &[status(410)]);
+    let first = submit(&env, &rx.url("gone")).await;
+    let d = deliveries_until(&env, &format!("/v1/jobs/{first}/deliveries"), "disabled").await;
+    assert_eq!(d["events"][0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(rx.hits("gone").len(), 1, "a 410 is not retried");
+
+    // The next event for that endpoint is not sent at all.
+    let second = submit(&env, &rx.url("gone")).await;
+    let d = deliveries_until(&env, &format!("/v1/jobs/{second}/deliveries"), "disabled").await;
+    let a = &d["events"][0]["attempts"][0];
+    assert_eq!(a["outcome"], "disabled");
+    assert!(a["status_code"].is_null());
+    assert!(a["error"].as_str().unwrap().contains("410"), "{a}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.hits("gone").len(), 1);
+
+    // An operator fixed the receiver and redelivers by hand: same id, same
+    // body, and the endpoint is enabled again.
+    let webhook_id = d["events"][0]["webhook_id"].as_str().unwrap().to_string();
+    let r = env
+        .http
+        .post(env.url(&format!("/v1/jobs/{second}/deliveries/{webhook_id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["endpoint_enabled_again"], true);
+    let hits = rx.wait_hits("gone", 2, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[1].headers["webhook-id"], webhook_id.as_str());
+    assert_eq!(hits[1].answered, 200);
+    deliveries_until(&env, &format!("/v1/jobs/{second}/deliveries"), "delivered").await;
+
+    // Unknown events and ids are 404.
+    for path in [
+        format!("/v1/jobs/{second}/deliveries/msg_nope/retry"),
+        format!(
+            "/v1/jobs/{}/deliveries/job.succeeded/retry",
+            uuid::Uuid::now_v7()
+        ),
+    ] {
+        let r = env.http.post(env.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/jobs/{}/deliveries", uuid::Uuid::now_v7())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_respected() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    // The schedule's next wait is 200 ms; the receiver asks for 2 s.
+    rx.script(
+        "busy",
+        &[Reply {
+            status: 503,
+            retry_after: Some("2"),
+        }],
+    );
+    let id = submit(&env, &rx.url("busy")).await;
+    let hits = rx.wait_hits("busy", 2, Duration::from_secs(15)).await;
+    assert_eq!(hits.len(), 2);
+    let gap = hits[1].at - hits[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "second attempt after {gap:?}"
+    );
+    assert!(gap < Duration::from_secs(6), "second attempt after {gap:?}");
+    assert_eq!(hits[1].answered, 200);
+    deliveries_until(&env, &format!("/v1/jobs/{id}/deliveries"), "delivered").await;
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_one_completed_event_with_counts_and_results_link() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    let mut csv = String::from("student,balance,income\n");
+    for i in 0..600 {
+        csv.push_str(&format!("{},{}.5,{}\n", i % 2, i * 3, 10_000 + i * 50));
+    }
+    let r = env
+        .http
+        .post(env.url("/v1/batches"))
+        .query(&[
+            ("model", "credit-default"),
+            ("webhook_url", &rx.url("batch")),
+        ])
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hits = rx.wait_hits("batch", 1, Duration::from_secs(30)).await;
+    assert_eq!(hits.len(), 1);
+    verify(SECRET_A, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    let event: Value = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(event["type"], "batch.completed");
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert_eq!(event["data"]["total"], 600);
+    assert_eq!(event["data"]["succeeded"], 600);
+    assert_eq!(event["data"]["failed"], 0);
+    assert_eq!(
+        event["data"]["results"],
+        format!("https://infq.example.com/v1/batches/{id}/results")
+    );
+    deliveries_until(&env, &format!("/v1/batches/{id}/deliveries"), "delivered").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.hits("batch").len(), 1, "one event for the whole batch");
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_callback_urls_are_refused_at_submit_time() {
+    let rx = Receiver::start().await;
+    let mut s = settings();
+    s.webhooks.allow_http = false;
+    s.webhooks.allow_hosts.clear();
+    let env = TestEnv::start_with(s, false).await.unwrap();
+    let port = rx.base.rsplit(':').next().unwrap().to_string();
+    for (url, why) in [
+        (format!("https://127.0.0.1:{port}/hook/x"), "loopback"),
+        ("https://2130706433/".to_string(), "loopback"),
+        ("https://0x7f.0.0.1/".to_string(), "loopback"),
+        ("https://0177.0.0.1/".to_string(), "loopback"),
+        ("https://10.0.0.8/".to_string(), "private"),
+        ("https://192.168.0.1/".to_string(), "private"),
+        ("https://172.20.1.1/".to_string(), "private"),
+        (
+            "https://169.254.169.254/latest/meta-data/".to_string(),
+            "cloud metadata",
+        ),
+        ("https://0xa9fea9fe/".to_string(), "cloud metadata"),
+        ("https://100.100.100.200/".to_string(), "CGNAT"),
+        ("https://[::1]/".to_string(), "loopback"),
+        ("https://[fe80::1]/".to_string(), "link-local"),
+        ("https://[fd00:ec2::254]/".to_string(), "unique-local"),
+        ("https://[::ffff:127.0.0.1]/".to_string(), "loopback"),
+        ("https://[::ffff:a9fe:a9fe]/".to_string(), "cloud metadata"),
+        (
+            format!("https://localhost:{port}/hook/x"),
+            "localhost resolves to",
+        ),
+        (rx.url("x"), "scheme `http`"),
+        ("ftp://example.com/".to_string(), "scheme `ftp`"),
+    ] {
+        let r = env
+            .http
+            .post(env.url("/v1/jobs"))
+            .json(&json!({
+                "model": "credit-default",
+                "inputs": [0, 100, 1000],
+                "webhook_url": url,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{url}");
+        let body: Value = r.json().await.unwrap();
+        let detail = &body["error"]["details"][0];
+        assert_eq!(detail["field"], "webhook_url", "{url}: {body}");
+        assert!(
+            detail["message"].as_str().unwrap().contains(why),
+            "{url}: {body}"
+        );
+        // Batches check the same way, before reading the upload.
+        let r = env
+            .http
+            .post(env.url("/v1/batches"))
+            .query(&[("model", "credit-default"), ("webhook_url", url.as_str())])
+            .header("content-type", "text/csv")
+            .body("student,balance,income\n0,1,2\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "batch {url}");
+    }
+    assert!(
+        env.redis_keys().await.unwrap().is_empty(),
+        "nothing recorded for refused submissions"
+    );
+    env.stop().await.unwrap();
+}
+
+/// Publishes an event message directly, as a worker would.
+async fn publish_event(env: &TestEnv, msg: &EventMessage) {
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let topology = infq_common::topology::Topology::of(&env.settings);
+    ch.basic_publish(
+        topology.webhooks_exchange().as_str().into(),
+        "".into(),
+        Default::default(),
+        &msg.encode(),
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    let port = rx.base.rsplit(':').next().unwrap().to_string();
+    // A finished job without a callback of its own.
+    let r = env
+        .http
+        .post(env.url("/v1/jobs?wait=10"))
+        .json(&json!({"model": "credit-default", "inputs": [0, 100, 1000]}))
+        .send()
+        .await
+        .unwrap();
+    let id: uuid::Uuid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // URLs that bypassed the submit-time check (a record written by an
+    // older version, a DNS answer that changed) are checked at send time:
+    // a name resolving to loopback and a mapped loopback literal.
+    for url in [
+        format!("http://localhost:{port}/hook/sneaky"),
+        format!("http://[::ffff:127.0.0.2]:{port}/hook/sneaky"),
+    ] {
+        let job = json!({"model": "credit-default", "inputs": [0, 100, 1000]});
+        let done = env
+            .http
+            .post(env.url("/v1/jobs?wait=10"))
+            .json(&job)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let subject: uuid::Uuid = done["id"].as_str().unwrap().parse().unwrap();
+        publish_event(
+            &env,
+            &EventMessage::new(SubjectKind::Job, subject, url.clone()),
+        )
+        .await;
+        let d = deliveries_until(&env, &format!("/v1/jobs/{subject}/deliveries"), "failed").await;
+        let a = &d["events"][0]["attempts"];
+        assert_eq!(
+            a.as_array().unwrap().len(),
+            1,
+            "refused without retries: {d}"
+        );
+        let err = a[0]["error"].as_str().unwrap();
+        assert!(
+            err.contains("refused") && err.contains("loopback"),
+            "{url}: {err}"
+        );
+    }
+    assert!(rx.hits("sneaky").is_empty(), "nothing reached the receiver");
+
+    // The same event published twice (a worker redelivered after
+    // publishing it) reaches the receiver once.
+    let url = rx.url("twice");
+    publish_event(&env, &EventMessage::new(SubjectKind::Job, id, url.clone())).await;
+    publish_event(&env, &EventMessage::new(SubjectKind::Job, id, url.clone())).await;
+    let hits = rx.wait_hits("twice", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rx.hits("twice").len(), 1, "the duplicate was dropped");
+
+    // A message that is not an event is dead-lettered, and the dispatcher
+    // goes on.
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        infq_common::topology::Topology::of(&env.settings)
+            .webhooks_exchange()
+            .as_str()
+            .into(),
+        "".into(),
+        Default::default(),
+        b"{\"not\": \"an event\"}",
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+    let after = submit(&env, &rx.url("after")).await;
+    rx.wait_hits("after", 1, Duration::from_secs(10)).await;
+    deliveries_until(&env, &format!("/v1/jobs/{after}/deliveries"), "delivered").await;
+    env.stop().await.unwrap();
+}
+
+#[test]
+fn signatures_verify_independently_and_tampering_fails() {
+    // The specification's example, through infq's signer, checked with the
+    // independent HMAC.
+    let signer = infq_common::webhooks::sign::Signer::new(&[SECRET_A.into()]).unwrap();
+    let body = r#"{"email":"test@example.com","username":"test_user"}"#;
+    let (id, ts) = ("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553);
+    let sig = signer.sign(id, ts, body);
+    assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+    assert_eq!(
+        sig,
+        format!(
+            "v1,{}",
+            expected_signature(SECRET_A, id, &ts.to_string(), body.as_bytes())
+        )
+    );
+
+    let now = unix_now();
+    let headers = |id: &str, ts: i64, sig: &str| {
+        let mut h = HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        h.insert("webhook-signature", sig.parse().unwrap());
+        h
+    };
+    let both =
+        infq_common::webhooks::sign::Signer::new(&[SECRET_A.into(), SECRET_B.into()]).unwrap();
+    let good = headers("msg_1", now, &both.sign("msg_1", now, body));
+    for secret in [SECRET_A, SECRET_B] {
+        verify(secret, &good, body.as_bytes(), now).unwrap();
+        // The reference implementation agrees.
+        standardwebhooks::Webhook::new(secret)
+            .unwrap()
+            .verify(body.as_bytes(), &good)
+            .unwrap();
+    }
+    // Tampered body, wrong secret, stale or future timestamp, swapped id.
+    let tampered = body.replace("test_user", "admin");
+    assert!(verify(SECRET_A, &good, tampered.as_bytes(), now).is_err());
+    let wrong = infq_common::webhooks::sign::generate_secret();
+    assert!(verify(&wrong, &good, body.as_bytes(), now).is_err());
+    let stale = now - 600;
+    let old = headers("msg_1", stale, &both.sign("msg_1", stale, body));
+    assert!(verify(SECRET_A, &old, body.as_bytes(), now).is_err());
+    assert!(standardwebhooks::Webhook::new(SECRET_A)
+        .unwrap()
+        .verify(body.as_bytes(), &old)
+        .is_err());
+    let future = now + 600;
+    let ahead = headers("msg_1", future, &both.sign("msg_1", future, body));
+    assert!(verify(SECRET_A, &ahead, body.as_bytes(), now).is_err());
+    let swapped = headers("msg_2", now, &both.sign("msg_1", now, body));
+    assert!(verify(SECRET_A, &swapped, body.as_bytes(), now).is_err());
+    assert!(standardwebhooks::Webhook::new(SECRET_A)
+        .unwrap()
+        .verify(tampered.as_bytes(), &good)
+        .is_err());
+}
