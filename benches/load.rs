@@ -77,6 +77,17 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         bulk_rows: usize,
     },
+    /// Interactive jobs at saturation with every job's callback going to
+    /// a receiver that never answers, next to the same load without
+    /// callbacks.
+    Webhooks {
+        /// Clients in flight.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
     /// Every scenario.
     All,
 }
@@ -115,12 +126,17 @@ struct Stack {
 
 impl Stack {
     async fn start(profile: &str) -> anyhow::Result<Self> {
+        Self::start_with(profile, &[]).await
+    }
+
+    async fn start_with(profile: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
         let ns = format!("bench{}", uuid::Uuid::new_v4().simple());
-        let env = vec![
+        let mut env = vec![
             ("INFQ_NAMESPACE", ns.clone()),
             ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000".to_string()),
             ("INFQ_LOG__FILTER", "warn".to_string()),
         ];
+        env.extend(extra.iter().cloned());
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .timeout(Duration::from_secs(3600))
@@ -167,18 +183,32 @@ impl Stack {
         clients: usize,
         seconds: u64,
     ) -> anyhow::Result<(f64, Histogram<u64>)> {
+        self.closed_loop_with(clients, seconds, None).await
+    }
+
+    /// [`Stack::closed_loop`], each job asking for a callback to `webhook`.
+    async fn closed_loop_with(
+        &self,
+        clients: usize,
+        seconds: u64,
+        webhook: Option<&str>,
+    ) -> anyhow::Result<(f64, Histogram<u64>)> {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..clients {
             let http = self.http.clone();
             let base = self.url("");
+            let webhook = webhook.map(str::to_string);
             tasks.spawn(async move {
                 let mut hist = Histogram::<u64>::new(3)?;
                 let mut i = c;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    let body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
+                    let mut body = json!({"model": "credit-default", "inputs": [0, 500.0 + (i % 2000) as f64, 40000.0]});
+                    if let Some(w) = &webhook {
+                        body["webhook_url"] = json!(w);
+                    }
                     let v = submit_and_wait(&http, &base, &body).await?;
                     anyhow::ensure!(v["status"] == "succeeded", "job ended {v}");
                     hist.record(t0.elapsed().as_micros() as u64)?;
@@ -584,6 +614,161 @@ async fn saturation(
     Ok(())
 }
 
+/// A receiver that accepts connections and never answers: every attempt
+/// runs into the dispatcher's timeout.
+async fn dead_receiver() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    Ok((url, task))
+}
+
+/// CPU seconds used so far by the processes named `comm` (or with pid
+/// `pid`), from /proc.
+fn cpu_seconds(select: impl Fn(u32, &str) -> bool) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !select(pid, &stat[open + 1..close]) {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (t(11) + t(12)) / tick;
+    }
+    total
+}
+
+/// CPU seconds of each part of the system, for attributing a cost.
+fn cpu_by_part(stack: &Stack) -> [f64; 5] {
+    let (p, w) = (stack.producer.child.id(), stack.worker.child.id());
+    let me = std::process::id();
+    [
+        cpu_seconds(|pid, _| pid == p),
+        cpu_seconds(|pid, _| pid == w),
+        cpu_seconds(|_, c| c == "beam.smp"),
+        cpu_seconds(|_, c| c == "redis-server"),
+        cpu_seconds(|pid, _| pid == me),
+    ]
+}
+
+/// Events waiting in a namespace's webhook queue.
+async fn webhook_backlog(ns: &str) -> anyhow::Result<u32> {
+    let settings = settings()?;
+    let conn = infq_common::amqp::connect(&settings.amqp, "infq-bench").await?;
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            format!("{ns}.webhooks").as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
+    infq_common::amqp::close(&conn, "done").await;
+    Ok(q.message_count())
+}
+
+async fn webhooks(
+    args: &Args,
+    clients: usize,
+    seconds: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (url, receiver) = dead_receiver().await?;
+    let env = [
+        ("INFQ_WEBHOOKS__ALLOW_HTTP", "true".to_string()),
+        ("INFQ_WEBHOOKS__ALLOW_HOSTS", "[\"127.0.0.1\"]".to_string()),
+    ];
+    let (mut plain, mut hooked, mut sent) = (vec![], vec![], vec![]);
+    let (mut cpu_plain, mut cpu_hooked) = (vec![], vec![]);
+    for run in 0..args.runs {
+        let stack = Stack::start_with(&args.profile, &env).await?;
+        stack.closed_loop(clients.min(32), 1).await?;
+        // Alternate the order between runs, so drift favours neither.
+        let order: [Option<&str>; 2] = if run % 2 == 0 {
+            [None, Some(url.as_str())]
+        } else {
+            [Some(url.as_str()), None]
+        };
+        for hook in order {
+            let before = cpu_by_part(&stack);
+            let (rate, h) = stack.closed_loop_with(clients, seconds, hook).await?;
+            let after = cpu_by_part(&stack);
+            let per_job: Vec<String> = before
+                .iter()
+                .zip(after)
+                .zip(["producer", "worker", "rabbitmq", "redis", "load generator"])
+                .map(|((b, a), name)| format!("{name} {:.0}", (a - b) * 1e6 / h.len() as f64))
+                .collect();
+            eprintln!(
+                "  {}: {rate:.0} jobs/s; CPU us per job: {}",
+                if hook.is_some() { "callbacks" } else { "plain" },
+                per_job.join(", ")
+            );
+            // The service's CPU per job: producer, worker, broker, Redis.
+            let service: f64 =
+                (0..4).map(|i| after[i] - before[i]).sum::<f64>() * 1e6 / h.len().max(1) as f64;
+            match hook {
+                None => cpu_plain.push(service),
+                Some(_) => cpu_hooked.push(service),
+            }
+            match hook {
+                None => plain.push(rate),
+                Some(_) => hooked.push(rate),
+            }
+        }
+        let attempts = webhook_backlog(&stack.ns).await? as f64;
+        sent.push(attempts);
+        eprintln!(
+            "webhooks run {}: {:.0} jobs/s without callbacks, {:.0} with a dead receiver ({attempts} event messages waiting for it)",
+            run + 1,
+            plain.last().unwrap_or(&0.0),
+            hooked.last().unwrap_or(&0.0)
+        );
+        stack.stop().await?;
+    }
+    receiver.abort();
+    let (p, h) = (median(plain), median(hooked));
+    report.row(
+        &format!(
+            "interactive jobs at saturation, every callback to a receiver that never answers ({clients} clients)"
+        ),
+        format!(
+            "{} jobs/s; {:.0} us CPU per job ({} event messages left waiting)",
+            thousands(h),
+            median(cpu_hooked),
+            thousands(median(sent))
+        ),
+        format!(
+            "same load without callbacks: {} jobs/s; {:.0} us CPU per job",
+            thousands(p),
+            median(cpu_plain)
+        ),
+        format!("{:.0}% (target: at least 90%)", 100.0 * h / p),
+    );
+    Ok(())
+}
+
 async fn model(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let secs = if args.smoke { 0.2 } else { 1.0 };
     for batch in [1usize, 8, 64, 256] {
@@ -791,15 +976,21 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             bulk_rows,
         } => interactive(&args, rate, seconds, bulk_rows, &mut report).await?,
+        Scenario::Webhooks { clients, seconds } => {
+            webhooks(&args, clients, seconds, &mut report).await?
+        }
         Scenario::All => {
             let (clients, secs) = if args.smoke { (16, 1) } else { (256, 8) };
             saturation(&args, clients, secs, &mut report).await?;
+            webhooks(&args, clients, secs, &mut report).await?;
             model(&args, &mut report).await?;
             bulk(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
         }
     }
-    let out = infq::procs::bin_dir("bench-data").join("results.md");
+    let dir = infq::procs::bin_dir("bench-data");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("results.md");
     std::fs::write(&out, report.lines.join("\n") + "\n")?;
     eprintln!("\ntable written to {}", out.display());
     Ok(())

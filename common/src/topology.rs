@@ -26,6 +26,9 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
+/// Deliveries of one webhook message before it is dead-lettered.
+pub const WEBHOOK_DELIVERY_LIMIT: i64 = 50;
+
 /// Names of one deployment's exchanges and queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -145,6 +148,18 @@ impl Topology {
         args
     }
 
+    /// Arguments of the webhook queue: like a job queue, with room for the
+    /// redeliveries of a long Redis outage (a dispatcher holds a message a
+    /// minute before it goes back).
+    fn webhook_queue_args(&self) -> FieldTable {
+        let mut args = self.dead_lettering_args(&self.dead_exchange());
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(WEBHOOK_DELIVERY_LIMIT),
+        );
+        args
+    }
+
     /// Arguments of a retry tier: its delay as message TTL, then back to
     /// the jobs exchange.
     fn retry_queue_args(&self, delay_ms: u64) -> FieldTable {
@@ -202,7 +217,7 @@ impl Topology {
         }
         let hooks = self.webhooks_exchange();
         exchange(hooks.clone(), ExchangeKind::Fanout).await?;
-        queue(hooks.clone(), self.job_queue_args()).await?;
+        queue(hooks.clone(), self.webhook_queue_args()).await?;
         bind(hooks.clone(), hooks.clone(), String::new()).await?;
         for tier in 1..self.webhook_delays_ms.len() {
             if let Some(name) = self.webhook_retry_exchange(tier) {

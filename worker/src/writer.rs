@@ -174,6 +174,7 @@ pub async fn writer_task(
     events: Arc<Events>,
     patience: Duration,
 ) {
+    let mut announcing = tokio::task::JoinSet::new();
     while let Some(cmd) = rx.recv().await {
         let (jobs, updates): (Vec<Pending>, Vec<Outcome>) = match cmd {
             WriterCommand::Store {
@@ -226,25 +227,87 @@ pub async fn writer_task(
             }
         };
         let due = due_events(&jobs, &updates, &applied);
-        let pairs = announce(&events, jobs.into_iter().zip(updates).collect(), due).await;
-        let (jobs, updates): (Vec<Pending>, Vec<Outcome>) = pairs.into_iter().unzip();
+        let cycle = settle_cycle(
+            events.clone(),
+            requeuer.clone(),
+            stats.clone(),
+            jobs.into_iter().zip(updates).collect(),
+            due,
+            started,
+        );
+        if !cycle.publishes {
+            cycle.run().await;
+        } else {
+            // Events go out with publisher confirms; waiting for them here
+            // would hold up the next batch's results, so the publish and
+            // the acknowledgements that follow it run alongside (a few at
+            // a time, for backpressure).
+            while announcing.len() >= MAX_ANNOUNCING {
+                announcing.join_next().await;
+            }
+            announcing.spawn(cycle.run());
+        }
+    }
+    while announcing.join_next().await.is_some() {}
+    tracing::debug!("writer stopped");
+}
+
+/// Batches whose events are being published at once.
+const MAX_ANNOUNCING: usize = 8;
+
+/// What is left of a batch once its results are stored: publish its
+/// events, acknowledge, send transient failures back, count.
+struct Cycle {
+    events: Arc<Events>,
+    requeuer: Arc<Requeuer>,
+    stats: Arc<WorkerStats>,
+    pairs: Vec<(Pending, Outcome)>,
+    due: Vec<EventMessage>,
+    started: Instant,
+    publishes: bool,
+}
+
+fn settle_cycle(
+    events: Arc<Events>,
+    requeuer: Arc<Requeuer>,
+    stats: Arc<WorkerStats>,
+    pairs: Vec<(Pending, Outcome)>,
+    due: Vec<EventMessage>,
+    started: Instant,
+) -> Cycle {
+    let publishes = !due.is_empty();
+    Cycle {
+        events,
+        requeuer,
+        stats,
+        pairs,
+        due,
+        started,
+        publishes,
+    }
+}
+
+impl Cycle {
+    async fn run(self) {
+        let pairs = announce(&self.events, self.pairs, self.due).await;
         let mut retry = Vec::new();
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut outs = Vec::with_capacity(jobs.len());
-        for (job, out) in jobs.into_iter().zip(updates) {
+        let mut jobs = Vec::with_capacity(pairs.len());
+        let mut updates = Vec::with_capacity(pairs.len());
+        for (job, out) in pairs {
             if matches!(out, Outcome::Retry(_)) {
                 retry.push(job);
             } else {
-                done.push(job);
-                outs.push(out);
+                jobs.push(job);
+                updates.push(out);
             }
         }
-        let (jobs, updates) = (done, outs);
         ack_all(&jobs).await;
         if !retry.is_empty() {
-            requeuer.requeue_all(retry, "transient model error").await;
+            self.requeuer
+                .requeue_all(retry, "transient model error")
+                .await;
         }
-        stats
+        self.stats
             .jobs_stored
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let now = now_ms();
@@ -259,10 +322,9 @@ pub async fn writer_task(
         }
         if let Some(job) = jobs.first() {
             metrics::histogram!(m::STORE_SECONDS, "model" => job.msg.model.clone())
-                .record(started.elapsed().as_secs_f64());
+                .record(self.started.elapsed().as_secs_f64());
         }
     }
-    tracing::debug!("writer stopped");
 }
 
 /// The events due once these outcomes are stored: a single job's terminal

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// AMQP `type` of an event message.
 pub const MESSAGE_TYPE: &str = "infq.webhook.v1";
 /// Largest event message a dispatcher will decode.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Most events in one message.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 4096;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +75,34 @@ pub enum DecodeError {
     /// Not an event message.
     #[error("malformed event message: {0}")]
     Malformed(String),
+    /// No events, or more than [`MAX_EVENTS_PER_MESSAGE`].
+    #[error("an event message carries 1 to {MAX_EVENTS_PER_MESSAGE} events, not {0}")]
+    Count(usize),
+}
+
+/// Serialises events into one message: a worker publishes the events of
+/// a whole batch of results together, so the broker's cost is paid once
+/// per batch rather than once per job.
+pub fn encode_all(msgs: &[EventMessage]) -> Vec<u8> {
+    serde_json::to_vec(msgs).expect("event messages serialise")
+}
+
+/// Parses a message: an array of events, or a single one.
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<EventMessage>, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let msgs = if first == Some(&b'[') {
+        serde_json::from_slice::<Vec<EventMessage>>(bytes)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?
+    } else {
+        vec![EventMessage::decode(bytes)?]
+    };
+    if msgs.is_empty() || msgs.len() > MAX_EVENTS_PER_MESSAGE {
+        return Err(DecodeError::Count(msgs.len()));
+    }
+    Ok(msgs)
 }
 
 impl EventMessage {
@@ -271,6 +301,30 @@ mod tests {
         assert!(matches!(
             EventMessage::decode(&vec![b' '; MAX_MESSAGE_BYTES + 1]),
             Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn several_events_travel_in_one_message() {
+        let a = EventMessage::new(SubjectKind::Job, new_job_id(), "https://a.example/".into());
+        let b = EventMessage::new(
+            SubjectKind::Batch,
+            new_job_id(),
+            "https://b.example/".into(),
+        );
+        let both = vec![a.clone(), b];
+        assert_eq!(decode_all(&encode_all(&both)).unwrap(), both);
+        assert_eq!(decode_all(&a.encode()).unwrap(), vec![a.clone()]);
+        assert!(matches!(decode_all(b"[]"), Err(DecodeError::Count(0))));
+        assert!(matches!(
+            decode_all(b"[{}]"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(decode_all(b"  [1]").is_err());
+        let many = vec![a; MAX_EVENTS_PER_MESSAGE + 1];
+        assert!(matches!(
+            decode_all(&encode_all(&many)),
+            Err(DecodeError::Count(_))
         ));
     }
 

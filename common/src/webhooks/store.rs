@@ -115,18 +115,21 @@ pub enum Redeliver {
 }
 
 /// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
-/// url; ARGV[3] TTL (ms); ARGV[4] kind. Returns {verdict, id, type, body}.
+/// url; ARGV[3] TTL (ms); ARGV[4] kind; ARGV[5] attempts the message says
+/// were made. Returns {verdict, id, type, body}. A message of an older
+/// chain, or a copy of one whose attempt was already made, is 'stale'.
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body')
+local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body', 'tries')
 if not r[1] then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4], 'tries', 0)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'go'}
 end
 if r[1] ~= 'pending' then return {r[1]} end
 if r[2] ~= ARGV[1] then return {'stale'} end
+if (tonumber(r[6]) or 0) > tonumber(ARGV[5]) then return {'stale'} end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if r[5] then return {'go', r[3], r[4], r[5]} end
 return {'go'}
@@ -134,9 +137,10 @@ return {'go'}
     )
 });
 
-/// Logs an attempt and, if the chain is current, sets the state. KEYS[1]
-/// record; KEYS[2] log; ARGV[1] chain; ARGV[2] state; ARGV[3] attempt JSON;
-/// ARGV[4] TTL (ms); ARGV[5] log length.
+/// Logs an attempt and, if the chain is current, sets the state and the
+/// chain's attempt count. KEYS[1] record; KEYS[2] log; ARGV[1] chain;
+/// ARGV[2] state; ARGV[3] attempt JSON; ARGV[4] TTL (ms); ARGV[5] log
+/// length; ARGV[6] attempt number.
 static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -144,7 +148,7 @@ redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if redis.call('HGET', KEYS[1], 'chain') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'state', ARGV[2])
+  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'tries', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return 1
@@ -163,7 +167,7 @@ static REDELIVER: LazyLock<Script> = LazyLock::new(|| {
 local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url')
 if not r[3] then return nil end
 if ARGV[1] ~= r[1] and ARGV[1] ~= r[2] then return nil end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2], 'tries', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {r[1], r[2], r[3], r[4]}
 ",
@@ -203,13 +207,15 @@ impl DeliveryStore {
         format!("{}:webhooks:disabled", self.ns)
     }
 
-    /// Starts or continues the chain of an event message.
+    /// Starts or continues the chain of an event message that says
+    /// `attempts` were made before.
     pub async fn begin(
         &self,
         kind: SubjectKind,
         subject: &JobId,
         chain: &uuid::Uuid,
         url: &str,
+        attempts: u32,
     ) -> Result<Begin, StoreError> {
         let kind = match kind {
             SubjectKind::Job => "job",
@@ -222,6 +228,7 @@ impl DeliveryStore {
             .arg(url)
             .arg(self.ttl_ms)
             .arg(kind)
+            .arg(attempts)
             .invoke_async(&mut c)
             .await?;
         Ok(match r.first().map(String::as_str) {
@@ -279,6 +286,7 @@ impl DeliveryStore {
             .arg(serde_json::to_string(attempt).expect("an attempt serialises"))
             .arg(self.ttl_ms)
             .arg(MAX_LOG_ENTRIES)
+            .arg(attempt.attempt)
             .invoke_async(&mut c)
             .await?;
         Ok(current == 1)

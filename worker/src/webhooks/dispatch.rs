@@ -20,7 +20,7 @@ use infq_common::shutdown::CancellationToken;
 use infq_common::store::{JobStore, StoreError};
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
-    batch_event, job_event, next_wait, Event, EventMessage, SubjectKind,
+    batch_event, decode_all, job_event, next_wait, Event, EventMessage, SubjectKind,
 };
 use infq_common::webhooks::store::{Attempt, Begin, DeliveryStore, EventState};
 use lapin::message::Delivery;
@@ -41,7 +41,16 @@ pub struct Dispatcher {
     jobs: JobStore,
     deliveries: DeliveryStore,
     sender: Sender,
+    /// Bounds the requests in flight to `webhooks.concurrency`.
+    sending: tokio::sync::Semaphore,
 }
+
+/// How long a message whose events cannot be settled (Redis or the broker
+/// away) is held and retried before it goes back to the queue.
+const HOLD: Duration = Duration::from_secs(60);
+
+/// Event messages taken at once (each holds a batch's events).
+const PREFETCH: u16 = 32;
 
 /// How long event records and logs outlive their last change: as long as
 /// results, and at least twice the longest wait of the schedule.
@@ -65,6 +74,7 @@ impl Dispatcher {
             record_ttl_ms(&settings),
         );
         Ok(Self {
+            sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
             sender: Sender::new(&settings.webhooks)?,
             topology: Topology::of(&settings),
             settings,
@@ -108,11 +118,7 @@ impl Dispatcher {
         self.topology.declare(&setup, &[]).await?;
         let _ = setup.close(200, "declared".into()).await;
         let ch = conn.create_channel().await?;
-        ch.basic_qos(
-            self.settings.webhooks.concurrency,
-            BasicQosOptions::default(),
-        )
-        .await?;
+        ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
         let publish = conn.create_channel().await?;
         publish
             .confirm_select(ConfirmSelectOptions::default())
@@ -187,26 +193,41 @@ impl Dispatcher {
         })
     }
 
-    /// Handles one delivery and settles it.
+    /// Handles one delivery (the events of one batch of results, or one
+    /// retry) and settles it once every event in it is settled.
     async fn handle(&self, d: Delivery, publish: &Channel) {
-        let msg = match EventMessage::decode(&d.data) {
+        let mut left = match decode_all(&d.data) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "undecodable webhook event; dead-lettering");
+                tracing::warn!(error = %e, "undecodable webhook message; dead-lettering");
                 metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable_event").increment(1);
                 let _ = d.acker.reject(BasicRejectOptions { requeue: false }).await;
                 return;
             }
         };
-        match self.attempt(&msg, publish).await {
-            Ok(()) => {
+        // Redis or the broker away: the unsettled events are tried again
+        // here, with backoff, for a while, before the message goes back to
+        // the queue (where its delivery count grows).
+        let give_up = tokio::time::Instant::now() + HOLD;
+        let mut pause = Schedule::exponential(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let results =
+                futures_util::future::join_all(left.iter().map(|m| self.attempt(m, publish))).await;
+            left = left
+                .into_iter()
+                .zip(results)
+                .filter_map(|(m, r)| {
+                    r.err().map(|e| {
+                        tracing::warn!(subject = %m.subject, error = %e, "webhook attempt postponed");
+                        m
+                    })
+                })
+                .collect();
+            if left.is_empty() {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
+                return;
             }
-            Err(e) => {
-                // Redis or the broker is away: the message comes back once
-                // this pause is over, rather than spinning.
-                tracing::warn!(subject = %msg.subject, error = %e, "webhook attempt postponed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            if tokio::time::Instant::now() >= give_up {
                 let _ = d
                     .acker
                     .nack(BasicNackOptions {
@@ -214,7 +235,9 @@ impl Dispatcher {
                         ..Default::default()
                     })
                     .await;
+                return;
             }
+            tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
         }
     }
 
@@ -232,7 +255,7 @@ impl Dispatcher {
         }
         let begun = self
             .deliveries
-            .begin(msg.kind, &msg.subject, &msg.chain, &msg.url)
+            .begin(msg.kind, &msg.subject, &msg.chain, &msg.url, msg.attempt)
             .await
             .map_err(|e| e.to_string())?;
         let event = match begun {
@@ -274,7 +297,10 @@ impl Dispatcher {
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
             return self.finish(msg, &log, EventState::Disabled).await;
         }
-        let sent = self.sender.send(&msg.url, &event).await;
+        let sent = {
+            let _permit = self.sending.acquire().await.map_err(|e| e.to_string())?;
+            self.sender.send(&msg.url, &event).await
+        };
         log.status_code = sent.status_code;
         log.error = sent.error.clone();
         log.duration_ms = sent.duration.as_millis() as u64;

@@ -2,7 +2,9 @@
 //! on the channel of the current broker session.
 
 use infq_common::topology::Topology;
-use infq_common::webhooks::event::{EventMessage, SubjectKind, MESSAGE_TYPE};
+use infq_common::webhooks::event::{
+    encode_all, EventMessage, SubjectKind, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
+};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::sync::Mutex;
@@ -40,8 +42,8 @@ impl Events {
         *self.channel.lock().expect("events channel lock") = ch;
     }
 
-    /// Publishes every message, persistent, and waits for the broker's
-    /// confirms; an error means some may not have been taken.
+    /// Publishes the events in one persistent message and waits for the
+    /// broker's confirm; an error means they may not have been taken.
     pub async fn publish(&self, msgs: &[EventMessage]) -> Result<(), String> {
         if msgs.is_empty() {
             return Ok(());
@@ -52,48 +54,47 @@ impl Events {
             .expect("events channel lock")
             .clone()
             .ok_or("no broker session")?;
-        publish_on(&ch, &self.topology.webhooks_exchange(), msgs, None).await
+        let exchange = self.topology.webhooks_exchange();
+        let sends = msgs
+            .chunks(MAX_EVENTS_PER_MESSAGE)
+            .map(|part| publish_on(&ch, &exchange, part, None));
+        futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 }
 
-/// Publishes `msgs` to `exchange` on `ch` (in confirm mode), each with the
-/// message TTL `expiration_ms` if given, and waits for every confirm.
+/// Publishes `msgs` to `exchange` on `ch` (in confirm mode) as one
+/// persistent message, with the message TTL `expiration_ms` if given, and
+/// waits for the confirm.
 pub async fn publish_on(
     ch: &Channel,
     exchange: &str,
     msgs: &[EventMessage],
     expiration_ms: Option<u64>,
 ) -> Result<(), String> {
-    let sends = msgs.iter().map(|m| async move {
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_type(MESSAGE_TYPE.into())
-            .with_message_id(infq_common::webhooks::event::webhook_id(&m.subject).into());
-        if let Some(ms) = expiration_ms {
-            props = props.with_expiration(ms.to_string().into());
-        }
-        let confirm = async {
-            ch.basic_publish(
-                exchange.into(),
-                "".into(),
-                BasicPublishOptions::default(),
-                &m.encode(),
-                props,
-            )
-            .await?
-            .await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(other)) => Err(format!("event publish not accepted: {other:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("event publish not confirmed in time".into()),
-        }
-    });
-    futures_util::future::join_all(sends)
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_type(MESSAGE_TYPE.into())
+        .with_message_id(uuid::Uuid::new_v4().to_string().into());
+    if let Some(ms) = expiration_ms {
+        props = props.with_expiration(ms.to_string().into());
+    }
+    let body = encode_all(msgs);
+    let confirm = async {
+        ch.basic_publish(
+            exchange.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            props,
+        )
+        .await?
         .await
-        .into_iter()
-        .collect::<Result<Vec<()>, String>>()
-        .map(|_| ())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), confirm).await {
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(other)) => Err(format!("event publish not accepted: {other:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("event publish not confirmed in time".into()),
+    }
 }
