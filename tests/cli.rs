@@ -197,12 +197,74 @@ async fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         .await,
     );
     one_line_error(&infq(None, &["--url", "http://127.0.0.1:1", "jobs", "get", "x"]).await);
+    // Forbidden callback URLs are refused with the reason.
+    let err = one_line_error(
+        &infq(
+            Some(&env),
+            &[
+                "jobs",
+                "submit",
+                "--model",
+                "credit-default",
+                "--inputs",
+                "[0, 1, 2]",
+                "--webhook-url",
+                "https://169.254.169.254/latest/meta-data/",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        err.contains("webhook_url") && err.contains("metadata"),
+        "{err}"
+    );
+    let err = one_line_error(
+        &infq(
+            Some(&env),
+            &[
+                "submit",
+                bad.to_str().unwrap(),
+                "--model",
+                "credit-default",
+                "--webhook-url",
+                "http://10.0.0.1/hook",
+                "-q",
+            ],
+        )
+        .await,
+    );
+    assert!(err.contains("webhook_url"), "{err}");
+    one_line_error(
+        &infq(
+            Some(&env),
+            &[
+                "webhooks",
+                "deliveries",
+                "01a22848-1b5a-7259-ba90-2d787f609491",
+            ],
+        )
+        .await,
+    );
+    one_line_error(
+        &infq(
+            Some(&env),
+            &["webhooks", "retry", "not-an-id", "job.succeeded"],
+        )
+        .await,
+    );
+    // A new secret is one line in the form the configuration takes.
+    let out = infq(None, &["webhooks", "secret"]).await;
+    assert!(out.status.success());
+    let secret = String::from_utf8(out.stdout).unwrap();
+    infq_common::webhooks::sign::check_secret(secret.trim()).unwrap();
     // Argument errors come from clap, before anything is sent.
     for args in [
         vec!["demo", "--rows", "0"],
         vec!["submit"],
         vec!["frobnicate"],
         vec!["jobs", "get"],
+        vec!["webhooks", "retry", "only-an-id"],
+        vec!["webhooks", "secret", "extra"],
     ] {
         let out = infq(None, &args).await;
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -29,6 +29,7 @@ pub async fn upload(
     path: &Path,
     model: &str,
     format: &str,
+    webhook_url: Option<&str>,
     quiet: bool,
 ) -> anyhow::Result<Value> {
     let file = tokio::fs::File::open(path)
@@ -50,7 +51,12 @@ pub async fn upload(
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 16)
         .inspect_ok(move |b| counted.inc(b.len() as u64));
     let accepted = client
-        .submit_batch(model, format, reqwest::Body::wrap_stream(stream))
+        .submit_batch(
+            model,
+            format,
+            webhook_url,
+            reqwest::Body::wrap_stream(stream),
+        )
         .await;
     match &accepted {
         Ok(v) => bar.finish_with_message(format!(

@@ -112,18 +112,24 @@ impl Client {
         self.call(self.http.post(&url).json(body), url).await
     }
 
-    /// `POST /v1/batches?model=...&format=...` with a streamed body.
+    /// `POST /v1/batches?model=...&format=...[&webhook_url=...]` with a
+    /// streamed body.
     pub async fn submit_batch(
         &self,
         model: &str,
         format: &str,
+        webhook_url: Option<&str>,
         body: reqwest::Body,
     ) -> Result<Value, ClientError> {
         let url = format!("{}/v1/batches", self.base);
+        let mut query = vec![("model", model), ("format", format)];
+        if let Some(w) = webhook_url {
+            query.push(("webhook_url", w));
+        }
         let req = self
             .http
             .post(&url)
-            .query(&[("model", model), ("format", format)])
+            .query(&query)
             .timeout(Duration::from_secs(24 * 3600))
             .body(body);
         self.call(req, url).await
@@ -202,6 +208,18 @@ impl Client {
             .post(&url)
             .json(&serde_json::json!({"ids": ids, "all": all}));
         self.call(req, url).await
+    }
+
+    /// `GET /v1/{jobs|batches}/{id}/deliveries`.
+    pub async fn deliveries(&self, what: &str, id: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/{what}/{id}/deliveries", self.base);
+        self.call(self.http.get(&url), url).await
+    }
+
+    /// `POST /v1/{jobs|batches}/{id}/deliveries/{event}/retry`.
+    pub async fn redeliver(&self, what: &str, id: &str, event: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/{what}/{id}/deliveries/{event}/retry", self.base);
+        self.call(self.http.post(&url), url).await
     }
 
     /// `GET /v1/jobs/{id}`, waiting up to `wait` seconds for a terminal state.

@@ -44,6 +44,9 @@ enum Command {
         /// Format of the results file: csv or jsonl; by default from --out's extension.
         #[arg(long)]
         results_format: Option<String>,
+        /// Where to POST the signed `batch.completed` event.
+        #[arg(long)]
+        webhook_url: Option<String>,
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
@@ -78,6 +81,9 @@ enum Command {
     /// The dead-letter queue: list and replay.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Webhook events: delivery logs, manual redelivery, new secrets.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Scores borrowers of the Default data set through the running system
     /// and prints throughput and the predicted default rate.
     Demo {
@@ -112,6 +118,31 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum WebhooksCommand {
+    /// Lists a job's (or batch's) event with every delivery attempt.
+    Deliveries {
+        /// The job or batch id.
+        id: String,
+        /// The id is a batch's.
+        #[arg(long)]
+        batch: bool,
+    },
+    /// Sends an event again by hand (same webhook-id and body).
+    Retry {
+        /// The job or batch id.
+        id: String,
+        /// The event: its webhook-id or type (e.g. job.succeeded).
+        event: String,
+        /// The id is a batch's.
+        #[arg(long)]
+        batch: bool,
+    },
+    /// Prints a new random signing secret (`whsec_...`) for
+    /// `webhooks.secrets`.
+    Secret,
+}
+
+#[derive(Subcommand, Debug)]
 enum JobsCommand {
     /// Submits one job and prints the accepted job (or, with --wait, its result).
     Submit {
@@ -124,6 +155,9 @@ enum JobsCommand {
         /// Waits up to this many seconds for the result.
         #[arg(long)]
         wait: Option<f64>,
+        /// Where to POST the signed `job.succeeded` / `job.failed` event.
+        #[arg(long)]
+        webhook_url: Option<String>,
     },
     /// Prints a job.
     Get {
@@ -151,12 +185,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             inputs,
             wait,
+            webhook_url,
         }) => {
             let inputs: Value = serde_json::from_str(&inputs)
                 .map_err(|e| anyhow::anyhow!("--inputs is not JSON: {e}"))?;
-            let accepted = client
-                .submit_job(&json!({"model": model, "inputs": inputs}))
-                .await?;
+            let mut body = json!({"model": model, "inputs": inputs});
+            if let Some(w) = webhook_url {
+                body["webhook_url"] = json!(w);
+            }
+            let accepted = client.submit_job(&body).await?;
             let out = match wait {
                 Some(w) => {
                     let id = accepted["id"].as_str().unwrap_or_default();
@@ -196,6 +233,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Webhooks(WebhooksCommand::Deliveries { id, batch }) => {
+            let what = if batch { "batches" } else { "jobs" };
+            let v = client.deliveries(what, &id).await?;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                println!("no webhook event for {id}");
+            }
+            for e in events {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    e["webhook_id"].as_str().unwrap_or("-"),
+                    e["type"].as_str().unwrap_or("-"),
+                    e["state"].as_str().unwrap_or("-"),
+                    e["url"].as_str().unwrap_or("-")
+                );
+                for a in e["attempts"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "  #{}\t{}\t{}\t{}\t{} ms\t{}",
+                        a["attempt"],
+                        a["at"].as_str().unwrap_or("-"),
+                        a["outcome"].as_str().unwrap_or("-"),
+                        a["status_code"]
+                            .as_u64()
+                            .map_or("-".to_string(), |c| c.to_string()),
+                        a["duration_ms"],
+                        a["error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Command::Webhooks(WebhooksCommand::Retry { id, event, batch }) => {
+            let what = if batch { "batches" } else { "jobs" };
+            let v = client.redeliver(what, &id, &event).await?;
+            println!(
+                "{} ({}) queued again for {}",
+                v["webhook_id"].as_str().unwrap_or("-"),
+                v["type"].as_str().unwrap_or("-"),
+                v["url"].as_str().unwrap_or("-")
+            );
+        }
+        Command::Webhooks(WebhooksCommand::Secret) => {
+            use base64::Engine;
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+            println!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+        }
         Command::Jobs(JobsCommand::Get { id, wait }) => {
             let job = client.get_job(&id, wait).await?;
             println!("{}", serde_json::to_string_pretty(&job)?);
@@ -207,10 +293,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             wait,
             out,
             results_format,
+            webhook_url,
             quiet,
         } => {
             let format = bulk::format_of(&file, format.as_deref())?;
-            let accepted = bulk::upload(&client, &file, &model, &format, quiet).await?;
+            let accepted = bulk::upload(
+                &client,
+                &file,
+                &model,
+                &format,
+                webhook_url.as_deref(),
+                quiet,
+            )
+            .await?;
             let id = accepted["id"].as_str().unwrap_or_default().to_string();
             if !(wait || out.is_some()) {
                 println!("{}", serde_json::to_string_pretty(&accepted)?);

@@ -26,14 +26,10 @@ pub fn check_secret(secret: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A new random secret in `whsec_` form (32 bytes).
+/// A new random secret in `whsec_` form (32 bytes from the OS).
 pub fn generate_secret() -> String {
-    let bytes: Vec<u8> = uuid::Uuid::new_v4()
-        .as_bytes()
-        .iter()
-        .chain(uuid::Uuid::new_v4().as_bytes())
-        .copied()
-        .collect();
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source");
     format!(
         "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::STANDARD.encode(bytes)
