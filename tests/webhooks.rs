@@ -595,6 +595,69 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     let after = submit(&env, &rx.url("after")).await;
     rx.wait_hits("after", 1, Duration::from_secs(10)).await;
     deliveries_until(&env, &format!("/v1/jobs/{after}/deliveries"), "delivered").await;
+
+    // Events in the dead-letter queue (after too many deliveries) are
+    // listed as such and replayed to the dispatchers.
+    let r = env
+        .http
+        .post(env.url("/v1/jobs?wait=10"))
+        .json(&json!({"model": "credit-default", "inputs": [1, 900, 20000]}))
+        .send()
+        .await
+        .unwrap();
+    let late: uuid::Uuid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let dead = infq_common::topology::Topology::of(&env.settings).dead_exchange();
+    ch.basic_publish(
+        dead.as_str().into(),
+        "".into(),
+        Default::default(),
+        &infq_common::webhooks::event::encode_all(&[EventMessage::new(
+            SubjectKind::Job,
+            late,
+            rx.url("replayed"),
+        )]),
+        lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id("bundle-1".into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+    let listed = get(&env, "/v1/admin/dead-letters").await;
+    let kinds: Vec<(&str, &str)> = listed["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap(), d["id"].as_str().unwrap_or("-")))
+        .collect();
+    assert!(
+        kinds.contains(&("webhook", "webhook:bundle-1")),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&("undecodable", "-")), "{kinds:?}");
+    let r: Value = env
+        .http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&json!({"ids": ["webhook:bundle-1"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["count"], 1, "{r}");
+    let hits = rx.wait_hits("replayed", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1);
+    verify(SECRET_B, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
     env.stop().await.unwrap();
 }
 

@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::{death_reason, Topology};
+use infq_common::webhooks::event::decode_all;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Channel, Confirmation};
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,14 @@ fn describe(data: &[u8], props: &BasicProperties) -> DeadLetter {
             reason,
             bytes: data.len(),
         },
+        Err(_) if webhook_address(data, props).is_some() => DeadLetter {
+            id: webhook_address(data, props),
+            kind: "webhook",
+            model: None,
+            rows: decode_all(data).ok().map(|e| e.len()),
+            reason,
+            bytes: data.len(),
+        },
         Err(e) => DeadLetter {
             id: None,
             kind: "undecodable",
@@ -85,6 +94,17 @@ fn describe(data: &[u8], props: &BasicProperties) -> DeadLetter {
             bytes: data.len(),
         },
     }
+}
+
+/// `webhook:<message id>` for a dead-lettered message of webhook events.
+fn webhook_address(data: &[u8], props: &BasicProperties) -> Option<String> {
+    let events = decode_all(data).ok()?;
+    let id = props
+        .message_id()
+        .as_ref()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| events[0].subject.to_string());
+    Some(format!("webhook:{id}"))
 }
 
 fn address(m: &JobMessage) -> String {
@@ -151,6 +171,45 @@ pub async fn list(
     ))
 }
 
+/// Publishes a dead letter's body and properties again, with confirm.
+async fn republish(
+    state: &AppState,
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    d: &lapin::message::Delivery,
+) -> Result<(), String> {
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(CONTENT_TYPE.into())
+        .with_type(infq_common::webhooks::event::MESSAGE_TYPE.into())
+        .with_message_id(
+            d.properties
+                .message_id()
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into()),
+        );
+    let published = async {
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &d.data,
+            props,
+        )
+        .await?
+        .await
+    };
+    let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
+    match tokio::time::timeout(timeout, published).await {
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        other => Err(format!("not published: {other:?}")),
+    }
+}
+
 /// Body of `POST /v1/admin/dead-letters/replay`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,7 +247,22 @@ pub async fn replay(
     let mut problems = Vec::new();
     for d in taken {
         let Ok(mut msg) = JobMessage::decode(&d.data) else {
-            kept.push(d);
+            // Webhook events go back to the dispatchers as they are.
+            match webhook_address(&d.data, &d.properties) {
+                Some(id) if req.all || req.ids.contains(&id) => {
+                    match republish(&state, &ch, &topology.webhooks_exchange(), "", &d).await {
+                        Ok(()) => {
+                            let _ = d.acker.ack(BasicAckOptions::default()).await;
+                            replayed.push(id);
+                        }
+                        Err(reason) => {
+                            problems.push(json!({"id": id, "reason": reason}));
+                            kept.push(d);
+                        }
+                    }
+                }
+                _ => kept.push(d),
+            }
             continue;
         };
         let id = address(&msg);
