@@ -719,3 +719,86 @@ fn signatures_verify_independently_and_tampering_fails() {
         .verify(tampered.as_bytes(), &good)
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    // A job the broker dead-lettered (as after too many deliveries).
+    let id = infq_common::job::new_job_id();
+    let msg = infq_common::message::JobMessage {
+        id,
+        model: "credit-default".into(),
+        version: "1".into(),
+        priority: infq_common::job::Priority::Interactive,
+        inputs: vec![0.0, 800.0, 30_000.0],
+        created_at_ms: infq_common::job::now_ms(),
+        deadline_at_ms: None,
+        chunk: None,
+        retries: 0,
+        webhook_url: Some(rx.url("replay")),
+    };
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let dead = infq_common::topology::Topology::of(&env.settings).dead_exchange();
+    ch.basic_publish(
+        dead.as_str().into(),
+        "".into(),
+        Default::default(),
+        &msg.encode(),
+        lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(id.to_string().into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+
+    // Its failure is announced...
+    let hits = rx.wait_hits("replay", 1, Duration::from_secs(10)).await;
+    let failed: Value = serde_json::from_slice(&hits[0].body).unwrap();
+    assert_eq!(failed["type"], "job.failed");
+    assert_eq!(failed["data"]["error"]["code"], "dead_lettered");
+    let first_id = hits[0].headers["webhook-id"].to_str().unwrap().to_string();
+
+    // ...and after a replay, its success, as a new event.
+    let r: Value = env
+        .http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&json!({"ids": [id.to_string()]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["count"], 1, "{r}");
+    let hits = rx.wait_hits("replay", 2, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 2);
+    let ok: Value = serde_json::from_slice(&hits[1].body).unwrap();
+    assert_eq!(ok["type"], "job.succeeded");
+    let second_id = hits[1].headers["webhook-id"].to_str().unwrap();
+    assert_ne!(second_id, first_id, "a new end is a new event");
+    assert_eq!(second_id, format!("{first_id}_1"));
+    verify(SECRET_A, &hits[1].headers, &hits[1].body, unix_now()).unwrap();
+
+    let d = get(&env, &format!("/v1/jobs/{id}/deliveries")).await;
+    let events = d["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{d}");
+    assert_eq!(events[0]["type"], "job.failed");
+    assert_eq!(events[1]["type"], "job.succeeded");
+    // Redelivering by type picks the latest event of that type.
+    let r = env
+        .http
+        .post(env.url(&format!("/v1/jobs/{id}/deliveries/job.failed/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let hits = rx.wait_hits("replay", 3, Duration::from_secs(10)).await;
+    assert_eq!(hits[2].headers["webhook-id"], first_id.as_str());
+    env.stop().await.unwrap();
+}

@@ -207,8 +207,9 @@ return 'ok'
 });
 
 /// Reopens a dead-lettered job for a replay: `failed` with code
-/// `dead_lettered` goes back to `queued`; nothing else changes. KEYS[1]
-/// job. Returns 'ok', 'missing' or the status that refused.
+/// `dead_lettered` goes back to `queued`, and `reopened` counts it (its
+/// next terminal state is a new webhook event); nothing else changes.
+/// KEYS[1] job. Returns 'ok', 'missing' or the status that refused.
 static REOPEN_JOB: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -219,6 +220,7 @@ if cur[1] ~= 'failed' or not cur[2] or not string.find(cur[2], '"code":"dead_let
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'rank', 0)
 redis.call('HDEL', KEYS[1], 'error', 'finished_at')
+redis.call('HINCRBY', KEYS[1], 'reopened', 1)
 return 'ok'
 "#,
     )
@@ -242,6 +244,7 @@ redis.call('HINCRBY', KEYS[1], 'done_chunks', -1)
 if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
   redis.call('HDEL', KEYS[1], 'finished_at')
+  redis.call('HINCRBY', KEYS[1], 'reopened', 1)
 end
 return 'ok'
 ",
@@ -312,6 +315,9 @@ pub struct JobRecord {
     pub metadata: Option<String>,
     /// Where the job's terminal event is sent.
     pub webhook_url: Option<String>,
+    /// Times it was reopened after ending (a dead letter replayed); each
+    /// end is an event of its own.
+    pub reopened: u32,
 }
 
 /// A state change to apply.
@@ -482,6 +488,9 @@ pub struct BatchRecord {
     pub error: Option<JobError>,
     /// Where `batch.completed` is sent.
     pub webhook_url: Option<String>,
+    /// Times it was reopened after completing (a dead-lettered chunk
+    /// replayed); each completion is an event of its own.
+    pub reopened: u32,
 }
 
 /// What a cancellation did.
@@ -800,6 +809,7 @@ impl JobStore {
             finished_at_ms: num("finished_at"),
             error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
             webhook_url: f.get("webhook_url").cloned(),
+            reopened: num("reopened").unwrap_or(0) as u32,
         }))
     }
 
@@ -940,6 +950,7 @@ fn parse_record(
         created_at_ms: num(&f, "created_at").unwrap_or(0),
         finished_at_ms: num(&f, "finished_at"),
         attempts: num(&f, "attempts").unwrap_or(0) as u32,
+        reopened: num(&f, "reopened").unwrap_or(0) as u32,
         error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
         model: f.remove("model").unwrap_or_default(),
         version: f.remove("version").unwrap_or_default(),

@@ -12,8 +12,9 @@
 //!   which puts it back on its job queue.
 //!
 //! - `<ns>.webhooks` (fanout exchange and quorum queue) carries webhook
-//!   events to the dispatchers; `<ns>.webhooks.retry.<n>` (fanout and
-//!   quorum, one per step of `webhooks.schedule_ms` after the first) hold
+//!   events to the dispatchers; `<ns>.webhooks.wait.<delay>ms` (fanout and
+//!   quorum, one per delay of `webhooks.schedule_ms` after the first, named
+//!   by the delay so a changed schedule declares new queues) hold
 //!   events whose attempt failed until the next one is due, then
 //!   dead-letter them back to `<ns>.webhooks`.
 //!
@@ -64,11 +65,12 @@ impl Topology {
         format!("{}.webhooks", self.ns)
     }
 
-    /// The webhook delay tier for attempt index `tier` (from 1), or `None`
-    /// when that step has no delay (the event goes straight back).
+    /// The webhook delay queue (and exchange) for attempt index `tier`
+    /// (from 1), named by its delay; `None` when that step has no delay
+    /// (the event goes straight back).
     pub fn webhook_retry_exchange(&self, tier: usize) -> Option<String> {
         match self.webhook_delays_ms.get(tier) {
-            Some(d) if *d > 0 && tier > 0 => Some(format!("{}.webhooks.retry.{tier}", self.ns)),
+            Some(d) if *d > 0 && tier > 0 => Some(format!("{}.webhooks.wait.{d}ms", self.ns)),
             _ => None,
         }
     }
@@ -255,8 +257,10 @@ impl Topology {
         exchanges.push(self.webhooks_exchange());
         for tier in 1..self.webhook_delays_ms.len() {
             if let Some(name) = self.webhook_retry_exchange(tier) {
-                queues.push(name.clone());
-                exchanges.push(name);
+                if !queues.contains(&name) {
+                    queues.push(name.clone());
+                    exchanges.push(name);
+                }
             }
         }
         for q in queues {

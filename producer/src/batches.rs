@@ -287,6 +287,7 @@ async fn create(
         finished_at_ms: None,
         error: None,
         webhook_url: batch.webhook_url,
+        reopened: 0,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;

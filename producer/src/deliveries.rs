@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use infq_common::job::JobId;
-use infq_common::webhooks::event::{EventMessage, SubjectKind};
+use infq_common::webhooks::event::{generation_of, EventMessage, SubjectKind};
 use infq_common::webhooks::guard::GuardError;
-use infq_common::webhooks::store::{EventState, Redeliver};
+use infq_common::webhooks::store::Redeliver;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -39,18 +39,24 @@ async fn list(state: &AppState, kind: SubjectKind, raw: &str) -> Result<Json<Val
         SubjectKind::Batch => "batch",
     };
     let id = parse_id(raw, what)?;
-    let found = match kind {
-        SubjectKind::Job => state.store.get(&id).await?.is_some(),
-        SubjectKind::Batch => state.store.get_batch(&id).await?.is_some(),
-    };
-    let events = state.deliveries.deliveries(&id).await?;
-    if !found && events.is_none() {
+    let Some(reopened) = reopened(state, kind, &id).await? else {
         return Err(ApiError::NotFound(format!("{what} {raw}")));
-    }
-    Ok(Json(json!({
-        "id": id,
-        "events": events.into_iter().collect::<Vec<_>>(),
-    })))
+    };
+    let events = state.deliveries.deliveries(&id, reopened).await?;
+    Ok(Json(json!({ "id": id, "events": events })))
+}
+
+/// How often a job or batch was reopened (its last event generation);
+/// `None` if there is no such record.
+async fn reopened(
+    state: &AppState,
+    kind: SubjectKind,
+    id: &JobId,
+) -> Result<Option<u32>, ApiError> {
+    Ok(match kind {
+        SubjectKind::Job => state.store.get(id).await?.map(|r| r.reopened),
+        SubjectKind::Batch => state.store.get_batch(id).await?.map(|r| r.reopened),
+    })
 }
 
 async fn retry(
@@ -69,15 +75,34 @@ async fn retry(
         SubjectKind::Batch => "batch",
     };
     let id: JobId = parse_id(raw, what)?;
-    let chain = uuid::Uuid::new_v4();
-    let (built, url) = match state.deliveries.redeliver(&id, event, &chain).await? {
-        Redeliver::Go(e, url) => (e, url),
-        Redeliver::Missing => {
-            return Err(ApiError::NotFound(format!(
-                "event `{event}` of {what} {raw} (it is listed by GET /v1/{what}s/{raw}/deliveries once built)"
-            )))
-        }
+    let plural = match kind {
+        SubjectKind::Job => "jobs",
+        SubjectKind::Batch => "batches",
     };
+    let missing = || {
+        ApiError::NotFound(format!(
+            "event `{event}` of {what} {raw} (GET /v1/{plural}/{raw}/deliveries lists its events)"
+        ))
+    };
+    let last = reopened(state, kind, &id).await?.ok_or_else(missing)?;
+    // A webhook-id names its generation; a type means the latest event of
+    // that type.
+    let gens: Vec<u32> = match generation_of(&id, event) {
+        Some(g) if g <= last => vec![g],
+        Some(_) => Vec::new(),
+        None => (0..=last).rev().collect(),
+    };
+    let chain = uuid::Uuid::new_v4();
+    let mut found = None;
+    for gen in gens {
+        if let Redeliver::Go { event, url, before } =
+            state.deliveries.redeliver(&id, gen, event, &chain).await?
+        {
+            found = Some((gen, event, url, before));
+            break;
+        }
+    }
+    let (gen, built, url, before) = found.ok_or_else(missing)?;
     let enabled_again = state.deliveries.enable(&url).await?;
     let msg = EventMessage {
         kind,
@@ -88,10 +113,10 @@ async fn retry(
         event: Some(built.clone()),
     };
     if let Err(e) = state.publisher.publish_event(&msg).await {
-        let _ = state
-            .deliveries
-            .set_state(&id, &chain, EventState::Failed)
-            .await;
+        // Back to where it stood: automatic attempts still waiting go on.
+        if let Err(se) = state.deliveries.restore(&id, gen, &chain, &before).await {
+            tracing::warn!(subject = %id, error = %se, "could not restore an event after a failed redelivery");
+        }
         return Err(ApiError::Unavailable(e.to_string()));
     }
     tracing::info!(subject = %id, webhook_id = %built.id, "webhook event redelivered by hand");

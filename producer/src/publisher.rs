@@ -171,7 +171,12 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(infq_common::webhooks::event::MESSAGE_TYPE.into())
-            .with_message_id(infq_common::webhooks::event::webhook_id(&msg.subject).into());
+            .with_message_id(
+                msg.event
+                    .as_ref()
+                    .map_or_else(|| msg.subject.to_string(), |e| e.id.clone())
+                    .into(),
+            );
         self.publish_to(
             self.topology.webhooks_exchange(),
             String::new(),

@@ -131,6 +131,18 @@ async fn session(
     topology.declare(&setup, &names).await?;
     let _ = setup.close(200, "declared".into()).await;
 
+    // The channels deliveries are settled through exist before the first
+    // delivery arrives.
+    let retry = conn.create_channel().await?;
+    retry
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    requeuer.set_channel(Some(retry));
+    let announce = conn.create_channel().await?;
+    announce
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    events.set_channel(Some(announce));
     let mut consumers: Vec<(Channel, String)> = Vec::new();
     let mut tasks = JoinSet::new();
     for route in routes {
@@ -189,16 +201,7 @@ async fn session(
         events.clone(),
         shutdown.clone(),
     ));
-    let retry = conn.create_channel().await?;
-    retry
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await?;
-    requeuer.set_channel(Some(retry));
-    let announce = conn.create_channel().await?;
-    announce
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await?;
-    events.set_channel(Some(announce));
+
     stats.broker_connected.store(true, Ordering::Relaxed);
     schedule.reset();
     tracing::info!(queues = consumers.len(), "consuming");

@@ -10,7 +10,7 @@ use crate::webhooks::events::Events;
 use futures_util::StreamExt;
 use infq_common::job::JobError;
 use infq_common::message::JobMessage;
-use infq_common::store::{Applied, JobStore, NewJob, Transition};
+use infq_common::store::{JobStore, NewJob, Transition};
 use infq_common::topology::death_reason;
 use infq_common::webhooks::event::EventMessage;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -44,18 +44,19 @@ pub async fn record(
                 webhook_url: msg.webhook_url.clone(),
             };
             let t = Transition::failed(JobError::new("dead_lettered", reason)).with_job(job);
-            store.transition(&msg.id, &t).await.map(|_| true)
+            store.transition(&msg.id, &t).await.map(|_| ())
         }
         Some(c) => store
             .dead_chunk(&msg.id, c.index, &format!("dead_lettered: {reason}"))
             .await
-            .map(|a| a == Applied::Completed),
+            .map(|_| ()),
     };
-    match result {
-        Ok(true) => Ok(crate::webhooks::events::for_job(&msg).into_iter().collect()),
-        Ok(false) => Ok(Vec::new()),
-        Err(e) => Err(e.to_string()),
-    }
+    // The event goes out whatever this write did: a redelivery after a
+    // failed publish finds the write done already. The dispatcher sends
+    // nothing for a batch still running, and nothing twice.
+    result
+        .map(|()| crate::webhooks::events::for_job(&msg).into_iter().collect())
+        .map_err(|e| e.to_string())
 }
 
 /// Consumes `<ns>.dead.record` until the consumer ends or shutdown.

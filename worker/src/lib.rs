@@ -171,9 +171,6 @@ pub async fn start(
                 let _ = b.await;
             }
             let _ = writer.await;
-            if let Some(d) = dispatcher {
-                let _ = d.await;
-            }
             conn
         })
         .await;
@@ -184,6 +181,16 @@ pub async fn start(
                 ?drain,
                 "drain timeout passed; unacknowledged deliveries return to the queue"
             ),
+        }
+        // The dispatcher drains on its own connection, after the jobs are
+        // settled: a webhook attempt in flight never holds up their acks.
+        if let Some(d) = dispatcher {
+            let grace = drain + Duration::from_secs(6);
+            if tokio::time::timeout(grace, d).await.is_err() {
+                tracing::warn!(
+                    "webhook dispatcher still busy at shutdown; its messages return to the queue"
+                );
+            }
         }
         task_stats
             .stopped

@@ -210,8 +210,13 @@ pub async fn writer_task(
                     .iter()
                     .filter_map(|j| events::for_job(&j.msg))
                     .collect();
-                let pairs =
-                    announce(&events, jobs.into_iter().map(|j| (j, ())).collect(), due).await;
+                let pairs = announce(
+                    &events,
+                    jobs.into_iter().map(|j| (j, ())).collect(),
+                    due,
+                    |_| true,
+                )
+                .await;
                 let jobs: Vec<Pending> = pairs.into_iter().map(|(j, ())| j).collect();
                 ack_all(&jobs).await;
                 continue;
@@ -289,7 +294,10 @@ fn settle_cycle(
 
 impl Cycle {
     async fn run(self) {
-        let pairs = announce(&self.events, self.pairs, self.due).await;
+        let pairs = announce(&self.events, self.pairs, self.due, |o| {
+            !matches!(o, Outcome::Retry(_))
+        })
+        .await;
         let mut retry = Vec::new();
         let mut jobs = Vec::with_capacity(pairs.len());
         let mut updates = Vec::with_capacity(pairs.len());
@@ -352,13 +360,15 @@ fn due_events(
         .collect()
 }
 
-/// Publishes `due` and returns the jobs to acknowledge: all, or, if the
-/// events could not be published, those without a callback (the others go
-/// back to their queue, and their redelivery publishes again).
+/// Publishes `due` and returns the jobs to settle: all, or, if the events
+/// could not be published, those without an event (the others go back to
+/// their queue, and their redelivery publishes again; jobs going to a
+/// retry tier have no event yet).
 async fn announce<T>(
     events: &Events,
     jobs: Vec<(Pending, T)>,
     due: Vec<EventMessage>,
+    has_event: impl Fn(&T) -> bool,
 ) -> Vec<(Pending, T)> {
     if due.is_empty() {
         return jobs;
@@ -369,7 +379,7 @@ async fn announce<T>(
             tracing::warn!(error = %e, events = due.len(), "could not publish webhook events; the jobs will be redelivered");
             let mut keep = Vec::with_capacity(jobs.len());
             for (j, t) in jobs {
-                if j.msg.webhook_url.is_some() {
+                if j.msg.webhook_url.is_some() && has_event(&t) {
                     let _ = j.delivery.reject(true).await;
                 } else {
                     keep.push((j, t));

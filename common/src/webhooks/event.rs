@@ -22,11 +22,25 @@ pub enum SubjectKind {
     Batch,
 }
 
-/// The `webhook-id` of a subject's event: one event per job or batch, so
-/// the id follows from the subject and stays the same however often the
-/// event is published, retried or redelivered.
-pub fn webhook_id(subject: &JobId) -> String {
-    format!("msg_{}", subject.simple())
+/// The `webhook-id` of a subject's event: one event per job or batch end,
+/// so the id follows from the subject and stays the same however often the
+/// event is published, retried or redelivered. A job or batch reopened by
+/// a dead-letter replay ends again: generation `gen` of its event gets an
+/// id of its own.
+pub fn webhook_id(subject: &JobId, gen: u32) -> String {
+    match gen {
+        0 => format!("msg_{}", subject.simple()),
+        n => format!("msg_{}_{n}", subject.simple()),
+    }
+}
+
+/// The generation a `webhook-id` of `subject` names, if it names one.
+pub fn generation_of(subject: &JobId, webhook_id: &str) -> Option<u32> {
+    let rest = webhook_id.strip_prefix(&format!("msg_{}", subject.simple()))?;
+    match rest {
+        "" => Some(0),
+        r => r.strip_prefix('_')?.parse().ok().filter(|n| *n > 0),
+    }
 }
 
 /// A built event: what is signed and sent.
@@ -40,6 +54,13 @@ pub struct Event {
     pub kind: String,
     /// The request body: `{"type", "timestamp", "data"}`.
     pub body: String,
+    /// Which end of its subject it announces (see [`webhook_id`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gen: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An event on its way: published by the worker that stored the result,
@@ -140,16 +161,17 @@ struct Body<'a, T> {
     data: T,
 }
 
-fn build<T: Serialize>(id: &JobId, kind: &str, at_ms: u64, data: T) -> Event {
+fn build<T: Serialize>(id: &JobId, gen: u32, kind: &str, at_ms: u64, data: T) -> Event {
     let body = Body {
         kind,
         timestamp: format_ms(at_ms),
         data,
     };
     Event {
-        id: webhook_id(id),
+        id: webhook_id(id, gen),
         kind: kind.to_string(),
         body: serde_json::to_string(&body).expect("an event body serialises"),
+        gen,
     }
 }
 
@@ -159,7 +181,7 @@ fn build<T: Serialize>(id: &JobId, kind: &str, at_ms: u64, data: T) -> Event {
 /// cancelled by its client.
 pub fn job_event(rec: JobRecord, now_ms: u64) -> Option<Event> {
     let at = rec.finished_at_ms.unwrap_or(now_ms);
-    let id = rec.id;
+    let (id, gen) = (rec.id, rec.reopened);
     let kind = match rec.status {
         JobStatus::Succeeded => "job.succeeded",
         JobStatus::Failed | JobStatus::Expired => "job.failed",
@@ -173,7 +195,7 @@ pub fn job_event(rec: JobRecord, now_ms: u64) -> Option<Event> {
             "message": "its deadline passed before a worker could run it",
         });
     }
-    Some(build(&id, kind, at, data))
+    Some(build(&id, gen, kind, at, data))
 }
 
 /// The `batch.completed` event of a finished batch, with its counts and
@@ -183,9 +205,9 @@ pub fn batch_event(rec: BatchRecord, public_url: Option<&str>, now_ms: u64) -> O
         return None;
     }
     let at = rec.finished_at_ms.unwrap_or(now_ms);
-    let id = rec.id;
+    let (id, gen) = (rec.id, rec.reopened);
     let data = BatchView::from(rec).with_base_url(public_url);
-    Some(build(&id, "batch.completed", at, data))
+    Some(build(&id, gen, "batch.completed", at, data))
 }
 
 /// When attempt `next` (an index into `schedule_ms`) of an event should
@@ -230,6 +252,7 @@ mod tests {
             attempts: 1,
             metadata: None,
             webhook_url: Some("https://hooks.example.com/x".into()),
+            reopened: 0,
         }
     }
 
@@ -239,7 +262,7 @@ mod tests {
         let id = ok.id;
         let e = job_event(ok, 0).unwrap();
         assert_eq!(e.kind, "job.succeeded");
-        assert_eq!(e.id, webhook_id(&id));
+        assert_eq!(e.id, webhook_id(&id, 0));
         let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
         assert_eq!(body["type"], "job.succeeded");
         assert_eq!(body["timestamp"], "2023-11-14T22:13:20.500Z");
@@ -271,10 +294,31 @@ mod tests {
     }
 
     #[test]
-    fn the_id_is_the_same_for_every_build() {
+    fn the_id_is_the_same_for_every_build_of_one_end() {
         let a = job(JobStatus::Succeeded);
         let b = a.clone();
-        assert_eq!(job_event(a, 1).unwrap(), job_event(b, 2).unwrap());
+        assert_eq!(job_event(a.clone(), 1).unwrap(), job_event(b, 2).unwrap());
+        // A replayed dead letter ends again: a new event with its own id.
+        let again = JobRecord {
+            reopened: 2,
+            ..a.clone()
+        };
+        let e = job_event(again, 1).unwrap();
+        assert_eq!(e.gen, 2);
+        assert_eq!(e.id, format!("msg_{}_2", a.id.simple()));
+        assert_eq!(generation_of(&a.id, &e.id), Some(2));
+        assert_eq!(generation_of(&a.id, &webhook_id(&a.id, 0)), Some(0));
+        for bad in ["msg_x", "msg_", "", "job.succeeded"] {
+            assert_eq!(generation_of(&a.id, bad), None, "{bad}");
+        }
+        assert_eq!(
+            generation_of(&a.id, &format!("{}_0", webhook_id(&a.id, 0))),
+            None
+        );
+        assert_eq!(
+            generation_of(&a.id, &format!("{}_x", webhook_id(&a.id, 0))),
+            None
+        );
     }
 
     #[test]

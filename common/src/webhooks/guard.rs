@@ -130,6 +130,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     if ip.is_loopback() {
         return Some("loopback");
     }
+    // ::ffff:0:a.b.c.d (SIIT translated).
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return forbidden_v4(embedded_v4(&s[6..])).or(Some("IPv4-translated"));
+    }
     // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
     if s[..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0) {
         return forbidden_v4(embedded_v4(&s[6..])).or(if s[5] == 0 {
@@ -167,6 +171,12 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
     if s[..4] == [0x0100, 0, 0, 0] {
         return Some("discard-only");
+    }
+    if s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0 {
+        return Some("benchmarking");
+    }
+    if s[0] & 0xfff0 == 0x3ff0 {
+        return Some("documentation");
     }
     None
 }
@@ -406,6 +416,10 @@ mod tests {
             ("https://[fec0::1]/", "site-local"),
             ("https://[ff02::1]/", "multicast"),
             ("https://[2001:db8::1]/", "documentation"),
+            ("https://[3fff::1]/", "documentation"),
+            ("https://[2001:2::1]/", "benchmarking"),
+            ("https://[::ffff:0:7f00:1]/", "loopback"),
+            ("https://[::ffff:0:808:808]/", "IPv4-translated"),
         ] {
             assert_eq!(refused_kind(&g, url), kind, "{url}");
         }

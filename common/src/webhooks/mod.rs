@@ -7,7 +7,7 @@
 //! batching path, takes it, builds the event from the stored record, signs
 //! it ([`sign`]), checks where it is going ([`guard`]) and POSTs it. A
 //! failed attempt waits in a delay queue of the retry schedule
-//! (`<ns>.webhooks.retry.<n>`) and comes back; every attempt is logged in
+//! (`<ns>.webhooks.wait.<delay>ms`) and comes back; every attempt is logged in
 //! Redis ([`store`]), where the API reads it.
 //!
 //! An event has one `webhook-id` for its whole life, across retries,

@@ -1,6 +1,7 @@
-//! What Redis keeps about events: per subject, the event record
-//! (`<ns>:{id}:webhook`: webhook-id, type, body, url, state, current chain)
-//! and the delivery log (`<ns>:{id}:deliveries`, one JSON entry per
+//! What Redis keeps about events: per subject, the event record of each
+//! end (`<ns>:{id}:webhook`, then `<ns>:{id}:webhook:<n>` after the n-th
+//! reopening: webhook-id, type, body, url, state, current chain) and the
+//! delivery log (`<ns>:{id}:deliveries`, one JSON entry per
 //! attempt); per deployment, the endpoints disabled by a `410 Gone`
 //! (`<ns>:webhooks:disabled`).
 
@@ -105,11 +106,27 @@ pub enum Begin {
     Stale,
 }
 
+/// Where an event stood before a manual redelivery, to go back to if the
+/// redelivery cannot be queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Previous {
+    state: String,
+    chain: String,
+    tries: String,
+}
+
 /// What [`DeliveryStore::redeliver`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Redeliver {
-    /// Send it again: the event, its URL and the new chain.
-    Go(Event, String),
+    /// Send it again.
+    Go {
+        /// The event.
+        event: Event,
+        /// Its URL.
+        url: String,
+        /// Where it stood.
+        before: Previous,
+    },
     /// No such event (not built yet, wrong id, or expired).
     Missing,
 }
@@ -137,8 +154,9 @@ return {'go'}
     )
 });
 
-/// Logs an attempt and, if the chain is current, sets the state and the
-/// chain's attempt count. KEYS[1] record; KEYS[2] log; ARGV[1] chain;
+/// Logs an attempt and, if the chain is current, still pending and not
+/// past this attempt (a late copy must not move it back), sets the state
+/// and the chain's attempt count. KEYS[1] record; KEYS[2] log; ARGV[1] chain;
 /// ARGV[2] state; ARGV[3] attempt JSON; ARGV[4] TTL (ms); ARGV[5] log
 /// length; ARGV[6] attempt number.
 static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
@@ -147,10 +165,11 @@ static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-if redis.call('HGET', KEYS[1], 'chain') == ARGV[1] then
+local r = redis.call('HMGET', KEYS[1], 'chain', 'state', 'tries')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if r[1] == ARGV[1] and r[2] == 'pending' and (tonumber(r[3]) or 0) < tonumber(ARGV[6]) then
   redis.call('HSET', KEYS[1], 'state', ARGV[2], 'tries', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return 1
 end
 return 0
@@ -164,12 +183,24 @@ return 0
 static REDELIVER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url')
+local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url', 'state', 'chain', 'tries')
 if not r[3] then return nil end
 if ARGV[1] ~= r[1] and ARGV[1] ~= r[2] then return nil end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2], 'tries', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {r[1], r[2], r[3], r[4]}
+return {r[1], r[2], r[3], r[4], r[5] or 'pending', r[6] or '', r[7] or '0'}
+",
+    )
+});
+
+/// Undoes a redelivery that could not be queued. KEYS[1] record; ARGV[1]
+/// the redelivery's chain; ARGV[2..4] state, chain and tries before.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'chain') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'chain', ARGV[3], 'tries', ARGV[4])
+return 1
 ",
     )
 });
@@ -193,9 +224,12 @@ impl DeliveryStore {
         }
     }
 
-    /// The key of a subject's event record.
-    pub fn record_key(&self, id: &JobId) -> String {
-        format!("{}:{{{id}}}:webhook", self.ns)
+    /// The key of the event record of a subject's `gen`-th end.
+    pub fn record_key(&self, id: &JobId, gen: u32) -> String {
+        match gen {
+            0 => format!("{}:{{{id}}}:webhook", self.ns),
+            n => format!("{}:{{{id}}}:webhook:{n}", self.ns),
+        }
     }
 
     /// The key of a subject's delivery log.
@@ -213,6 +247,7 @@ impl DeliveryStore {
         &self,
         kind: SubjectKind,
         subject: &JobId,
+        gen: u32,
         chain: &uuid::Uuid,
         url: &str,
         attempts: u32,
@@ -223,7 +258,7 @@ impl DeliveryStore {
         };
         let mut c = self.conn.clone();
         let r: Vec<String> = BEGIN
-            .key(self.record_key(subject))
+            .key(self.record_key(subject, gen))
             .arg(chain.to_string())
             .arg(url)
             .arg(self.ttl_ms)
@@ -236,6 +271,7 @@ impl DeliveryStore {
                 id: r[1].clone(),
                 kind: r[2].clone(),
                 body: r[3].clone(),
+                gen,
             })),
             Some("go") => Begin::Go(None),
             Some("stale") => Begin::Stale,
@@ -251,9 +287,10 @@ impl DeliveryStore {
     /// manual redelivery send the very same body.
     pub async fn save_event(&self, subject: &JobId, event: &Event) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
+        let key = self.record_key(subject, event.gen);
         redis::pipe()
             .hset_multiple(
-                self.record_key(subject),
+                &key,
                 &[
                     ("id", &event.id),
                     ("type", &event.kind),
@@ -261,7 +298,7 @@ impl DeliveryStore {
                 ],
             )
             .ignore()
-            .pexpire(self.record_key(subject), self.ttl_ms as i64)
+            .pexpire(&key, self.ttl_ms as i64)
             .ignore()
             .query_async::<()>(&mut c)
             .await?;
@@ -273,13 +310,14 @@ impl DeliveryStore {
     pub async fn record_attempt(
         &self,
         subject: &JobId,
+        gen: u32,
         chain: &uuid::Uuid,
         attempt: &Attempt,
         state: EventState,
     ) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
         let current: i64 = ATTEMPT
-            .key(self.record_key(subject))
+            .key(self.record_key(subject, gen))
             .key(self.log_key(subject))
             .arg(chain.to_string())
             .arg(state.as_str())
@@ -325,27 +363,47 @@ impl DeliveryStore {
         Ok(n == 1)
     }
 
-    /// A subject's event and every logged attempt; `None` if it has none.
-    pub async fn deliveries(&self, subject: &JobId) -> Result<Option<Deliveries>, StoreError> {
+    /// A subject's events (of ends `0..=last_gen`, oldest first), each with
+    /// its logged attempts.
+    pub async fn deliveries(
+        &self,
+        subject: &JobId,
+        last_gen: u32,
+    ) -> Result<Vec<Deliveries>, StoreError> {
         let mut c = self.conn.clone();
-        let (rec, log): (std::collections::HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hgetall(self.record_key(subject))
-            .lrange(self.log_key(subject), 0, -1)
-            .query_async(&mut c)
-            .await?;
-        let Some(state) = rec.get("state").and_then(|s| EventState::parse(s)) else {
-            return Ok(None);
-        };
-        Ok(Some(Deliveries {
-            webhook_id: rec.get("id").cloned(),
-            kind: rec.get("type").cloned(),
-            url: rec.get("url").cloned().unwrap_or_default(),
-            state,
-            attempts: log
-                .iter()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect(),
-        }))
+        let mut pipe = redis::pipe();
+        for gen in 0..=last_gen {
+            pipe.hgetall(self.record_key(subject, gen));
+        }
+        pipe.lrange(self.log_key(subject), 0, -1);
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let log: Vec<String> =
+            redis::from_redis_value(values.pop().unwrap_or(redis::Value::Nil)).unwrap_or_default();
+        let attempts: Vec<Attempt> = log
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let mut out = Vec::new();
+        for v in values {
+            let rec: std::collections::HashMap<String, String> =
+                redis::from_redis_value(v).unwrap_or_default();
+            let Some(state) = rec.get("state").and_then(|s| EventState::parse(s)) else {
+                continue;
+            };
+            let id = rec.get("id").cloned();
+            out.push(Deliveries {
+                attempts: attempts
+                    .iter()
+                    .filter(|a| Some(&a.webhook_id) == id.as_ref())
+                    .cloned()
+                    .collect(),
+                webhook_id: id,
+                kind: rec.get("type").cloned(),
+                url: rec.get("url").cloned().unwrap_or_default(),
+                state,
+            });
+        }
+        Ok(out)
     }
 
     /// Starts a manual redelivery of the event named by `event` (its
@@ -353,52 +411,56 @@ impl DeliveryStore {
     pub async fn redeliver(
         &self,
         subject: &JobId,
+        gen: u32,
         event: &str,
         chain: &uuid::Uuid,
     ) -> Result<Redeliver, StoreError> {
         let mut c = self.conn.clone();
         let r: Option<Vec<String>> = REDELIVER
-            .key(self.record_key(subject))
+            .key(self.record_key(subject, gen))
             .arg(event)
             .arg(chain.to_string())
             .arg(self.ttl_ms)
             .invoke_async(&mut c)
             .await?;
         Ok(match r {
-            Some(v) if v.len() == 4 => Redeliver::Go(
-                Event {
+            Some(v) if v.len() >= 7 => Redeliver::Go {
+                event: Event {
                     id: v[0].clone(),
                     kind: v[1].clone(),
                     body: v[2].clone(),
+                    gen,
                 },
-                v[3].clone(),
-            ),
+                url: v[3].clone(),
+                before: Previous {
+                    state: v[4].clone(),
+                    chain: v[5].clone(),
+                    tries: v[6].clone(),
+                },
+            },
             _ => Redeliver::Missing,
         })
     }
 
-    /// Marks an event given up (when its redelivery could not be queued).
-    pub async fn set_state(
+    /// Puts an event back where it stood before a manual redelivery under
+    /// `chain` that could not be queued (unless something moved it since),
+    /// so the automatic attempts still waiting go on.
+    pub async fn restore(
         &self,
         subject: &JobId,
+        gen: u32,
         chain: &uuid::Uuid,
-        state: EventState,
+        before: &Previous,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let _: i64 = redis::Script::new(
-            r"
-if redis.call('HGET', KEYS[1], 'chain') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'state', ARGV[2])
-  return 1
-end
-return 0
-",
-        )
-        .key(self.record_key(subject))
-        .arg(chain.to_string())
-        .arg(state.as_str())
-        .invoke_async(&mut c)
-        .await?;
+        let _: i64 = RESTORE
+            .key(self.record_key(subject, gen))
+            .arg(chain.to_string())
+            .arg(&before.state)
+            .arg(&before.chain)
+            .arg(&before.tries)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 }

@@ -139,9 +139,13 @@ impl Dispatcher {
         schedule.reset();
         tracing::info!("webhook dispatcher consuming");
         let mut inflight = JoinSet::new();
+        // A handler that finds the publishing channel closed ends the
+        // session, so it is rebuilt.
+        let broken = CancellationToken::new();
         let ended = loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => break None,
+                _ = broken.cancelled() => break Some("the publishing channel closed".into()),
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
                 d = consumer.next() => d,
             };
@@ -149,7 +153,8 @@ impl Dispatcher {
                 Some(Ok(d)) => {
                     let me = self.clone();
                     let publish = publish.clone();
-                    inflight.spawn(async move { me.handle(d, &publish).await });
+                    let broken = broken.clone();
+                    inflight.spawn(async move { me.handle(d, &publish, &broken).await });
                 }
                 Some(Err(e)) => break Some(e.to_string()),
                 None => break Some("consumer closed".into()),
@@ -195,7 +200,7 @@ impl Dispatcher {
 
     /// Handles one delivery (the events of one batch of results, or one
     /// retry) and settles it once every event in it is settled.
-    async fn handle(&self, d: Delivery, publish: &Channel) {
+    async fn handle(&self, d: Delivery, publish: &Channel, broken: &CancellationToken) {
         let mut left = match decode_all(&d.data) {
             Ok(m) => m,
             Err(e) => {
@@ -211,8 +216,13 @@ impl Dispatcher {
         let give_up = tokio::time::Instant::now() + HOLD;
         let mut pause = Schedule::exponential(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            let results =
-                futures_util::future::join_all(left.iter().map(|m| self.attempt(m, publish))).await;
+            let results = futures_util::future::join_all(
+                left.iter().map(|m| self.attempt(m, publish, give_up)),
+            )
+            .await;
+            if !publish.status().connected() {
+                broken.cancel();
+            }
             left = left
                 .into_iter()
                 .zip(results)
@@ -227,7 +237,7 @@ impl Dispatcher {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 return;
             }
-            if tokio::time::Instant::now() >= give_up {
+            if tokio::time::Instant::now() >= give_up || broken.is_cancelled() {
                 let _ = d
                     .acker
                     .nack(BasicNackOptions {
@@ -241,21 +251,36 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt; `Err` when it must be tried again as it is.
-    async fn attempt(&self, msg: &EventMessage, publish: &Channel) -> Result<(), String> {
+    /// One attempt; `Err` when it must be made again as it is (nothing was
+    /// sent, or what followed the request could not be settled in time).
+    async fn attempt(
+        &self,
+        msg: &EventMessage,
+        publish: &Channel,
+        give_up: tokio::time::Instant,
+    ) -> Result<(), String> {
         let mut event = msg.event.clone();
         if event.is_none() {
             event = self.build(msg).await.map_err(|e| e.to_string())?;
             if event.is_none() {
                 // Not finished (a chunk's redelivery before its batch
-                // completed), cancelled, or gone: nothing to announce.
-                tracing::debug!(subject = %msg.subject, "no event to send");
+                // completed), cancelled, or its record is gone (expired
+                // before a dispatcher got to it).
+                tracing::info!(subject = %msg.subject, url = %msg.url, "no event to send: the job or batch has not ended, was cancelled, or expired");
                 return Ok(());
             }
         }
+        let gen = event.as_ref().map_or(0, |e| e.gen);
         let begun = self
             .deliveries
-            .begin(msg.kind, &msg.subject, &msg.chain, &msg.url, msg.attempt)
+            .begin(
+                msg.kind,
+                &msg.subject,
+                gen,
+                &msg.chain,
+                &msg.url,
+                msg.attempt,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let event = match begun {
@@ -295,7 +320,7 @@ impl Dispatcher {
                 format_ms(since)
             ));
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
-            return self.finish(msg, &log, EventState::Disabled).await;
+            return self.finish(msg, gen, &log, EventState::Disabled).await;
         }
         let sent = {
             let _permit = self.sending.acquire().await.map_err(|e| e.to_string())?;
@@ -307,14 +332,11 @@ impl Dispatcher {
         log.response = sent.response.clone();
         metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
         let schedule = &self.settings.webhooks.schedule_ms;
+        let mut retry = None;
         let state = match sent.verdict {
             Verdict::Delivered => EventState::Delivered,
             Verdict::Gone => {
-                self.deliveries
-                    .disable(&msg.url, now_ms())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::warn!(url = %msg.url, "webhook endpoint answered 410 Gone; disabled");
+                tracing::warn!(url = %msg.url, "webhook endpoint answered 410 Gone; disabling it");
                 EventState::Disabled
             }
             Verdict::Refused => EventState::Failed,
@@ -325,13 +347,10 @@ impl Dispatcher {
                     event: Some(event.clone()),
                     ..msg.clone()
                 };
-                match self.topology.webhook_retry_exchange(tier) {
-                    Some(x) => publish_on(publish, &x, &[next], Some(wait)).await?,
-                    None => {
-                        publish_on(publish, &self.topology.webhooks_exchange(), &[next], None)
-                            .await?
-                    }
-                }
+                retry = Some(match self.topology.webhook_retry_exchange(tier) {
+                    Some(x) => (x, next, Some(wait)),
+                    None => (self.topology.webhooks_exchange(), next, None),
+                });
                 log.next_attempt_at = Some(format_ms(now_ms() + wait));
                 EventState::Pending
             }
@@ -341,26 +360,52 @@ impl Dispatcher {
                 EventState::Failed
             }
         };
-        log.outcome = match (sent.verdict, state) {
-            (_, EventState::Delivered) => "delivered",
-            (_, EventState::Disabled) => "disabled",
-            (_, EventState::Pending) => "retrying",
-            _ => "failed",
+        log.outcome = match state {
+            EventState::Delivered => "delivered",
+            EventState::Disabled => "disabled",
+            EventState::Pending => "retrying",
+            EventState::Failed => "failed",
         }
         .into();
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => log.outcome.clone()).increment(1);
         tracing::debug!(subject = %msg.subject, attempt = number, outcome = %log.outcome, "webhook attempt");
-        self.finish(msg, &log, state).await
+        // The request went out: what follows is retried here, never by
+        // sending it again.
+        let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let settled = async {
+                if state == EventState::Disabled {
+                    self.deliveries
+                        .disable(&msg.url, now_ms())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if let Some((exchange, next, wait)) = &retry {
+                    publish_on(publish, exchange, std::slice::from_ref(next), *wait).await?;
+                }
+                self.finish(msg, gen, &log, state).await
+            }
+            .await;
+            match settled {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < give_up && publish.status().connected() => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "settling a webhook attempt failed; retrying");
+                    tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn finish(
         &self,
         msg: &EventMessage,
+        gen: u32,
         log: &Attempt,
         state: EventState,
     ) -> Result<(), String> {
         self.deliveries
-            .record_attempt(&msg.subject, &msg.chain, log, state)
+            .record_attempt(&msg.subject, gen, &msg.chain, log, state)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
