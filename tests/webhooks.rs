@@ -802,3 +802,44 @@ async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
     assert_eq!(hits[2].headers["webhook-id"], first_id.as_str());
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_keeps_failing_is_paused_not_hammered() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    rx.script("down", &[status(503); 100]);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&env, &rx.url("down")).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Five failures in a row open the host's circuit: later attempts (the
+    // retries at 200 and 400 ms) are logged as not sent, and wait for their
+    // next turn on the schedule.
+    let id = ids.last().unwrap();
+    let path = format!("/v1/jobs/{id}/deliveries");
+    let mut not_sent = 0;
+    for _ in 0..100 {
+        let d = get(&env, &path).await;
+        not_sent = d["events"][0]["attempts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a["error"].as_str().unwrap_or("").starts_with("not sent"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if not_sent >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_sent >= 1, "{}", get(&env, &path).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = rx.hits("down").len();
+    assert!(
+        (5..=8).contains(&sent),
+        "about five requests before the pause, not one per attempt: {sent}"
+    );
+    env.stop().await.unwrap();
+}

@@ -2,13 +2,16 @@
 //! sends each event, apart from the batching path, so a slow or dead
 //! receiver holds up nothing but its own deliveries.
 //!
-//! Per message: build the event from the stored record (first attempt
-//! only; later ones carry it), start or continue its chain in Redis (a
-//! delivered, given-up or superseded event stops here), skip a disabled
-//! endpoint, send, log the attempt, and on a failure that may pass publish
-//! the next attempt to the delay tier of the schedule (honouring
-//! `Retry-After`) before acknowledging this one.
+//! Per event: build it from the stored record (first attempt only; later
+//! ones carry it), start or continue its chain in Redis (a delivered,
+//! given-up or superseded event stops here), skip a disabled endpoint or
+//! one whose circuit is open ([`super::breaker`]), send, and on a failure
+//! that may pass queue the next attempt in the delay tier of the schedule
+//! (honouring `Retry-After`); then log the attempt. A message (a batch's
+//! events) is acknowledged once all its events are settled; the next
+//! attempts of its events go out together, one message per delay tier.
 
+use super::breaker::Breakers;
 use super::client::{Sender, Verdict};
 use super::events::publish_on;
 use futures_util::StreamExt;
@@ -43,6 +46,21 @@ pub struct Dispatcher {
     sender: Sender,
     /// Bounds the requests in flight to `webhooks.concurrency`.
     sending: tokio::sync::Semaphore,
+    /// Per-host circuit breakers and request slots.
+    breakers: Breakers,
+}
+
+/// An attempt made (or skipped), waiting to be settled: the next attempt
+/// queued, the attempt logged.
+struct Made {
+    msg: EventMessage,
+    gen: u32,
+    log: Attempt,
+    state: EventState,
+    /// The endpoint answered 410 Gone now.
+    gone: bool,
+    /// Where and how long the next attempt waits.
+    retry: Option<(String, EventMessage, Option<u64>)>,
 }
 
 /// How long a message whose events cannot be settled (Redis or the broker
@@ -75,6 +93,7 @@ impl Dispatcher {
         );
         Ok(Self {
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
+            breakers: Breakers::new(usize::from(settings.webhooks.concurrency).div_ceil(4)),
             sender: Sender::new(&settings.webhooks)?,
             topology: Topology::of(&settings),
             settings,
@@ -216,23 +235,27 @@ impl Dispatcher {
         let give_up = tokio::time::Instant::now() + HOLD;
         let mut pause = Schedule::exponential(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            let results = futures_util::future::join_all(
-                left.iter().map(|m| self.attempt(m, publish, give_up)),
-            )
-            .await;
+            let results =
+                futures_util::future::join_all(left.iter().map(|m| self.attempt(m))).await;
+            let mut again = Vec::new();
+            let mut made = Vec::new();
+            for (m, r) in left.into_iter().zip(results) {
+                match r {
+                    Ok(Some(a)) => made.push(a),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(subject = %m.subject, error = %e, "webhook attempt postponed");
+                        again.push(m);
+                    }
+                }
+            }
+            // What was sent is settled here, never by sending it again,
+            // unless that cannot be done before `give_up`.
+            again.extend(self.settle(made, publish, give_up).await);
             if !publish.status().connected() {
                 broken.cancel();
             }
-            left = left
-                .into_iter()
-                .zip(results)
-                .filter_map(|(m, r)| {
-                    r.err().map(|e| {
-                        tracing::warn!(subject = %m.subject, error = %e, "webhook attempt postponed");
-                        m
-                    })
-                })
-                .collect();
+            left = again;
             if left.is_empty() {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 return;
@@ -251,14 +274,69 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt; `Err` when it must be made again as it is (nothing was
-    /// sent, or what followed the request could not be settled in time).
-    async fn attempt(
+    /// Queues the next attempts (one message per delay tier) and logs the
+    /// attempts made; returns the events that could not be settled.
+    async fn settle(
         &self,
-        msg: &EventMessage,
+        made: Vec<Made>,
         publish: &Channel,
         give_up: tokio::time::Instant,
-    ) -> Result<(), String> {
+    ) -> Vec<EventMessage> {
+        if made.is_empty() {
+            return Vec::new();
+        }
+        let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
+        let mut queued = false;
+        loop {
+            let settled = async {
+                for m in made.iter().filter(|m| m.gone) {
+                    self.deliveries
+                        .disable(&m.msg.url, now_ms())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                if !queued {
+                    let mut tiers: Vec<(&str, Vec<EventMessage>, Option<u64>)> = Vec::new();
+                    for (x, next, wait) in made.iter().filter_map(|m| m.retry.as_ref()) {
+                        match tiers.iter_mut().find(|(t, _, _)| t == x) {
+                            Some((_, msgs, w)) => {
+                                msgs.push(next.clone());
+                                *w = (*w).max(*wait);
+                            }
+                            None => tiers.push((x, vec![next.clone()], *wait)),
+                        }
+                    }
+                    for (x, msgs, wait) in &tiers {
+                        publish_on(publish, x, msgs, *wait).await?;
+                    }
+                    queued = true;
+                }
+                for m in &made {
+                    self.deliveries
+                        .record_attempt(&m.msg.subject, m.gen, &m.msg.chain, &m.log, m.state)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            match settled {
+                Ok(()) => return Vec::new(),
+                Err(e) if tokio::time::Instant::now() < give_up && publish.status().connected() => {
+                    tracing::warn!(error = %e, events = made.len(), "settling webhook attempts failed; retrying");
+                    tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = made.len(), "webhook attempts not settled; they will be made again");
+                    return made.into_iter().map(|m| m.msg).collect();
+                }
+            }
+        }
+    }
+
+    /// One attempt, up to the request; `Ok(None)` when there is nothing to
+    /// send, `Err` when it must be made again as it is (nothing was sent).
+    async fn attempt(&self, msg: &EventMessage) -> Result<Option<Made>, String> {
         let mut event = msg.event.clone();
         if event.is_none() {
             event = self.build(msg).await.map_err(|e| e.to_string())?;
@@ -267,7 +345,7 @@ impl Dispatcher {
                 // completed), cancelled, or its record is gone (expired
                 // before a dispatcher got to it).
                 tracing::info!(subject = %msg.subject, url = %msg.url, "no event to send: the job or batch has not ended, was cancelled, or expired");
-                return Ok(());
+                return Ok(None);
             }
         }
         let gen = event.as_ref().map_or(0, |e| e.gen);
@@ -293,20 +371,27 @@ impl Dispatcher {
                     .map_err(|e| e.to_string())?;
                 e
             }
-            Begin::Settled(_) | Begin::Stale => return Ok(()),
+            Begin::Settled(_) | Begin::Stale => return Ok(None),
         };
         let number = msg.attempt + 1;
-        let mut log = Attempt {
-            webhook_id: event.id.clone(),
-            attempt: number,
-            at: format_ms(now_ms()),
-            url: msg.url.clone(),
-            status_code: None,
-            error: None,
-            duration_ms: 0,
-            outcome: String::new(),
-            next_attempt_at: None,
-            response: None,
+        let mut made = Made {
+            msg: msg.clone(),
+            gen,
+            log: Attempt {
+                webhook_id: event.id.clone(),
+                attempt: number,
+                at: format_ms(now_ms()),
+                url: msg.url.clone(),
+                status_code: None,
+                error: None,
+                duration_ms: 0,
+                outcome: String::new(),
+                next_attempt_at: None,
+                response: None,
+            },
+            state: EventState::Pending,
+            gone: false,
+            retry: None,
         };
         if let Some(since) = self
             .deliveries
@@ -314,100 +399,81 @@ impl Dispatcher {
             .await
             .map_err(|e| e.to_string())?
         {
-            log.outcome = "disabled".into();
-            log.error = Some(format!(
+            made.log.outcome = "disabled".into();
+            made.log.error = Some(format!(
                 "the endpoint answered 410 Gone at {} and is disabled",
                 format_ms(since)
             ));
+            made.state = EventState::Disabled;
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
-            return self.finish(msg, gen, &log, EventState::Disabled).await;
+            return Ok(Some(made));
         }
-        let sent = {
-            let _permit = self.sending.acquire().await.map_err(|e| e.to_string())?;
-            self.sender.send(&msg.url, &event).await
+        let host = reqwest::Url::parse(&msg.url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| msg.url.clone());
+        let (verdict, retry_after) = match self.breakers.admit(&host, std::time::Instant::now()) {
+            Err(why) => {
+                made.log.error = Some(why);
+                (Verdict::Retry, None)
+            }
+            Ok(slots) => {
+                let sent = {
+                    let _host = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+                    let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
+                    self.sender.send(&msg.url, &event).await
+                };
+                self.breakers.record(
+                    &host,
+                    matches!(sent.verdict, Verdict::Delivered | Verdict::Gone),
+                    std::time::Instant::now(),
+                );
+                made.log.status_code = sent.status_code;
+                made.log.error = sent.error.clone();
+                made.log.duration_ms = sent.duration.as_millis() as u64;
+                made.log.response = sent.response.clone();
+                metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
+                (sent.verdict, sent.retry_after_ms)
+            }
         };
-        log.status_code = sent.status_code;
-        log.error = sent.error.clone();
-        log.duration_ms = sent.duration.as_millis() as u64;
-        log.response = sent.response.clone();
-        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
         let schedule = &self.settings.webhooks.schedule_ms;
-        let mut retry = None;
-        let state = match sent.verdict {
+        made.state = match verdict {
             Verdict::Delivered => EventState::Delivered,
             Verdict::Gone => {
                 tracing::warn!(url = %msg.url, "webhook endpoint answered 410 Gone; disabling it");
+                made.gone = true;
                 EventState::Disabled
             }
             Verdict::Refused => EventState::Failed,
             Verdict::Retry if (number as usize) < schedule.len() => {
-                let (tier, wait) = next_wait(schedule, number as usize, sent.retry_after_ms);
+                let (tier, wait) = next_wait(schedule, number as usize, retry_after);
                 let next = EventMessage {
                     attempt: number,
                     event: Some(event.clone()),
                     ..msg.clone()
                 };
-                retry = Some(match self.topology.webhook_retry_exchange(tier) {
+                made.retry = Some(match self.topology.webhook_retry_exchange(tier) {
                     Some(x) => (x, next, Some(wait)),
                     None => (self.topology.webhooks_exchange(), next, None),
                 });
-                log.next_attempt_at = Some(format_ms(now_ms() + wait));
+                made.log.next_attempt_at = Some(format_ms(now_ms() + wait));
                 EventState::Pending
             }
             Verdict::Retry => {
-                let why = log.error.take().unwrap_or_default();
-                log.error = Some(format!("{why}; gave up after {number} attempts"));
+                let why = made.log.error.take().unwrap_or_default();
+                made.log.error = Some(format!("{why}; gave up after {number} attempts"));
                 EventState::Failed
             }
         };
-        log.outcome = match state {
+        made.log.outcome = match made.state {
             EventState::Delivered => "delivered",
             EventState::Disabled => "disabled",
             EventState::Pending => "retrying",
             EventState::Failed => "failed",
         }
         .into();
-        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => log.outcome.clone()).increment(1);
-        tracing::debug!(subject = %msg.subject, attempt = number, outcome = %log.outcome, "webhook attempt");
-        // The request went out: what follows is retried here, never by
-        // sending it again.
-        let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            let settled = async {
-                if state == EventState::Disabled {
-                    self.deliveries
-                        .disable(&msg.url, now_ms())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                if let Some((exchange, next, wait)) = &retry {
-                    publish_on(publish, exchange, std::slice::from_ref(next), *wait).await?;
-                }
-                self.finish(msg, gen, &log, state).await
-            }
-            .await;
-            match settled {
-                Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < give_up && publish.status().connected() => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "settling a webhook attempt failed; retrying");
-                    tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn finish(
-        &self,
-        msg: &EventMessage,
-        gen: u32,
-        log: &Attempt,
-        state: EventState,
-    ) -> Result<(), String> {
-        self.deliveries
-            .record_attempt(&msg.subject, gen, &msg.chain, log, state)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => made.log.outcome.clone()).increment(1);
+        tracing::debug!(subject = %msg.subject, attempt = number, outcome = %made.log.outcome, "webhook attempt");
+        Ok(Some(made))
     }
 }

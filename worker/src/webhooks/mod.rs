@@ -3,6 +3,7 @@
 //! crash in between republishes it); [`dispatch`] consumes them apart from
 //! the batching path and sends them with [`client`].
 
+pub mod breaker;
 pub mod client;
 pub mod dispatch;
 pub mod events;

@@ -1,0 +1,184 @@
+//! Per-endpoint circuit breaker and concurrency cap.
+//!
+//! A receiver that is down must not tie up the dispatcher: after
+//! [`THRESHOLD`] failed attempts in a row, attempts to that host are not
+//! sent for a cooldown (30 s, doubling to 10 min while it keeps failing);
+//! they are logged as not sent and wait for their next turn on the
+//! schedule, so no message is held waiting on a dead host. When the
+//! cooldown ends, one attempt probes the host: success closes the circuit,
+//! failure opens it again. Each host also gets at most a quarter of the
+//! dispatcher's requests in flight, so one slow receiver cannot take them
+//! all. Plain logic over the clock it is given.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Failed attempts in a row that open a host's circuit.
+pub const THRESHOLD: u32 = 5;
+/// First cooldown of an open circuit.
+pub const COOLDOWN: Duration = Duration::from_secs(30);
+/// Longest cooldown.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+
+#[derive(Debug)]
+struct Host {
+    failures: u32,
+    open_until: Option<Instant>,
+    cooldown: Duration,
+    probing: bool,
+    slots: Arc<Semaphore>,
+}
+
+/// The breakers of every host a dispatcher talks to.
+#[derive(Debug)]
+pub struct Breakers {
+    hosts: Mutex<HashMap<String, Host>>,
+    per_host: usize,
+}
+
+impl Breakers {
+    /// Breakers allowing `per_host` requests in flight per host.
+    pub fn new(per_host: usize) -> Self {
+        Self {
+            hosts: Mutex::new(HashMap::new()),
+            per_host: per_host.max(1),
+        }
+    }
+
+    fn host<'a>(&self, map: &'a mut HashMap<String, Host>, key: &str) -> &'a mut Host {
+        map.entry(key.to_string()).or_insert_with(|| Host {
+            failures: 0,
+            open_until: None,
+            cooldown: COOLDOWN,
+            probing: false,
+            slots: Arc::new(Semaphore::new(self.per_host)),
+        })
+    }
+
+    /// Whether an attempt to `key` may be sent at `now`; `Err` says until
+    /// when it may not. A closed circuit also hands out the host's slots.
+    pub fn admit(&self, key: &str, now: Instant) -> Result<Arc<Semaphore>, String> {
+        let mut map = self.hosts.lock().expect("breaker lock");
+        let h = self.host(&mut map, key);
+        match h.open_until {
+            // A probe that never reported (its task ended) does not block
+            // the host for good: after another cooldown, a new one goes.
+            Some(until) if now < until || (h.probing && now < until + h.cooldown) => Err(format!(
+                "not sent: {key} failed {} times in a row; paused for {:?}",
+                h.failures,
+                until.saturating_duration_since(now)
+            )),
+            Some(_) => {
+                // Cooldown over: this attempt probes.
+                h.probing = true;
+                Ok(h.slots.clone())
+            }
+            None => Ok(h.slots.clone()),
+        }
+    }
+
+    /// Records an attempt's result.
+    pub fn record(&self, key: &str, ok: bool, now: Instant) {
+        let mut map = self.hosts.lock().expect("breaker lock");
+        let h = self.host(&mut map, key);
+        if ok {
+            h.failures = 0;
+            h.open_until = None;
+            h.cooldown = COOLDOWN;
+            h.probing = false;
+            return;
+        }
+        h.failures += 1;
+        if h.probing || h.failures >= THRESHOLD {
+            if h.probing {
+                h.cooldown = (h.cooldown * 2).min(MAX_COOLDOWN);
+            }
+            h.open_until = Some(now + h.cooldown);
+            h.probing = false;
+        }
+    }
+
+    /// Hosts whose circuit is open at `now`.
+    pub fn open(&self, now: Instant) -> usize {
+        let map = self.hosts.lock().expect("breaker lock");
+        map.values()
+            .filter(|h| h.open_until.is_some_and(|u| now < u))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_failures_in_a_row_and_probes_after_the_cooldown() {
+        let b = Breakers::new(4);
+        let t0 = Instant::now();
+        for _ in 0..THRESHOLD - 1 {
+            assert!(b.admit("h:443", t0).is_ok());
+            b.record("h:443", false, t0);
+        }
+        assert!(b.admit("h:443", t0).is_ok(), "not yet");
+        b.record("h:443", false, t0);
+        let err = b.admit("h:443", t0).unwrap_err();
+        assert!(err.contains("5 times"), "{err}");
+        assert!(b.admit("other:443", t0).is_ok(), "other hosts go on");
+        assert_eq!(b.open(t0), 1);
+        // After the cooldown one probe goes; the rest wait for it.
+        let t1 = t0 + COOLDOWN;
+        assert!(b.admit("h:443", t1).is_ok());
+        assert!(b.admit("h:443", t1).is_err());
+        // A failed probe doubles the cooldown.
+        b.record("h:443", false, t1);
+        assert!(b.admit("h:443", t1 + COOLDOWN).is_err());
+        let t2 = t1 + 2 * COOLDOWN;
+        assert!(b.admit("h:443", t2).is_ok());
+        // A good probe closes it.
+        b.record("h:443", true, t2);
+        assert!(b.admit("h:443", t2).is_ok());
+        assert!(b.admit("h:443", t2).is_ok());
+        assert_eq!(b.open(t2), 0);
+    }
+
+    #[test]
+    fn a_success_resets_the_count() {
+        let b = Breakers::new(1);
+        let t = Instant::now();
+        for _ in 0..10 {
+            for _ in 0..THRESHOLD - 1 {
+                b.record("h", false, t);
+            }
+            b.record("h", true, t);
+        }
+        assert!(b.admit("h", t).is_ok());
+    }
+
+    #[test]
+    fn cooldowns_stop_growing() {
+        let b = Breakers::new(1);
+        let mut t = Instant::now();
+        for _ in 0..THRESHOLD {
+            b.record("h", false, t);
+        }
+        for _ in 0..20 {
+            t += MAX_COOLDOWN;
+            assert!(b.admit("h", t).is_ok());
+            b.record("h", false, t);
+        }
+        assert!(b.admit("h", t + MAX_COOLDOWN).is_ok());
+    }
+
+    #[test]
+    fn each_host_gets_its_own_slots() {
+        let b = Breakers::new(2);
+        let a = b.admit("a", Instant::now()).unwrap();
+        let _x = a.clone().try_acquire_owned().unwrap();
+        let _y = a.clone().try_acquire_owned().unwrap();
+        assert!(a.clone().try_acquire_owned().is_err());
+        let other = b.admit("b", Instant::now()).unwrap();
+        assert!(other.try_acquire_owned().is_ok());
+    }
+}
