@@ -79,6 +79,22 @@ impl Breakers {
         }
     }
 
+    /// How long attempts to `key` are paused at `now`: the rest of an open
+    /// circuit's cooldown, or, while its probe is out, the probe's time;
+    /// `None` when an attempt may go.
+    pub fn paused(&self, key: &str, now: Instant) -> Option<Duration> {
+        let map = self.hosts.lock().expect("breaker lock");
+        let h = map.get(key)?;
+        let until = h.open_until?;
+        if now < until {
+            Some(until - now)
+        } else if h.probing && now < until + h.cooldown {
+            Some(until + h.cooldown - now)
+        } else {
+            None
+        }
+    }
+
     /// Records an attempt's result.
     pub fn record(&self, key: &str, ok: bool, now: Instant) {
         let mut map = self.hosts.lock().expect("breaker lock");
@@ -127,10 +143,14 @@ mod tests {
         assert!(err.contains("5 times"), "{err}");
         assert!(b.admit("other:443", t0).is_ok(), "other hosts go on");
         assert_eq!(b.open(t0), 1);
+        assert_eq!(b.paused("h:443", t0), Some(COOLDOWN));
+        assert_eq!(b.paused("other:443", t0), None);
         // After the cooldown one probe goes; the rest wait for it.
         let t1 = t0 + COOLDOWN;
+        assert_eq!(b.paused("h:443", t1), None);
         assert!(b.admit("h:443", t1).is_ok());
         assert!(b.admit("h:443", t1).is_err());
+        assert!(b.paused("h:443", t1).is_some(), "the probe is out");
         // A failed probe doubles the cooldown.
         b.record("h:443", false, t1);
         assert!(b.admit("h:443", t1 + COOLDOWN).is_err());

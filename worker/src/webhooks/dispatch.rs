@@ -50,6 +50,16 @@ pub struct Dispatcher {
     breakers: Breakers,
 }
 
+/// What became of one event of a message.
+enum Step {
+    /// Nothing to send (settled before, superseded, not ended).
+    Nothing,
+    /// An attempt was made (or skipped for a disabled endpoint).
+    Made(Box<Made>),
+    /// Its host is paused: the event waits this long, unattempted.
+    Defer(EventMessage, Duration),
+}
+
 /// An attempt made (or skipped), waiting to be settled: the next attempt
 /// queued, the attempt logged.
 struct Made {
@@ -61,6 +71,8 @@ struct Made {
     gone: bool,
     /// Where and how long the next attempt waits.
     retry: Option<(String, EventMessage, Option<u64>)>,
+    /// Not attempted (its host is paused): only `retry` applies.
+    deferred: bool,
 }
 
 /// How long a message whose events cannot be settled (Redis or the broker
@@ -241,8 +253,9 @@ impl Dispatcher {
             let mut made = Vec::new();
             for (m, r) in left.into_iter().zip(results) {
                 match r {
-                    Ok(Some(a)) => made.push(a),
-                    Ok(None) => {}
+                    Ok(Step::Made(a)) => made.push(*a),
+                    Ok(Step::Defer(m, wait)) => made.push(self.deferral(m, wait)),
+                    Ok(Step::Nothing) => {}
                     Err(e) => {
                         tracing::warn!(subject = %m.subject, error = %e, "webhook attempt postponed");
                         again.push(m);
@@ -311,7 +324,7 @@ impl Dispatcher {
                     }
                     queued = true;
                 }
-                for m in &made {
+                for m in made.iter().filter(|m| !m.deferred) {
                     self.deliveries
                         .record_attempt(&m.msg.subject, m.gen, &m.msg.chain, &m.log, m.state)
                         .await
@@ -334,9 +347,61 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt, up to the request; `Ok(None)` when there is nothing to
-    /// send, `Err` when it must be made again as it is (nothing was sent).
-    async fn attempt(&self, msg: &EventMessage) -> Result<Option<Made>, String> {
+    /// An event of a paused host, unchanged, into the delay tier that
+    /// best fits the pause: the longest no longer than it (at least the
+    /// shortest), so it neither waits past the pause by much nor comes back
+    /// often.
+    fn deferral(&self, msg: EventMessage, pause: Duration) -> Made {
+        let schedule = self.topology.webhook_delays_ms();
+        let pause_ms = pause.as_millis() as u64;
+        let tiers = (1..schedule.len()).filter(|&t| schedule[t] > 0);
+        let tier = tiers
+            .clone()
+            .filter(|&t| schedule[t] <= pause_ms)
+            .max_by_key(|&t| schedule[t])
+            .or_else(|| tiers.min_by_key(|&t| schedule[t]));
+        let retry = match tier.and_then(|t| Some((self.topology.webhook_retry_exchange(t)?, t))) {
+            Some((x, t)) => (x, msg.clone(), Some(schedule[t])),
+            None => (self.topology.webhooks_exchange(), msg.clone(), None),
+        };
+        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "deferred").increment(1);
+        Made {
+            gen: 0,
+            log: Attempt {
+                webhook_id: String::new(),
+                attempt: msg.attempt,
+                at: String::new(),
+                url: String::new(),
+                status_code: None,
+                error: None,
+                duration_ms: 0,
+                outcome: "deferred".into(),
+                next_attempt_at: None,
+                response: None,
+            },
+            msg,
+            state: EventState::Pending,
+            gone: false,
+            retry: Some(retry),
+            deferred: true,
+        }
+    }
+
+    /// The `host:port` an event goes to, for its breaker.
+    fn host_of(url: &str) -> String {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| url.to_string())
+    }
+
+    /// One attempt, up to the request; `Err` when it must be made again as
+    /// it is (nothing was sent).
+    async fn attempt(&self, msg: &EventMessage) -> Result<Step, String> {
+        let host = Self::host_of(&msg.url);
+        if let Some(pause) = self.breakers.paused(&host, std::time::Instant::now()) {
+            return Ok(Step::Defer(msg.clone(), pause));
+        }
         let mut event = msg.event.clone();
         if event.is_none() {
             event = self.build(msg).await.map_err(|e| e.to_string())?;
@@ -345,7 +410,7 @@ impl Dispatcher {
                 // completed), cancelled, or its record is gone (expired
                 // before a dispatcher got to it).
                 tracing::info!(subject = %msg.subject, url = %msg.url, "no event to send: the job or batch has not ended, was cancelled, or expired");
-                return Ok(None);
+                return Ok(Step::Nothing);
             }
         }
         let gen = event.as_ref().map_or(0, |e| e.gen);
@@ -371,7 +436,7 @@ impl Dispatcher {
                     .map_err(|e| e.to_string())?;
                 e
             }
-            Begin::Settled(_) | Begin::Stale => return Ok(None),
+            Begin::Settled(_) | Begin::Stale => return Ok(Step::Nothing),
         };
         let number = msg.attempt + 1;
         let mut made = Made {
@@ -392,6 +457,7 @@ impl Dispatcher {
             state: EventState::Pending,
             gone: false,
             retry: None,
+            deferred: false,
         };
         if let Some(since) = self
             .deliveries
@@ -406,12 +472,8 @@ impl Dispatcher {
             ));
             made.state = EventState::Disabled;
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
-            return Ok(Some(made));
+            return Ok(Step::Made(Box::new(made)));
         }
-        let host = reqwest::Url::parse(&msg.url)
-            .ok()
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-            .unwrap_or_else(|| msg.url.clone());
         let (verdict, retry_after) = match self.breakers.admit(&host, std::time::Instant::now()) {
             Err(why) => {
                 made.log.error = Some(why);
@@ -474,6 +536,6 @@ impl Dispatcher {
         .into();
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => made.log.outcome.clone()).increment(1);
         tracing::debug!(subject = %msg.subject, attempt = number, outcome = %made.log.outcome, "webhook attempt");
-        Ok(Some(made))
+        Ok(Step::Made(Box::new(made)))
     }
 }
