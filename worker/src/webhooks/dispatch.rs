@@ -347,19 +347,18 @@ impl Dispatcher {
         }
     }
 
-    /// An event of a paused host, unchanged, into the delay tier that
-    /// best fits the pause: the longest no longer than it (at least the
-    /// shortest), so it neither waits past the pause by much nor comes back
-    /// often.
+    /// An event of a paused host, unchanged, into the first delay tier
+    /// that outlasts the pause (else the longest), so it comes back once
+    /// the host may be up again rather than cycling while it is down.
     fn deferral(&self, msg: EventMessage, pause: Duration) -> Made {
         let schedule = self.topology.webhook_delays_ms();
         let pause_ms = pause.as_millis() as u64;
         let tiers = (1..schedule.len()).filter(|&t| schedule[t] > 0);
         let tier = tiers
             .clone()
-            .filter(|&t| schedule[t] <= pause_ms)
-            .max_by_key(|&t| schedule[t])
-            .or_else(|| tiers.min_by_key(|&t| schedule[t]));
+            .filter(|&t| schedule[t] >= pause_ms)
+            .min_by_key(|&t| schedule[t])
+            .or_else(|| tiers.max_by_key(|&t| schedule[t]));
         let retry = match tier.and_then(|t| Some((self.topology.webhook_retry_exchange(t)?, t))) {
             Some((x, t)) => (x, msg.clone(), Some(schedule[t])),
             None => (self.topology.webhooks_exchange(), msg.clone(), None),
