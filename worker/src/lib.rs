@@ -85,10 +85,19 @@ pub async fn start(
         stats.clone(),
     ));
     let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
-    let events = Arc::new(webhooks::events::Events::new(topology.clone()));
-    let dispatcher = if settings.webhooks.dispatch && settings.webhooks.enabled() {
+    let dispatching = settings.webhooks.dispatch && settings.webhooks.enabled();
+    let breakers = dispatching.then(|| {
+        Arc::new(webhooks::breaker::Breakers::new(
+            usize::from(settings.webhooks.concurrency).div_ceil(4),
+        ))
+    });
+    let events = Arc::new(webhooks::events::Events::new(
+        topology.clone(),
+        breakers.clone(),
+    ));
+    let dispatcher = if let Some(breakers) = breakers {
         Some(Arc::new(
-            webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone())
+            webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone(), breakers)
                 .context("starting the webhook dispatcher")?,
         ))
     } else {

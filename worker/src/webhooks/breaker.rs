@@ -15,6 +15,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// The `host:port` a callback URL goes to: what a breaker is kept for.
+pub fn host_of(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_else(|| url.to_string())
+}
+
+/// Where an event of a host paused for `pause` waits: the first delay
+/// tier (index into `schedule_ms`, from 1) that outlasts the pause, else
+/// the longest; `None` if the schedule has no delay at all.
+pub fn deferral_tier(schedule_ms: &[u64], pause: Duration) -> Option<usize> {
+    let pause_ms = pause.as_millis() as u64;
+    let tiers = (1..schedule_ms.len()).filter(|&t| schedule_ms[t] > 0);
+    tiers
+        .clone()
+        .filter(|&t| schedule_ms[t] >= pause_ms)
+        .min_by_key(|&t| schedule_ms[t])
+        .or_else(|| tiers.max_by_key(|&t| schedule_ms[t]))
+}
+
 /// Failed attempts in a row that open a host's circuit.
 pub const THRESHOLD: u32 = 5;
 /// First cooldown of an open circuit.
@@ -57,25 +78,28 @@ impl Breakers {
         })
     }
 
-    /// Whether an attempt to `key` may be sent at `now`; `Err` says until
-    /// when it may not. A closed circuit also hands out the host's slots.
-    pub fn admit(&self, key: &str, now: Instant) -> Result<Arc<Semaphore>, String> {
+    /// The request slots of `key`: take one before [`Breakers::admit`].
+    pub fn slots(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.hosts.lock().expect("breaker lock");
+        self.host(&mut map, key).slots.clone()
+    }
+
+    /// Whether an attempt to `key` may be sent at `now`; `Err` holds how
+    /// long the host stays paused. After a cooldown, the first attempt
+    /// admitted is the probe.
+    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut map = self.hosts.lock().expect("breaker lock");
         let h = self.host(&mut map, key);
         match h.open_until {
+            Some(until) if now < until => Err(until - now),
             // A probe that never reported (its task ended) does not block
             // the host for good: after another cooldown, a new one goes.
-            Some(until) if now < until || (h.probing && now < until + h.cooldown) => Err(format!(
-                "not sent: {key} failed {} times in a row; paused for {:?}",
-                h.failures,
-                until.saturating_duration_since(now)
-            )),
+            Some(until) if h.probing && now < until + h.cooldown => Err(until + h.cooldown - now),
             Some(_) => {
-                // Cooldown over: this attempt probes.
                 h.probing = true;
-                Ok(h.slots.clone())
+                Ok(())
             }
-            None => Ok(h.slots.clone()),
+            None => Ok(()),
         }
     }
 
@@ -139,8 +163,7 @@ mod tests {
         }
         assert!(b.admit("h:443", t0).is_ok(), "not yet");
         b.record("h:443", false, t0);
-        let err = b.admit("h:443", t0).unwrap_err();
-        assert!(err.contains("5 times"), "{err}");
+        assert_eq!(b.admit("h:443", t0), Err(COOLDOWN));
         assert!(b.admit("other:443", t0).is_ok(), "other hosts go on");
         assert_eq!(b.open(t0), 1);
         assert_eq!(b.paused("h:443", t0), Some(COOLDOWN));
@@ -161,6 +184,21 @@ mod tests {
         assert!(b.admit("h:443", t2).is_ok());
         assert!(b.admit("h:443", t2).is_ok());
         assert_eq!(b.open(t2), 0);
+    }
+
+    #[test]
+    fn deferrals_outlast_the_pause() {
+        let s = [0, 5_000, 300_000, 1_800_000];
+        assert_eq!(deferral_tier(&s, Duration::from_secs(30)), Some(2));
+        assert_eq!(deferral_tier(&s, Duration::from_secs(5)), Some(1));
+        assert_eq!(deferral_tier(&s, Duration::from_secs(600)), Some(3));
+        assert_eq!(deferral_tier(&s, Duration::from_secs(99_999)), Some(3));
+        assert_eq!(deferral_tier(&[0], Duration::from_secs(1)), None);
+        assert_eq!(
+            host_of("https://Hooks.Example.com/x?y"),
+            "hooks.example.com:443"
+        );
+        assert_eq!(host_of("http://127.0.0.1:9000/"), "127.0.0.1:9000");
     }
 
     #[test]
@@ -194,11 +232,11 @@ mod tests {
     #[test]
     fn each_host_gets_its_own_slots() {
         let b = Breakers::new(2);
-        let a = b.admit("a", Instant::now()).unwrap();
+        let a = b.slots("a");
         let _x = a.clone().try_acquire_owned().unwrap();
         let _y = a.clone().try_acquire_owned().unwrap();
         assert!(a.clone().try_acquire_owned().is_err());
-        let other = b.admit("b", Instant::now()).unwrap();
-        assert!(other.try_acquire_owned().is_ok());
+        assert!(b.slots("a").try_acquire_owned().is_err(), "the same slots");
+        assert!(b.slots("b").try_acquire_owned().is_ok());
     }
 }

@@ -11,7 +11,7 @@
 //! events) is acknowledged once all its events are settled; the next
 //! attempts of its events go out together, one message per delay tier.
 
-use super::breaker::Breakers;
+use super::breaker::{deferral_tier, host_of, Breakers};
 use super::client::{Sender, Verdict};
 use super::events::publish_on;
 use futures_util::StreamExt;
@@ -46,8 +46,9 @@ pub struct Dispatcher {
     sender: Sender,
     /// Bounds the requests in flight to `webhooks.concurrency`.
     sending: tokio::sync::Semaphore,
-    /// Per-host circuit breakers and request slots.
-    breakers: Breakers,
+    /// Per-host circuit breakers and request slots (shared with the
+    /// worker's event publisher).
+    breakers: Arc<Breakers>,
 }
 
 /// What became of one event of a message.
@@ -96,8 +97,13 @@ pub fn record_ttl_ms(settings: &Settings) -> u64 {
 }
 
 impl Dispatcher {
-    /// A dispatcher for `settings` (whose webhook secrets must be set).
-    pub fn new(settings: Settings, jobs: JobStore) -> anyhow::Result<Self> {
+    /// A dispatcher for `settings` (whose webhook secrets must be set),
+    /// keeping its hosts' state in `breakers`.
+    pub fn new(
+        settings: Settings,
+        jobs: JobStore,
+        breakers: Arc<Breakers>,
+    ) -> anyhow::Result<Self> {
         let deliveries = DeliveryStore::new(
             jobs.connection(),
             &settings.namespace,
@@ -105,7 +111,7 @@ impl Dispatcher {
         );
         Ok(Self {
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
-            breakers: Breakers::new(usize::from(settings.webhooks.concurrency).div_ceil(4)),
+            breakers,
             sender: Sender::new(&settings.webhooks)?,
             topology: Topology::of(&settings),
             settings,
@@ -352,13 +358,7 @@ impl Dispatcher {
     /// the host may be up again rather than cycling while it is down.
     fn deferral(&self, msg: EventMessage, pause: Duration) -> Made {
         let schedule = self.topology.webhook_delays_ms();
-        let pause_ms = pause.as_millis() as u64;
-        let tiers = (1..schedule.len()).filter(|&t| schedule[t] > 0);
-        let tier = tiers
-            .clone()
-            .filter(|&t| schedule[t] >= pause_ms)
-            .min_by_key(|&t| schedule[t])
-            .or_else(|| tiers.max_by_key(|&t| schedule[t]));
+        let tier = deferral_tier(schedule, pause);
         let retry = match tier.and_then(|t| Some((self.topology.webhook_retry_exchange(t)?, t))) {
             Some((x, t)) => (x, msg.clone(), Some(schedule[t])),
             None => (self.topology.webhooks_exchange(), msg.clone(), None),
@@ -386,18 +386,10 @@ impl Dispatcher {
         }
     }
 
-    /// The `host:port` an event goes to, for its breaker.
-    fn host_of(url: &str) -> String {
-        reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-            .unwrap_or_else(|| url.to_string())
-    }
-
     /// One attempt, up to the request; `Err` when it must be made again as
     /// it is (nothing was sent).
     async fn attempt(&self, msg: &EventMessage) -> Result<Step, String> {
-        let host = Self::host_of(&msg.url);
+        let host = host_of(&msg.url);
         if let Some(pause) = self.breakers.paused(&host, std::time::Instant::now()) {
             return Ok(Step::Defer(msg.clone(), pause));
         }
@@ -473,30 +465,32 @@ impl Dispatcher {
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
             return Ok(Step::Made(Box::new(made)));
         }
-        let (verdict, retry_after) = match self.breakers.admit(&host, std::time::Instant::now()) {
-            Err(why) => {
-                made.log.error = Some(why);
-                (Verdict::Retry, None)
+        // Wait for a slot of the host, then ask its breaker: a host that
+        // failed while this event waited is not tried again now.
+        let sent = {
+            let _host = self
+                .breakers
+                .slots(&host)
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Err(pause) = self.breakers.admit(&host, std::time::Instant::now()) {
+                return Ok(Step::Defer(msg.clone(), pause));
             }
-            Ok(slots) => {
-                let sent = {
-                    let _host = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-                    let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
-                    self.sender.send(&msg.url, &event).await
-                };
-                self.breakers.record(
-                    &host,
-                    matches!(sent.verdict, Verdict::Delivered | Verdict::Gone),
-                    std::time::Instant::now(),
-                );
-                made.log.status_code = sent.status_code;
-                made.log.error = sent.error.clone();
-                made.log.duration_ms = sent.duration.as_millis() as u64;
-                made.log.response = sent.response.clone();
-                metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
-                (sent.verdict, sent.retry_after_ms)
-            }
+            let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
+            self.sender.send(&msg.url, &event).await
         };
+        self.breakers.record(
+            &host,
+            matches!(sent.verdict, Verdict::Delivered | Verdict::Gone),
+            std::time::Instant::now(),
+        );
+        made.log.status_code = sent.status_code;
+        made.log.error = sent.error.clone();
+        made.log.duration_ms = sent.duration.as_millis() as u64;
+        made.log.response = sent.response.clone();
+        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
+        let (verdict, retry_after) = (sent.verdict, sent.retry_after_ms);
         let schedule = &self.settings.webhooks.schedule_ms;
         made.state = match verdict {
             Verdict::Delivered => EventState::Delivered,

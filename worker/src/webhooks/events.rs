@@ -1,19 +1,24 @@
 //! Publishing event messages to `<ns>.webhooks`, with publisher confirms,
 //! on the channel of the current broker session.
 
+use super::breaker::{deferral_tier, host_of, Breakers};
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
     encode_all, EventMessage, SubjectKind, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
 };
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The event publisher of one worker.
 pub struct Events {
     topology: Topology,
     channel: Mutex<Option<Channel>>,
+    /// The breakers of this process's dispatcher, if it runs one: events
+    /// for a host it has paused go straight to the delay queue they would
+    /// be deferred to, so the broker stores them once, not twice.
+    breakers: Option<Arc<Breakers>>,
 }
 
 /// The event message due for a job that ended (or, for a bulk chunk, for
@@ -30,10 +35,11 @@ pub fn for_job(msg: &infq_common::message::JobMessage) -> Option<EventMessage> {
 
 impl Events {
     /// A publisher with no channel yet.
-    pub fn new(topology: Topology) -> Self {
+    pub fn new(topology: Topology, breakers: Option<Arc<Breakers>>) -> Self {
         Self {
             topology,
             channel: Mutex::new(None),
+            breakers,
         }
     }
 
@@ -54,10 +60,34 @@ impl Events {
             .expect("events channel lock")
             .clone()
             .ok_or("no broker session")?;
-        let exchange = self.topology.webhooks_exchange();
-        let sends = msgs
-            .chunks(MAX_EVENTS_PER_MESSAGE)
-            .map(|part| publish_on(&ch, &exchange, part, None));
+        // Where each goes: the dispatchers' queue, or the delay queue of a
+        // paused host.
+        let main = self.topology.webhooks_exchange();
+        let mut routes: Vec<(String, Option<u64>, Vec<EventMessage>)> = Vec::new();
+        let now = std::time::Instant::now();
+        for m in msgs {
+            let pause = self
+                .breakers
+                .as_ref()
+                .and_then(|b| b.paused(&host_of(&m.url), now));
+            let schedule = self.topology.webhook_delays_ms();
+            let (x, ttl) = match pause.and_then(|p| deferral_tier(schedule, p)) {
+                Some(t) => match self.topology.webhook_retry_exchange(t) {
+                    Some(x) => (x, Some(schedule[t])),
+                    None => (main.clone(), None),
+                },
+                None => (main.clone(), None),
+            };
+            match routes.iter_mut().find(|(r, _, _)| *r == x) {
+                Some((_, _, v)) => v.push(m.clone()),
+                None => routes.push((x, ttl, vec![m.clone()])),
+            }
+        }
+        let ch = &ch;
+        let sends = routes.iter().flat_map(|(x, ttl, v)| {
+            v.chunks(MAX_EVENTS_PER_MESSAGE)
+                .map(move |part| publish_on(ch, x, part, *ttl))
+        });
         futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 }
