@@ -487,18 +487,22 @@ async fn forbidden_callback_urls_are_refused_at_submit_time() {
     env.stop().await.unwrap();
 }
 
-/// Publishes an event message directly, as a worker would.
-async fn publish_event(env: &TestEnv, msg: &EventMessage) {
+/// Publishes `body` to `exchange` of the test's namespace, persistent,
+/// with `message_id` if given, and waits for the broker's confirm.
+async fn publish(env: &TestEnv, exchange: String, body: &[u8], message_id: Option<&str>) {
     let conn = env.amqp().await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
-    let topology = infq_common::topology::Topology::of(&env.settings);
+    let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+    if let Some(id) = message_id {
+        props = props.with_message_id(id.into());
+    }
     ch.basic_publish(
-        topology.webhooks_exchange().as_str().into(),
+        exchange.as_str().into(),
         "".into(),
         Default::default(),
-        &msg.encode(),
-        lapin::BasicProperties::default().with_delivery_mode(2),
+        body,
+        props,
     )
     .await
     .unwrap()
@@ -507,24 +511,35 @@ async fn publish_event(env: &TestEnv, msg: &EventMessage) {
     infq_common::amqp::close(&conn, "done").await;
 }
 
+fn topology(env: &TestEnv) -> infq_common::topology::Topology {
+    infq_common::topology::Topology::of(&env.settings)
+}
+
+/// Publishes an event message directly, as a worker would.
+async fn publish_event(env: &TestEnv, msg: &EventMessage) {
+    publish(env, topology(env).webhooks_exchange(), &msg.encode(), None).await;
+}
+
+/// A job without a callback of its own, run to its end.
+async fn finished_job(env: &TestEnv, inputs: Value) -> uuid::Uuid {
+    let r = env
+        .http
+        .post(env.url("/v1/jobs?wait=10"))
+        .json(&json!({"model": "credit-default", "inputs": inputs}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "succeeded", "{v}");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     let rx = Receiver::start().await;
     let env = TestEnv::start_with(settings(), true).await.unwrap();
     let port = rx.base.rsplit(':').next().unwrap().to_string();
-    // A finished job without a callback of its own.
-    let r = env
-        .http
-        .post(env.url("/v1/jobs?wait=10"))
-        .json(&json!({"model": "credit-default", "inputs": [0, 100, 1000]}))
-        .send()
-        .await
-        .unwrap();
-    let id: uuid::Uuid = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = finished_job(&env, json!([0, 100, 1000])).await;
 
     // URLs that bypassed the submit-time check (a record written by an
     // older version, a DNS answer that changed) are checked at send time:
@@ -533,18 +548,7 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
         format!("http://localhost:{port}/hook/sneaky"),
         format!("http://[::ffff:127.0.0.2]:{port}/hook/sneaky"),
     ] {
-        let job = json!({"model": "credit-default", "inputs": [0, 100, 1000]});
-        let done = env
-            .http
-            .post(env.url("/v1/jobs?wait=10"))
-            .json(&job)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
-        let subject: uuid::Uuid = done["id"].as_str().unwrap().parse().unwrap();
+        let subject = finished_job(&env, json!([0, 100, 1000])).await;
         publish_event(
             &env,
             &EventMessage::new(SubjectKind::Job, subject, url.clone()),
@@ -577,61 +581,32 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
 
     // A message that is not an event is dead-lettered, and the dispatcher
     // goes on.
-    let conn = env.amqp().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_publish(
-        infq_common::topology::Topology::of(&env.settings)
-            .webhooks_exchange()
-            .as_str()
-            .into(),
-        "".into(),
-        Default::default(),
+    publish(
+        &env,
+        topology(&env).webhooks_exchange(),
         b"{\"not\": \"an event\"}",
-        Default::default(),
+        None,
     )
-    .await
-    .unwrap();
-    infq_common::amqp::close(&conn, "done").await;
+    .await;
     let after = submit(&env, &rx.url("after")).await;
     rx.wait_hits("after", 1, Duration::from_secs(10)).await;
     deliveries_until(&env, &format!("/v1/jobs/{after}/deliveries"), "delivered").await;
 
     // Events in the dead-letter queue (after too many deliveries) are
     // listed as such and replayed to the dispatchers.
-    let r = env
-        .http
-        .post(env.url("/v1/jobs?wait=10"))
-        .json(&json!({"model": "credit-default", "inputs": [1, 900, 20000]}))
-        .send()
-        .await
-        .unwrap();
-    let late: uuid::Uuid = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let conn = env.amqp().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let dead = infq_common::topology::Topology::of(&env.settings).dead_exchange();
-    ch.basic_publish(
-        dead.as_str().into(),
-        "".into(),
-        Default::default(),
-        &infq_common::webhooks::event::encode_all(&[EventMessage::new(
-            SubjectKind::Job,
-            late,
-            rx.url("replayed"),
-        )]),
-        lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id("bundle-1".into()),
+    let late = finished_job(&env, json!([1, 900, 20000])).await;
+    let bundle = infq_common::webhooks::event::encode_all(&[EventMessage::new(
+        SubjectKind::Job,
+        late,
+        rx.url("replayed"),
+    )]);
+    publish(
+        &env,
+        topology(&env).dead_exchange(),
+        &bundle,
+        Some("bundle-1"),
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    infq_common::amqp::close(&conn, "done").await;
+    .await;
     let listed = get(&env, "/v1/admin/dead-letters").await;
     let kinds: Vec<(&str, &str)> = listed["dead_letters"]
         .as_array()
@@ -738,24 +713,14 @@ async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
         retries: 0,
         webhook_url: Some(rx.url("replay")),
     };
-    let conn = env.amqp().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let dead = infq_common::topology::Topology::of(&env.settings).dead_exchange();
-    ch.basic_publish(
-        dead.as_str().into(),
-        "".into(),
-        Default::default(),
+    let message_id = id.to_string();
+    publish(
+        &env,
+        topology(&env).dead_exchange(),
         &msg.encode(),
-        lapin::BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(id.to_string().into()),
+        Some(&message_id),
     )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
-    infq_common::amqp::close(&conn, "done").await;
+    .await;
 
     // Its failure is announced...
     let hits = rx.wait_hits("replay", 1, Duration::from_secs(10)).await;

@@ -30,7 +30,8 @@ pub const DEAD_LETTERED: &str = "infq_dead_lettered_total";
 /// Jobs sent back through a retry tier after a transient failure.
 pub const JOBS_RETRIED: &str = "infq_jobs_retried_total";
 /// Webhook attempts (`outcome`: `delivered`, `retrying`, `failed`,
-/// `disabled`).
+/// `disabled`, and `deferred` for events held back while their host is
+/// paused).
 pub const WEBHOOK_ATTEMPTS: &str = "infq_webhook_attempts_total";
 /// Duration of one webhook attempt.
 pub const WEBHOOK_SECONDS: &str = "infq_webhook_seconds";

@@ -76,17 +76,9 @@ impl AppState {
             .webhooks
             .enabled()
             .then(|| infq_common::webhooks::guard::Guard::new(&settings.webhooks));
-        let longest = settings
-            .webhooks
-            .schedule_ms
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(0);
-        let deliveries = infq_common::webhooks::store::DeliveryStore::new(
+        let deliveries = infq_common::webhooks::store::DeliveryStore::for_settings(
             store.connection(),
-            &settings.namespace,
-            (settings.redis.result_ttl_secs * 1000).max(2 * longest),
+            &settings,
         );
         Ok(Self {
             guard,

@@ -232,15 +232,15 @@ pub async fn writer_task(
             }
         };
         let due = due_events(&jobs, &updates, &applied);
-        let cycle = settle_cycle(
-            events.clone(),
-            requeuer.clone(),
-            stats.clone(),
-            jobs.into_iter().zip(updates).collect(),
+        let cycle = Cycle {
+            events: events.clone(),
+            requeuer: requeuer.clone(),
+            stats: stats.clone(),
+            pairs: jobs.into_iter().zip(updates).collect(),
             due,
             started,
-        );
-        if !cycle.publishes {
+        };
+        if cycle.due.is_empty() {
             cycle.run().await;
         } else {
             // Events go out with publisher confirms; waiting for them here
@@ -269,27 +269,6 @@ struct Cycle {
     pairs: Vec<(Pending, Outcome)>,
     due: Vec<EventMessage>,
     started: Instant,
-    publishes: bool,
-}
-
-fn settle_cycle(
-    events: Arc<Events>,
-    requeuer: Arc<Requeuer>,
-    stats: Arc<WorkerStats>,
-    pairs: Vec<(Pending, Outcome)>,
-    due: Vec<EventMessage>,
-    started: Instant,
-) -> Cycle {
-    let publishes = !due.is_empty();
-    Cycle {
-        events,
-        requeuer,
-        stats,
-        pairs,
-        due,
-        started,
-        publishes,
-    }
 }
 
 impl Cycle {

@@ -214,6 +214,21 @@ pub struct DeliveryStore {
 }
 
 impl DeliveryStore {
+    /// The store a deployment's settings describe, on `conn`: records live
+    /// as long as results, and at least twice the longest wait of the
+    /// schedule, after their last change.
+    pub fn for_settings(conn: ConnectionManager, settings: &crate::config::Settings) -> Self {
+        let longest = settings
+            .webhooks
+            .schedule_ms
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let ttl_ms = (settings.redis.result_ttl_secs * 1000).max(2 * longest);
+        Self::new(conn, &settings.namespace, ttl_ms)
+    }
+
     /// A store on `conn` (whose timeouts bound every call); records live
     /// `ttl_ms` after their last change.
     pub fn new(conn: ConnectionManager, ns: &str, ttl_ms: u64) -> Self {

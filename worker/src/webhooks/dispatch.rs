@@ -83,19 +83,6 @@ const HOLD: Duration = Duration::from_secs(60);
 /// Event messages taken at once (each holds a batch's events).
 const PREFETCH: u16 = 32;
 
-/// How long event records and logs outlive their last change: as long as
-/// results, and at least twice the longest wait of the schedule.
-pub fn record_ttl_ms(settings: &Settings) -> u64 {
-    let longest = settings
-        .webhooks
-        .schedule_ms
-        .iter()
-        .copied()
-        .max()
-        .unwrap_or(0);
-    (settings.redis.result_ttl_secs * 1000).max(2 * longest)
-}
-
 impl Dispatcher {
     /// A dispatcher for `settings` (whose webhook secrets must be set),
     /// keeping its hosts' state in `breakers`.
@@ -104,11 +91,7 @@ impl Dispatcher {
         jobs: JobStore,
         breakers: Arc<Breakers>,
     ) -> anyhow::Result<Self> {
-        let deliveries = DeliveryStore::new(
-            jobs.connection(),
-            &settings.namespace,
-            record_ttl_ms(&settings),
-        );
+        let deliveries = DeliveryStore::for_settings(jobs.connection(), &settings);
         Ok(Self {
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
             breakers,

@@ -65,11 +65,10 @@ impl Events {
         let main = self.topology.webhooks_exchange();
         let mut routes: Vec<(String, Option<u64>, Vec<EventMessage>)> = Vec::new();
         let now = std::time::Instant::now();
+        // Usually no host is paused: then no URL needs parsing.
+        let breakers = self.breakers.as_ref().filter(|b| b.open() > 0);
         for m in msgs {
-            let pause = self
-                .breakers
-                .as_ref()
-                .and_then(|b| b.paused(&host_of(&m.url), now));
+            let pause = breakers.and_then(|b| b.paused(&host_of(&m.url), now));
             let schedule = self.topology.webhook_delays_ms();
             let (x, ttl) = match pause.and_then(|p| deferral_tier(schedule, p)) {
                 Some(t) => match self.topology.webhook_retry_exchange(t) {
