@@ -10,9 +10,28 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// The event publisher of one worker.
+/// Publishes in flight at once. Writer cycles that ask while both are
+/// taken share the next message (group commit): under load the broker
+/// stores one event message for several batches of results, not one each.
+const FLUSHES: usize = 2;
+
+/// The event publisher of one worker: a handle on its flusher task.
 pub struct Events {
+    routes: Arc<Routes>,
+    asks: mpsc::UnboundedSender<Ask>,
+}
+
+/// Events of one writer cycle waiting to be published, and where to say
+/// how it went.
+struct Ask {
+    msgs: Vec<EventMessage>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Where events go, and the channel they go on.
+struct Routes {
     topology: Topology,
     channel: Mutex<Option<Channel>>,
     /// The breakers of this process's dispatcher, if it runs one: events
@@ -34,26 +53,83 @@ pub fn for_job(msg: &infq_common::message::JobMessage) -> Option<EventMessage> {
 }
 
 impl Events {
-    /// A publisher with no channel yet.
+    /// A publisher with no channel yet; starts its flusher task.
     pub fn new(topology: Topology, breakers: Option<Arc<Breakers>>) -> Self {
-        Self {
+        let routes = Arc::new(Routes {
             topology,
             channel: Mutex::new(None),
             breakers,
-        }
+        });
+        let (asks, rx) = mpsc::unbounded_channel();
+        tokio::spawn(flush(routes.clone(), rx));
+        Self { routes, asks }
     }
 
     /// Installs the channel (in confirm mode) of a new broker session.
     pub fn set_channel(&self, ch: Option<Channel>) {
-        *self.channel.lock().expect("events channel lock") = ch;
+        *self.routes.channel.lock().expect("events channel lock") = ch;
     }
 
-    /// Publishes the events in one persistent message and waits for the
-    /// broker's confirm; an error means they may not have been taken.
+    /// Publishes the events persistently (possibly in one message with
+    /// other cycles' events) and waits for the broker's confirm; an error
+    /// means they may not have been taken.
     pub async fn publish(&self, msgs: &[EventMessage]) -> Result<(), String> {
         if msgs.is_empty() {
             return Ok(());
         }
+        let (done, answer) = oneshot::channel();
+        let ask = Ask {
+            msgs: msgs.to_vec(),
+            done,
+        };
+        self.asks.send(ask).map_err(|_| "event publisher stopped")?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err("event publisher stopped".into()))
+    }
+}
+
+/// The flusher: takes every ask waiting once a publish slot is free and
+/// publishes them together.
+async fn flush(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<Ask>) {
+    let slots = Arc::new(Semaphore::new(FLUSHES));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Asks that came while the slots were taken join this one.
+        let mut n = first.msgs.len();
+        let mut asks = vec![first];
+        while n < MAX_EVENTS_PER_MESSAGE {
+            match rx.try_recv() {
+                Ok(a) => {
+                    n += a.msgs.len();
+                    asks.push(a);
+                }
+                Err(_) => break,
+            }
+        }
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let mut asks = asks;
+            let msgs: Vec<EventMessage> = asks
+                .iter_mut()
+                .flat_map(|a| std::mem::take(&mut a.msgs))
+                .collect();
+            let result = routes.publish(&msgs).await;
+            drop(slot);
+            for a in asks {
+                let _ = a.done.send(result.clone());
+            }
+        });
+    }
+}
+
+impl Routes {
+    /// Publishes the events, grouped by destination, each group in one
+    /// persistent message (or several past [`MAX_EVENTS_PER_MESSAGE`]),
+    /// and waits for the broker's confirms.
+    async fn publish(&self, msgs: &[EventMessage]) -> Result<(), String> {
         let ch = self
             .channel
             .lock()
