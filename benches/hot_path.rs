@@ -31,6 +31,8 @@ fn messages() -> Vec<Vec<u8>> {
                 chunk: None,
                 retries: 0,
                 webhook_url: None,
+                tenant: Some("dev".into()),
+                retention_ms: None,
             }
             .encode()
         })

@@ -137,7 +137,7 @@ impl Stack {
             ("INFQ_LOG__FILTER", "warn".to_string()),
         ];
         env.extend(extra.iter().cloned());
-        let http = reqwest::Client::builder()
+        let http = infq::http_builder()
             .pool_max_idle_per_host(512)
             .timeout(Duration::from_secs(3600))
             .build()?;

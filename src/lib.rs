@@ -39,6 +39,22 @@ pub fn test_settings() -> Settings {
     .expect("test settings")
 }
 
+/// An HTTP client builder that sends the development tenant's API key
+/// (`config/default.toml`) with every request.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    http_builder_with_key(infq_common::tenants::DEV_API_KEY)
+}
+
+/// An HTTP client builder that sends `key` with every request.
+pub fn http_builder_with_key(key: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value"),
+    );
+    reqwest::Client::builder().default_headers(headers)
+}
+
 /// A producer and optionally a worker, running in this process.
 pub struct TestEnv {
     /// The settings both run with.
@@ -82,7 +98,7 @@ impl TestEnv {
         let env = Self {
             settings,
             base,
-            http: reqwest::Client::builder()
+            http: http_builder()
                 .timeout(std::time::Duration::from_secs(60))
                 .build()?,
             worker,

@@ -279,7 +279,7 @@ async fn a_cancelled_batch_does_not_run() {
 
     let r = env
         .http
-        .delete(env.url(&format!("/v1/batches/{id}")))
+        .post(env.url(&format!("/v1/batches/{id}/cancel")))
         .send()
         .await
         .unwrap();
@@ -287,7 +287,7 @@ async fn a_cancelled_batch_does_not_run() {
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
     let r = env
         .http
-        .delete(env.url(&format!("/v1/batches/{id}")))
+        .post(env.url(&format!("/v1/batches/{id}/cancel")))
         .send()
         .await
         .unwrap();

@@ -67,7 +67,7 @@ impl Cluster {
             ("INFQ_WORKER__DRAIN_TIMEOUT_SECS", "20".to_string()),
             ("INFQ_LOG__FILTER", "warn".to_string()),
         ];
-        let http = reqwest::Client::builder()
+        let http = infq::http_builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
             .build()?;

@@ -12,6 +12,9 @@ async fn infq(env: Option<&TestEnv>, args: &[&str]) -> Output {
     if let Some(env) = env {
         cmd.arg("--url").arg(&env.base);
     }
+    cmd.env("INFQ_API_KEY", infq_common::tenants::DEV_API_KEY)
+        .env_remove("INFQ_CONFIG")
+        .current_dir(infq::root());
     cmd.args(args)
         .output()
         .await

@@ -172,7 +172,7 @@ async fn expired_and_cancelled_jobs_never_run() {
         .to_string();
     let r = env
         .http
-        .delete(env.url(&format!("/v1/jobs/{cancelled}")))
+        .post(env.url(&format!("/v1/jobs/{cancelled}/cancel")))
         .send()
         .await
         .unwrap();
@@ -180,14 +180,14 @@ async fn expired_and_cancelled_jobs_never_run() {
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
     let r = env
         .http
-        .delete(env.url(&format!("/v1/jobs/{cancelled}")))
+        .post(env.url(&format!("/v1/jobs/{cancelled}/cancel")))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
     let r = env
         .http
-        .delete(env.url("/v1/jobs/01a22848-1b5a-7259-ba90-2d787f609491"))
+        .post(env.url("/v1/jobs/01a22848-1b5a-7259-ba90-2d787f609491/cancel"))
         .send()
         .await
         .unwrap();

@@ -284,7 +284,7 @@ async fn broker_down_means_503_promptly_and_the_record_says_so() {
     );
     let shutdown = infq_common::shutdown::CancellationToken::new();
     let server = tokio::spawn(infq_producer::serve(state, listener, shutdown.clone()));
-    let http = reqwest::Client::builder()
+    let http = infq::http_builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();

@@ -712,6 +712,8 @@ async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
         chunk: None,
         retries: 0,
         webhook_url: Some(rx.url("replay")),
+        tenant: Some("dev".into()),
+        retention_ms: None,
     };
     let message_id = id.to_string();
     publish(

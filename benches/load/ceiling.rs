@@ -100,6 +100,8 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
                 chunk: None,
                 retries: 0,
                 webhook_url: None,
+                tenant: None,
+                retention_ms: None,
             };
             let confirm = pch
                 .basic_publish(

@@ -14,8 +14,11 @@ pub enum ClientError {
         /// What went wrong.
         error: reqwest::Error,
     },
+    /// The API key cannot be sent in a header.
+    #[error("the API key has characters a header cannot carry")]
+    BadKey,
     /// The API answered with an error.
-    #[error("{status} {code}: {message}{details}")]
+    #[error("{status} {code}: {message}{details}{}", if *.status == 401 { " (set INFQ_API_KEY or pass --api-key)" } else { "" })]
     Api {
         /// HTTP status.
         status: u16,
@@ -79,15 +82,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the producer at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Self {
-        Self {
+    /// A client of the producer at `base` (e.g. `http://127.0.0.1:8080`)
+    /// acting with `api_key`.
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::BadKey)?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
+                .default_headers(headers)
                 .build()
                 .expect("an HTTP client with default TLS"),
-        }
+        })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder, url: String) -> Result<Value, ClientError> {
@@ -142,10 +154,31 @@ impl Client {
         self.call(req, url).await
     }
 
-    /// `DELETE /v1/batches/{id}`.
+    /// `POST /v1/batches/{id}/cancel`.
     pub async fn cancel_batch(&self, id: &str) -> Result<Value, ClientError> {
-        let url = format!("{}/v1/batches/{id}", self.base);
-        self.call(self.http.delete(&url), url).await
+        let url = format!("{}/v1/batches/{id}/cancel", self.base);
+        self.call(self.http.post(&url), url).await
+    }
+
+    /// `DELETE /v1/jobs/{id}` or `/v1/batches/{id}` (`what`: `jobs` or
+    /// `batches`): erases it.
+    pub async fn erase(&self, what: &str, id: &str) -> Result<(), ClientError> {
+        let url = format!("{}/v1/{what}/{id}", self.base);
+        let resp = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .map_err(|error| ClientError::Transport {
+                url: url.clone(),
+                error,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body: Value = resp.json().await.map_err(|_| ClientError::Protocol(url))?;
+        Err(api_error(status.as_u16(), &body))
     }
 
     /// `GET /v1/batches/{id}/results`, streamed into `out`; returns bytes written.

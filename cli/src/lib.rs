@@ -1,6 +1,7 @@
 //! The `infq` command-line client: a thin layer over the HTTP API.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bulk;
 pub mod client;
 pub mod demo;

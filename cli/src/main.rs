@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use infq_cli::client::Client;
-use infq_cli::{bulk, demo};
+use infq_cli::{admin, bulk, demo};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,9 @@ struct Cli {
         global = true
     )]
     url: String,
+    /// API key of the tenant to act for (`Authorization: Bearer`).
+    #[arg(long, env = "INFQ_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +78,15 @@ enum Command {
         /// The batch id.
         id: String,
     },
+    /// Erases a batch (or, with --job, a job) at once: its results and
+    /// everything stored with it; what has not run never will.
+    Delete {
+        /// The batch or job id.
+        id: String,
+        /// The id is a single job's.
+        #[arg(long)]
+        job: bool,
+    },
     /// Single inference jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -84,6 +96,10 @@ enum Command {
     /// Webhook events: delivery logs, manual redelivery, new secrets.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Operator commands: tenants and API keys, straight in Redis (they
+    /// read the deployment's configuration, as the servers do).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Scores borrowers of the Default data set through the running system
     /// and prints throughput and the predicted default rate.
     Demo {
@@ -179,8 +195,9 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url);
+    let client = Client::new(&cli.url, cli.api_key.as_deref())?;
     match cli.command {
+        Command::Admin(cmd) => admin::run(cmd).await?,
         Command::Jobs(JobsCommand::Submit {
             model,
             inputs,
@@ -333,6 +350,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Results { id, format, out } => {
             let format = bulk::format_of(Path::new(""), Some(&format))?;
             bulk::results(&client, &id, &format, out.as_deref()).await?;
+        }
+        Command::Delete { id, job } => {
+            let what = if job { "jobs" } else { "batches" };
+            client.erase(what, &id).await?;
+            println!("{} {id} erased", if job { "job" } else { "batch" });
         }
         Command::Cancel { id } => {
             let batch = client.cancel_batch(&id).await?;

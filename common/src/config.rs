@@ -42,6 +42,9 @@ pub struct AmqpConfig {
     pub delivery_limit: u32,
     /// Removes a queue unused for this long (for tests and ephemeral setups).
     pub queue_expires_ms: Option<u64>,
+    /// Messages a job queue holds at most; past it the broker refuses
+    /// publishes and submissions get `429`. A bulk chunk is one message.
+    pub max_queue_length: u64,
     /// Delays of the retry tiers a job waits in before another attempt,
     /// shortest first; attempt n waits in tier n (or the last).
     pub retry_delays_ms: Vec<u64>,
@@ -55,6 +58,7 @@ impl Default for AmqpConfig {
             publish_timeout_ms: 5_000,
             delivery_limit: 5,
             queue_expires_ms: None,
+            max_queue_length: 1_000_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
         }
     }
@@ -221,6 +225,105 @@ impl WebhooksConfig {
     }
 }
 
+/// What one tenant may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Submissions (single jobs and bulk uploads) per second, sustained.
+    pub rate_per_sec: f64,
+    /// Submissions allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Jobs and bulk rows accepted but not yet finished, at most.
+    pub max_queued: u64,
+    /// How long job records, results and batch results are kept.
+    pub retention_secs: u64,
+}
+
+/// What a tenant name may look like.
+pub const TENANT_NAME_RULE: &str = "use 1 to 64 of A-Z, a-z, 0-9, '-' and '_'";
+
+/// Whether `name` can name a tenant (it becomes part of Redis keys).
+pub fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Limits {
+    /// Adds a problem for each value that cannot work, under `at`.
+    pub fn check(&self, at: &str, problems: &mut Vec<String>) {
+        if !(self.rate_per_sec.is_finite() && self.rate_per_sec > 0.0 && self.rate_per_sec <= 1e6) {
+            problems.push(format!(
+                "{at}.rate_per_sec: must be above 0 and at most 1000000"
+            ));
+        }
+        if self.burst == 0 {
+            problems.push(format!("{at}.burst: must be at least 1"));
+        }
+        if self.max_queued == 0 {
+            problems.push(format!("{at}.max_queued: must be at least 1"));
+        }
+        if !(60..=366 * 86_400).contains(&self.retention_secs) {
+            problems.push(format!(
+                "{at}.retention_secs: must be between 60 and 31622400"
+            ));
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rate_per_sec: 200.0,
+            burst: 400,
+            max_queued: 1_000_000,
+            retention_secs: 86_400,
+        }
+    }
+}
+
+/// An API key known from the configuration rather than created with
+/// `infq admin keys create` (the development tenant).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// Hex SHA-256 of the key (the key itself is never stored).
+    pub sha256: String,
+    /// Whether the key may use `/v1/admin`.
+    #[serde(default)]
+    pub admin: bool,
+    /// The tenant's limits; `tenants.defaults` when unset.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+/// Tenants and their API keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// Limits of a tenant created without limits of its own.
+    pub defaults: Limits,
+    /// Keys from configuration; production configs have none.
+    pub static_keys: Vec<StaticKey>,
+    /// How long a producer trusts what it read about a key: a revoked key
+    /// stops working within this time.
+    pub cache_ms: u64,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        Self {
+            defaults: Limits::default(),
+            static_keys: Vec::new(),
+            cache_ms: 1_000,
+        }
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -250,6 +353,7 @@ struct RawSettings {
     producer: ProducerConfig,
     worker: WorkerConfig,
     webhooks: WebhooksConfig,
+    tenants: TenantsConfig,
     log: LogConfig,
 }
 
@@ -263,6 +367,7 @@ impl Default for RawSettings {
             producer: ProducerConfig::default(),
             worker: WorkerConfig::default(),
             webhooks: WebhooksConfig::default(),
+            tenants: TenantsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -287,6 +392,8 @@ pub struct Settings {
     pub worker: WorkerConfig,
     /// Webhook callbacks.
     pub webhooks: WebhooksConfig,
+    /// Tenants, keys and limits.
+    pub tenants: TenantsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -320,6 +427,7 @@ impl Settings {
             producer: raw.producer,
             worker: raw.worker,
             webhooks: raw.webhooks,
+            tenants: raw.tenants,
             log: raw.log,
         };
         settings.validate()?;
@@ -350,6 +458,7 @@ impl Settings {
             ("redis.timeout_ms", self.redis.timeout_ms),
             ("redis.result_ttl_secs", self.redis.result_ttl_secs),
             ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
+            ("amqp.max_queue_length", self.amqp.max_queue_length),
             (
                 "producer.max_body_bytes",
                 self.producer.max_body_bytes as u64,
@@ -380,10 +489,28 @@ impl Settings {
             }
         }
         self.validate_webhooks(&mut problems);
+        self.validate_tenants(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_tenants(&self, problems: &mut Vec<String>) {
+        let t = &self.tenants;
+        t.defaults.check("tenants.defaults", problems);
+        for (i, k) in t.static_keys.iter().enumerate() {
+            let at = format!("tenants.static_keys[{i}]");
+            if !valid_tenant_name(&k.tenant) {
+                problems.push(format!("{at}.tenant: {TENANT_NAME_RULE}"));
+            }
+            if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                problems.push(format!("{at}.sha256: must be 64 hex digits"));
+            }
+            if let Some(l) = &k.limits {
+                l.check(&format!("{at}.limits"), problems);
+            }
         }
     }
 

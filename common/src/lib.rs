@@ -17,6 +17,7 @@ pub mod retry;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod topology;
 pub mod views;
 pub mod webhooks;

@@ -45,6 +45,12 @@ pub struct JobMessage {
     /// `batch.completed`) is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// The tenant that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// How long its record and results are kept (the tenant's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -118,6 +124,8 @@ mod tests {
             chunk: None,
             retries: 0,
             webhook_url: None,
+            tenant: Some("acme".into()),
+            retention_ms: Some(3_600_000),
         }
     }
 

@@ -54,14 +54,50 @@ impl StoreError {
     }
 }
 
+/// Functions every state script starts with.
+///
+/// `ttl(rec, default)`: a record's retention (its `retention_ms`, set from
+/// its tenant's) or the store's. `release(rec, n)`: a job or batch whose
+/// rows stop being open (`n` of them, or all when `nil`) gives them back to
+/// its tenant's quota (see [`crate::tenants`]); releasing is idempotent,
+/// since only what is still registered can be given back. The quota keys
+/// are named from the record's key and its `tenant` field.
+const PRELUDE: &str = r"
+local function ttl(rec, default)
+  return tonumber(redis.call('HGET', rec, 'retention_ms')) or tonumber(default)
+end
+local function release(rec, n)
+  local t = redis.call('HGET', rec, 'tenant')
+  if not t then return end
+  local id = string.match(rec, ':{([^}]*)}:')
+  local q = string.match(rec, '^(.*):{') .. ':quota:{' .. t .. '}'
+  local have = tonumber(redis.call('HGET', q .. ':open', id))
+  if not have then return end
+  n = tonumber(n)
+  if n == nil or n >= have then
+    redis.call('HDEL', q .. ':open', id)
+    redis.call('ZREM', q .. ':due', id)
+    n = have
+  else
+    redis.call('HINCRBY', q .. ':open', id, -n)
+  end
+  redis.call('HINCRBY', q, 'sum', -n)
+end
+";
+
+/// A state script: [`PRELUDE`] and `body`.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
 /// Creates a record unless one exists. KEYS[1] job; ARGV[1] TTL (ms);
 /// ARGV[2..] field/value pairs. Returns 1 if created, 0 if it existed.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
 return 1
 ",
     )
@@ -72,7 +108,7 @@ return 1
 /// terminal ids on; ARGV[5] job id; ARGV[6..] more field/value pairs.
 /// Returns 'ok', or the stored status that refused the change.
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
 local rank = tonumber(ARGV[2])
@@ -81,8 +117,11 @@ if cur[1] then
   if cur_rank >= 2 or rank < cur_rank then return cur[1] end
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], unpack(ARGV, 6))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if rank >= 2 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[3]))
+if rank >= 2 then
+  release(KEYS[1], nil)
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
 return 'ok'
 ",
     )
@@ -93,14 +132,14 @@ return 'ok'
 /// to write if the record is missing. Returns the attempt number, or the
 /// terminal status that means "do not run".
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
 if cur[1] and (tonumber(cur[2]) or 0) >= 2 then return cur[1] end
 if not cur[1] then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
 redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
 return n
 ",
     )
@@ -111,14 +150,15 @@ return n
 /// ARGV[5..] states that may be cancelled. Returns 'ok', 'missing', or the
 /// status that refused.
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
 for i = 5, #ARGV do
   if st == ARGV[i] then
     redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'finished_at', ARGV[1])
-    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[4]))
+    release(KEYS[1], nil)
     redis.call('PUBLISH', ARGV[2], ARGV[3])
     return 'ok'
   end
@@ -133,7 +173,7 @@ return st
 /// starts. Returns 'run', 'done' (already stored), 'missing'
 /// (the batch expired), or the terminal status that means "do not run".
 static CLAIM_CHUNK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
@@ -141,7 +181,7 @@ if st == 'cancelled' or st == 'failed' or st == 'expired' then return st end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'done' end
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1, 'started_at', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[2]))
 end
 return 'run'
 ",
@@ -155,18 +195,22 @@ return 'run'
 /// 'done' (stored, and the batch is complete), 'dup' (stored before) or
 /// 'missing'.
 static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[4]) then return 'dup' end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
+local keep = ttl(KEYS[1], ARGV[4])
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', keep) then return 'dup' end
+redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+release(KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
 local st = redis.call('HGET', KEYS[1], 'status')
 if done >= chunks and (st == 'queued' or st == 'running') then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[5])
+  release(KEYS[1], nil)
   redis.call('PUBLISH', ARGV[6], ARGV[7])
   return 'done'
 end
@@ -181,23 +225,27 @@ return 'ok'
 /// (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] batch id. Returns 'ok',
 /// 'done' (the batch is complete), 'dup' or 'missing'.
 static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
+local keep = ttl(KEYS[1], ARGV[3])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total')) or 0
 local per = tonumber(redis.call('HGET', KEYS[1], 'chunk_rows')) or 1
 local rows = math.min(per, total - tonumber(ARGV[1]) * per)
 if rows < 1 then return 'missing' end
 local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
-if not redis.call('SET', KEYS[2], body, 'NX', 'PX', ARGV[3]) then return 'dup' end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if not redis.call('SET', KEYS[2], body, 'NX', 'PX', keep) then return 'dup' end
+redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('HINCRBY', KEYS[1], 'failed', rows)
-redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', ARGV[3])
+release(KEYS[1], rows)
+redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', keep)
 local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
 local st = redis.call('HGET', KEYS[1], 'status')
 if done >= chunks and (st == 'queued' or st == 'running') then
   redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[4])
+  release(KEYS[1], nil)
   redis.call('PUBLISH', ARGV[5], ARGV[6])
   return 'done'
 end
@@ -211,7 +259,7 @@ return 'ok'
 /// next terminal state is a new webhook event); nothing else changes.
 /// KEYS[1] job. Returns 'ok', 'missing' or the status that refused.
 static REOPEN_JOB: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local cur = redis.call('HMGET', KEYS[1], 'status', 'error')
 if not cur[1] then return 'missing' end
@@ -231,7 +279,7 @@ return 'ok'
 /// chunk. Returns 'ok', 'missing', 'not_dead', or the status of a batch
 /// that was cancelled or failed (and so is not reopened).
 static REOPEN_CHUNK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
@@ -246,6 +294,33 @@ if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
   redis.call('HDEL', KEYS[1], 'finished_at')
   redis.call('HINCRBY', KEYS[1], 'reopened', 1)
 end
+return 'ok'
+",
+    )
+});
+
+/// Erases a job or batch: its results, delivery logs and every field but
+/// its tenant, leaving a `cancelled` tombstone marked `erased` (so a
+/// message still queued for it does not run) for its retention. KEYS[1]
+/// record; ARGV[1] channel; ARGV[2] TTL (ms). Returns 'ok' or 'missing'.
+static ERASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+local f = redis.call('HMGET', KEYS[1], 'tenant', 'chunks', 'reopened')
+local keep = ttl(KEYS[1], ARGV[2])
+release(KEYS[1], nil)
+local base = string.match(KEYS[1], '^(.*):[a-z]+$')
+for i = 0, (tonumber(f[2]) or 0) - 1 do
+  redis.call('DEL', base .. ':chunk:' .. i, base .. ':chunk:' .. i .. ':dead')
+end
+redis.call('DEL', base .. ':webhook', base .. ':deliveries')
+for i = 1, tonumber(f[3]) or 0 do redis.call('DEL', base .. ':webhook:' .. i) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'erased', 1)
+if f[1] then redis.call('HSET', KEYS[1], 'tenant', f[1]) end
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PUBLISH', ARGV[1], string.match(KEYS[1], ':{([^}]*)}:'))
 return 'ok'
 ",
     )
@@ -268,9 +343,30 @@ pub struct NewJob {
     pub metadata: Option<String>,
     /// Where the job's terminal event is sent.
     pub webhook_url: Option<String>,
+    /// The tenant that owns it.
+    pub tenant: Option<String>,
+    /// How long its record is kept after each change; the store's
+    /// retention when unset.
+    pub retention_ms: Option<u64>,
 }
 
 impl NewJob {
+    /// The record fields a queued message carries, for claims and for
+    /// rewriting a record that went missing.
+    pub fn from_message(msg: &crate::message::JobMessage) -> Self {
+        Self {
+            id: msg.id,
+            model: msg.model.clone(),
+            version: msg.version.clone(),
+            priority: msg.priority,
+            created_at_ms: msg.created_at_ms,
+            metadata: None,
+            webhook_url: msg.webhook_url.clone(),
+            tenant: msg.tenant.clone(),
+            retention_ms: msg.retention_ms,
+        }
+    }
+
     fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
             ("model", self.model.clone()),
@@ -283,6 +379,12 @@ impl NewJob {
         }
         if let Some(u) = &self.webhook_url {
             f.push(("webhook_url", u.clone()));
+        }
+        if let Some(t) = &self.tenant {
+            f.push(("tenant", t.clone()));
+        }
+        if let Some(ms) = self.retention_ms {
+            f.push(("retention_ms", ms.to_string()));
         }
         f
     }
@@ -318,6 +420,11 @@ pub struct JobRecord {
     /// Times it was reopened after ending (a dead letter replayed); each
     /// end is an event of its own.
     pub reopened: u32,
+    /// The tenant that owns it.
+    pub tenant: Option<String>,
+    /// Erased on its tenant's request: only this tombstone is left, so a
+    /// message still queued for it does not run.
+    pub erased: bool,
 }
 
 /// A state change to apply.
@@ -453,6 +560,10 @@ pub struct NewBatch {
     pub created_at_ms: u64,
     /// Where `batch.completed` is sent.
     pub webhook_url: Option<String>,
+    /// The tenant that owns it.
+    pub tenant: Option<String>,
+    /// How long its record and results are kept after each change.
+    pub retention_ms: Option<u64>,
 }
 
 /// A batch as stored.
@@ -491,6 +602,10 @@ pub struct BatchRecord {
     /// Times it was reopened after completing (a dead-lettered chunk
     /// replayed); each completion is an event of its own.
     pub reopened: u32,
+    /// The tenant that owns it.
+    pub tenant: Option<String>,
+    /// Erased on its tenant's request (a tombstone).
+    pub erased: bool,
 }
 
 /// What a cancellation did.
@@ -756,6 +871,12 @@ impl JobStore {
         if let Some(u) = &b.webhook_url {
             inv.arg("webhook_url").arg(u);
         }
+        if let Some(t) = &b.tenant {
+            inv.arg("tenant").arg(t);
+        }
+        if let Some(ms) = b.retention_ms {
+            inv.arg("retention_ms").arg(ms);
+        }
         let mut c = self.conn.clone();
         let created: i64 = inv.invoke_async(&mut c).await?;
         Ok(created == 1)
@@ -810,6 +931,8 @@ impl JobStore {
             error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
             webhook_url: f.get("webhook_url").cloned(),
             reopened: num("reopened").unwrap_or(0) as u32,
+            tenant: f.get("tenant").cloned(),
+            erased: f.contains_key("erased"),
         }))
     }
 
@@ -866,6 +989,18 @@ impl JobStore {
         })
     }
 
+    /// Erases a job or batch (`key` from [`Self::job_key`] or
+    /// [`Self::batch_key`]) at once: see [`ERASE`]. `false` if there is no
+    /// such record.
+    pub async fn erase(&self, key: &str) -> Result<bool, StoreError> {
+        let mut inv = ERASE.key(key);
+        inv.arg(self.done_channel()).arg(self.ttl_ms);
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self.run(&pipe).await?.pop();
+        Ok(v.as_ref().and_then(text_of).as_deref() == Some("ok"))
+    }
+
     /// Reopens a dead-lettered job or chunk before a replay; `Ok(true)` if
     /// it can run again.
     pub async fn reopen(&self, id: &JobId, chunk: Option<u32>) -> Result<bool, StoreError> {
@@ -902,6 +1037,7 @@ impl JobStore {
                     &*DEAD_CHUNK,
                     &*REOPEN_JOB,
                     &*REOPEN_CHUNK,
+                    &*ERASE,
                 ] {
                     s.prepare_invoke().load_async(&mut c).await?;
                 }
@@ -957,5 +1093,7 @@ fn parse_record(
         output: f.remove("output"),
         metadata: f.remove("metadata"),
         webhook_url: f.remove("webhook_url"),
+        tenant: f.remove("tenant"),
+        erased: f.contains_key("erased"),
     })
 }

@@ -36,6 +36,7 @@ pub struct Topology {
     ns: String,
     delivery_limit: u32,
     queue_expires_ms: Option<u64>,
+    max_queue_length: u64,
     retry_delays_ms: Vec<u64>,
     webhook_delays_ms: Vec<u64>,
 }
@@ -47,6 +48,7 @@ impl Topology {
             ns: ns.to_string(),
             delivery_limit: amqp.delivery_limit,
             queue_expires_ms: amqp.queue_expires_ms,
+            max_queue_length: amqp.max_queue_length,
             retry_delays_ms: amqp.retry_delays_ms.clone(),
             webhook_delays_ms: crate::config::STANDARD_WEBHOOK_SCHEDULE_MS.to_vec(),
         }
@@ -140,13 +142,22 @@ impl Topology {
         args
     }
 
-    /// Arguments of a job queue: quorum, delivery limit, dead-lettering.
+    /// Arguments of a job queue: quorum, delivery limit, dead-lettering,
+    /// and a maximum length past which the broker refuses publishes
+    /// (`reject-publish`: the producer's confirm is a nack, which becomes
+    /// a `429`; a flood cannot exhaust the broker). `reject-publish` is
+    /// also what at-least-once dead-lettering needs.
     fn job_queue_args(&self) -> FieldTable {
         let mut args = self.dead_lettering_args(&self.dead_exchange());
         args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
         );
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(self.max_queue_length.min(i64::MAX as u64) as i64),
+        );
+        args.insert("x-overflow".into(), long_str("reject-publish"));
         args
     }
 

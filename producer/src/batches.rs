@@ -8,6 +8,7 @@
 //! client gets `202` once the broker holds every chunk. Results are read
 //! back chunk by chunk and streamed in input order.
 
+use crate::auth::Caller;
 use crate::bulk::{read_rows, Format, SpoolReader};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
@@ -15,8 +16,8 @@ use crate::routes::{parse_id, poll_until, WaitQuery};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{StreamExt, TryStreamExt};
@@ -81,13 +82,14 @@ fn closing(e: ApiError) -> Response {
 /// answer and no second batch.
 pub async fn create_batch(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     // The work runs to its end even if the client goes away, so a batch is
     // never left half published and no key is left pending.
-    let task = tokio::spawn(create_idempotent(state, query, headers, body));
+    let task = tokio::spawn(create_idempotent(state, caller, query, headers, body));
     match task.await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => closing(e),
@@ -97,15 +99,17 @@ pub async fn create_batch(
 
 async fn create_idempotent(
     state: Arc<AppState>,
+    caller: Caller,
     query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Some(key) = idempotency::key(&headers)? else {
-        let (accepted, _) = create(state, query, headers, body).await?;
+        let (accepted, _) = create(state, &caller, query, headers, body).await?;
         return Ok(accepted.response(false));
     };
-    let redis_key = state.idempotency.redis_key("batches", key);
+    let scope = format!("{}/batches", caller.name());
+    let redis_key = state.idempotency.redis_key(&scope, key);
     // The body's hash is known only once it is read, so the key is claimed
     // first and compared after.
     match state
@@ -113,7 +117,7 @@ async fn create_idempotent(
         .begin(&redis_key, "", idempotency::PENDING_BATCH_MS)
         .await?
     {
-        Begin::New(claimed) => match create(state.clone(), query, headers, body).await {
+        Begin::New(claimed) => match create(state.clone(), &caller, query, headers, body).await {
             Ok((accepted, hash)) => {
                 idempotency::remember(&state, &claimed, &hash, &accepted).await;
                 Ok(accepted.response(false))
@@ -161,6 +165,7 @@ async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
 /// and the hash of the bytes read.
 async fn create(
     state: Arc<AppState>,
+    caller: &Caller,
     query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -195,6 +200,10 @@ async fn create(
         }
     };
 
+    // The upload counts against the rate before a byte is read, and its
+    // rows against the queued limit once they are counted.
+    let id = new_job_id();
+    crate::auth::admit(&state, caller, &id, 0, true).await?;
     let cfg = &state.settings.producer;
     let spool = match &cfg.spool_dir {
         Some(dir) => tempfile::tempfile_in(dir),
@@ -225,12 +234,21 @@ async fn create(
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
             return Err(ApiError::TooLarge(limit as usize))
         }
+        Err(e)
+            if e.get_ref()
+                .is_some_and(|r| r.is::<crate::bulk::LineTooLong>()) =>
+        {
+            return Err(ApiError::LimitExceeded(e.to_string()))
+        }
         Err(e) => {
             return Err(ApiError::Malformed(format!(
                 "reading the upload failed: {e}"
             )))
         }
     };
+    if let Some(limit) = report.over_limit {
+        return Err(ApiError::LimitExceeded(limit));
+    }
     if !report.problems.is_empty() {
         metrics::counter!(infq_common::metrics::JOBS_REJECTED, "model" => spec.name.clone(), "outcome" => "invalid")
             .increment(1);
@@ -240,7 +258,7 @@ async fn create(
         });
     }
 
-    let id = new_job_id();
+    crate::auth::admit(&state, caller, &id, report.rows, false).await?;
     let created_at_ms = now_ms();
     let chunk_rows = cfg.chunk_rows.max(1);
     let chunks = report.rows.div_ceil(u64::from(chunk_rows));
@@ -256,6 +274,8 @@ async fn create(
         chunk_rows,
         created_at_ms,
         webhook_url,
+        tenant: Some(caller.name().to_string()),
+        retention_ms: Some(caller.retention_ms()),
     };
     state.store.create_batch(&batch).await?;
     if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
@@ -288,6 +308,8 @@ async fn create(
         error: None,
         webhook_url: batch.webhook_url,
         reopened: 0,
+        tenant: batch.tenant,
+        erased: false,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -341,12 +363,10 @@ async fn publish_chunks(
                 }),
                 retries: 0,
                 webhook_url: batch.webhook_url.clone(),
+                tenant: batch.tenant.clone(),
+                retention_ms: batch.retention_ms,
             };
-            state
-                .publisher
-                .publish(&msg)
-                .await
-                .map_err(|e| ApiError::Unavailable(e.to_string()))
+            state.publisher.publish(&msg).await.map_err(ApiError::from)
         })
         .buffer_unordered(window)
         .try_for_each(|()| async { Ok(()) })
@@ -364,19 +384,14 @@ fn tokio_stream_of<T: Send + 'static>(
 /// `GET /v1/batches/{id}`, optionally long-polling with `?wait=SECONDS`.
 pub async fn get_batch(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<BatchView>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let batch_id = parse_id(&id, "batch")?;
     let wait = q.seconds(state.settings.producer.max_wait_secs)?;
-    let read = || async {
-        state
-            .store
-            .get_batch(&batch_id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))
-    };
+    let read = || async { owned_batch(&state, &caller, &batch_id, &id).await };
     let rec = poll_until(&state, batch_id, wait, read, |b: &BatchRecord| {
         b.status.is_terminal()
     })
@@ -384,12 +399,49 @@ pub async fn get_batch(
     Ok(Json(rec.into()))
 }
 
-/// `DELETE /v1/batches/{id}`: cancels what has not run yet.
+/// The caller's batch `batch_id` (`id` as written); 404 when unknown,
+/// erased or another tenant's.
+pub async fn owned_batch(
+    state: &AppState,
+    caller: &Caller,
+    batch_id: &infq_common::job::JobId,
+    id: &str,
+) -> Result<BatchRecord, ApiError> {
+    let rec = state
+        .store
+        .get_batch(batch_id)
+        .await?
+        .filter(|r| !r.erased)
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))?;
+    caller.check_owner(rec.tenant.as_deref(), "batch", id)?;
+    Ok(rec)
+}
+
+/// `DELETE /v1/batches/{id}`: erases the batch at once, every stored
+/// result included; chunks not yet run never will. `204`.
+pub async fn delete_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let batch_id = parse_id(&id, "batch")?;
+    owned_batch(&state, &caller, &batch_id, &id).await?;
+    if !state.store.erase(&state.store.batch_key(&batch_id)).await? {
+        return Err(ApiError::NotFound(format!("batch {id}")));
+    }
+    tracing::info!(batch_id = %batch_id, tenant = caller.name(), "batch erased");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/batches/{id}/cancel`: cancels what has not run yet; what
+/// ran stays readable until the retention ends.
 pub async fn cancel_batch(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<BatchView>, ApiError> {
     let batch_id = parse_id(&id, "batch")?;
+    owned_batch(&state, &caller, &batch_id, &id).await?;
     let key = state.store.batch_key(&batch_id);
     match state
         .store
@@ -425,6 +477,7 @@ const CHUNKS_PER_READ: u32 = 32;
 /// `{"row", "error"}`), streamed.
 pub async fn batch_results(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<ResultsQuery>, QueryRejection>,
     headers: HeaderMap,
@@ -442,11 +495,7 @@ pub async fn batch_results(
         }),
     }
     .map_err(|m| ApiError::Invalid(vec![crate::error::Detail::field("format", m)]))?;
-    let rec = state
-        .store
-        .get_batch(&batch_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))?;
+    let rec = owned_batch(&state, &caller, &batch_id, &id).await?;
     if !rec.status.is_terminal() {
         return Err(ApiError::Conflict(format!(
             "batch {id} is {}; its results are ready once it finishes (GET /v1/batches/{id}?wait=60 waits for that)",

@@ -17,6 +17,11 @@ pub const MAX_PROBLEMS: usize = 100;
 /// buffered whole.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// A line of an upload passed [`MAX_LINE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("a line is longer than {MAX_LINE_BYTES} bytes")]
+pub struct LineTooLong;
+
 /// Passes bytes through, failing once a line grows past
 /// [`MAX_LINE_BYTES`].
 struct LineLimit<R> {
@@ -35,7 +40,7 @@ impl<R: Read> Read for LineLimit<R> {
                 if self.run > MAX_LINE_BYTES {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
-                        format!("a line is longer than {MAX_LINE_BYTES} bytes"),
+                        LineTooLong,
                     ));
                 }
             }
@@ -92,6 +97,8 @@ pub struct Report {
     pub problems: Vec<Detail>,
     /// Whether reading stopped early (too many problems or rows).
     pub truncated: bool,
+    /// The row limit that stopped reading, if one did.
+    pub over_limit: Option<String>,
 }
 
 impl Report {
@@ -139,6 +146,9 @@ fn write_row<W: Write>(spool: &mut W, row: &[f32]) -> std::io::Result<()> {
 fn over_limit(report: &mut Report, line: u64, max_rows: u64) -> bool {
     if report.rows >= max_rows {
         report.problem(line, None, format!("more than {max_rows} rows"));
+        report.over_limit = Some(format!(
+            "the file has more than {max_rows} rows (producer.max_batch_rows)"
+        ));
         report.truncated = true;
         return true;
     }

@@ -5,10 +5,11 @@
 //! automatic attempts still waiting. A manual redelivery to an endpoint
 //! disabled by `410 Gone` enables it again: the operator has fixed it.
 
+use crate::auth::Caller;
 use crate::error::{ApiError, Detail};
 use crate::routes::parse_id;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use infq_common::job::JobId;
@@ -33,34 +34,52 @@ pub async fn check_url_resolves(state: &AppState, url: &str) -> Result<(), ApiEr
     }
 }
 
-async fn list(state: &AppState, kind: SubjectKind, raw: &str) -> Result<Json<Value>, ApiError> {
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    kind: SubjectKind,
+    raw: &str,
+) -> Result<Json<Value>, ApiError> {
     let what = match kind {
         SubjectKind::Job => "job",
         SubjectKind::Batch => "batch",
     };
     let id = parse_id(raw, what)?;
-    let Some(reopened) = reopened(state, kind, &id).await? else {
+    let Some(reopened) = reopened(state, caller, kind, &id).await? else {
         return Err(ApiError::NotFound(format!("{what} {raw}")));
     };
     let events = state.deliveries.deliveries(&id, reopened).await?;
     Ok(Json(json!({ "id": id, "events": events })))
 }
 
-/// How often a job or batch was reopened (its last event generation);
-/// `None` if there is no such record.
+/// How often the caller's job or batch was reopened (its last event
+/// generation); `None` if there is no such record of the caller's.
 async fn reopened(
     state: &AppState,
+    caller: &Caller,
     kind: SubjectKind,
     id: &JobId,
 ) -> Result<Option<u32>, ApiError> {
-    Ok(match kind {
-        SubjectKind::Job => state.store.get(id).await?.map(|r| r.reopened),
-        SubjectKind::Batch => state.store.get_batch(id).await?.map(|r| r.reopened),
-    })
+    let found = match kind {
+        SubjectKind::Job => state
+            .store
+            .get(id)
+            .await?
+            .map(|r| (r.reopened, r.tenant, r.erased)),
+        SubjectKind::Batch => state
+            .store
+            .get_batch(id)
+            .await?
+            .map(|r| (r.reopened, r.tenant, r.erased)),
+    };
+    Ok(found
+        .filter(|(_, tenant, erased)| !erased && tenant.as_deref() == Some(caller.name()))
+        .map(|(n, _, _)| n))
 }
 
 async fn retry(
     state: &AppState,
+    caller: &Caller,
     kind: SubjectKind,
     raw: &str,
     event: &str,
@@ -84,7 +103,9 @@ async fn retry(
             "event `{event}` of {what} {raw} (GET /v1/{plural}/{raw}/deliveries lists its events)"
         ))
     };
-    let last = reopened(state, kind, &id).await?.ok_or_else(missing)?;
+    let last = reopened(state, caller, kind, &id)
+        .await?
+        .ok_or_else(missing)?;
     // A webhook-id names its generation; a type means the latest event of
     // that type.
     let gens: Vec<u32> = match generation_of(&id, event) {
@@ -135,32 +156,36 @@ async fn retry(
 /// `GET /v1/jobs/{id}/deliveries`.
 pub async fn job_deliveries(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    list(&state, SubjectKind::Job, &id).await
+    list(&state, &caller, SubjectKind::Job, &id).await
 }
 
 /// `GET /v1/batches/{id}/deliveries`.
 pub async fn batch_deliveries(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    list(&state, SubjectKind::Batch, &id).await
+    list(&state, &caller, SubjectKind::Batch, &id).await
 }
 
 /// `POST /v1/jobs/{id}/deliveries/{event}/retry`; `event` is the
 /// `webhook-id` or the event type.
 pub async fn retry_job_event(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path((id, event)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    retry(&state, SubjectKind::Job, &id, &event).await
+    retry(&state, &caller, SubjectKind::Job, &id, &event).await
 }
 
 /// `POST /v1/batches/{id}/deliveries/{event}/retry`.
 pub async fn retry_batch_event(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path((id, event)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    retry(&state, SubjectKind::Batch, &id, &event).await
+    retry(&state, &caller, SubjectKind::Batch, &id, &event).await
 }

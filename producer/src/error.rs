@@ -64,6 +64,25 @@ pub enum ApiError {
     /// The body is over the size limit.
     #[error("request body over the limit of {0} bytes")]
     TooLarge(usize),
+    /// A structural limit of the input (nesting depth, string length, line
+    /// length, row count) is passed; the message names it.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// No API key, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key is valid but may not use this route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the tenant's rate or queued-work limit, or the queue is full:
+    /// try again after the given time.
+    #[error("{message}")]
+    TooMany {
+        /// What limit was hit.
+        message: String,
+        /// When trying again makes sense.
+        retry_after: std::time::Duration,
+    },
     /// A dependency (broker, Redis) cannot take the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -82,7 +101,10 @@ impl ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::IdempotencyConflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) | ApiError::LimitExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,6 +121,10 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyConflict(_) => "idempotency_conflict",
             ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::LimitExceeded(_) => "limit_exceeded",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::TooMany { .. } => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -142,11 +168,37 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let ApiError::TooMany { retry_after, .. } = &self {
+            // Whole seconds, rounded up, at least 1.
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"infq\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+impl From<crate::publisher::PublishError> for ApiError {
+    fn from(e: crate::publisher::PublishError) -> Self {
+        match e {
+            // Job queues refuse publishes past their maximum length.
+            crate::publisher::PublishError::Nacked => ApiError::TooMany {
+                message: "the job queue is full; try again later".into(),
+                retry_after: std::time::Duration::from_secs(5),
+            },
+            other => ApiError::Unavailable(other.to_string()),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod batches;
 pub mod bulk;
 pub mod deliveries;
@@ -17,6 +18,7 @@ pub mod validate;
 pub mod waiters;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub waiters: Arc<waiters::Waiters>,
     /// Checks callback URLs; `None` when callbacks are off (no secret).
     pub guard: Option<infq_common::webhooks::guard::Guard>,
+    /// Tenants, API keys and quotas.
+    pub tenants: infq_common::tenants::TenantStore,
     /// Webhook events and their delivery logs.
     pub deliveries: infq_common::webhooks::store::DeliveryStore,
     /// Renders `/metrics`; `None` where no recorder is installed (tests).
@@ -80,7 +84,9 @@ impl AppState {
             store.connection(),
             &settings,
         );
+        let tenants = infq_common::tenants::TenantStore::new(store.connection(), &settings);
         Ok(Self {
+            tenants,
             guard,
             deliveries,
             settings,
@@ -95,37 +101,50 @@ impl AppState {
     }
 }
 
-/// The API's routes.
+/// The API's routes: `/v1` behind an API key, `/v1/admin` behind an
+/// admin tenant's key; health and metrics open.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.settings.producer.max_body_bytes;
-    Router::new()
-        .route("/v1/jobs", post(routes::submit_job))
+    let admin = Router::new()
+        .route("/dead-letters", get(admin::list))
+        .route("/dead-letters/replay", post(admin::replay))
+        .layer(middleware::from_fn(auth::require_admin));
+    let v1 = Router::new()
+        .route("/jobs", post(routes::submit_job))
         .route(
-            "/v1/jobs/{id}",
-            get(routes::get_job).delete(routes::cancel_job),
+            "/jobs/{id}",
+            get(routes::get_job).delete(routes::delete_job),
         )
-        .route("/v1/batches", post(batches::create_batch))
+        .route("/batches", post(batches::create_batch))
         .route(
-            "/v1/batches/{id}",
-            get(batches::get_batch).delete(batches::cancel_batch),
+            "/batches/{id}",
+            get(batches::get_batch).delete(batches::delete_batch),
         )
-        .route("/v1/batches/{id}/results", get(batches::batch_results))
-        .route("/v1/jobs/{id}/deliveries", get(deliveries::job_deliveries))
+        .route("/batches/{id}/cancel", post(batches::cancel_batch))
+        .route("/jobs/{id}/cancel", post(routes::cancel_job))
+        .route("/batches/{id}/results", get(batches::batch_results))
+        .route("/jobs/{id}/deliveries", get(deliveries::job_deliveries))
         .route(
-            "/v1/jobs/{id}/deliveries/{event}/retry",
+            "/jobs/{id}/deliveries/{event}/retry",
             post(deliveries::retry_job_event),
         )
         .route(
-            "/v1/batches/{id}/deliveries",
+            "/batches/{id}/deliveries",
             get(deliveries::batch_deliveries),
         )
         .route(
-            "/v1/batches/{id}/deliveries/{event}/retry",
+            "/batches/{id}/deliveries/{event}/retry",
             post(deliveries::retry_batch_event),
         )
-        .route("/v1/models", get(routes::list_models))
-        .route("/v1/admin/dead-letters", get(admin::list))
-        .route("/v1/admin/dead-letters/replay", post(admin::replay))
+        .route("/models", get(routes::list_models))
+        .nest("/admin", admin)
+        .fallback(routes::fallback)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .nest("/v1", v1)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics_text))

@@ -1,11 +1,12 @@
 //! HTTP handlers of the producer's API.
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
 use crate::validate::validate;
 use crate::AppState;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +41,7 @@ pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 /// the finished job if it ends in time, else the usual `202`.
 pub async fn submit_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     query: Result<Query<WaitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -51,7 +53,7 @@ pub async fn submit_job(
     // The work runs to its end even if the client goes away, so no job is
     // left recorded but unpublished and no key is left pending.
     tokio::spawn(async move {
-        let (accepted, replayed) = submit_idempotent(&state, key, body).await?;
+        let (accepted, replayed) = submit_idempotent(&state, &caller, key, body).await?;
         if wait > 0.0 {
             if let Ok(id) = JobId::parse_str(accepted.body["id"].as_str().unwrap_or_default()) {
                 let read = || async {
@@ -84,20 +86,23 @@ pub async fn submit_job(
 /// replay of an earlier one.
 async fn submit_idempotent(
     state: &AppState,
+    caller: &Caller,
     key: Option<String>,
     body: Bytes,
 ) -> Result<(Accepted, bool), ApiError> {
     let Some(key) = key else {
-        return Ok((submit(state, &body).await?, false));
+        return Ok((submit(state, caller, &body).await?, false));
     };
-    let redis_key = state.idempotency.redis_key("jobs", &key);
+    // Keys are the tenant's own: another tenant's key never collides.
+    let scope = format!("{}/jobs", caller.name());
+    let redis_key = state.idempotency.redis_key(&scope, &key);
     let hash = idempotency::json_body_hash(&body);
     match state
         .idempotency
         .begin(&redis_key, &hash, idempotency::PENDING_JOB_MS)
         .await?
     {
-        Begin::New(claimed) => match submit(state, &body).await {
+        Begin::New(claimed) => match submit(state, caller, &body).await {
             Ok(accepted) => {
                 idempotency::remember(state, &claimed, &hash, &accepted).await;
                 Ok((accepted, false))
@@ -113,7 +118,7 @@ async fn submit_idempotent(
     }
 }
 
-async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
+async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accepted, ApiError> {
     let job = match validate(body, &state.registry, state.guard.as_ref()) {
         Ok(job) => job,
         Err(e) => {
@@ -125,6 +130,7 @@ async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
         crate::deliveries::check_url_resolves(state, url).await?;
     }
     let id = new_job_id();
+    crate::auth::admit(state, caller, &id, 1, true).await?;
     let created_at_ms = now_ms();
     let record = NewJob {
         id,
@@ -134,6 +140,8 @@ async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
         created_at_ms,
         metadata: job.metadata,
         webhook_url: job.webhook_url.clone(),
+        tenant: Some(caller.name().to_string()),
+        retention_ms: Some(caller.retention_ms()),
     };
     state.store.create(&record).await?;
     let msg = JobMessage {
@@ -147,15 +155,19 @@ async fn submit(state: &AppState, body: &[u8]) -> Result<Accepted, ApiError> {
         chunk: None,
         retries: 0,
         webhook_url: job.webhook_url,
+        tenant: record.tenant.clone(),
+        retention_ms: record.retention_ms,
     };
     if let Err(e) = state.publisher.publish(&msg).await {
-        metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => "unavailable")
+        let full = matches!(e, crate::publisher::PublishError::Nacked);
+        let outcome = if full { "queue_full" } else { "unavailable" };
+        metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => outcome)
             .increment(1);
         let t = Transition::failed(JobError::new("not_enqueued", e.to_string()));
         if let Err(se) = state.store.transition(&id, &t).await {
             tracing::warn!(job_id = %id, error = %se, "could not record the failed enqueue");
         }
-        return Err(ApiError::Unavailable(e.to_string()));
+        return Err(e.into());
     }
     metrics::counter!(m::JOBS_SUBMITTED, "model" => record.model.clone(), "priority" => record.priority.as_str())
         .increment(1);
@@ -237,19 +249,14 @@ pub fn parse_id(id: &str, what: &str) -> Result<JobId, ApiError> {
 /// `GET /v1/jobs/{id}`, optionally long-polling with `?wait=SECONDS`.
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<JobView>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let job_id = parse_id(&id, "job")?;
     let wait = q.seconds(state.settings.producer.max_wait_secs)?;
-    let read = || async {
-        state
-            .store
-            .get(&job_id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
-    };
+    let read = || async { owned_job(&state, &caller, &job_id, &id).await };
     let rec = poll_until(&state, job_id, wait, read, |r: &JobRecord| {
         r.status.is_terminal()
     })
@@ -257,12 +264,49 @@ pub async fn get_job(
     Ok(Json(rec.into()))
 }
 
-/// `DELETE /v1/jobs/{id}`: cancels a job that has not started running.
+/// The caller's job `job_id` (`id` as written); 404 when unknown, erased
+/// or another tenant's.
+pub async fn owned_job(
+    state: &AppState,
+    caller: &Caller,
+    job_id: &JobId,
+    id: &str,
+) -> Result<JobRecord, ApiError> {
+    let rec = state
+        .store
+        .get(job_id)
+        .await?
+        .filter(|r| !r.erased)
+        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    caller.check_owner(rec.tenant.as_deref(), "job", id)?;
+    Ok(rec)
+}
+
+/// `DELETE /v1/jobs/{id}`: erases the job at once, its output and
+/// metadata included; if it has not run yet, it never will. `204`.
+pub async fn delete_job(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job_id = parse_id(&id, "job")?;
+    owned_job(&state, &caller, &job_id, &id).await?;
+    if !state.store.erase(&state.store.job_key(&job_id)).await? {
+        return Err(ApiError::NotFound(format!("job {id}")));
+    }
+    tracing::info!(job_id = %job_id, tenant = caller.name(), "job erased");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/jobs/{id}/cancel`: cancels a job that has not started
+/// running; its record stays until its retention ends.
 pub async fn cancel_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job_id = parse_id(&id, "job")?;
+    owned_job(&state, &caller, &job_id, &id).await?;
     let key = state.store.job_key(&job_id);
     match state
         .store

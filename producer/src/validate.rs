@@ -14,6 +14,53 @@ pub const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Largest `metadata` object, serialised.
 pub const MAX_METADATA_BYTES: usize = 4096;
 
+/// Deepest nesting of arrays and objects in a job body.
+pub const MAX_JSON_DEPTH: usize = 16;
+/// Longest string (key or value) in a job body, in bytes as sent.
+pub const MAX_STRING_BYTES: usize = 4096;
+
+/// Checks a JSON text's nesting depth and string lengths before it is
+/// parsed, so a hostile body costs a linear scan and nothing more.
+/// Malformed JSON passes here and fails in the parser.
+pub fn check_shape(body: &[u8], max_depth: usize, max_string: usize) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped, mut run) = (0usize, false, false, 0usize);
+    for &b in body {
+        if in_string {
+            run += 1;
+            if run > max_string {
+                return Err(ApiError::LimitExceeded(format!(
+                    "a string is longer than {max_string} bytes"
+                )));
+            }
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                run = 0;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(ApiError::LimitExceeded(format!(
+                        "JSON nested deeper than {max_depth} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The body of `POST /v1/jobs`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +126,7 @@ pub fn validate<'r>(
     registry: &'r Registry,
     guard: Option<&Guard>,
 ) -> Result<ValidJob<'r>, ApiError> {
+    check_shape(body, MAX_JSON_DEPTH, MAX_STRING_BYTES)?;
     let req: JobRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
     let spec = registry
@@ -221,6 +269,24 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_shapes_are_refused_before_parsing() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(
+            check_shape(deep.as_bytes(), 16, 4096),
+            Err(ApiError::LimitExceeded(m)) if m.contains("16 levels")
+        ));
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(5000));
+        assert!(matches!(
+            check_shape(long.as_bytes(), 16, 4096),
+            Err(ApiError::LimitExceeded(m)) if m.contains("4096 bytes")
+        ));
+        // Brackets and escaped quotes inside strings do not count.
+        let ok = r#"{"a":"[[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{{{{{{{{{{{{","b":[[1]]}"#;
+        assert!(check_shape(ok.as_bytes(), 3, 4096).is_ok());
+        assert!(check_shape(b"[[[[", 3, 10).is_err());
+    }
     use std::path::Path;
 
     fn registry() -> Registry {
@@ -330,7 +396,15 @@ outputs = [{ name = "p" }]
             let err = validate(body.as_bytes(), &r, None).unwrap_err();
             assert!(err.status().is_client_error(), "{body:.40}: {err:?}");
         }
+        // A key past the string limit is refused before parsing (413).
         let err = validate(long_key.as_bytes(), &r, None).unwrap_err();
+        assert!(matches!(err, ApiError::LimitExceeded(_)), "{err:?}");
+        // One within it is an unknown feature, named without echoing it all.
+        let key = format!(
+            r#"{{"model":"credit-default","inputs":{{"{}":1}}}}"#,
+            "k".repeat(4000)
+        );
+        let err = validate(key.as_bytes(), &r, None).unwrap_err();
         let ApiError::Invalid(d) = err else { panic!() };
         assert!(d.iter().all(|d| d.field.as_ref().unwrap().len() < 100));
     }

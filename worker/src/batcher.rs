@@ -326,6 +326,8 @@ mod tests {
             chunk: None,
             retries: 0,
             webhook_url: None,
+            tenant: None,
+            retention_ms: None,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

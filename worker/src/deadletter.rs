@@ -34,15 +34,7 @@ pub async fn record(
     let reason = death_reason(props);
     let result = match msg.chunk {
         None => {
-            let job = NewJob {
-                id: msg.id,
-                model: msg.model.clone(),
-                version: msg.version.clone(),
-                priority: msg.priority,
-                created_at_ms: msg.created_at_ms,
-                metadata: None,
-                webhook_url: msg.webhook_url.clone(),
-            };
+            let job = NewJob::from_message(&msg);
             let t = Transition::failed(JobError::new("dead_lettered", reason)).with_job(job);
             store.transition(&msg.id, &t).await.map(|_| ())
         }

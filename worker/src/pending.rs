@@ -64,14 +64,6 @@ impl Pending {
 
     /// The record fields, for claims and for rewriting a missing record.
     pub fn record(&self) -> NewJob {
-        NewJob {
-            id: self.msg.id,
-            model: self.msg.model.clone(),
-            version: self.msg.version.clone(),
-            priority: self.msg.priority,
-            created_at_ms: self.msg.created_at_ms,
-            metadata: None,
-            webhook_url: self.msg.webhook_url.clone(),
-        }
+        NewJob::from_message(&self.msg)
     }
 }

@@ -482,6 +482,8 @@ mod tests {
             }),
             retries: 0,
             webhook_url: None,
+            tenant: None,
+            retention_ms: None,
         };
         let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
         Pending {

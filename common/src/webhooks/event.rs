@@ -253,6 +253,8 @@ mod tests {
             metadata: None,
             webhook_url: Some("https://hooks.example.com/x".into()),
             reopened: 0,
+            tenant: Some("acme".into()),
+            erased: false,
         }
     }
 

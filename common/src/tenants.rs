@@ -1,0 +1,487 @@
+//! Tenants, their API keys and their quotas.
+//!
+//! A tenant is one client firm. It reaches the API with bearer keys, which
+//! are stored only as SHA-256 hashes: a key is 32 random bytes, so a plain
+//! digest cannot be reversed or guessed. Redis holds the tenants in
+//! `<ns>:tenants` (name -> JSON) and the keys in `<ns>:keys` (hash -> JSON);
+//! keys named in the configuration (`tenants.static_keys`, the development
+//! tenant) need no record.
+//!
+//! Quotas live in `<ns>:quota:{<tenant>}`: a GCRA rate limiter (`tat`) and
+//! the count of jobs and rows accepted but not finished (`sum`), with the
+//! open subjects in `...:open` (id -> rows) and their expiry in `...:due`.
+//! The store's scripts release a subject when it ends; one that never ends
+//! (its record expired) is released when its expiry passes, so the count
+//! cannot drift upwards for good.
+
+use crate::config::{valid_tenant_name, Limits, Settings, TENANT_NAME_RULE};
+use crate::idempotency::digest;
+use crate::job::{now_ms, JobId};
+use crate::store::StoreError;
+use base64::Engine;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// The key of the development tenant `dev` in `config/default.toml`. It is
+/// public: production configurations must not list its hash.
+pub const DEV_API_KEY: &str = "infq_dev_0000000000000000000000000000000000000000000";
+
+/// What a created key starts with, so that secret scanners can find leaked
+/// ones.
+pub const KEY_PREFIX: &str = "infq_";
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its name, unique in the deployment.
+    pub name: String,
+    /// Whether its keys may use `/v1/admin`.
+    #[serde(default)]
+    pub admin: bool,
+    /// What it may use.
+    pub limits: Limits,
+    /// Secrets that sign its webhooks (`whsec_...`); the deployment's
+    /// `webhooks.secrets` when empty.
+    #[serde(default)]
+    pub webhook_secrets: Vec<String>,
+    /// When it was created (epoch ms); 0 for a tenant from configuration.
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// Revoked tenants keep their record (so the name is not reused) but
+    /// no key works.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// A created key, as stored (the key itself is not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// A short public id, for listing and revoking.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// When it was created (epoch ms).
+    pub created_at_ms: u64,
+}
+
+/// Why a tenant operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// Redis failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The name cannot be used.
+    #[error("tenant name `{0}`: {TENANT_NAME_RULE}")]
+    BadName(String),
+    /// The limits cannot work.
+    #[error("{}", .0.join("; "))]
+    BadLimits(Vec<String>),
+    /// The name is taken (also by a revoked tenant).
+    #[error("tenant `{0}` exists")]
+    Exists(String),
+    /// No such tenant, or it is revoked.
+    #[error("no active tenant `{0}`")]
+    Unknown(String),
+}
+
+impl From<redis::RedisError> for TenantError {
+    fn from(e: redis::RedisError) -> Self {
+        TenantError::Store(StoreError::Redis(e))
+    }
+}
+
+/// What [`TenantStore::admit`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted; go ahead.
+    Admitted,
+    /// Over the rate; the next submission is allowed after this long.
+    RateLimited(Duration),
+    /// Over `max_queued` with this many jobs and rows open.
+    Full {
+        /// Jobs and rows open now.
+        queued: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// The hex SHA-256 under which a key is stored.
+pub fn key_hash(key: &str) -> String {
+    digest(key.as_bytes())
+}
+
+/// The public id of the key with this hash.
+pub fn key_id(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+/// A new random key: `infq_` and 43 base64url characters (32 bytes).
+pub fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Takes a submission's share of the tenant's quota. KEYS[1] quota hash;
+/// KEYS[2] open subjects (id -> rows); KEYS[3] their expiry (zset).
+/// ARGV[1] now (ms); ARGV[2] ms per submission (0: no rate check);
+/// ARGV[3] burst; ARGV[4] max open rows; ARGV[5] rows (0: nothing to
+/// count); ARGV[6] subject id; ARGV[7] its expiry (ms). Returns
+/// {'ok', 0}, {'rate', ms to wait} or {'full', open rows}.
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
+for _, id in ipairs(old) do
+  local r = tonumber(redis.call('HGET', KEYS[2], id)) or 0
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HINCRBY', KEYS[1], 'sum', -r)
+end
+local rows = tonumber(ARGV[5])
+local sum = tonumber(redis.call('HGET', KEYS[1], 'sum')) or 0
+if sum < 0 then
+  sum = 0
+  redis.call('HSET', KEYS[1], 'sum', 0)
+end
+if rows > 0 and sum + rows > tonumber(ARGV[4]) then return {'full', sum} end
+local interval = tonumber(ARGV[2])
+if interval > 0 then
+  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat')) or now
+  if tat < now then tat = now end
+  local allow_at = tat + interval - tonumber(ARGV[3]) * interval
+  if allow_at > now then return {'rate', math.ceil(allow_at - now)} end
+  redis.call('HSET', KEYS[1], 'tat', tostring(tat + interval))
+end
+if rows > 0 then
+  redis.call('HINCRBY', KEYS[1], 'sum', rows)
+  redis.call('HSET', KEYS[2], ARGV[6], rows)
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
+end
+return {'ok', 0}
+",
+    )
+});
+
+/// Tenants, keys and quotas in Redis, with a short in-process cache of
+/// what keys resolve to.
+#[derive(Clone)]
+pub struct TenantStore {
+    conn: ConnectionManager,
+    ns: String,
+    defaults: Limits,
+    statics: Arc<HashMap<String, Arc<Tenant>>>,
+    cache: moka::sync::Cache<String, Option<Arc<Tenant>>>,
+}
+
+impl TenantStore {
+    /// The store of the deployment in `settings`, over `conn`.
+    pub fn new(conn: ConnectionManager, settings: &Settings) -> Self {
+        let t = &settings.tenants;
+        let statics = t
+            .static_keys
+            .iter()
+            .map(|k| {
+                let tenant = Tenant {
+                    name: k.tenant.clone(),
+                    admin: k.admin,
+                    limits: k.limits.clone().unwrap_or_else(|| t.defaults.clone()),
+                    webhook_secrets: Vec::new(),
+                    created_at_ms: 0,
+                    revoked: false,
+                };
+                (k.sha256.to_ascii_lowercase(), Arc::new(tenant))
+            })
+            .collect();
+        Self {
+            conn,
+            ns: settings.namespace.clone(),
+            defaults: t.defaults.clone(),
+            statics: Arc::new(statics),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_millis(t.cache_ms))
+                .build(),
+        }
+    }
+
+    fn tenants_key(&self) -> String {
+        format!("{}:tenants", self.ns)
+    }
+
+    fn keys_key(&self) -> String {
+        format!("{}:keys", self.ns)
+    }
+
+    /// The quota keys of a tenant: the hash, open subjects, their expiry.
+    pub fn quota_keys(&self, tenant: &str) -> [String; 3] {
+        let q = format!("{}:quota:{{{tenant}}}", self.ns);
+        [q.clone(), format!("{q}:open"), format!("{q}:due")]
+    }
+
+    /// The active tenant a bearer key belongs to; `None` for an unknown or
+    /// revoked key, or one of a revoked tenant.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
+        let hash = key_hash(key);
+        if let Some(t) = self.statics.get(&hash) {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(hit) = self.cache.get(&hash) {
+            return Ok(hit);
+        }
+        let found = self.lookup(&hash).await?;
+        self.cache.insert(hash, found.clone());
+        Ok(found)
+    }
+
+    async fn lookup(&self, hash: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let entry: Option<String> = conn.hget(self.keys_key(), hash).await?;
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        let entry: KeyEntry =
+            serde_json::from_str(&entry).map_err(|e| StoreError::Reply(e.to_string()))?;
+        Ok(self
+            .stored(&entry.tenant)
+            .await?
+            .filter(|t| !t.revoked)
+            .map(Arc::new))
+    }
+
+    async fn stored(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn.hget(self.tenants_key(), name).await?;
+        raw.map(|r| serde_json::from_str(&r).map_err(|e| StoreError::Reply(e.to_string())))
+            .transpose()
+    }
+
+    /// A tenant by name: created ones first, then those of static keys.
+    pub async fn tenant(&self, name: &str) -> Result<Option<Tenant>, StoreError> {
+        if let Some(t) = self.stored(name).await? {
+            return Ok(Some(t));
+        }
+        Ok(self
+            .statics
+            .values()
+            .find(|t| t.name == name)
+            .map(|t| (**t).clone()))
+    }
+
+    /// Creates a tenant with `limits` (the configured defaults when
+    /// `None`) and a webhook signing secret of its own; returns it with
+    /// its first key, which is shown once and never stored.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        limits: Option<Limits>,
+        admin: bool,
+    ) -> Result<(Tenant, KeyEntry, String), TenantError> {
+        if !valid_tenant_name(name) {
+            return Err(TenantError::BadName(name.to_string()));
+        }
+        let limits = limits.unwrap_or_else(|| self.defaults.clone());
+        let mut problems = Vec::new();
+        limits.check("limits", &mut problems);
+        if !problems.is_empty() {
+            return Err(TenantError::BadLimits(problems));
+        }
+        if self.statics.values().any(|t| t.name == name) {
+            return Err(TenantError::Exists(name.to_string()));
+        }
+        let tenant = Tenant {
+            name: name.to_string(),
+            admin,
+            limits,
+            webhook_secrets: vec![crate::webhooks::sign::generate_secret()],
+            created_at_ms: now_ms(),
+            revoked: false,
+        };
+        let json = serde_json::to_string(&tenant).expect("a tenant serialises");
+        let mut conn = self.conn.clone();
+        let created: bool = conn.hset_nx(self.tenants_key(), name, json).await?;
+        if !created {
+            return Err(TenantError::Exists(name.to_string()));
+        }
+        let (entry, key) = self.create_key(name).await?;
+        Ok((tenant, entry, key))
+    }
+
+    /// Every created tenant, by name.
+    pub async fn list(&self) -> Result<Vec<Tenant>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.tenants_key()).await?;
+        let mut out: Vec<Tenant> = all
+            .values()
+            .map(|r| serde_json::from_str(r).map_err(|e| StoreError::Reply(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every created key, optionally of one tenant, oldest first.
+    pub async fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.keys_key()).await?;
+        let mut out: Vec<KeyEntry> = all
+            .values()
+            .map(|r| serde_json::from_str(r).map_err(|e| StoreError::Reply(e.to_string())))
+            .collect::<Result<Vec<KeyEntry>, _>>()?
+            .into_iter()
+            .filter(|k| tenant.is_none_or(|t| k.tenant == t))
+            .collect();
+        out.sort_by_key(|k| k.created_at_ms);
+        Ok(out)
+    }
+
+    /// Adds a key to an active tenant; returns it once.
+    pub async fn create_key(&self, tenant: &str) -> Result<(KeyEntry, String), TenantError> {
+        match self.stored(tenant).await? {
+            Some(t) if !t.revoked => {}
+            _ => return Err(TenantError::Unknown(tenant.to_string())),
+        }
+        let key = generate_key();
+        let hash = key_hash(&key);
+        let entry = KeyEntry {
+            id: key_id(&hash),
+            tenant: tenant.to_string(),
+            created_at_ms: now_ms(),
+        };
+        let json = serde_json::to_string(&entry).expect("a key entry serialises");
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.keys_key(), hash, json).await?;
+        Ok((entry, key))
+    }
+
+    /// Revokes the key with this id (or hash); `false` if there is none.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let all: HashMap<String, String> = conn.hgetall(self.keys_key()).await?;
+        let Some(hash) = all
+            .keys()
+            .find(|h| key_id(h) == id || h.as_str() == id)
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        let removed: u32 = conn.hdel(self.keys_key(), &hash).await?;
+        self.cache.invalidate(&hash);
+        Ok(removed > 0)
+    }
+
+    /// Revokes a tenant and deletes its keys; returns how many keys went.
+    pub async fn revoke_tenant(&self, name: &str) -> Result<usize, TenantError> {
+        let Some(mut t) = self.stored(name).await? else {
+            return Err(TenantError::Unknown(name.to_string()));
+        };
+        t.revoked = true;
+        let json = serde_json::to_string(&t).expect("a tenant serialises");
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.tenants_key(), name, json).await?;
+        let mut n = 0;
+        for k in self.keys(Some(name)).await? {
+            if self.revoke_key(&k.id).await? {
+                n += 1;
+            }
+        }
+        self.cache.invalidate_all();
+        Ok(n)
+    }
+
+    /// Replaces a tenant's webhook secrets (rotation: add the new one,
+    /// later drop the old one).
+    pub async fn set_webhook_secrets(
+        &self,
+        name: &str,
+        secrets: Vec<String>,
+    ) -> Result<Tenant, TenantError> {
+        let Some(mut t) = self.stored(name).await? else {
+            return Err(TenantError::Unknown(name.to_string()));
+        };
+        t.webhook_secrets = secrets;
+        let json = serde_json::to_string(&t).expect("a tenant serialises");
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.tenants_key(), name, json).await?;
+        Ok(t)
+    }
+
+    /// Counts a submission against `tenant`'s rate (when `rate`) and, with
+    /// `rows` above 0, its open jobs and rows, registering `subject` as open
+    /// until it ends or its retention passes.
+    pub async fn admit(
+        &self,
+        tenant: &Tenant,
+        subject: &JobId,
+        rows: u64,
+        rate: bool,
+    ) -> Result<Admission, StoreError> {
+        let l = &tenant.limits;
+        let now = now_ms();
+        let interval = if rate { 1000.0 / l.rate_per_sec } else { 0.0 };
+        let [q, open, due] = self.quota_keys(&tenant.name);
+        let mut conn = self.conn.clone();
+        let (what, n): (String, f64) = ADMIT
+            .key(q)
+            .key(open)
+            .key(due)
+            .arg(now)
+            .arg(interval)
+            .arg(l.burst)
+            .arg(l.max_queued)
+            .arg(rows)
+            .arg(subject.to_string())
+            .arg(now + l.retention_secs * 1000)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match what.as_str() {
+            "ok" => Admission::Admitted,
+            "rate" => Admission::RateLimited(Duration::from_millis(n.max(1.0) as u64)),
+            "full" => Admission::Full {
+                queued: n as u64,
+                max: l.max_queued,
+            },
+            other => return Err(StoreError::Reply(format!("admit: {other}"))),
+        })
+    }
+
+    /// Jobs and rows of `tenant` accepted and not finished.
+    pub async fn queued(&self, tenant: &str) -> Result<u64, StoreError> {
+        let [q, _, _] = self.quota_keys(tenant);
+        let mut conn = self.conn.clone();
+        let n: Option<i64> = conn.hget(q, "sum").await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_and_hashed() {
+        let (a, b) = (generate_key(), generate_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 43);
+        assert_eq!(key_hash(&a).len(), 64);
+        assert_ne!(key_hash(&a), key_hash(&b));
+        assert_eq!(key_id(&key_hash(&a)).len(), 12);
+    }
+
+    #[test]
+    fn the_dev_key_matches_the_shipped_config() {
+        let cfg = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/default.toml"),
+        )
+        .unwrap();
+        assert!(cfg.contains(&key_hash(DEV_API_KEY)));
+    }
+}
