@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Operator commands.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
-    /// Tenants: create, list, revoke, rotate webhook secrets.
+    /// Tenants: create, list, revoke.
     #[command(subcommand)]
     Tenants(TenantsCommand),
     /// API keys: create, list, revoke.
@@ -30,8 +30,7 @@ pub struct ConfigArg {
 /// `infq admin tenants ...`
 #[derive(Subcommand, Debug)]
 pub enum TenantsCommand {
-    /// Creates a tenant and prints its first API key (shown once) and its
-    /// webhook signing secret.
+    /// Creates a tenant and prints its first API key (shown once).
     Create {
         /// Its name: 1 to 64 of A-Z, a-z, 0-9, '-' and '_'.
         name: String,
@@ -62,17 +61,6 @@ pub enum TenantsCommand {
     Revoke {
         /// The tenant.
         name: String,
-        #[command(flatten)]
-        cfg: ConfigArg,
-    },
-    /// Adds a new webhook signing secret (both sign until the old one is
-    /// dropped with --drop-oldest).
-    RotateSecret {
-        /// The tenant.
-        name: String,
-        /// Drops the oldest secret instead of adding one.
-        #[arg(long)]
-        drop_oldest: bool,
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -157,10 +145,6 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("tenant {} created ({})", t.name, limits_line(&t));
             println!("api key (shown once): {key}");
             println!("key id: {}", entry.id);
-            println!(
-                "webhook signing secret: {}",
-                t.webhook_secrets.first().map(String::as_str).unwrap_or("-")
-            );
         }
         AdminCommand::Tenants(TenantsCommand::List { cfg }) => {
             let s = store(&cfg)?;
@@ -184,36 +168,6 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Tenants(TenantsCommand::Revoke { name, cfg }) => {
             let n = store(&cfg)?.revoke_tenant(&name).await?;
             println!("tenant {name} revoked; {n} key(s) deleted");
-        }
-        AdminCommand::Tenants(TenantsCommand::RotateSecret {
-            name,
-            drop_oldest,
-            cfg,
-        }) => {
-            let s = store(&cfg)?;
-            let t = s
-                .tenant(&name)
-                .await?
-                .filter(|t| t.created_at_ms > 0)
-                .ok_or_else(|| anyhow::anyhow!("no created tenant {name}"))?;
-            let mut secrets = t.webhook_secrets.clone();
-            if drop_oldest {
-                if secrets.len() < 2 {
-                    anyhow::bail!(
-                        "tenant {name} has one secret; add one before dropping the oldest"
-                    );
-                }
-                secrets.remove(0);
-            } else {
-                let new = infq_common::webhooks::sign::generate_secret();
-                println!("new webhook signing secret: {new}");
-                secrets.push(new);
-            }
-            let t = s.set_webhook_secrets(&name, secrets).await?;
-            println!(
-                "tenant {name} signs with {} secret(s)",
-                t.webhook_secrets.len()
-            );
         }
         AdminCommand::Keys(KeysCommand::Create { tenant, cfg }) => {
             let (entry, key) = store(&cfg)?.create_key(&tenant).await?;

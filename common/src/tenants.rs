@@ -44,8 +44,8 @@ pub struct Tenant {
     pub admin: bool,
     /// What it may use.
     pub limits: Limits,
-    /// Secrets that sign its webhooks (`whsec_...`); the deployment's
-    /// `webhooks.secrets` when empty.
+    /// Reserved for per-tenant webhook signing secrets (`whsec_...`); the
+    /// dispatchers sign with the deployment's `webhooks.secrets` for now.
     #[serde(default)]
     pub webhook_secrets: Vec<String>,
     /// When it was created (epoch ms); 0 for a tenant from configuration.
@@ -167,6 +167,11 @@ if rows > 0 then
   redis.call('HSET', KEYS[2], ARGV[6], rows)
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
 end
+-- An idle tenant's quota state goes an hour after its last subject would.
+local gone = tonumber(ARGV[7]) + 3600000
+for i = 1, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIREAT', KEYS[i], gone) end
+end
 return {'ok', 0}
 ",
     )
@@ -278,8 +283,8 @@ impl TenantStore {
     }
 
     /// Creates a tenant with `limits` (the configured defaults when
-    /// `None`) and a webhook signing secret of its own; returns it with
-    /// its first key, which is shown once and never stored.
+    /// `None`); returns it with its first key, which is shown once and
+    /// never stored.
     pub async fn create_tenant(
         &self,
         name: &str,
@@ -302,7 +307,7 @@ impl TenantStore {
             name: name.to_string(),
             admin,
             limits,
-            webhook_secrets: vec![crate::webhooks::sign::generate_secret()],
+            webhook_secrets: Vec::new(),
             created_at_ms: now_ms(),
             revoked: false,
         };
@@ -395,23 +400,6 @@ impl TenantStore {
         }
         self.cache.invalidate_all();
         Ok(n)
-    }
-
-    /// Replaces a tenant's webhook secrets (rotation: add the new one,
-    /// later drop the old one).
-    pub async fn set_webhook_secrets(
-        &self,
-        name: &str,
-        secrets: Vec<String>,
-    ) -> Result<Tenant, TenantError> {
-        let Some(mut t) = self.stored(name).await? else {
-            return Err(TenantError::Unknown(name.to_string()));
-        };
-        t.webhook_secrets = secrets;
-        let json = serde_json::to_string(&t).expect("a tenant serialises");
-        let mut conn = self.conn.clone();
-        let _: () = conn.hset(self.tenants_key(), name, json).await?;
-        Ok(t)
     }
 
     /// Counts a submission against `tenant`'s rate (when `rate`) and, with
