@@ -131,6 +131,12 @@ impl TestEnv {
         format!("{}{path}", self.base)
     }
 
+    /// The job store of the test's namespace, for reading records directly.
+    pub fn store(&self) -> infq_common::store::JobStore {
+        infq_common::store::JobStore::new(&self.settings.redis, &self.settings.namespace)
+            .expect("a job store")
+    }
+
     /// A broker connection for inspecting or feeding queues directly.
     pub async fn amqp(&self) -> anyhow::Result<lapin::Connection> {
         Ok(infq_common::amqp::connect(&self.settings.amqp, "infq-test").await?)
