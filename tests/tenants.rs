@@ -14,13 +14,7 @@ use std::time::Duration;
 const JOB: &str = r#"{"model":"credit-default","inputs":[0,1500,40000]}"#;
 
 fn tenants(env: &TestEnv) -> TenantStore {
-    let client = redis::Client::open(env.settings.redis.url.as_str()).unwrap();
-    let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-        client,
-        redis::aio::ConnectionManagerConfig::new(),
-    )
-    .unwrap();
-    TenantStore::new(conn, &env.settings)
+    TenantStore::new(env.store().connection(), &env.settings)
 }
 
 async fn redis(env: &TestEnv) -> redis::aio::MultiplexedConnection {
@@ -41,6 +35,44 @@ async fn tenant(env: &TestEnv, name: &str, limits: Option<Limits>) -> reqwest::C
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// The `id` of an accepted job or batch.
+async fn id_of(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.unwrap();
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// `GET path` as JSON.
+async fn get_json(http: &reqwest::Client, env: &TestEnv, path: &str) -> Value {
+    http.get(env.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Uploads a CSV file as a batch.
+async fn upload(http: &reqwest::Client, env: &TestEnv, csv: &str) -> reqwest::Response {
+    http.post(env.url("/v1/batches?model=credit-default&format=csv"))
+        .body(csv.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Whether `http`'s key is refused within 4 s (the producer's key cache).
+async fn refused_soon(http: &reqwest::Client, env: &TestEnv) -> bool {
+    for _ in 0..40 {
+        let r = http.get(env.url("/v1/models")).send().await.unwrap();
+        if r.status() == 401 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 async fn submit(http: &reqwest::Client, env: &TestEnv, body: &str) -> reqwest::Response {
@@ -95,21 +127,12 @@ async fn keys_are_required_and_revocable() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(store.revoke_key(&entry.id).await.unwrap());
-    let mut refused = false;
-    for _ in 0..40 {
-        let r = acme.get(env.url("/v1/models")).send().await.unwrap();
-        if r.status() == 401 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(refused, "a revoked key is refused within the cache time");
+    assert!(
+        refused_soon(&acme, &env).await,
+        "a revoked key is refused within the cache time"
+    );
     // Revoking a tenant stops every key of it; the name stays taken.
-    let (_, key2) = {
-        let (e, k) = store.create_key("acme").await.unwrap();
-        (e, k)
-    };
+    let (_, key2) = store.create_key("acme").await.unwrap();
     let acme2 = http_builder_with_key(&key2).build().unwrap();
     assert_eq!(
         acme2
@@ -121,16 +144,10 @@ async fn keys_are_required_and_revocable() {
         200
     );
     assert_eq!(store.revoke_tenant("acme").await.unwrap(), 1);
-    let mut refused = false;
-    for _ in 0..40 {
-        let r = acme2.get(env.url("/v1/models")).send().await.unwrap();
-        if r.status() == 401 {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(refused, "a revoked tenant's keys are refused");
+    assert!(
+        refused_soon(&acme2, &env).await,
+        "a revoked tenant's keys are refused"
+    );
     assert!(store.create_tenant("acme", None, false).await.is_err());
     assert!(store.create_key("acme").await.is_err());
     for bad in ["", "a b", "x{y}", &"n".repeat(65)] {
@@ -161,29 +178,16 @@ async fn tenants_cannot_see_each_other() {
 
     let r = submit(&a, &env, JOB).await;
     assert_eq!(r.status(), 202);
-    let job = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = a
-        .post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body("student,balance,income\n0,1500,40000\n1,200,10000\n")
-        .send()
-        .await
-        .unwrap();
+    let job = id_of(r).await;
+    let r = upload(
+        &a,
+        &env,
+        "student,balance,income\n0,1500,40000\n1,200,10000\n",
+    )
+    .await;
     assert_eq!(r.status(), 202);
-    let batch = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let v: Value = a
-        .get(env.url(&format!("/v1/batches/{batch}?wait=20")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let batch = id_of(r).await;
+    let v = get_json(&a, &env, &format!("/v1/batches/{batch}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
 
     // Everything of alpha's is a 404 for beta, like an unknown id.
@@ -207,14 +211,7 @@ async fn tenants_cannot_see_each_other() {
         assert_eq!(v["error"]["code"], "not_found");
     }
     // ... and alpha's data is untouched.
-    let v: Value = a
-        .get(env.url(&format!("/v1/jobs/{job}?wait=20")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(&a, &env, &format!("/v1/jobs/{job}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     let r = a
         .get(env.url(&format!("/v1/batches/{batch}/results")))
@@ -274,12 +271,7 @@ async fn quotas_and_full_queues_answer_429_and_enqueue_nothing() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "too_many_requests");
     // A bulk upload counts against the rate too.
-    let r = slow
-        .post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body("student,balance,income\n0,1,2\n")
-        .send()
-        .await
-        .unwrap();
+    let r = upload(&slow, &env, "student,balance,income\n0,1,2\n").await;
     assert_eq!(r.status(), 429);
     assert_eq!(env.queue_depth(&queue).await.unwrap(), 2);
     assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0);
@@ -296,26 +288,23 @@ async fn quotas_and_full_queues_answer_429_and_enqueue_nothing() {
         }),
     )
     .await;
-    let r = capped
-        .post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body("student,balance,income\n0,1,2\n0,1,2\n0,1,2\n0,1,2\n0,1,2\n")
-        .send()
-        .await
-        .unwrap();
+    let r = upload(
+        &capped,
+        &env,
+        "student,balance,income\n0,1,2\n0,1,2\n0,1,2\n0,1,2\n0,1,2\n",
+    )
+    .await;
     assert_eq!(r.status(), 429, "5 rows over a limit of 4");
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0);
-    let r = capped
-        .post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body("student,balance,income\n0,1,2\n0,1,2\n0,1,2\n")
-        .send()
-        .await
-        .unwrap();
+    let r = upload(
+        &capped,
+        &env,
+        "student,balance,income\n0,1,2\n0,1,2\n0,1,2\n",
+    )
+    .await;
     assert_eq!(r.status(), 202);
-    let batch = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch = id_of(r).await;
     assert_eq!(store.queued("capped").await.unwrap(), 3);
     // One job fits (4 open), then the queue (max length 3, holding the two
     // jobs of "slow") refuses the next publish: 429, nothing enqueued.
@@ -431,12 +420,7 @@ async fn oversized_inputs_get_413_naming_the_limit() {
             "1048576 bytes",
         ),
     ] {
-        let r = http
-            .post(env.url("/v1/batches?model=credit-default&format=csv"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = upload(http, &env, &body).await;
         let status = r.status();
         let v: Value = r.json().await.unwrap();
         assert_eq!(status, 413, "{named}: {v}");
@@ -464,18 +448,8 @@ async fn erased_data_is_gone_and_retention_is_per_tenant() {
     let body = r#"{"model":"credit-default","inputs":[0,1500,40000],"metadata":{"portfolio":"secret-book"}}"#;
     let r = submit(&short, &env, body).await;
     assert_eq!(r.status(), 202);
-    let job = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let v: Value = short
-        .get(env.url(&format!("/v1/jobs/{job}?wait=20")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job = id_of(r).await;
+    let v = get_json(&short, &env, &format!("/v1/jobs/{job}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     let ns = &env.settings.namespace;
     let key = format!("{ns}:{{{job}}}:job");
@@ -486,24 +460,14 @@ async fn erased_data_is_gone_and_retention_is_per_tenant() {
         "the tenant's 120 s retention, not the default: {ttl} ms"
     );
 
-    let r = short
-        .post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body("student,balance,income\n0,1500,40000\n1,200,10000\n")
-        .send()
-        .await
-        .unwrap();
-    let batch = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let v: Value = short
-        .get(env.url(&format!("/v1/batches/{batch}?wait=20")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = upload(
+        &short,
+        &env,
+        "student,balance,income\n0,1500,40000\n1,200,10000\n",
+    )
+    .await;
+    let batch = id_of(r).await;
+    let v = get_json(&short, &env, &format!("/v1/batches/{batch}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     let chunk = format!("{ns}:{{{batch}}}:chunk:0");
     assert!(c.exists::<_, bool>(&chunk).await.unwrap());
@@ -558,10 +522,7 @@ async fn an_erased_queued_job_never_runs() {
         .await
         .unwrap();
     let r = submit(&env.http, &env, JOB).await;
-    let job = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = id_of(r).await;
     let r = env
         .http
         .delete(env.url(&format!("/v1/jobs/{job}")))

@@ -619,16 +619,7 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
         "{kinds:?}"
     );
     assert!(kinds.contains(&("undecodable", "-")), "{kinds:?}");
-    let r: Value = env
-        .http
-        .post(env.url("/v1/admin/dead-letters/replay"))
-        .json(&json!({"ids": ["webhook:bundle-1"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = replay(&env, json!({"ids": ["webhook:bundle-1"]})).await;
     assert_eq!(r["count"], 1, "{r}");
     let hits = rx.wait_hits("replayed", 1, Duration::from_secs(10)).await;
     assert_eq!(hits.len(), 1);
@@ -732,16 +723,7 @@ async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
     let first_id = hits[0].headers["webhook-id"].to_str().unwrap().to_string();
 
     // ...and after a replay, its success, as a new event.
-    let r: Value = env
-        .http
-        .post(env.url("/v1/admin/dead-letters/replay"))
-        .json(&json!({"ids": [id.to_string()]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = replay(&env, json!({"ids": [id.to_string()]})).await;
     assert_eq!(r["count"], 1, "{r}");
     let hits = rx.wait_hits("replay", 2, Duration::from_secs(10)).await;
     assert_eq!(hits.len(), 2);
@@ -798,4 +780,17 @@ async fn a_receiver_that_keeps_failing_is_paused_not_hammered() {
         "about five requests before the pause, not one per attempt: {sent}"
     );
     env.stop().await.unwrap();
+}
+
+/// `POST /v1/admin/dead-letters/replay` with `body`; the answer.
+async fn replay(env: &TestEnv, body: Value) -> Value {
+    env.http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -103,6 +103,26 @@ return 1
     )
 });
 
+/// Takes a job's share of its tenant's quota and, if granted, creates its
+/// record, in one step. KEYS[1] job; KEYS[2..4] the quota keys; ARGV[1]
+/// TTL (ms); ARGV[2..8] the quota arguments; ARGV[9..] field/value pairs.
+/// Returns the admission's reply (see [`crate::tenants::ADMIT_FN`]), or
+/// {'exists', 0}.
+static CREATE_ADMITTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PRELUDE}{}{}",
+        crate::tenants::ADMIT_FN,
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+local a = admit(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 2, 8)})
+if a[1] ~= 'ok' then return a end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
+return a
+"
+    ))
+});
+
 /// Moves a job to a new state if the rules allow. KEYS[1] job; ARGV[1]
 /// status; ARGV[2] its rank; ARGV[3] TTL (ms); ARGV[4] channel to publish
 /// terminal ids on; ARGV[5] job id; ARGV[6..] more field/value pairs.
@@ -679,21 +699,43 @@ impl JobStore {
         Ok(())
     }
 
-    /// Records a new `queued` job; `false` if the id already exists.
-    pub async fn create(&self, job: &NewJob) -> Result<bool, StoreError> {
-        let mut inv = CREATE.key(self.job_key(&job.id));
-        inv.arg(self.ttl_ms)
-            .arg("status")
+    /// Records a new `queued` job if its tenant's quota grants it (one
+    /// round trip for both); the refusal otherwise, and nothing recorded.
+    pub async fn create_admitted(
+        &self,
+        job: &NewJob,
+        quota: &crate::tenants::QuotaCheck,
+    ) -> Result<crate::tenants::Admission, StoreError> {
+        let mut inv = CREATE_ADMITTED.key(self.job_key(&job.id));
+        for k in &quota.keys {
+            inv.key(k);
+        }
+        inv.arg(self.ttl_ms);
+        for a in &quota.args {
+            inv.arg(a);
+        }
+        inv.arg("status")
             .arg("queued")
             .arg("rank")
+            .arg(0)
+            .arg("attempts")
             .arg(0);
-        inv.arg("attempts").arg(0);
         for (k, v) in job.fields() {
             inv.arg(k).arg(v);
         }
-        let mut c = self.conn.clone();
-        let created: i64 = inv.invoke_async(&mut c).await?;
-        Ok(created == 1)
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self
+            .run(&pipe)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Reply("empty reply".into()))?;
+        let (what, n): (String, f64) =
+            redis::from_redis_value(v).map_err(|e| StoreError::Reply(e.to_string()))?;
+        if what == "exists" {
+            return Err(StoreError::Reply(format!("job {} exists", job.id)));
+        }
+        quota.answer(&what, n)
     }
 
     /// Reads a job; `None` if unknown or expired.
@@ -1038,6 +1080,7 @@ impl JobStore {
                     &*REOPEN_JOB,
                     &*REOPEN_CHUNK,
                     &*ERASE,
+                    &*CREATE_ADMITTED,
                 ] {
                     s.prepare_invoke().load_async(&mut c).await?;
                 }

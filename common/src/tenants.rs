@@ -130,52 +130,86 @@ pub fn generate_key() -> String {
     )
 }
 
-/// Takes a submission's share of the tenant's quota. KEYS[1] quota hash;
-/// KEYS[2] open subjects (id -> rows); KEYS[3] their expiry (zset).
-/// ARGV[1] now (ms); ARGV[2] ms per submission (0: no rate check);
-/// ARGV[3] burst; ARGV[4] max open rows; ARGV[5] rows (0: nothing to
-/// count); ARGV[6] subject id; ARGV[7] its expiry (ms). Returns
-/// {'ok', 0}, {'rate', ms to wait} or {'full', open rows}.
+/// The Lua function `admit(q, open, due, a)` that takes a submission's
+/// share of its tenant's quota: `q` the quota hash, `open` the open
+/// subjects (id -> rows), `due` their expiry (zset); `a` the seven
+/// [`QuotaCheck::args`]: now (ms), ms per submission (0: no rate check),
+/// burst, max open rows, rows (0: nothing to count), subject id, its
+/// expiry (ms). Returns {'ok', 0}, {'rate', ms to wait} or
+/// {'full', open rows}. Shared by [`ADMIT`] and the store's script that
+/// admits and creates a job in one step.
+pub(crate) const ADMIT_FN: &str = r"
+local function admit(q, open, due, a)
+  local now = tonumber(a[1])
+  local old = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(old) do
+    local r = tonumber(redis.call('HGET', open, id)) or 0
+    redis.call('HDEL', open, id)
+    redis.call('ZREM', due, id)
+    redis.call('HINCRBY', q, 'sum', -r)
+  end
+  local rows = tonumber(a[5])
+  local sum = tonumber(redis.call('HGET', q, 'sum')) or 0
+  if sum < 0 then
+    sum = 0
+    redis.call('HSET', q, 'sum', 0)
+  end
+  if rows > 0 and sum + rows > tonumber(a[4]) then return {'full', sum} end
+  local interval = tonumber(a[2])
+  if interval > 0 then
+    local tat = tonumber(redis.call('HGET', q, 'tat')) or now
+    if tat < now then tat = now end
+    local allow_at = tat + interval - tonumber(a[3]) * interval
+    if allow_at > now then return {'rate', math.ceil(allow_at - now)} end
+    redis.call('HSET', q, 'tat', tostring(tat + interval))
+  end
+  if rows > 0 then
+    redis.call('HINCRBY', q, 'sum', rows)
+    redis.call('HSET', open, a[6], rows)
+    redis.call('ZADD', due, a[7], a[6])
+  end
+  -- An idle tenant's quota state goes an hour after its last subject would.
+  local gone = tonumber(a[7]) + 3600000
+  for _, k in ipairs({q, open, due}) do
+    if redis.call('EXISTS', k) == 1 then redis.call('PEXPIREAT', k, gone) end
+  end
+  return {'ok', 0}
+end
+";
+
+/// [`ADMIT_FN`] alone. KEYS: the three [`QuotaCheck::keys`]; ARGV: its
+/// seven args.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local now = tonumber(ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
-for _, id in ipairs(old) do
-  local r = tonumber(redis.call('HGET', KEYS[2], id)) or 0
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('HINCRBY', KEYS[1], 'sum', -r)
-end
-local rows = tonumber(ARGV[5])
-local sum = tonumber(redis.call('HGET', KEYS[1], 'sum')) or 0
-if sum < 0 then
-  sum = 0
-  redis.call('HSET', KEYS[1], 'sum', 0)
-end
-if rows > 0 and sum + rows > tonumber(ARGV[4]) then return {'full', sum} end
-local interval = tonumber(ARGV[2])
-if interval > 0 then
-  local tat = tonumber(redis.call('HGET', KEYS[1], 'tat')) or now
-  if tat < now then tat = now end
-  local allow_at = tat + interval - tonumber(ARGV[3]) * interval
-  if allow_at > now then return {'rate', math.ceil(allow_at - now)} end
-  redis.call('HSET', KEYS[1], 'tat', tostring(tat + interval))
-end
-if rows > 0 then
-  redis.call('HINCRBY', KEYS[1], 'sum', rows)
-  redis.call('HSET', KEYS[2], ARGV[6], rows)
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
-end
--- An idle tenant's quota state goes an hour after its last subject would.
-local gone = tonumber(ARGV[7]) + 3600000
-for i = 1, 3 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIREAT', KEYS[i], gone) end
-end
-return {'ok', 0}
-",
-    )
+    Script::new(&format!(
+        "{ADMIT_FN}\nreturn admit(KEYS[1], KEYS[2], KEYS[3], ARGV)"
+    ))
 });
+
+/// One submission's claim on its tenant's quota: the keys and arguments of
+/// [`ADMIT_FN`], and how to read its answer.
+#[derive(Debug, Clone)]
+pub struct QuotaCheck {
+    /// Quota hash, open subjects, their expiry.
+    pub keys: [String; 3],
+    /// now, ms per submission, burst, max open rows, rows, subject, expiry.
+    pub args: [String; 7],
+    max: u64,
+}
+
+impl QuotaCheck {
+    /// What the script's reply `{what, n}` means.
+    pub fn answer(&self, what: &str, n: f64) -> Result<Admission, StoreError> {
+        Ok(match what {
+            "ok" => Admission::Admitted,
+            "rate" => Admission::RateLimited(Duration::from_millis(n.max(1.0) as u64)),
+            "full" => Admission::Full {
+                queued: n as u64,
+                max: self.max,
+            },
+            other => return Err(StoreError::Reply(format!("admit: {other}"))),
+        })
+    }
+}
 
 /// Tenants, keys and quotas in Redis, with a short in-process cache of
 /// what keys resolve to.
@@ -402,43 +436,43 @@ impl TenantStore {
         Ok(n)
     }
 
-    /// Counts a submission against `tenant`'s rate (when `rate`) and, with
-    /// `rows` above 0, its open jobs and rows, registering `subject` as open
-    /// until it ends or its retention passes.
-    pub async fn admit(
-        &self,
-        tenant: &Tenant,
-        subject: &JobId,
-        rows: u64,
-        rate: bool,
-    ) -> Result<Admission, StoreError> {
+    /// The claim of a submission of `rows` jobs or rows on `tenant`'s
+    /// quota: its rate (when `rate`) and, with `rows` above 0, its open jobs
+    /// and rows, registering `subject` as open until it ends or its
+    /// retention passes.
+    pub fn check(&self, tenant: &Tenant, subject: &JobId, rows: u64, rate: bool) -> QuotaCheck {
         let l = &tenant.limits;
         let now = now_ms();
         let interval = if rate { 1000.0 / l.rate_per_sec } else { 0.0 };
-        let [q, open, due] = self.quota_keys(&tenant.name);
+        QuotaCheck {
+            keys: self.quota_keys(&tenant.name),
+            args: [
+                now.to_string(),
+                interval.to_string(),
+                l.burst.to_string(),
+                l.max_queued.to_string(),
+                rows.to_string(),
+                subject.to_string(),
+                (now + l.retention_secs * 1000).to_string(),
+            ],
+            max: l.max_queued,
+        }
+    }
+
+    /// Applies a [`Self::check`] on its own (uploads: the rate before
+    /// reading, the rows once counted; single jobs go through
+    /// [`crate::store::JobStore::create_admitted`] instead).
+    pub async fn admit(&self, check: &QuotaCheck) -> Result<Admission, StoreError> {
+        let mut inv = ADMIT.prepare_invoke();
+        for k in &check.keys {
+            inv.key(k);
+        }
+        for a in &check.args {
+            inv.arg(a);
+        }
         let mut conn = self.conn.clone();
-        let (what, n): (String, f64) = ADMIT
-            .key(q)
-            .key(open)
-            .key(due)
-            .arg(now)
-            .arg(interval)
-            .arg(l.burst)
-            .arg(l.max_queued)
-            .arg(rows)
-            .arg(subject.to_string())
-            .arg(now + l.retention_secs * 1000)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(match what.as_str() {
-            "ok" => Admission::Admitted,
-            "rate" => Admission::RateLimited(Duration::from_millis(n.max(1.0) as u64)),
-            "full" => Admission::Full {
-                queued: n as u64,
-                max: l.max_queued,
-            },
-            other => return Err(StoreError::Reply(format!("admit: {other}"))),
-        })
+        let (what, n): (String, f64) = inv.invoke_async(&mut conn).await?;
+        check.answer(&what, n)
     }
 
     /// Jobs and rows of `tenant` accepted and not finished.

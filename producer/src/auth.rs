@@ -92,7 +92,15 @@ pub async fn admit(
     rows: u64,
     rate: bool,
 ) -> Result<(), ApiError> {
-    match state.tenants.admit(&caller.0, subject, rows, rate).await? {
+    let check = state.tenants.check(&caller.0, subject, rows, rate);
+    let admission = state.tenants.admit(&check).await?;
+    answer(caller, admission, rows)
+}
+
+/// `Ok` for an admitted submission of `rows`; otherwise the `429` that
+/// says which limit it hit.
+pub fn answer(caller: &Caller, admission: Admission, rows: u64) -> Result<(), ApiError> {
+    match admission {
         Admission::Admitted => Ok(()),
         Admission::RateLimited(wait) => {
             metrics::counter!(infq_common::metrics::JOBS_REJECTED, "outcome" => "rate_limited")

@@ -45,36 +45,32 @@ async fn list(
         SubjectKind::Batch => "batch",
     };
     let id = parse_id(raw, what)?;
-    let Some(reopened) = reopened(state, caller, kind, &id).await? else {
-        return Err(ApiError::NotFound(format!("{what} {raw}")));
-    };
+    let reopened = reopened(state, caller, kind, &id).await?;
     let events = state.deliveries.deliveries(&id, reopened).await?;
     Ok(Json(json!({ "id": id, "events": events })))
 }
 
 /// How often the caller's job or batch was reopened (its last event
-/// generation); `None` if there is no such record of the caller's.
+/// generation); `404` if there is no such record of the caller's.
 async fn reopened(
     state: &AppState,
     caller: &Caller,
     kind: SubjectKind,
     id: &JobId,
-) -> Result<Option<u32>, ApiError> {
-    let found = match kind {
-        SubjectKind::Job => state
-            .store
-            .get(id)
-            .await?
-            .map(|r| (r.reopened, r.tenant, r.erased)),
-        SubjectKind::Batch => state
-            .store
-            .get_batch(id)
-            .await?
-            .map(|r| (r.reopened, r.tenant, r.erased)),
-    };
-    Ok(found
-        .filter(|(_, tenant, erased)| !erased && tenant.as_deref() == Some(caller.name()))
-        .map(|(n, _, _)| n))
+) -> Result<u32, ApiError> {
+    let raw = id.to_string();
+    Ok(match kind {
+        SubjectKind::Job => {
+            crate::routes::owned_job(state, caller, id, &raw)
+                .await?
+                .reopened
+        }
+        SubjectKind::Batch => {
+            crate::batches::owned_batch(state, caller, id, &raw)
+                .await?
+                .reopened
+        }
+    })
 }
 
 async fn retry(
@@ -103,9 +99,10 @@ async fn retry(
             "event `{event}` of {what} {raw} (GET /v1/{plural}/{raw}/deliveries lists its events)"
         ))
     };
-    let last = reopened(state, caller, kind, &id)
-        .await?
-        .ok_or_else(missing)?;
+    let last = match reopened(state, caller, kind, &id).await {
+        Err(ApiError::NotFound(_)) => return Err(missing()),
+        other => other?,
+    };
     // A webhook-id names its generation; a type means the latest event of
     // that type.
     let gens: Vec<u32> = match generation_of(&id, event) {

@@ -130,7 +130,6 @@ async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accept
         crate::deliveries::check_url_resolves(state, url).await?;
     }
     let id = new_job_id();
-    crate::auth::admit(state, caller, &id, 1, true).await?;
     let created_at_ms = now_ms();
     let record = NewJob {
         id,
@@ -143,7 +142,10 @@ async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accept
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
     };
-    state.store.create(&record).await?;
+    // The quota check and the record are one round trip.
+    let quota = state.tenants.check(&caller.0, &id, 1, true);
+    let admission = state.store.create_admitted(&record, &quota).await?;
+    crate::auth::answer(caller, admission, 1)?;
     let msg = JobMessage {
         id,
         model: record.model.clone(),

@@ -343,7 +343,7 @@ async fn fail_or_dead_letter(
     let due: Vec<_> = crate::webhooks::events::for_job(&pending.msg)
         .into_iter()
         .collect();
-    if store.transition(&pending.msg.id, &t).await.is_ok() && events.publish(&due).await.is_ok() {
+    if store.transition(&pending.msg.id, &t).await.is_ok() && events.publish(due).await.is_ok() {
         let _ = pending.delivery.ack().await;
     } else {
         // Redelivered later, when the store may answer.

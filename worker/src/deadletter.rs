@@ -70,7 +70,7 @@ pub async fn recorder_task(
             None => return "consumer closed",
         };
         let recorded = match record(&store, &delivery.data, &delivery.properties).await {
-            Ok(due) => events.publish(&due).await,
+            Ok(due) => events.publish(due).await,
             Err(e) => Err(e),
         };
         match recorded {

@@ -352,10 +352,11 @@ async fn announce<T>(
     if due.is_empty() {
         return jobs;
     }
-    match events.publish(&due).await {
+    let n = due.len();
+    match events.publish(due).await {
         Ok(()) => jobs,
         Err(e) => {
-            tracing::warn!(error = %e, events = due.len(), "could not publish webhook events; the jobs will be redelivered");
+            tracing::warn!(error = %e, events = n, "could not publish webhook events; the jobs will be redelivered");
             let mut keep = Vec::with_capacity(jobs.len());
             for (j, t) in jobs {
                 if j.msg.webhook_url.is_some() && has_event(&t) {

@@ -73,15 +73,12 @@ impl Events {
     /// Publishes the events persistently (possibly in one message with
     /// other cycles' events) and waits for the broker's confirm; an error
     /// means they may not have been taken.
-    pub async fn publish(&self, msgs: &[EventMessage]) -> Result<(), String> {
+    pub async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), String> {
         if msgs.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
-        let ask = Ask {
-            msgs: msgs.to_vec(),
-            done,
-        };
+        let ask = Ask { msgs, done };
         self.asks.send(ask).map_err(|_| "event publisher stopped")?;
         answer
             .await
