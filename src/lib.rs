@@ -7,6 +7,7 @@
 
 pub mod procs;
 pub mod redis_server;
+pub mod tls;
 
 use anyhow::Context;
 use infq_common::config::Settings;
@@ -163,7 +164,7 @@ impl TestEnv {
 
     /// Redis keys under this environment's namespace.
     pub async fn redis_keys(&self) -> anyhow::Result<Vec<String>> {
-        let client = redis::Client::open(self.settings.redis.url.as_str())?;
+        let client = self.settings.redis.client()?;
         let mut c = client.get_multiplexed_async_connection().await?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.settings.namespace))
@@ -197,7 +198,7 @@ pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     topology.delete(&ch, &registry.names()).await?;
     infq_common::amqp::close(&conn, "done").await;
-    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let client = settings.redis.client()?;
     let mut c = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = {
         let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")

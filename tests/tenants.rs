@@ -18,7 +18,9 @@ fn tenants(env: &TestEnv) -> TenantStore {
 }
 
 async fn redis(env: &TestEnv) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(env.settings.redis.url.as_str())
+    env.settings
+        .redis
+        .client()
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -95,7 +95,9 @@ pub enum KeysCommand {
 
 fn store(cfg: &ConfigArg) -> anyhow::Result<TenantStore> {
     let settings = Settings::load(Some(&cfg.config), &[])?;
-    let client = redis::Client::open(settings.redis.url.as_str())
+    let client = settings
+        .redis
+        .client()
         .with_context(|| format!("redis.url {}", settings.redis.url))?;
     let conn = redis::aio::ConnectionManager::new_lazy_with_config(
         client,

@@ -5,6 +5,7 @@
 //! experimental auto-recovery, so each owner decides what to redeclare.
 
 use crate::config::AmqpConfig;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Connection, ConnectionProperties};
 use std::time::Duration;
 
@@ -17,13 +18,28 @@ pub enum ConnectError {
     /// No answer within the connect timeout.
     #[error("broker connection timed out after {0:?}")]
     Timeout(Duration),
+    /// `amqp.ca_file` cannot be read.
+    #[error("amqp.ca_file: {0}")]
+    CaFile(String),
 }
 
 /// Opens a connection named `name` (shown in the broker's connection list).
 pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, ConnectError> {
     let timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(timeout, Connection::connect(&cfg.url, props)).await {
+    let tls = match &cfg.ca_file {
+        None => OwnedTLSConfig::default(),
+        Some(path) => OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConnectError::CaFile(format!("{}: {e}", path.display())))?,
+            ),
+        },
+    };
+    let runtime = lapin::runtime::default_runtime()?;
+    let connecting = Connection::connect_with_config(&cfg.url, props, tls, runtime);
+    match tokio::time::timeout(timeout, connecting).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }

@@ -34,6 +34,9 @@ pub struct AmqpConfig {
     /// Broker URL (`amqp://` or `amqps://`); `?heartbeat=N` sets the
     /// heartbeat that detects half-open connections.
     pub url: String,
+    /// PEM file of certificate authorities trusted for `amqps://` besides
+    /// the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for a connection to open.
     pub connect_timeout_ms: u64,
     /// Longest wait for the broker to confirm a publish before answering 503.
@@ -54,6 +57,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10".into(),
+            ca_file: None,
             connect_timeout_ms: 5_000,
             publish_timeout_ms: 5_000,
             delivery_limit: 5,
@@ -70,16 +74,40 @@ impl Default for AmqpConfig {
 pub struct RedisConfig {
     /// Server URL (`redis://` or `rediss://`).
     pub url: String,
+    /// PEM file of the certificate authorities trusted for `rediss://`
+    /// instead of the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// Timeout for connecting and for each command.
     pub timeout_ms: u64,
     /// How long job records and results are kept.
     pub result_ttl_secs: u64,
 }
 
+impl RedisConfig {
+    /// A client of the configured server, trusting `ca_file` for
+    /// `rediss://` when it is set.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.ca_file {
+            None => redis::Client::open(self.url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path)?;
+                redis::Client::build_with_tls(
+                    self.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+        }
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
+            ca_file: None,
             timeout_ms: 2_000,
             result_ttl_secs: 86_400,
         }
@@ -451,6 +479,17 @@ impl Settings {
         }
         if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
             problems.push("redis.url: must start with redis:// or rediss://".into());
+        }
+        for (key, file) in [
+            ("amqp.ca_file", &self.amqp.ca_file),
+            ("redis.ca_file", &self.redis.ca_file),
+        ] {
+            if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
+                problems.push(format!("{key}: {} is not a readable file", f.display()));
+            }
+        }
+        if self.redis.ca_file.is_some() && !self.redis.url.starts_with("rediss://") {
+            problems.push("redis.ca_file: needs a rediss:// redis.url".into());
         }
         for (key, v) in [
             ("amqp.connect_timeout_ms", self.amqp.connect_timeout_ms),

@@ -651,7 +651,7 @@ impl JobStore {
     /// A store over a lazily connected, self-reconnecting connection; every
     /// command and connect attempt is bounded by the configured timeout.
     pub fn new(cfg: &RedisConfig, ns: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(cfg.url.as_str())?;
+        let client = cfg.client()?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

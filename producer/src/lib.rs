@@ -164,7 +164,7 @@ pub async fn serve(
     // not fatal, /readyz reports it and requests get 503.
     let _ = state.publisher.channel().await;
     tokio::spawn(waiters::listener_task(
-        state.settings.redis.url.clone(),
+        state.settings.redis.clone(),
         state.store.done_channel(),
         state.waiters.clone(),
         shutdown.clone(),

@@ -82,7 +82,7 @@ impl Waiters {
 /// Subscribes to `channel` and wakes waiters until shutdown, resubscribing
 /// with backoff when Redis goes away.
 pub async fn listener_task(
-    redis_url: String,
+    redis: infq_common::config::RedisConfig,
     channel: String,
     waiters: Arc<Waiters>,
     shutdown: CancellationToken,
@@ -90,7 +90,7 @@ pub async fn listener_task(
     let mut schedule = Schedule::reconnect();
     loop {
         let session = async {
-            let client = redis::Client::open(redis_url.as_str())?;
+            let client = redis.client()?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
