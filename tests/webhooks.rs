@@ -551,7 +551,7 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
         let subject = finished_job(&env, json!([0, 100, 1000])).await;
         publish_event(
             &env,
-            &EventMessage::new(SubjectKind::Job, subject, url.clone()),
+            &EventMessage::new(SubjectKind::Job, subject, url.clone(), None),
         )
         .await;
         let d = deliveries_until(&env, &format!("/v1/jobs/{subject}/deliveries"), "failed").await;
@@ -572,8 +572,16 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     // The same event published twice (a worker redelivered after
     // publishing it) reaches the receiver once.
     let url = rx.url("twice");
-    publish_event(&env, &EventMessage::new(SubjectKind::Job, id, url.clone())).await;
-    publish_event(&env, &EventMessage::new(SubjectKind::Job, id, url.clone())).await;
+    publish_event(
+        &env,
+        &EventMessage::new(SubjectKind::Job, id, url.clone(), None),
+    )
+    .await;
+    publish_event(
+        &env,
+        &EventMessage::new(SubjectKind::Job, id, url.clone(), None),
+    )
+    .await;
     let hits = rx.wait_hits("twice", 1, Duration::from_secs(10)).await;
     assert_eq!(hits.len(), 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -599,6 +607,7 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
         SubjectKind::Job,
         late,
         rx.url("replayed"),
+        None,
     )]);
     publish(
         &env,
@@ -793,4 +802,63 @@ async fn replay(env: &TestEnv, body: Value) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_events_are_signed_with_its_own_secrets() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    let tenants = infq_common::tenants::TenantStore::new(env.store().connection(), &env.settings);
+    let (acme, _, key) = tenants.create_tenant("acme", None, false).await.unwrap();
+    let own = acme.webhook_secrets[0].clone();
+    let http = infq::http_builder_with_key(&key).build().unwrap();
+    let job = |path: &'static str| {
+        http.post(env.url("/v1/jobs"))
+            .json(&json!({"model": "credit-default", "inputs": [0, 1500, 40000], "webhook_url": rx.url(path)}))
+            .send()
+    };
+    assert_eq!(job("acme").await.unwrap().status(), 202);
+    let hits = rx.wait_hits("acme", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1);
+    verify(&own, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    for deployment in [SECRET_A, SECRET_B] {
+        assert!(
+            verify(deployment, &hits[0].headers, &hits[0].body, unix_now()).is_err(),
+            "the deployment's secrets do not sign a tenant's events"
+        );
+    }
+
+    // Rotation: with a second secret both sign; once the first is dropped,
+    // only the new one does.
+    let newer = infq_common::webhooks::sign::generate_secret();
+    tenants
+        .set_webhook_secrets("acme", vec![own.clone(), newer.clone()])
+        .await
+        .unwrap();
+    assert!(tenants
+        .set_webhook_secrets("acme", vec!["whsec_short".into()])
+        .await
+        .is_err());
+    // Dispatchers trust what they read for tenants.cache_ms (1 s).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(job("rotating").await.unwrap().status(), 202);
+    let hits = rx.wait_hits("rotating", 1, Duration::from_secs(10)).await;
+    for secret in [&own, &newer] {
+        verify(secret, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    }
+    tenants
+        .set_webhook_secrets("acme", vec![newer.clone()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(job("rotated").await.unwrap().status(), 202);
+    let hits = rx.wait_hits("rotated", 1, Duration::from_secs(10)).await;
+    verify(&newer, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    assert!(verify(&own, &hits[0].headers, &hits[0].body, unix_now()).is_err());
+
+    // The development tenant has none of its own: the deployment signs.
+    submit(&env, &rx.url("dev")).await;
+    let hits = rx.wait_hits("dev", 1, Duration::from_secs(10)).await;
+    verify(SECRET_A, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    env.stop().await.unwrap();
 }

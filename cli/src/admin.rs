@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// Operator commands.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
-    /// Tenants: create, list, revoke.
+    /// Tenants: create, list, revoke, rotate webhook secrets.
     #[command(subcommand)]
     Tenants(TenantsCommand),
     /// API keys: create, list, revoke.
@@ -30,7 +30,8 @@ pub struct ConfigArg {
 /// `infq admin tenants ...`
 #[derive(Subcommand, Debug)]
 pub enum TenantsCommand {
-    /// Creates a tenant and prints its first API key (shown once).
+    /// Creates a tenant and prints its first API key (shown once) and its
+    /// webhook signing secret.
     Create {
         /// Its name: 1 to 64 of A-Z, a-z, 0-9, '-' and '_'.
         name: String,
@@ -61,6 +62,17 @@ pub enum TenantsCommand {
     Revoke {
         /// The tenant.
         name: String,
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Adds a new webhook signing secret and prints it (old and new both
+    /// sign until --drop-oldest removes the old one).
+    RotateSecret {
+        /// The tenant.
+        name: String,
+        /// Drops the oldest secret instead of adding one.
+        #[arg(long)]
+        drop_oldest: bool,
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -147,6 +159,41 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             println!("tenant {} created ({})", t.name, limits_line(&t));
             println!("api key (shown once): {key}");
             println!("key id: {}", entry.id);
+            println!(
+                "webhook signing secret: {}",
+                t.webhook_secrets.first().map(String::as_str).unwrap_or("-")
+            );
+        }
+        AdminCommand::Tenants(TenantsCommand::RotateSecret {
+            name,
+            drop_oldest,
+            cfg,
+        }) => {
+            let s = store(&cfg)?;
+            let t = s
+                .tenant(&name)
+                .await?
+                .filter(|t| t.created_at_ms > 0 && !t.revoked)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no active tenant {name} created with infq admin")
+                })?;
+            let mut secrets = t.webhook_secrets;
+            if drop_oldest {
+                anyhow::ensure!(
+                    secrets.len() > 1,
+                    "tenant {name} has one secret; add one before dropping the oldest"
+                );
+                secrets.remove(0);
+            } else {
+                let new = infq_common::webhooks::sign::generate_secret();
+                println!("new webhook signing secret: {new}");
+                secrets.push(new);
+            }
+            let t = s.set_webhook_secrets(&name, secrets).await?;
+            println!(
+                "tenant {name} signs with {} secret(s)",
+                t.webhook_secrets.len()
+            );
         }
         AdminCommand::Tenants(TenantsCommand::List { cfg }) => {
             let s = store(&cfg)?;

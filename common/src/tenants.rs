@@ -44,8 +44,8 @@ pub struct Tenant {
     pub admin: bool,
     /// What it may use.
     pub limits: Limits,
-    /// Reserved for per-tenant webhook signing secrets (`whsec_...`); the
-    /// dispatchers sign with the deployment's `webhooks.secrets` for now.
+    /// Secrets that sign its webhooks (`whsec_...`), several side by side
+    /// during a rotation; the deployment's `webhooks.secrets` when empty.
     #[serde(default)]
     pub webhook_secrets: Vec<String>,
     /// When it was created (epoch ms); 0 for a tenant from configuration.
@@ -77,7 +77,7 @@ pub enum TenantError {
     /// The name cannot be used.
     #[error("tenant name `{0}`: {TENANT_NAME_RULE}")]
     BadName(String),
-    /// The limits cannot work.
+    /// Limits or secrets that cannot work.
     #[error("{}", .0.join("; "))]
     BadLimits(Vec<String>),
     /// The name is taken (also by a revoked tenant).
@@ -220,6 +220,7 @@ pub struct TenantStore {
     defaults: Limits,
     statics: Arc<HashMap<String, Arc<Tenant>>>,
     cache: moka::sync::Cache<String, Option<Arc<Tenant>>>,
+    by_name: moka::sync::Cache<String, Option<Arc<Tenant>>>,
 }
 
 impl TenantStore {
@@ -247,6 +248,10 @@ impl TenantStore {
             defaults: t.defaults.clone(),
             statics: Arc::new(statics),
             cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_millis(t.cache_ms))
+                .build(),
+            by_name: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_millis(t.cache_ms))
                 .build(),
@@ -316,9 +321,20 @@ impl TenantStore {
             .map(|t| (**t).clone()))
     }
 
+    /// [`Self::tenant`], trusted for `tenants.cache_ms` (the dispatchers
+    /// ask for every event).
+    pub async fn cached(&self, name: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
+        if let Some(hit) = self.by_name.get(name) {
+            return Ok(hit);
+        }
+        let found = self.tenant(name).await?.map(Arc::new);
+        self.by_name.insert(name.to_string(), found.clone());
+        Ok(found)
+    }
+
     /// Creates a tenant with `limits` (the configured defaults when
-    /// `None`); returns it with its first key, which is shown once and
-    /// never stored.
+    /// `None`) and a webhook signing secret of its own; returns it with
+    /// its first key, which is shown once and never stored.
     pub async fn create_tenant(
         &self,
         name: &str,
@@ -341,7 +357,7 @@ impl TenantStore {
             name: name.to_string(),
             admin,
             limits,
-            webhook_secrets: Vec::new(),
+            webhook_secrets: vec![crate::webhooks::sign::generate_secret()],
             created_at_ms: now_ms(),
             revoked: false,
         };
@@ -473,6 +489,31 @@ impl TenantStore {
         let mut conn = self.conn.clone();
         let (what, n): (String, f64) = inv.invoke_async(&mut conn).await?;
         check.answer(&what, n)
+    }
+
+    /// Replaces a tenant's webhook secrets (rotation: add the new one,
+    /// later drop the old one); each must be a valid `whsec_` secret.
+    pub async fn set_webhook_secrets(
+        &self,
+        name: &str,
+        secrets: Vec<String>,
+    ) -> Result<Tenant, TenantError> {
+        let problems: Vec<String> = secrets
+            .iter()
+            .filter_map(|s| crate::webhooks::sign::check_secret(s).err())
+            .collect();
+        if !problems.is_empty() {
+            return Err(TenantError::BadLimits(problems));
+        }
+        let Some(mut t) = self.stored(name).await? else {
+            return Err(TenantError::Unknown(name.to_string()));
+        };
+        t.webhook_secrets = secrets;
+        let json = serde_json::to_string(&t).expect("a tenant serialises");
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.tenants_key(), name, json).await?;
+        self.by_name.invalidate(name);
+        Ok(t)
     }
 
     /// Jobs and rows of `tenant` accepted and not finished.

@@ -129,6 +129,7 @@ async fn retry(
         chain,
         attempt: 0,
         event: Some(built.clone()),
+        tenant: Some(caller.name().to_string()),
     };
     if let Err(e) = state.publisher.publish_event(&msg).await {
         // Back to where it stood: automatic attempts still waiting go on.

@@ -85,6 +85,10 @@ pub struct EventMessage {
     /// record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Event>,
+    /// The tenant of the subject, whose webhook secrets sign the event
+    /// (the deployment's when it has none, or when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// Why an event message could not be used.
@@ -128,7 +132,7 @@ pub fn decode_all(bytes: &[u8]) -> Result<Vec<EventMessage>, DecodeError> {
 
 impl EventMessage {
     /// The first message of a subject's event.
-    pub fn new(kind: SubjectKind, subject: JobId, url: String) -> Self {
+    pub fn new(kind: SubjectKind, subject: JobId, url: String, tenant: Option<String>) -> Self {
         Self {
             kind,
             subject,
@@ -136,6 +140,7 @@ impl EventMessage {
             chain: uuid::Uuid::new_v4(),
             attempt: 0,
             event: None,
+            tenant,
         }
     }
 
@@ -329,6 +334,7 @@ mod tests {
             SubjectKind::Batch,
             new_job_id(),
             "https://x.example/".into(),
+            None,
         );
         m.attempt = 3;
         assert_eq!(EventMessage::decode(&m.encode()).unwrap(), m);
@@ -352,11 +358,17 @@ mod tests {
 
     #[test]
     fn several_events_travel_in_one_message() {
-        let a = EventMessage::new(SubjectKind::Job, new_job_id(), "https://a.example/".into());
+        let a = EventMessage::new(
+            SubjectKind::Job,
+            new_job_id(),
+            "https://a.example/".into(),
+            None,
+        );
         let b = EventMessage::new(
             SubjectKind::Batch,
             new_job_id(),
             "https://b.example/".into(),
+            None,
         );
         let both = vec![a.clone(), b];
         assert_eq!(decode_all(&encode_all(&both)).unwrap(), both);

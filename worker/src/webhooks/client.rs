@@ -136,8 +136,9 @@ impl Sender {
         })
     }
 
-    /// Makes one attempt.
-    pub async fn send(&self, url: &str, event: &Event) -> Sent {
+    /// Makes one attempt, signed by `signer` (a tenant's secrets) or else
+    /// by the deployment's secrets.
+    pub async fn send(&self, url: &str, event: &Event, signer: Option<&Signer>) -> Sent {
         let started = Instant::now();
         let mut sent = Sent {
             verdict: Verdict::Retry,
@@ -160,7 +161,9 @@ impl Sender {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs() as i64;
-        let signature = self.signer.sign(&event.id, ts, &event.body);
+        let signature = signer
+            .unwrap_or(&self.signer)
+            .sign(&event.id, ts, &event.body);
         let request = self
             .client
             .post(target.url)

@@ -21,10 +21,12 @@ use infq_common::metrics as m;
 use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
 use infq_common::store::{JobStore, StoreError};
+use infq_common::tenants::TenantStore;
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
     batch_event, decode_all, job_event, next_wait, Event, EventMessage, SubjectKind,
 };
+use infq_common::webhooks::sign::Signer;
 use infq_common::webhooks::store::{Attempt, Begin, DeliveryStore, EventState};
 use lapin::message::Delivery;
 use lapin::options::{
@@ -44,6 +46,8 @@ pub struct Dispatcher {
     jobs: JobStore,
     deliveries: DeliveryStore,
     sender: Sender,
+    /// Tenants, for their webhook secrets.
+    tenants: TenantStore,
     /// Bounds the requests in flight to `webhooks.concurrency`.
     sending: tokio::sync::Semaphore,
     /// Per-host circuit breakers and request slots (shared with the
@@ -92,7 +96,9 @@ impl Dispatcher {
         breakers: Arc<Breakers>,
     ) -> anyhow::Result<Self> {
         let deliveries = DeliveryStore::for_settings(jobs.connection(), &settings);
+        let tenants = TenantStore::new(jobs.connection(), &settings);
         Ok(Self {
+            tenants,
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
             breakers,
             sender: Sender::new(&settings.webhooks)?,
@@ -200,6 +206,19 @@ impl Dispatcher {
         inflight.abort_all();
         infq_common::amqp::close(&conn, "reconnecting").await;
         anyhow::bail!("webhook consumer stopped: {ended:?}")
+    }
+
+    /// The signer of the event's tenant, if it has secrets of its own
+    /// (else the deployment's secrets sign it).
+    async fn signer_of(&self, msg: &EventMessage) -> Result<Option<Signer>, String> {
+        let Some(name) = msg.tenant.as_deref() else {
+            return Ok(None);
+        };
+        let tenant = self.tenants.cached(name).await.map_err(|e| e.to_string())?;
+        match tenant {
+            Some(t) if !t.webhook_secrets.is_empty() => Signer::new(&t.webhook_secrets).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn build(&self, msg: &EventMessage) -> Result<Option<Event>, StoreError> {
@@ -461,7 +480,8 @@ impl Dispatcher {
                 return Ok(Step::Defer(msg.clone(), pause));
             }
             let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
-            self.sender.send(&msg.url, &event).await
+            let signer = self.signer_of(msg).await?;
+            self.sender.send(&msg.url, &event, signer.as_ref()).await
         };
         self.breakers.record(
             &host,

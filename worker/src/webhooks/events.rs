@@ -49,7 +49,7 @@ pub fn for_job(msg: &infq_common::message::JobMessage) -> Option<EventMessage> {
     } else {
         SubjectKind::Job
     };
-    Some(EventMessage::new(kind, msg.id, url))
+    Some(EventMessage::new(kind, msg.id, url, msg.tenant.clone()))
 }
 
 impl Events {
