@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, file)) = data.split_first() else {
         return;
     };
-    let format = if first & 1 == 0 { Format::Csv } else { Format::Jsonl };
+    let format = if first & 1 == 0 {
+        Format::Csv
+    } else {
+        Format::Jsonl
+    };
     let spec = &REGISTRY.models()[0];
     let mut spool = Vec::new();
     if let Ok(report) = read_rows(format, file, spec, &mut spool, MAX_ROWS) {
