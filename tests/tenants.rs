@@ -559,3 +559,89 @@ async fn an_erased_queued_job_never_runs() {
     let _ = worker.join().await;
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_no_feature_values_metadata_or_keys() {
+    use infq::procs::Service;
+    let ns = format!("logs{}", uuid::Uuid::new_v4().simple());
+    let env = vec![
+        ("INFQ_NAMESPACE", ns.clone()),
+        ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000".to_string()),
+        ("INFQ_LOG__JSON", "true".to_string()),
+        ("INFQ_LOG__FILTER", "debug".to_string()),
+        ("RUST_LOG", "debug".to_string()),
+    ];
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn("debug", "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn("debug", "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+
+    // Distinctive values, accepted, refused and failing.
+    let secret = "portfolio-7f3a9c";
+    let r = http
+        .post(format!("{base}/v1/jobs?wait=20"))
+        .json(&serde_json::json!({
+            "model": "credit-default",
+            "inputs": {"student": 1, "balance": 1234.5678, "income": 98765.4321},
+            "metadata": {"book": secret},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({
+            "model": "credit-default",
+            "inputs": {"student": 1, "balance": 1234.5678, "income": -98765.4321e30},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = http
+        .post(format!("{base}/v1/batches?model=credit-default&format=csv"))
+        .body("student,balance,income\n1,1234.5678,98765.4321\n1,1234.5678,oops\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v1/models"))
+        .header("authorization", "Bearer infq_not_a_real_key_4b1d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let _ = producer.terminate(Duration::from_secs(10));
+    let _ = worker.terminate(Duration::from_secs(30));
+
+    let logs = std::fs::read_to_string(&producer.log).unwrap()
+        + &std::fs::read_to_string(&worker.log).unwrap();
+    assert!(
+        logs.contains("producer listening"),
+        "the logs were captured"
+    );
+    assert!(logs.contains("DEBUG"), "at debug level");
+    for needle in [
+        "1234.5678",
+        "98765.4",
+        secret,
+        infq_common::tenants::DEV_API_KEY,
+        "infq_not_a_real_key_4b1d",
+        "Bearer",
+    ] {
+        assert!(!logs.contains(needle), "the logs contain {needle}");
+    }
+    let settings = infq::test_settings();
+    let _ = infq::delete_namespace(&infq_common::config::Settings {
+        namespace: ns,
+        ..settings
+    })
+    .await;
+}
