@@ -862,3 +862,38 @@ async fn a_tenant_s_events_are_signed_with_its_own_secrets() {
     verify(SECRET_A, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_job_s_pending_webhook_is_dropped_and_not_kept() {
+    let rx = Receiver::start().await;
+    let mut s = settings();
+    s.webhooks.schedule_ms = vec![0, 1_500, 1_500];
+    let env = TestEnv::start_with(s, true).await.unwrap();
+    rx.script("erased", &[status(500)]);
+    let id = submit(&env, &rx.url("erased")).await;
+    let hits = rx.wait_hits("erased", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1);
+    // The retry waits 1.5 s in a delay queue; the job is erased meanwhile.
+    let r = env
+        .http
+        .delete(env.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        rx.hits("erased").len(),
+        1,
+        "nothing is sent after the erasure"
+    );
+    let ns = &env.settings.namespace;
+    let keys = env.redis_keys().await.unwrap();
+    for k in [
+        format!("{ns}:{{{id}}}:webhook"),
+        format!("{ns}:{{{id}}}:deliveries"),
+    ] {
+        assert!(!keys.contains(&k), "{k} was written again: {keys:?}");
+    }
+    env.stop().await.unwrap();
+}

@@ -107,10 +107,12 @@ pub enum KeysCommand {
 
 fn store(cfg: &ConfigArg) -> anyhow::Result<TenantStore> {
     let settings = Settings::load(Some(&cfg.config), &[])?;
-    let client = settings
-        .redis
-        .client()
-        .with_context(|| format!("redis.url {}", settings.redis.url))?;
+    let client = settings.redis.client().with_context(|| {
+        format!(
+            "redis.url {}",
+            infq_common::config::redacted(&settings.redis.url)
+        )
+    })?;
     let conn = redis::aio::ConnectionManager::new_lazy_with_config(
         client,
         redis::aio::ConnectionManagerConfig::new()

@@ -83,6 +83,19 @@ pub struct RedisConfig {
     pub result_ttl_secs: u64,
 }
 
+/// `url` without its user name and password, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
 impl RedisConfig {
     /// A client of the configured server, trusting `ca_file` for
     /// `rediss://` when it is set.
@@ -598,6 +611,14 @@ impl Settings {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn passwords_are_kept_out_of_messages() {
+        let r = redacted("rediss://:s3cret@redis.internal:6380/");
+        assert!(!r.contains("s3cret") && r.contains("redis.internal"), "{r}");
+        assert!(!redacted("amqps://infq:pw@rabbit/%2f").contains("pw@"));
+        assert_eq!(redacted("not a url ::"), "(an unparsable URL)");
+    }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();

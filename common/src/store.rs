@@ -3,8 +3,11 @@
 //!
 //! A job lives in one hash, `<ns>:{<id>}:job`; a bulk batch in
 //! `<ns>:{<id>}:batch`, with one string per chunk of results,
-//! `<ns>:{<id>}:chunk:<n>`. The braces are a hash tag, so every key a script
-//! touches for one job or batch maps to one Redis Cluster slot.
+//! `<ns>:{<id>}:chunk:<n>`. The braces are a hash tag: the keys of one job
+//! or batch share a Redis Cluster slot. The scripts also update the
+//! owner's quota (`<ns>:quota:{<tenant>}`, another slot), so they need a
+//! standalone Redis (or one primary); a cluster would need the quota kept
+//! apart.
 //! State changes go through Lua scripts that apply the rule of
 //! [`JobStatus::may_replace`](crate::job::JobStatus::may_replace): terminal
 //! states never change and ranks never go down. Every write refreshes the
@@ -105,7 +108,7 @@ return 1
 
 /// Takes a job's share of its tenant's quota and, if granted, creates its
 /// record, in one step. KEYS[1] job; KEYS[2..4] the quota keys; ARGV[1]
-/// TTL (ms); ARGV[2..8] the quota arguments; ARGV[9..] field/value pairs.
+/// TTL (ms); ARGV[2..7] the quota arguments; ARGV[8..] field/value pairs.
 /// Returns the admission's reply (see [`crate::tenants::ADMIT_FN`]), or
 /// {'exists', 0}.
 static CREATE_ADMITTED: LazyLock<Script> = LazyLock::new(|| {
@@ -114,9 +117,9 @@ static CREATE_ADMITTED: LazyLock<Script> = LazyLock::new(|| {
         crate::tenants::ADMIT_FN,
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
-local a = admit(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 2, 8)})
+local a = admit(KEYS[2], KEYS[3], KEYS[4], {unpack(ARGV, 2, 7)})
 if a[1] ~= 'ok' then return a end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
 return a
 "
@@ -319,16 +322,23 @@ return 'ok'
     )
 });
 
+/// How long the tombstone of an erased job or batch lasts at least: a
+/// message of it still queued within this time is dropped unrun, and a
+/// webhook retry of it is dropped unsent.
+pub const TOMBSTONE_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Erases a job or batch: its results, delivery logs and every field but
 /// its tenant, leaving a `cancelled` tombstone marked `erased` (so a
-/// message still queued for it does not run) for its retention. KEYS[1]
-/// record; ARGV[1] channel; ARGV[2] TTL (ms). Returns 'ok' or 'missing'.
+/// message still queued for it does not run) for its retention, and at
+/// least [`TOMBSTONE_MS`]. KEYS[1] record; ARGV[1] channel; ARGV[2] TTL
+/// (ms); ARGV[3] the tombstone's least lifetime (ms). Returns 'ok' or
+/// 'missing'.
 static ERASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 local f = redis.call('HMGET', KEYS[1], 'tenant', 'chunks', 'reopened')
-local keep = ttl(KEYS[1], ARGV[2])
+local keep = math.max(ttl(KEYS[1], ARGV[2]), tonumber(ARGV[3]))
 release(KEYS[1], nil)
 local base = string.match(KEYS[1], '^(.*):[a-z]+$')
 for i = 0, (tonumber(f[2]) or 0) - 1 do
@@ -1036,7 +1046,9 @@ impl JobStore {
     /// such record.
     pub async fn erase(&self, key: &str) -> Result<bool, StoreError> {
         let mut inv = ERASE.key(key);
-        inv.arg(self.done_channel()).arg(self.ttl_ms);
+        inv.arg(self.done_channel())
+            .arg(self.ttl_ms)
+            .arg(TOMBSTONE_MS);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&inv);
         let v = self.run(&pipe).await?.pop();

@@ -132,15 +132,19 @@ pub fn generate_key() -> String {
 
 /// The Lua function `admit(q, open, due, a)` that takes a submission's
 /// share of its tenant's quota: `q` the quota hash, `open` the open
-/// subjects (id -> rows), `due` their expiry (zset); `a` the seven
-/// [`QuotaCheck::args`]: now (ms), ms per submission (0: no rate check),
-/// burst, max open rows, rows (0: nothing to count), subject id, its
-/// expiry (ms). Returns {'ok', 0}, {'rate', ms to wait} or
+/// subjects (id -> rows), `due` their expiry (zset); `a` the six
+/// [`QuotaCheck::args`]: how long the subject counts at most (ms), us per
+/// submission (0: no rate check), burst, max open rows, rows (0: nothing
+/// to count), subject id. Time is Redis's (`TIME`), so producers with
+/// skewed clocks share one limiter; the GCRA state is kept in whole
+/// microseconds. Returns {'ok', 0}, {'rate', ms to wait} or
 /// {'full', open rows}. Shared by [`ADMIT`] and the store's script that
 /// admits and creates a job in one step.
 pub(crate) const ADMIT_FN: &str = r"
 local function admit(q, open, due, a)
-  local now = tonumber(a[1])
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local now = math.floor(now_us / 1000)
   local old = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 256)
   for _, id in ipairs(old) do
     local r = tonumber(redis.call('HGET', open, id)) or 0
@@ -157,25 +161,31 @@ local function admit(q, open, due, a)
   if rows > 0 and sum + rows > tonumber(a[4]) then return {'full', sum} end
   local interval = tonumber(a[2])
   if interval > 0 then
-    local tat = tonumber(redis.call('HGET', q, 'tat')) or now
-    if tat < now then tat = now end
+    local tat = tonumber(redis.call('HGET', q, 'tat_us')) or now_us
+    if tat < now_us then tat = now_us end
     local allow_at = tat + interval - tonumber(a[3]) * interval
-    if allow_at > now then return {'rate', math.ceil(allow_at - now)} end
-    redis.call('HSET', q, 'tat', tostring(tat + interval))
+    if allow_at > now_us then return {'rate', math.ceil((allow_at - now_us) / 1000)} end
+    redis.call('HSET', q, 'tat_us', string.format('%.0f', tat + interval))
   end
+  local expiry = now + tonumber(a[1])
   if rows > 0 then
     redis.call('HINCRBY', q, 'sum', rows)
     redis.call('HSET', open, a[6], rows)
-    redis.call('ZADD', due, a[7], a[6])
+    redis.call('ZADD', due, expiry, a[6])
   end
   -- An idle tenant's quota state goes an hour after its last subject would.
-  local gone = tonumber(a[7]) + 3600000
   for _, k in ipairs({q, open, due}) do
-    if redis.call('EXISTS', k) == 1 then redis.call('PEXPIREAT', k, gone) end
+    if redis.call('EXISTS', k) == 1 then redis.call('PEXPIREAT', k, expiry + 3600000) end
   end
   return {'ok', 0}
 end
 ";
+
+/// The longest an open subject counts against its tenant's `max_queued`
+/// when it never ends (its record expired, its message was dropped): its
+/// retention, and at least a day, so a short retention does not free the
+/// quota of jobs still waiting in the queue.
+pub const QUOTA_HORIZON_MS: u64 = 24 * 3600 * 1000;
 
 /// [`ADMIT_FN`] alone. KEYS: the three [`QuotaCheck::keys`]; ARGV: its
 /// seven args.
@@ -191,8 +201,9 @@ static ADMIT: LazyLock<Script> = LazyLock::new(|| {
 pub struct QuotaCheck {
     /// Quota hash, open subjects, their expiry.
     pub keys: [String; 3],
-    /// now, ms per submission, burst, max open rows, rows, subject, expiry.
-    pub args: [String; 7],
+    /// Counting horizon (ms), us per submission, burst, max open rows,
+    /// rows, subject.
+    pub args: [String; 6],
     max: u64,
 }
 
@@ -210,6 +221,38 @@ impl QuotaCheck {
         })
     }
 }
+
+/// Gives back an open subject's rows. KEYS: the three quota keys; ARGV[1]
+/// the subject. Returns the rows given back.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local rows = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
+if not rows then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'sum', -rows)
+return rows
+",
+    )
+});
+
+/// Sets an active tenant's webhook secrets. KEYS[1] tenants hash; ARGV[1]
+/// name; ARGV[2] the secrets (a JSON array, not empty). Returns 'ok',
+/// 'unknown' or 'revoked'.
+static SET_SECRETS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 'unknown' end
+local t = cjson.decode(raw)
+if t.revoked then return 'revoked' end
+t.webhook_secrets = cjson.decode(ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(t))
+return 'ok'
+",
+    )
+});
 
 /// Tenants, keys and quotas in Redis, with a short in-process cache of
 /// what keys resolve to.
@@ -458,18 +501,20 @@ impl TenantStore {
     /// retention passes.
     pub fn check(&self, tenant: &Tenant, subject: &JobId, rows: u64, rate: bool) -> QuotaCheck {
         let l = &tenant.limits;
-        let now = now_ms();
-        let interval = if rate { 1000.0 / l.rate_per_sec } else { 0.0 };
+        let interval_us = if rate {
+            (1e6 / l.rate_per_sec).round().max(1.0)
+        } else {
+            0.0
+        };
         QuotaCheck {
             keys: self.quota_keys(&tenant.name),
             args: [
-                now.to_string(),
-                interval.to_string(),
+                (l.retention_secs * 1000).max(QUOTA_HORIZON_MS).to_string(),
+                interval_us.to_string(),
                 l.burst.to_string(),
                 l.max_queued.to_string(),
                 rows.to_string(),
                 subject.to_string(),
-                (now + l.retention_secs * 1000).to_string(),
             ],
             max: l.max_queued,
         }
@@ -492,28 +537,53 @@ impl TenantStore {
     }
 
     /// Replaces a tenant's webhook secrets (rotation: add the new one,
-    /// later drop the old one); each must be a valid `whsec_` secret.
+    /// later drop the old one): one or more valid `whsec_` secrets, for an
+    /// active tenant (checked in the same step as the write, so a
+    /// revocation is never undone).
     pub async fn set_webhook_secrets(
         &self,
         name: &str,
         secrets: Vec<String>,
     ) -> Result<Tenant, TenantError> {
-        let problems: Vec<String> = secrets
+        let mut problems: Vec<String> = secrets
             .iter()
             .filter_map(|s| crate::webhooks::sign::check_secret(s).err())
             .collect();
+        if secrets.is_empty() {
+            problems.push("at least one webhook secret".into());
+        }
         if !problems.is_empty() {
             return Err(TenantError::BadLimits(problems));
         }
-        let Some(mut t) = self.stored(name).await? else {
-            return Err(TenantError::Unknown(name.to_string()));
-        };
-        t.webhook_secrets = secrets;
-        let json = serde_json::to_string(&t).expect("a tenant serialises");
         let mut conn = self.conn.clone();
-        let _: () = conn.hset(self.tenants_key(), name, json).await?;
+        let answer: String = SET_SECRETS
+            .key(self.tenants_key())
+            .arg(name)
+            .arg(serde_json::to_string(&secrets).expect("strings serialise"))
+            .invoke_async(&mut conn)
+            .await?;
+        if answer != "ok" {
+            return Err(TenantError::Unknown(name.to_string()));
+        }
         self.by_name.invalidate(name);
-        Ok(t)
+        self.stored(name)
+            .await?
+            .ok_or_else(|| TenantError::Unknown(name.to_string()))
+    }
+
+    /// Gives back what `subject` holds of `tenant`'s queued limit (one that
+    /// was counted but never recorded); nothing if it holds nothing.
+    pub async fn release(&self, tenant: &str, subject: &JobId) -> Result<(), StoreError> {
+        let [q, open, due] = self.quota_keys(tenant);
+        let mut conn = self.conn.clone();
+        let _: i64 = RELEASE
+            .key(q)
+            .key(open)
+            .key(due)
+            .arg(subject.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Jobs and rows of `tenant` accepted and not finished.

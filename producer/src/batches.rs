@@ -258,13 +258,13 @@ async fn create(
         });
     }
 
-    crate::auth::admit(&state, caller, &id, report.rows, false).await?;
     let created_at_ms = now_ms();
     let chunk_rows = cfg.chunk_rows.max(1);
     let chunks = report.rows.div_ceil(u64::from(chunk_rows));
     let chunks = u32::try_from(chunks).map_err(|_| {
         ApiError::Invalid(vec![crate::error::Detail::field("rows", "too many chunks")])
     })?;
+    crate::auth::admit(&state, caller, &id, report.rows, false).await?;
     let batch = NewBatch {
         id,
         model: spec.name.clone(),
@@ -277,7 +277,18 @@ async fn create(
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
     };
-    state.store.create_batch(&batch).await?;
+    match state.store.create_batch(&batch).await {
+        Ok(true) => {}
+        // The rows were counted: give them back (a batch failed later
+        // gives them back through its record).
+        other => {
+            if let Err(e) = state.tenants.release(caller.name(), &id).await {
+                tracing::warn!(batch_id = %id, error = %e, "could not give back the quota of a batch not recorded");
+            }
+            other?;
+            return Err(ApiError::Internal(format!("batch id {id} exists")));
+        }
+    }
     if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
         let err = JobError::new("not_enqueued", e.to_string());
         if let Err(se) = state.store.fail_batch(&id, &err).await {

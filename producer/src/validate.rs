@@ -26,18 +26,19 @@ pub fn check_shape(body: &[u8], max_depth: usize, max_string: usize) -> Result<(
     let (mut depth, mut in_string, mut escaped, mut run) = (0usize, false, false, 0usize);
     for &b in body {
         if in_string {
-            run += 1;
-            if run > max_string {
-                return Err(ApiError::LimitExceeded(format!(
-                    "a string is longer than {max_string} bytes"
-                )));
-            }
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
                 escaped = true;
             } else if b == b'"' {
                 in_string = false;
+                continue;
+            }
+            run += 1;
+            if run > max_string {
+                return Err(ApiError::LimitExceeded(format!(
+                    "a string is longer than {max_string} bytes"
+                )));
             }
             continue;
         }
@@ -286,6 +287,10 @@ mod tests {
         let ok = r#"{"a":"[[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{{{{{{{{{{{{","b":[[1]]}"#;
         assert!(check_shape(ok.as_bytes(), 3, 4096).is_ok());
         assert!(check_shape(b"[[[[", 3, 10).is_err());
+        // The limit itself is allowed; one byte more is not.
+        let at = |n: usize| format!(r#"{{"k":"{}"}}"#, "s".repeat(n));
+        assert!(check_shape(at(10).as_bytes(), 3, 10).is_ok());
+        assert!(check_shape(at(11).as_bytes(), 3, 10).is_err());
     }
     use std::path::Path;
 

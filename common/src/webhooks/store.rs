@@ -102,7 +102,8 @@ pub enum Begin {
     Go(Option<Event>),
     /// The event is settled (delivered, failed or disabled): nothing to do.
     Settled(EventState),
-    /// A newer chain (a manual redelivery) replaced this one.
+    /// A newer chain (a manual redelivery) replaced this one, or the
+    /// subject was erased.
     Stale,
 }
 
@@ -131,23 +132,49 @@ pub enum Redeliver {
     Missing,
 }
 
+/// Functions of the scripts here. `keep(rec, default)`: how long an event
+/// record or log lives after a change: its subject's retention (a tenant's,
+/// stored on the job or batch, same hash tag) or the store's. `erased(rec)`:
+/// whether its subject was erased (then nothing more is sent or kept).
+const PRELUDE: &str = r"
+local function base(rec) return string.match(rec, '^(.-):webhook') or string.match(rec, '^(.-):deliveries') end
+local function keep(rec, default)
+  local b = base(rec)
+  return tonumber(redis.call('HGET', b .. ':job', 'retention_ms'))
+    or tonumber(redis.call('HGET', b .. ':batch', 'retention_ms'))
+    or tonumber(default)
+end
+local function erased(rec)
+  local b = base(rec)
+  return redis.call('HEXISTS', b .. ':job', 'erased') == 1
+    or redis.call('HEXISTS', b .. ':batch', 'erased') == 1
+end
+";
+
+/// A script of this module: [`PRELUDE`] and `body`.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
 /// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
 /// url; ARGV[3] TTL (ms); ARGV[4] kind; ARGV[5] attempts the message says
 /// were made. Returns {verdict, id, type, body}. A message of an older
-/// chain, or a copy of one whose attempt was already made, is 'stale'.
+/// chain, or a copy of one whose attempt was already made, is 'stale'; one
+/// whose subject was erased is 'erased' (and nothing is written).
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
+if erased(KEYS[1]) then return {'erased'} end
 local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body', 'tries')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4], 'tries', 0)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
   return {'go'}
 end
 if r[1] ~= 'pending' then return {r[1]} end
 if r[2] ~= ARGV[1] then return {'stale'} end
 if (tonumber(r[6]) or 0) > tonumber(ARGV[5]) then return {'stale'} end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
 if r[5] then return {'go', r[3], r[4], r[5]} end
 return {'go'}
 ",
@@ -160,13 +187,15 @@ return {'go'}
 /// ARGV[2] state; ARGV[3] attempt JSON; ARGV[4] TTL (ms); ARGV[5] log
 /// length; ARGV[6] attempt number.
 static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
+if erased(KEYS[1]) then return 0 end
+local t = keep(KEYS[1], ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], t)
 local r = redis.call('HMGET', KEYS[1], 'chain', 'state', 'tries')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], t)
 if r[1] == ARGV[1] and r[2] == 'pending' and (tonumber(r[3]) or 0) < tonumber(ARGV[6]) then
   redis.call('HSET', KEYS[1], 'state', ARGV[2], 'tries', ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -181,14 +210,27 @@ return 0
 /// (webhook-id or type); ARGV[2] new chain; ARGV[3] TTL (ms). Returns
 /// {id, type, body, url} or nil.
 static REDELIVER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r"
 local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url', 'state', 'chain', 'tries')
 if not r[3] then return nil end
 if ARGV[1] ~= r[1] and ARGV[1] ~= r[2] then return nil end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2], 'tries', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
 return {r[1], r[2], r[3], r[4], r[5] or 'pending', r[6] or '', r[7] or '0'}
+",
+    )
+});
+
+/// Keeps a built event with its record, unless its subject was erased.
+/// KEYS[1] record; ARGV[1..3] id, type, body; ARGV[4] TTL (ms).
+static SAVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if erased(KEYS[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'body', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[4]))
+return 1
 ",
     )
 });
@@ -205,7 +247,9 @@ return 1
     )
 });
 
-/// Typed access to event records and delivery logs.
+/// Typed access to event records and delivery logs. Records and logs of a
+/// tenant's job or batch live for its retention after their last change;
+/// an erased subject's are gone and are not written again.
 #[derive(Clone)]
 pub struct DeliveryStore {
     conn: ConnectionManager,
@@ -289,7 +333,7 @@ impl DeliveryStore {
                 gen,
             })),
             Some("go") => Begin::Go(None),
-            Some("stale") => Begin::Stale,
+            Some("stale") | Some("erased") => Begin::Stale,
             Some(s) => Begin::Settled(
                 EventState::parse(s)
                     .ok_or_else(|| StoreError::Reply(format!("event state {s}")))?,
@@ -302,20 +346,13 @@ impl DeliveryStore {
     /// manual redelivery send the very same body.
     pub async fn save_event(&self, subject: &JobId, event: &Event) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let key = self.record_key(subject, event.gen);
-        redis::pipe()
-            .hset_multiple(
-                &key,
-                &[
-                    ("id", &event.id),
-                    ("type", &event.kind),
-                    ("body", &event.body),
-                ],
-            )
-            .ignore()
-            .pexpire(&key, self.ttl_ms as i64)
-            .ignore()
-            .query_async::<()>(&mut c)
+        let _: i64 = SAVE
+            .key(self.record_key(subject, event.gen))
+            .arg(&event.id)
+            .arg(&event.kind)
+            .arg(&event.body)
+            .arg(self.ttl_ms)
+            .invoke_async(&mut c)
             .await?;
         Ok(())
     }

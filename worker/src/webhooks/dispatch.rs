@@ -48,12 +48,18 @@ pub struct Dispatcher {
     sender: Sender,
     /// Tenants, for their webhook secrets.
     tenants: TenantStore,
+    /// Signers of tenants' secrets, by tenant, with the secrets they sign
+    /// with.
+    signers: std::sync::Mutex<std::collections::HashMap<String, TenantSigner>>,
     /// Bounds the requests in flight to `webhooks.concurrency`.
     sending: tokio::sync::Semaphore,
     /// Per-host circuit breakers and request slots (shared with the
     /// worker's event publisher).
     breakers: Arc<Breakers>,
 }
+
+/// A tenant's secrets and the signer built from them.
+type TenantSigner = (Vec<String>, Arc<Signer>);
 
 /// What became of one event of a message.
 enum Step {
@@ -99,6 +105,7 @@ impl Dispatcher {
         let tenants = TenantStore::new(jobs.connection(), &settings);
         Ok(Self {
             tenants,
+            signers: Default::default(),
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
             breakers,
             sender: Sender::new(&settings.webhooks)?,
@@ -209,16 +216,28 @@ impl Dispatcher {
     }
 
     /// The signer of the event's tenant, if it has secrets of its own
-    /// (else the deployment's secrets sign it).
-    async fn signer_of(&self, msg: &EventMessage) -> Result<Option<Signer>, String> {
+    /// (else the deployment's secrets sign it); built once per set of
+    /// secrets.
+    async fn signer_of(&self, msg: &EventMessage) -> Result<Option<Arc<Signer>>, String> {
         let Some(name) = msg.tenant.as_deref() else {
             return Ok(None);
         };
         let tenant = self.tenants.cached(name).await.map_err(|e| e.to_string())?;
-        match tenant {
-            Some(t) if !t.webhook_secrets.is_empty() => Signer::new(&t.webhook_secrets).map(Some),
-            _ => Ok(None),
+        let Some(t) = tenant.filter(|t| !t.webhook_secrets.is_empty()) else {
+            return Ok(None);
+        };
+        let mut signers = self.signers.lock().expect("signers lock");
+        if let Some((secrets, s)) = signers.get(name) {
+            if *secrets == t.webhook_secrets {
+                return Ok(Some(s.clone()));
+            }
         }
+        let s = Arc::new(Signer::new(&t.webhook_secrets)?);
+        if signers.len() >= 10_000 {
+            signers.clear();
+        }
+        signers.insert(name.to_string(), (t.webhook_secrets.clone(), s.clone()));
+        Ok(Some(s))
     }
 
     async fn build(&self, msg: &EventMessage) -> Result<Option<Event>, StoreError> {
@@ -467,6 +486,7 @@ impl Dispatcher {
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
             return Ok(Step::Made(Box::new(made)));
         }
+        let signer = self.signer_of(msg).await?;
         // Wait for a slot of the host, then ask its breaker: a host that
         // failed while this event waited is not tried again now.
         let sent = {
@@ -480,8 +500,7 @@ impl Dispatcher {
                 return Ok(Step::Defer(msg.clone(), pause));
             }
             let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
-            let signer = self.signer_of(msg).await?;
-            self.sender.send(&msg.url, &event, signer.as_ref()).await
+            self.sender.send(&msg.url, &event, signer.as_deref()).await
         };
         self.breakers.record(
             &host,

@@ -113,7 +113,7 @@ async fn flush(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<Ask>) {
                 .iter_mut()
                 .flat_map(|a| std::mem::take(&mut a.msgs))
                 .collect();
-            let result = routes.publish(&msgs).await;
+            let result = routes.publish(msgs).await;
             drop(slot);
             for a in asks {
                 let _ = a.done.send(result.clone());
@@ -126,7 +126,7 @@ impl Routes {
     /// Publishes the events, grouped by destination, each group in one
     /// persistent message (or several past [`MAX_EVENTS_PER_MESSAGE`]),
     /// and waits for the broker's confirms.
-    async fn publish(&self, msgs: &[EventMessage]) -> Result<(), String> {
+    async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), String> {
         let ch = self
             .channel
             .lock()
@@ -151,8 +151,8 @@ impl Routes {
                 None => (main.clone(), None),
             };
             match routes.iter_mut().find(|(r, _, _)| *r == x) {
-                Some((_, _, v)) => v.push(m.clone()),
-                None => routes.push((x, ttl, vec![m.clone()])),
+                Some((_, _, v)) => v.push(m),
+                None => routes.push((x, ttl, vec![m])),
             }
         }
         let ch = &ch;
