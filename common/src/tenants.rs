@@ -145,38 +145,46 @@ local function admit(q, open, due, a)
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local now = math.floor(now_us / 1000)
-  local old = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 256)
-  for _, id in ipairs(old) do
-    local r = tonumber(redis.call('HGET', open, id)) or 0
-    redis.call('HDEL', open, id)
-    redis.call('ZREM', due, id)
-    redis.call('HINCRBY', q, 'sum', -r)
+  local cur = redis.call('HMGET', q, 'sum', 'tat_us', 'prune_at')
+  local sum = math.max(tonumber(cur[1]) or 0, 0)
+  -- Subjects past their horizon are released, at most once a second.
+  if now >= (tonumber(cur[3]) or 0) then
+    local old = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 256)
+    for _, id in ipairs(old) do
+      sum = sum - (tonumber(redis.call('HGET', open, id)) or 0)
+      redis.call('HDEL', open, id)
+      redis.call('ZREM', due, id)
+    end
+    sum = math.max(sum, 0)
+    redis.call('HSET', q, 'sum', sum, 'prune_at', now + 1000)
   end
   local rows = tonumber(a[5])
-  local sum = tonumber(redis.call('HGET', q, 'sum')) or 0
-  if sum < 0 then
-    sum = 0
-    redis.call('HSET', q, 'sum', 0)
-  end
   if rows > 0 and sum + rows > tonumber(a[4]) then return {'full', sum} end
   local interval = tonumber(a[2])
+  local tat = nil
   if interval > 0 then
-    local tat = tonumber(redis.call('HGET', q, 'tat_us')) or now_us
+    tat = tonumber(cur[2]) or now_us
     if tat < now_us then tat = now_us end
     local allow_at = tat + interval - tonumber(a[3]) * interval
     if allow_at > now_us then return {'rate', math.ceil((allow_at - now_us) / 1000)} end
-    redis.call('HSET', q, 'tat_us', string.format('%.0f', tat + interval))
+    tat = tat + interval
   end
   local expiry = now + tonumber(a[1])
   if rows > 0 then
-    redis.call('HINCRBY', q, 'sum', rows)
     redis.call('HSET', open, a[6], rows)
     redis.call('ZADD', due, expiry, a[6])
+    redis.call('PEXPIREAT', open, expiry + 3600000)
+    redis.call('PEXPIREAT', due, expiry + 3600000)
+  end
+  if tat and rows > 0 then
+    redis.call('HSET', q, 'sum', sum + rows, 'tat_us', string.format('%.0f', tat))
+  elseif rows > 0 then
+    redis.call('HSET', q, 'sum', sum + rows)
+  elseif tat then
+    redis.call('HSET', q, 'tat_us', string.format('%.0f', tat))
   end
   -- An idle tenant's quota state goes an hour after its last subject would.
-  for _, k in ipairs({q, open, due}) do
-    if redis.call('EXISTS', k) == 1 then redis.call('PEXPIREAT', k, expiry + 3600000) end
-  end
+  redis.call('PEXPIREAT', q, expiry + 3600000)
   return {'ok', 0}
 end
 ";
