@@ -51,6 +51,8 @@ pub struct AmqpConfig {
     /// Delays of the retry tiers a job waits in before another attempt,
     /// shortest first; attempt n waits in tier n (or the last).
     pub retry_delays_ms: Vec<u64>,
+    /// How often queue depths and consumer counts are read for `/metrics`.
+    pub stats_interval_ms: u64,
 }
 
 impl Default for AmqpConfig {
@@ -64,6 +66,7 @@ impl Default for AmqpConfig {
             queue_expires_ms: None,
             max_queue_length: 1_000_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
+            stats_interval_ms: 5_000,
         }
     }
 }
@@ -511,6 +514,7 @@ impl Settings {
             ("redis.result_ttl_secs", self.redis.result_ttl_secs),
             ("amqp.delivery_limit", u64::from(self.amqp.delivery_limit)),
             ("amqp.max_queue_length", self.amqp.max_queue_length),
+            ("amqp.stats_interval_ms", self.amqp.stats_interval_ms),
             (
                 "producer.max_body_bytes",
                 self.producer.max_body_bytes as u64,

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod job;
 pub mod message;
 pub mod metrics;
+pub mod queue_stats;
 pub mod registry;
 pub mod results;
 pub mod retry;

@@ -38,19 +38,104 @@ pub const WEBHOOK_SECONDS: &str = "infq_webhook_seconds";
 /// Connections re-established after a failure (`outcome`: the dependency).
 pub const RECONNECTS: &str = "infq_dependency_reconnects_total";
 
-/// Installs the global Prometheus recorder with buckets fit for each
-/// histogram, and returns the handle that renders `/metrics`.
-pub fn install() -> Result<PrometheusHandle, String> {
+/// Rows run through a model (`model`); `rate()` of it is rows per second.
+pub const ROWS: &str = "infq_rows_total";
+/// Rows per second this worker ran over the last 10 seconds.
+pub const ROWS_PER_SECOND: &str = "infq_rows_per_second";
+/// Messages ready on a queue (`queue`), polled every `amqp.stats_interval_ms`.
+pub const QUEUE_DEPTH: &str = "infq_queue_depth";
+/// Consumers of a queue (`queue`).
+pub const QUEUE_CONSUMERS: &str = "infq_queue_consumers";
+/// Age of the oldest ready message of a job queue (`queue`), from a worker:
+/// the time since the message its consumers took last was published (the
+/// head of a FIFO queue is never older); 0 while the queue is empty.
+pub const QUEUE_OLDEST_AGE_SECONDS: &str = "infq_queue_oldest_age_seconds";
+/// Messages in the dead-letter queue `<ns>.dead`.
+pub const DLQ_DEPTH: &str = "infq_dlq_depth";
+/// Job messages this worker holds: delivered, not yet acknowledged.
+pub const WORKER_BACKLOG: &str = "infq_worker_backlog";
+/// Ready messages of a queue per consumer (`queue`): the load each worker
+/// faces, what an autoscaler scales on.
+pub const BACKLOG_PER_CONSUMER: &str = "infq_queue_backlog_per_consumer";
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// A value now.
+    Gauge,
+    /// A distribution (`_bucket`, `_sum`, `_count`).
+    Histogram,
+}
+
+/// Every metric: name, kind, which binary exports it and its help text.
+/// `/metrics` carries the help; the README's list and the tests follow it.
+pub const ALL: &[(&str, Kind, Source, &str)] = &[
+    (JOBS_SUBMITTED, Kind::Counter, Source::Producer, "Jobs accepted, by model and priority (a bulk row counts once)."),
+    (JOBS_REJECTED, Kind::Counter, Source::Producer, "Submissions refused, by outcome (invalid, rate_limited, quota_full, unavailable, queue_full)."),
+    (PUBLISH_SECONDS, Kind::Histogram, Source::Producer, "Broker publish-and-confirm duration."),
+    (JOBS_COMPLETED, Kind::Counter, Source::Worker, "Jobs that reached a terminal state, by model, priority and outcome."),
+    (JOB_END_TO_END_SECONDS, Kind::Histogram, Source::Worker, "Time from the producer's acceptance to the stored result."),
+    (QUEUE_WAIT_SECONDS, Kind::Histogram, Source::Worker, "Time from the producer's acceptance until a worker took the job."),
+    (BATCH_WAIT_SECONDS, Kind::Histogram, Source::Worker, "Time a batch spent filling."),
+    (BATCH_SIZE, Kind::Histogram, Source::Worker, "Rows per forward pass."),
+    (INFERENCE_SECONDS, Kind::Histogram, Source::Worker, "Forward pass duration."),
+    (STORE_SECONDS, Kind::Histogram, Source::Worker, "Time to store a batch's results."),
+    (ROWS, Kind::Counter, Source::Worker, "Rows run through a model."),
+    (ROWS_PER_SECOND, Kind::Gauge, Source::Worker, "Rows per second this worker ran over the last 10 seconds."),
+    (WORKER_BACKLOG, Kind::Gauge, Source::Worker, "Job messages this worker holds: delivered, not yet acknowledged."),
+    (QUEUE_OLDEST_AGE_SECONDS, Kind::Gauge, Source::Worker, "Age of the oldest ready message of a job queue, as this worker sees it."),
+    (DEAD_LETTERED, Kind::Counter, Source::Worker, "Messages a worker sent to the dead-letter queue, by reason."),
+    (JOBS_RETRIED, Kind::Counter, Source::Worker, "Jobs sent back through a retry tier after a transient failure."),
+    (WEBHOOK_ATTEMPTS, Kind::Counter, Source::Worker, "Webhook attempts, by outcome."),
+    (WEBHOOK_SECONDS, Kind::Histogram, Source::Worker, "Duration of one webhook attempt."),
+    (QUEUE_DEPTH, Kind::Gauge, Source::Both, "Messages ready on a queue."),
+    (QUEUE_CONSUMERS, Kind::Gauge, Source::Both, "Consumers of a queue."),
+    (BACKLOG_PER_CONSUMER, Kind::Gauge, Source::Both, "Ready messages of a job queue per consumer."),
+    (DLQ_DEPTH, Kind::Gauge, Source::Both, "Messages in the dead-letter queue."),
+    (RECONNECTS, Kind::Counter, Source::Both, "Connections re-established after a failure, by dependency."),
+];
+
+/// Which binary exports a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `infq-producer`.
+    Producer,
+    /// `infq-worker`.
+    Worker,
+    /// Both.
+    Both,
+}
+
+/// Installs the global Prometheus recorder of `source` with buckets fit for
+/// each histogram and help for every metric, and returns the handle that
+/// renders `/metrics`.
+pub fn install(source: Source) -> Result<PrometheusHandle, String> {
     let latency = [
         0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
     let sizes = [
         1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
     ];
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &sizes))
         .map_err(|e| e.to_string())?
         .install_recorder()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    for (name, kind, _, help) in ALL {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
+    // Counters that may stay at zero for a long time are exported from the
+    // start, so a dashboard or alert sees 0 rather than nothing.
+    metrics::counter!(RECONNECTS, "outcome" => "amqp").absolute(0);
+    if source == Source::Worker {
+        metrics::counter!(JOBS_RETRIED).absolute(0);
+    }
+    Ok(handle)
 }

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use infq_common::config::Settings;
+use infq_common::job::Priority;
 use infq_common::registry::Registry;
 use infq_common::shutdown::CancellationToken;
 use infq_common::store::JobStore;
@@ -167,6 +168,22 @@ pub async fn serve(
         state.settings.redis.clone(),
         state.store.done_channel(),
         state.waiters.clone(),
+        shutdown.clone(),
+    ));
+    let topology = Topology::of(&state.settings);
+    let queues = state
+        .registry
+        .names()
+        .iter()
+        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
+        .collect();
+    tokio::spawn(infq_common::queue_stats::watch(
+        state.settings.amqp.clone(),
+        infq_common::queue_stats::Watched {
+            queues,
+            dead: topology.dead_queue(),
+        },
+        None,
         shutdown.clone(),
     ));
     let state_shutdown = state.shutdown.clone();

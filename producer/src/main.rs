@@ -48,7 +48,8 @@ async fn run() -> anyhow::Result<()> {
     }
     let settings = Settings::load(Some(&args.config), &overrides)?;
     infq_common::telemetry::init(&settings.log);
-    let prometheus = infq_common::metrics::install().map_err(anyhow::Error::msg)?;
+    let prometheus = infq_common::metrics::install(infq_common::metrics::Source::Producer)
+        .map_err(anyhow::Error::msg)?;
     let registry = settings.registry()?;
     let addr = settings.producer.listen;
     let state = Arc::new(infq_producer::AppState::new(

@@ -17,6 +17,7 @@ use infq_common::config::AmqpConfig;
 use infq_common::job::{JobError, Priority};
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
+use infq_common::queue_stats::HeadTimes;
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
@@ -27,7 +28,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -70,6 +71,7 @@ pub async fn supervisor_task(
     stats: Arc<WorkerStats>,
     requeuer: Arc<Requeuer>,
     events: Arc<Events>,
+    heads: Arc<HeadTimes>,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
     let routes: Vec<Arc<ModelRoute>> = routes.into_values().map(Arc::new).collect();
@@ -87,6 +89,7 @@ pub async fn supervisor_task(
             &stats,
             &requeuer,
             &events,
+            &heads,
             &shutdown,
             &mut schedule,
         )
@@ -122,6 +125,7 @@ async fn session(
     stats: &Arc<WorkerStats>,
     requeuer: &Requeuer,
     events: &Arc<Events>,
+    heads: &HeadTimes,
     shutdown: &CancellationToken,
     schedule: &mut Schedule,
 ) -> anyhow::Result<Connection> {
@@ -164,11 +168,12 @@ async fn session(
                     FieldTable::default(),
                 )
                 .await?;
-            let settler = Settler::new(ch.clone());
+            let settler = Settler::new(ch.clone(), stats.held.clone());
             consumers.push((ch, tag));
             tasks.spawn(consumer_task(
                 consumer,
                 settler,
+                heads.slot(&queue),
                 lane,
                 route.clone(),
                 store.clone(),
@@ -230,6 +235,7 @@ async fn session(
 async fn consumer_task(
     mut consumer: lapin::Consumer,
     settler: Arc<Settler>,
+    head: Option<Arc<AtomicU64>>,
     lane: Priority,
     route: Arc<ModelRoute>,
     store: JobStore,
@@ -251,8 +257,12 @@ async fn consumer_task(
             }
             None => return "consumer closed",
         };
+        settler.received();
         match JobMessage::decode(&delivery.data) {
             Ok(msg) => {
+                if let Some(h) = &head {
+                    h.fetch_max(msg.created_at_ms, Ordering::Relaxed);
+                }
                 let delivery = Settle {
                     tag: delivery.delivery_tag,
                     settler: settler.clone(),

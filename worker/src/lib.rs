@@ -21,6 +21,8 @@ pub mod writer;
 
 use anyhow::Context;
 use infq_common::config::Settings;
+use infq_common::job::Priority;
+use infq_common::queue_stats::{self, HeadTimes};
 use infq_common::registry::{ModelSpec, Registry};
 use infq_common::shutdown::CancellationToken;
 use infq_common::store::JobStore;
@@ -153,6 +155,21 @@ pub async fn start(
         events.clone(),
         store_retry,
     ));
+    let job_queues: Vec<String> = routes
+        .keys()
+        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
+        .collect();
+    let heads = Arc::new(HeadTimes::new(job_queues.iter().map(String::as_str)));
+    tokio::spawn(queue_stats::watch(
+        settings.amqp.clone(),
+        queue_stats::Watched {
+            queues: job_queues,
+            dead: topology.dead_queue(),
+        },
+        Some(heads.clone()),
+        shutdown.clone(),
+    ));
+    tokio::spawn(gauges_task(stats.clone(), shutdown.clone()));
     let consumer_shutdown = CancellationToken::new();
     let supervisor = tokio::spawn(consumer::supervisor_task(
         settings.amqp.clone(),
@@ -162,6 +179,7 @@ pub async fn start(
         stats.clone(),
         requeuer,
         events,
+        heads,
         consumer_shutdown.clone(),
     ));
     let drain = Duration::from_secs(settings.worker.drain_timeout_secs);
@@ -207,4 +225,31 @@ pub async fn start(
         Ok(())
     });
     Ok(WorkerHandle { stats, task })
+}
+
+/// Seconds over which `infq_rows_per_second` is averaged.
+const RATE_WINDOW: usize = 10;
+
+/// Once a second until shutdown: rows per second over the last
+/// [`RATE_WINDOW`] seconds, and the deliveries this worker holds.
+async fn gauges_task(stats: Arc<WorkerStats>, shutdown: CancellationToken) {
+    let mut rows = std::collections::VecDeque::with_capacity(RATE_WINDOW + 1);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        rows.push_back(WorkerStats::get(&stats.rows));
+        if rows.len() > RATE_WINDOW + 1 {
+            rows.pop_front();
+        }
+        if let (Some(first), Some(last)) = (rows.front(), rows.back()) {
+            let secs = (rows.len() - 1).max(1) as f64;
+            metrics::gauge!(infq_common::metrics::ROWS_PER_SECOND)
+                .set((last - first) as f64 / secs);
+        }
+        let held = stats.held.load(std::sync::atomic::Ordering::Relaxed).max(0);
+        metrics::gauge!(infq_common::metrics::WORKER_BACKLOG).set(held as f64);
+    }
 }

@@ -65,7 +65,8 @@ async fn run() -> anyhow::Result<()> {
     }
     let settings = Settings::load(Some(&args.config), &overrides)?;
     infq_common::telemetry::init(&settings.log);
-    let prometheus = infq_common::metrics::install().map_err(anyhow::Error::msg)?;
+    let prometheus = infq_common::metrics::install(infq_common::metrics::Source::Worker)
+        .map_err(anyhow::Error::msg)?;
     let registry = settings.registry()?;
     let shutdown = infq_common::shutdown::on_signal();
     let handle = infq_worker::start(settings.clone(), registry, shutdown.clone()).await?;

@@ -211,6 +211,8 @@ fn model_thread(
             .record(elapsed.as_secs_f64());
         metrics::histogram!(infq_common::metrics::BATCH_SIZE, "model" => label.clone())
             .record(batch.rows as f64);
+        metrics::counter!(infq_common::metrics::ROWS, "model" => label.clone())
+            .increment(batch.rows as u64);
         tracing::debug!(rows = batch.rows, ?elapsed, "batch ran");
         drop(_enter);
         let cmd = WriterCommand::Store {

@@ -10,6 +10,7 @@
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
@@ -50,21 +51,55 @@ impl Window {
     pub fn waiting(&self) -> usize {
         self.settled.len()
     }
+
+    /// Tags settled in all: delivery tags run 1, 2, 3... on a channel.
+    pub fn count(&self) -> u64 {
+        self.floor + self.settled.len() as u64
+    }
 }
 
-/// Settles the deliveries of one channel.
+/// Settles the deliveries of one channel, and keeps the worker's count of
+/// deliveries held (received, not settled) up to date.
 pub struct Settler {
     channel: Option<Channel>,
     window: Mutex<Window>,
+    /// Deliveries received on the channel.
+    received: AtomicU64,
+    /// The worker-wide count of deliveries held.
+    held: Option<Arc<AtomicI64>>,
 }
 
 impl Settler {
     /// A settler for `channel`.
-    pub fn new(channel: Channel) -> Arc<Self> {
+    pub fn new(channel: Channel, held: Arc<AtomicI64>) -> Arc<Self> {
         Arc::new(Self {
             channel: Some(channel),
             window: Mutex::new(Window::default()),
+            received: AtomicU64::new(0),
+            held: Some(held),
         })
+    }
+
+    /// Counts a delivery received on the channel.
+    pub fn received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.held {
+            h.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Settles tags in the window and counts them off the deliveries held.
+    fn settle(
+        &self,
+        window: &mut Window,
+        tags: impl IntoIterator<Item = (u64, bool)>,
+    ) -> Option<u64> {
+        let before = window.count();
+        let upto = window.settle(tags);
+        if let Some(h) = &self.held {
+            h.fetch_sub((window.count() - before) as i64, Ordering::Relaxed);
+        }
+        upto
     }
 
     /// A settler that sends nothing, for deliveries made up in tests.
@@ -72,6 +107,8 @@ impl Settler {
         Arc::new(Self {
             channel: None,
             window: Mutex::new(Window::default()),
+            received: AtomicU64::new(0),
+            held: None,
         })
     }
 
@@ -81,7 +118,7 @@ impl Settler {
         // The lock is held while sending, so acks leave in tag order.
         let mut window = self.window.lock().await;
         if let (Some(upto), Some(ch)) = (
-            window.settle(tags.iter().map(|t| (*t, true))),
+            self.settle(&mut window, tags.iter().map(|t| (*t, true))),
             &self.channel,
         ) {
             ch.basic_ack(upto, BasicAckOptions { multiple: true })
@@ -103,11 +140,26 @@ impl Settler {
             )
             .await?;
         }
-        if let (Some(upto), Some(ch)) = (window.settle([(tag, false)]), &self.channel) {
+        if let (Some(upto), Some(ch)) = (self.settle(&mut window, [(tag, false)]), &self.channel) {
             ch.basic_ack(upto, BasicAckOptions { multiple: true })
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Settler {
+    /// A channel gone (reconnect, shutdown) returns what it held to the
+    /// broker: it is no longer this worker's.
+    fn drop(&mut self) {
+        if let Some(h) = &self.held {
+            let settled = self.window.get_mut().count();
+            let left = self
+                .received
+                .load(Ordering::Relaxed)
+                .saturating_sub(settled);
+            h.fetch_sub(left as i64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -138,6 +190,19 @@ mod tests {
             None,
             "old tags are ignored"
         );
+    }
+
+    #[test]
+    fn settled_tags_are_counted_once() {
+        let mut w = Window::default();
+        w.settle([(2, true), (3, false)]);
+        assert_eq!(w.count(), 2);
+        w.settle([(2, true)]);
+        assert_eq!(w.count(), 2, "a tag settled twice counts once");
+        w.settle([(1, true)]);
+        assert_eq!(w.count(), 3);
+        w.settle([(1, true)]);
+        assert_eq!(w.count(), 3, "below the floor: already counted");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Prometheus gets the same figures through the `metrics` facade; these
 //! atomics exist so readiness and in-process tests can read them directly.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Live counters of one worker.
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     /// Jobs sent back through a retry tier after a transient failure.
     pub jobs_retried: AtomicU64,
+    /// Job messages delivered to this worker and not yet settled.
+    pub held: Arc<AtomicI64>,
 }
 
 impl WorkerStats {

@@ -1,0 +1,196 @@
+//! Queue depths for `/metrics`: a small task on its own broker connection
+//! reads each queue's ready messages and consumers every
+//! `amqp.stats_interval_ms` with a passive declare (which changes nothing on
+//! the broker) and sets the `infq_queue_*` and `infq_dlq_depth` gauges.
+//!
+//! Workers also pass [`HeadTimes`]: the publish time of the last message
+//! their consumers took from each job queue. A job queue is FIFO, so the
+//! message at its head was published no earlier than that one; the time
+//! since is the age of the oldest ready message as this worker sees it.
+
+use crate::config::AmqpConfig;
+use crate::metrics as m;
+use crate::shutdown::CancellationToken;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Per job queue, the publish time (epoch ms) of the newest message taken.
+#[derive(Debug, Default)]
+pub struct HeadTimes {
+    slots: HashMap<String, Arc<AtomicU64>>,
+}
+
+impl HeadTimes {
+    /// Slots for these queues.
+    pub fn new<'a>(queues: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            slots: queues
+                .into_iter()
+                .map(|q| (q.to_string(), Arc::new(AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// The slot a consumer of `queue` records into (`fetch_max` of each
+    /// taken message's publish time); `None` for a queue not watched.
+    pub fn slot(&self, queue: &str) -> Option<Arc<AtomicU64>> {
+        self.slots.get(queue).cloned()
+    }
+
+    /// Seconds the head of `queue` has waited, given `ready` messages on it
+    /// at `now_ms`; `None` until a message of it was taken.
+    pub fn oldest_age(&self, queue: &str, ready: u32, now_ms: u64) -> Option<f64> {
+        if ready == 0 {
+            return Some(0.0);
+        }
+        let taken = self.slots.get(queue)?.load(Ordering::Relaxed);
+        (taken > 0).then(|| now_ms.saturating_sub(taken) as f64 / 1000.0)
+    }
+}
+
+/// What one poll read of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready for delivery.
+    pub ready: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// Which queues to watch.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Job queues (and any other queue worth a depth gauge).
+    pub queues: Vec<String>,
+    /// The dead-letter queue, reported as `infq_dlq_depth` too.
+    pub dead: String,
+}
+
+/// Reads one queue's counts; `Ok(None)` when the queue does not exist (the
+/// broker then closes `ch`, so the caller opens a new one).
+pub async fn read(ch: &Channel, queue: &str) -> lapin::Result<Option<QueueCounts>> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch
+        .queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+    {
+        Ok(q) => Ok(Some(QueueCounts {
+            ready: q.message_count(),
+            consumers: q.consumer_count(),
+        })),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_not_found(e: &lapin::Error) -> bool {
+    e.to_string().contains("NOT_FOUND") || e.to_string().contains("404")
+}
+
+/// Sets the gauges of one queue.
+pub fn publish(queue: &str, counts: QueueCounts, dead: bool, age: Option<f64>) {
+    let q = queue.to_string();
+    metrics::gauge!(m::QUEUE_DEPTH, "queue" => q.clone()).set(f64::from(counts.ready));
+    metrics::gauge!(m::QUEUE_CONSUMERS, "queue" => q.clone()).set(f64::from(counts.consumers));
+    if dead {
+        metrics::gauge!(m::DLQ_DEPTH).set(f64::from(counts.ready));
+        return;
+    }
+    let per = f64::from(counts.ready) / f64::from(counts.consumers.max(1));
+    metrics::gauge!(m::BACKLOG_PER_CONSUMER, "queue" => q.clone()).set(per);
+    if let Some(age) = age {
+        metrics::gauge!(m::QUEUE_OLDEST_AGE_SECONDS, "queue" => q).set(age);
+    }
+}
+
+/// Polls until `shutdown`, reconnecting after any broker failure.
+pub async fn watch(
+    cfg: AmqpConfig,
+    watched: Watched,
+    heads: Option<Arc<HeadTimes>>,
+    shutdown: CancellationToken,
+) {
+    let every = Duration::from_millis(cfg.stats_interval_ms);
+    let mut conn: Option<(Connection, Channel)> = None;
+    loop {
+        if conn.is_none() {
+            conn = open(&cfg).await;
+        }
+        if let Some((c, ch)) = conn.take() {
+            match poll(&c, ch, &watched, heads.as_deref()).await {
+                Ok(ch) => conn = Some((c, ch)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue stats: broker read failed; reconnecting");
+                    crate::amqp::close(&c, "queue stats reconnecting").await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+    if let Some((c, _)) = conn {
+        crate::amqp::close(&c, "shut down").await;
+    }
+}
+
+async fn open(cfg: &AmqpConfig) -> Option<(Connection, Channel)> {
+    let conn = crate::amqp::connect(cfg, "infq-queue-stats").await.ok()?;
+    let ch = conn.create_channel().await.ok()?;
+    Some((conn, ch))
+}
+
+/// One round over every queue; returns the channel to use next time.
+async fn poll(
+    conn: &Connection,
+    mut ch: Channel,
+    watched: &Watched,
+    heads: Option<&HeadTimes>,
+) -> lapin::Result<Channel> {
+    let all = watched
+        .queues
+        .iter()
+        .map(|q| (q, false))
+        .chain([(&watched.dead, true)]);
+    for (queue, dead) in all {
+        match read(&ch, queue).await? {
+            Some(counts) => {
+                let now = crate::job::now_ms();
+                let age = heads.and_then(|h| h.oldest_age(queue, counts.ready, now));
+                publish(queue, counts, dead, age);
+            }
+            // Not declared yet: nothing to report, and the broker closed
+            // the channel.
+            None => ch = conn.create_channel().await?,
+        }
+    }
+    Ok(ch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oldest_age_follows_the_last_message_taken() {
+        let heads = HeadTimes::new(["a", "b"]);
+        assert_eq!(heads.oldest_age("a", 0, 10_000), Some(0.0), "empty queue");
+        assert_eq!(heads.oldest_age("a", 5, 10_000), None, "nothing taken yet");
+        let slot = heads.slot("a").unwrap();
+        slot.fetch_max(7_000, Ordering::Relaxed);
+        slot.fetch_max(6_000, Ordering::Relaxed);
+        assert_eq!(heads.oldest_age("a", 5, 10_000), Some(3.0));
+        assert_eq!(heads.oldest_age("b", 5, 10_000), None);
+        assert!(heads.slot("c").is_none());
+        assert_eq!(heads.oldest_age("c", 5, 10_000), None);
+    }
+}
