@@ -465,3 +465,38 @@ fn the_readme_documents_every_metric() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_its_broker_is_alive_but_says_which_check_fails() {
+    let ns = format!("ops{}", uuid::Uuid::new_v4().simple());
+    let mut env = env_of(&ns, "warn");
+    // Nothing listens on port 1.
+    env.push((
+        "INFQ_AMQP__URL",
+        "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+    ));
+    env.push(("INFQ_AMQP__CONNECT_TIMEOUT_MS", "500".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    let base = format!("http://{}", worker.addr);
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            assert_eq!(r.status(), 503);
+            body = r.json().await.unwrap();
+            if body["checks"]["models"] == "ok" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["status"], "not_ready", "{body}");
+    assert_eq!(body["checks"]["models"], "ok", "{body}");
+    assert_eq!(body["checks"]["broker"], "down", "{body}");
+    assert_eq!(body["checks"]["redis"], "ok", "{body}");
+    let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "alive all the same");
+}

@@ -48,11 +48,20 @@ async fn readyz(State(s): State<HealthState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let word = |ok: bool| if ok { "ok" } else { "down" };
+    let loaded = format!(
+        "{}/{} loaded",
+        s.stats.models_ready.load(Ordering::Relaxed),
+        s.stats.models_total.load(Ordering::Relaxed)
+    );
     (
         code,
         Json(json!({
             "status": if ready { "ready" } else { "not_ready" },
-            "checks": {"models": word(models), "broker": word(broker), "redis": word(redis)},
+            "checks": {
+                "models": if models { "ok".to_string() } else { format!("loading: {loaded}") },
+                "broker": word(broker),
+                "redis": word(redis),
+            },
         })),
     )
 }

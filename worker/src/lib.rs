@@ -77,8 +77,21 @@ pub async fn start(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<WorkerHandle> {
+    start_with(settings, registry, shutdown, Arc::default()).await
+}
+
+/// [`start`], counting into `stats`, which a health server may already
+/// be reporting while the models load.
+pub async fn start_with(
+    settings: Settings,
+    registry: Registry,
+    shutdown: CancellationToken,
+    stats: Arc<WorkerStats>,
+) -> anyhow::Result<WorkerHandle> {
     let specs = served_models(&settings, &registry)?;
-    let stats = Arc::new(WorkerStats::default());
+    stats
+        .models_total
+        .store(specs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
     let topology = Topology::of(&settings);
     let requeuer = Arc::new(requeue::Requeuer::new(
@@ -125,6 +138,9 @@ pub async fn start(
         )
         .await
         .with_context(|| format!("loading model {} from {}", spec.id(), spec.path.display()))?;
+        stats
+            .models_ready
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (senders, lanes) = batcher::Lanes::new(2 * spec.max_batch_size);
         routes
             .entry(spec.name.clone())

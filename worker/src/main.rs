@@ -69,10 +69,11 @@ async fn run() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let registry = settings.registry()?;
     let shutdown = infq_common::shutdown::on_signal();
-    let handle = infq_worker::start(settings.clone(), registry, shutdown.clone()).await?;
+    // Probes answer while the models load: alive, not ready yet.
+    let stats = std::sync::Arc::new(infq_worker::WorkerStats::default());
     if let Some(addr) = settings.worker.listen {
         let store = infq_common::store::JobStore::new(&settings.redis, &settings.namespace)?;
-        let app = infq_worker::health::router(handle.stats.clone(), store, Some(prometheus));
+        let app = infq_worker::health::router(stats.clone(), store, Some(prometheus));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -84,6 +85,8 @@ async fn run() -> anyhow::Result<()> {
                 .await;
         });
     }
+    let handle =
+        infq_worker::start_with(settings.clone(), registry, shutdown.clone(), stats).await?;
     handle.join().await?;
     tracing::info!("worker stopped");
     Ok(())

@@ -11,6 +11,10 @@ use std::sync::Arc;
 pub struct WorkerStats {
     /// Every served model is loaded.
     pub models_loaded: AtomicBool,
+    /// Models (versions) this worker serves.
+    pub models_total: AtomicU64,
+    /// Of those, loaded so far.
+    pub models_ready: AtomicU64,
     /// The broker connection and its consumers are up.
     pub broker_connected: AtomicBool,
     /// The worker has drained and stopped.
