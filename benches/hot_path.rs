@@ -43,11 +43,15 @@ fn pending(bodies: &[Vec<u8>]) -> Vec<Pending> {
     bodies
         .iter()
         .enumerate()
-        .map(|(i, b)| Pending {
-            msg: JobMessage::decode(b).expect("valid"),
-            delivery: Settle::detached(i as u64 + 1),
-            lane: Priority::Interactive,
-            received: Instant::now(),
+        .map(|(i, b)| {
+            let msg = JobMessage::decode(b).expect("valid");
+            Pending {
+                span: Pending::span_of(&msg, None),
+                msg,
+                delivery: Settle::detached(i as u64 + 1),
+                lane: Priority::Interactive,
+                received: Instant::now(),
+            }
         })
         .collect()
 }

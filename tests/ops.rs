@@ -500,3 +500,94 @@ async fn a_worker_without_its_broker_is_alive_but_says_which_check_fails() {
     let r = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "alive all the same");
 }
+
+/// The JSON log lines written as spans named `name` closed.
+fn closed_spans(log: &std::path::Path, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "close" && v["span"]["name"] == name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_spans_carry_its_trace_from_submit_to_stored_result_and_name_its_batch() {
+    let ns = format!("ops{}", uuid::Uuid::new_v4().simple());
+    let mut env = env_of(&ns, "warn,infq::job=debug,infq_worker::batcher=info");
+    env.push(("INFQ_LOG__JSON", "true".into()));
+    env.push(("INFQ_LOG__SPANS", "true".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = json!({"model": "credit-default", "inputs": [0, 1500.0, 20000.0]});
+    let traced: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let plain: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .header("traceparent", "00-zz-not-a-trace")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids = [
+        traced["id"].as_str().unwrap(),
+        plain["id"].as_str().unwrap(),
+    ];
+    for id in ids {
+        assert_eq!(wait_job(&http, &base, id).await["status"], "succeeded");
+    }
+    let plain_trace = ids[1].replace('-', "");
+    // Span lines are written as the spans close, just after the answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let submitted = closed_spans(&producer.log, "job");
+    let run = closed_spans(&worker.log, "job");
+    let batches = closed_spans(&worker.log, "batch");
+    for (id, trace) in [(ids[0], trace), (ids[1], plain_trace.as_str())] {
+        let s = submitted
+            .iter()
+            .find(|v| v["span"]["job_id"] == id)
+            .unwrap_or_else(|| panic!("no submit span of {id}: {submitted:?}"));
+        assert_eq!(s["span"]["trace_id"], trace, "{s}");
+        assert_eq!(s["span"]["stage"], "submit");
+        let r = run
+            .iter()
+            .find(|v| v["span"]["job_id"] == id)
+            .unwrap_or_else(|| panic!("no worker span of {id}: {run:?}"));
+        assert_eq!(r["span"]["trace_id"], trace, "{r}");
+        assert_eq!(r["span"]["outcome"], "succeeded", "{r}");
+        assert!(r["span"]["e2e_ms"].as_u64().is_some(), "{r}");
+        assert!(
+            r["time.busy"].is_string() && r["time.idle"].is_string(),
+            "{r}"
+        );
+        let batch = &r["span"]["batch"];
+        assert!(
+            batches.iter().any(|b| &b["span"]["batch"] == batch),
+            "batch {batch} of {id} has no span: {batches:?}"
+        );
+    }
+    drop(producer);
+    drop(worker);
+    cleanup(&ns).await;
+}

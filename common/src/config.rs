@@ -376,6 +376,9 @@ pub struct LogConfig {
     pub json: bool,
     /// Default filter when `RUST_LOG` is unset.
     pub filter: String,
+    /// A line when each enabled span closes, with its duration: per job
+    /// (`infq::job` at debug) and per batch.
+    pub spans: bool,
 }
 
 impl Default for LogConfig {
@@ -383,6 +386,7 @@ impl Default for LogConfig {
         Self {
             json: false,
             filter: "info".into(),
+            spans: false,
         }
     }
 }

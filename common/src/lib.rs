@@ -20,5 +20,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod topology;
+pub mod trace;
 pub mod views;
 pub mod webhooks;

@@ -150,12 +150,30 @@ impl Publisher {
 
     /// Publishes a job and waits for the broker's confirm.
     pub async fn publish(&self, msg: &JobMessage) -> Result<(), PublishError> {
-        let props = BasicProperties::default()
+        self.publish_traced(msg, None).await
+    }
+
+    /// [`Self::publish`], with a W3C `traceparent` in the message's
+    /// headers when the client sent one.
+    pub async fn publish_traced(
+        &self,
+        msg: &JobMessage,
+        traceparent: Option<String>,
+    ) -> Result<(), PublishError> {
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
             .with_message_id(message_id(msg).into())
             .with_timestamp(msg.created_at_ms / 1000);
+        if let Some(tp) = traceparent {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert(
+                infq_common::trace::TRACEPARENT.into(),
+                lapin::types::AMQPValue::LongString(tp.into()),
+            );
+            props = props.with_headers(headers);
+        }
         let key = Topology::routing_key(&msg.model, msg.priority);
         self.publish_to(self.topology.jobs_exchange(), key, msg.encode(), props)
             .await

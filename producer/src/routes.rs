@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -50,34 +51,48 @@ pub async fn submit_job(
     let wait = q.seconds(state.settings.producer.max_wait_secs)?;
     let body = body.map_err(|r| body_error(r, state.settings.producer.max_body_bytes))?;
     let key = idempotency::key(&headers)?.map(str::to_string);
+    let trace = headers
+        .get(infq_common::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(infq_common::trace::parse_traceparent);
+    let span = tracing::debug_span!(
+        target: infq_common::trace::JOB_TARGET,
+        "job",
+        stage = "submit",
+        job_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
     // The work runs to its end even if the client goes away, so no job is
     // left recorded but unpublished and no key is left pending.
-    tokio::spawn(async move {
-        let (accepted, replayed) = submit_idempotent(&state, &caller, key, body).await?;
-        if wait > 0.0 {
-            if let Ok(id) = JobId::parse_str(accepted.body["id"].as_str().unwrap_or_default()) {
-                let read = || async {
-                    state
-                        .store
-                        .get(&id)
-                        .await?
-                        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
-                };
-                let rec = poll_until(&state, id, wait, read, |r: &JobRecord| {
-                    r.status.is_terminal()
-                })
-                .await?;
-                if rec.status.is_terminal() {
-                    let mut resp = Json(JobView::from(rec)).into_response();
-                    if let Ok(v) = HeaderValue::from_str(&accepted.location) {
-                        resp.headers_mut().insert(header::LOCATION, v);
+    tokio::spawn(
+        async move {
+            let (accepted, replayed) = submit_idempotent(&state, &caller, key, body, trace).await?;
+            if wait > 0.0 {
+                if let Ok(id) = JobId::parse_str(accepted.body["id"].as_str().unwrap_or_default()) {
+                    let read = || async {
+                        state
+                            .store
+                            .get(&id)
+                            .await?
+                            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
+                    };
+                    let rec = poll_until(&state, id, wait, read, |r: &JobRecord| {
+                        r.status.is_terminal()
+                    })
+                    .await?;
+                    if rec.status.is_terminal() {
+                        let mut resp = Json(JobView::from(rec)).into_response();
+                        if let Ok(v) = HeaderValue::from_str(&accepted.location) {
+                            resp.headers_mut().insert(header::LOCATION, v);
+                        }
+                        return Ok(resp);
                     }
-                    return Ok(resp);
                 }
             }
+            Ok(accepted.response(replayed))
         }
-        Ok(accepted.response(replayed))
-    })
+        .instrument(span),
+    )
     .await
     .map_err(|e| ApiError::Internal(format!("submission task: {e}")))?
 }
@@ -89,9 +104,10 @@ async fn submit_idempotent(
     caller: &Caller,
     key: Option<String>,
     body: Bytes,
+    trace: Option<String>,
 ) -> Result<(Accepted, bool), ApiError> {
     let Some(key) = key else {
-        return Ok((submit(state, caller, &body).await?, false));
+        return Ok((submit(state, caller, &body, trace).await?, false));
     };
     // Keys are the tenant's own: another tenant's key never collides.
     let scope = format!("{}/jobs", caller.name());
@@ -102,7 +118,7 @@ async fn submit_idempotent(
         .begin(&redis_key, &hash, idempotency::PENDING_JOB_MS)
         .await?
     {
-        Begin::New(claimed) => match submit(state, caller, &body).await {
+        Begin::New(claimed) => match submit(state, caller, &body, trace).await {
             Ok(accepted) => {
                 idempotency::remember(state, &claimed, &hash, &accepted).await;
                 Ok((accepted, false))
@@ -118,7 +134,12 @@ async fn submit_idempotent(
     }
 }
 
-async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accepted, ApiError> {
+async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+    trace: Option<String>,
+) -> Result<Accepted, ApiError> {
     let job = match validate(body, &state.registry, state.guard.as_ref()) {
         Ok(job) => job,
         Err(e) => {
@@ -130,6 +151,14 @@ async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accept
         crate::deliveries::check_url_resolves(state, url).await?;
     }
     let id = new_job_id();
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("job_id", tracing::field::display(id));
+        span.record(
+            "trace_id",
+            infq_common::trace::trace_id(trace.as_deref(), &id),
+        );
+    }
     let created_at_ms = now_ms();
     let record = NewJob {
         id,
@@ -160,7 +189,8 @@ async fn submit(state: &AppState, caller: &Caller, body: &[u8]) -> Result<Accept
         tenant: record.tenant.clone(),
         retention_ms: record.retention_ms,
     };
-    if let Err(e) = state.publisher.publish(&msg).await {
+    let traceparent = trace.as_deref().map(infq_common::trace::traceparent);
+    if let Err(e) = state.publisher.publish_traced(&msg, traceparent).await {
         let full = matches!(e, crate::publisher::PublishError::Nacked);
         let outcome = if full { "queue_full" } else { "unavailable" };
         metrics::counter!(m::JOBS_REJECTED, "model" => record.model.clone(), "outcome" => outcome)

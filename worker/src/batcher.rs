@@ -193,7 +193,15 @@ pub async fn batcher_task(
         for job in &runnable {
             inputs.extend_from_slice(&job.msg.inputs);
         }
-        let span = tracing::info_span!("batch", model = %spec.id(), rows, jobs = runnable.len());
+        let batch = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span =
+            tracing::info_span!("batch", batch, model = %spec.id(), rows, jobs = runnable.len());
+        for job in &runnable {
+            if !job.span.is_disabled() {
+                job.span.record("batch", batch);
+                job.span.follows_from(&span);
+            }
+        }
         permit.send(ModelCommand::Infer(Batch {
             jobs: runnable,
             inputs,
@@ -206,6 +214,10 @@ pub async fn batcher_task(
     // the broker redelivers them.
     tracing::debug!(model = %spec.id(), "batcher stopped");
 }
+
+/// Numbers the batches of this worker process, for the `batch` field that
+/// links each job's span to its batch's.
+static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Sorts a batch: expired jobs end here (through the writer); the rest are
 /// claimed in one round trip, those already terminal or stored are
@@ -335,6 +347,7 @@ mod tests {
             delivery: crate::pending::Settle::detached(d.delivery_tag),
             lane,
             received: Instant::now(),
+            span: tracing::Span::none(),
         }
     }
 

@@ -263,11 +263,12 @@ async fn consumer_task(
                 if let Some(h) = &head {
                     h.fetch_max(msg.created_at_ms, Ordering::Relaxed);
                 }
+                let span = Pending::span_of(&msg, delivery.properties.headers().as_ref());
                 let delivery = Settle {
                     tag: delivery.delivery_tag,
                     settler: settler.clone(),
                 };
-                if !route_job(msg, delivery, lane, &route, &store, &events).await {
+                if !route_job(msg, delivery, span, lane, &route, &store, &events).await {
                     return "batcher gone";
                 }
             }
@@ -280,6 +281,7 @@ async fn consumer_task(
 async fn route_job(
     msg: JobMessage,
     delivery: Settle,
+    span: tracing::Span,
     lane: Priority,
     route: &ModelRoute,
     store: &JobStore,
@@ -294,6 +296,7 @@ async fn route_job(
         return fail_or_dead_letter(
             msg,
             delivery,
+            span,
             lane,
             "unknown_model_version",
             reason,
@@ -310,8 +313,17 @@ async fn route_job(
             msg.inputs.len(),
             spec.width()
         );
-        return fail_or_dead_letter(msg, delivery, lane, "invalid_input", reason, store, events)
-            .await;
+        return fail_or_dead_letter(
+            msg,
+            delivery,
+            span,
+            lane,
+            "invalid_input",
+            reason,
+            store,
+            events,
+        )
+        .await;
     }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,
@@ -322,15 +334,18 @@ async fn route_job(
         delivery,
         lane,
         received: Instant::now(),
+        span,
     };
     tx.send(pending).await.is_ok()
 }
 
 /// Ends a message that decoded but cannot run: a single job is recorded as
 /// failed and acknowledged; a chunk is dead-lettered.
+#[allow(clippy::too_many_arguments)]
 async fn fail_or_dead_letter(
     msg: JobMessage,
     delivery: Settle,
+    span: tracing::Span,
     lane: Priority,
     code: &str,
     reason: String,
@@ -343,11 +358,13 @@ async fn fail_or_dead_letter(
         let _ = delivery.reject(false).await;
         return true;
     }
+    span.record("outcome", code);
     let pending = Pending {
         delivery,
         lane,
         received: Instant::now(),
         msg,
+        span,
     };
     let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
     let due: Vec<_> = crate::webhooks::events::for_job(&pending.msg)

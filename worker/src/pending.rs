@@ -54,9 +54,29 @@ pub struct Pending {
     pub lane: Priority,
     /// When the worker received it, for batch-wait timing.
     pub received: Instant,
+    /// The job's span in this worker (`infq::job`, debug level: disabled
+    /// unless `RUST_LOG` enables it); closes when the job is settled.
+    pub span: tracing::Span,
 }
 
 impl Pending {
+    /// The span of a job taken from the queue, continuing the trace of a
+    /// `traceparent` the message carries.
+    pub fn span_of(msg: &JobMessage, headers: Option<&lapin::types::FieldTable>) -> tracing::Span {
+        tracing::debug_span!(
+            target: infq_common::trace::JOB_TARGET,
+            "job",
+            stage = "run",
+            job_id = %msg.id,
+            trace_id = %infq_common::trace::trace_id(trace_of(headers).as_deref(), &msg.id),
+            model = %msg.model,
+            chunk = msg.chunk.map(|c| c.index),
+            batch = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            e2e_ms = tracing::field::Empty,
+        )
+    }
+
     /// Rows this job contributes to a batch.
     pub fn rows(&self, width: usize) -> usize {
         self.msg.inputs.len().checked_div(width).unwrap_or(0)
@@ -65,5 +85,15 @@ impl Pending {
     /// The record fields, for claims and for rewriting a missing record.
     pub fn record(&self) -> NewJob {
         NewJob::from_message(&self.msg)
+    }
+}
+
+/// The trace id of a message's `traceparent` header, if it has a valid one.
+fn trace_of(headers: Option<&lapin::types::FieldTable>) -> Option<String> {
+    match headers?.inner().get(infq_common::trace::TRACEPARENT)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            infq_common::trace::parse_traceparent(std::str::from_utf8(s.as_bytes()).ok()?)
+        }
+        _ => None,
     }
 }

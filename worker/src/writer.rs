@@ -299,6 +299,11 @@ impl Cycle {
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let now = now_ms();
         for (job, out) in jobs.iter().zip(&updates) {
+            if !job.span.is_disabled() {
+                job.span.record("outcome", out.label());
+                job.span
+                    .record("e2e_ms", now.saturating_sub(job.msg.created_at_ms));
+            }
             let model = job.msg.model.clone();
             metrics::counter!(m::JOBS_COMPLETED, "model" => model.clone(), "priority" => job.lane.as_str(), "outcome" => out.label())
                 .increment(1);
@@ -492,6 +497,7 @@ mod tests {
             delivery: crate::pending::Settle::detached(d.delivery_tag),
             lane: infq_common::job::Priority::Bulk,
             received: std::time::Instant::now(),
+            span: tracing::Span::none(),
         }
     }
 
