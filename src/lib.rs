@@ -287,3 +287,53 @@ pub fn reference_outputs(registry: &Registry, rows: &[[f32; 3]]) -> anyhow::Resu
     infq_worker::model::forward(&module, tch::Device::Cpu, &flat, rows.len(), 3)
         .map_err(anyhow::Error::msg)
 }
+
+/// Runs rows through the model at `address` (`name` or `name@version`)
+/// directly on the CPU, as the worker would: one output vector per row.
+pub fn model_outputs(
+    registry: &Registry,
+    address: &str,
+    rows: &[Vec<f32>],
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let spec = registry
+        .resolve(address)
+        .with_context(|| format!("{address} in the registry"))?;
+    let module = infq_worker::model::load(spec, tch::Device::Cpu)?;
+    let _g = tch::no_grad_guard();
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let out =
+        infq_worker::model::forward(&module, tch::Device::Cpu, &flat, rows.len(), spec.width())
+            .map_err(anyhow::Error::msg)?;
+    Ok(out
+        .chunks(spec.outputs.len())
+        .map(<[f32]>::to_vec)
+        .collect())
+}
+
+/// Synthetic rows for `txn-risk`: 12 months of (spend, payment_ratio,
+/// utilization, cash_advances), then tenure in months; deterministic per
+/// `seed`.
+pub fn txn_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) as f32
+    };
+    (0..n)
+        .map(|_| {
+            let mut row = Vec::with_capacity(49);
+            for _ in 0..12 {
+                row.push(5.0 * next());
+                row.push(1.5 * next());
+                row.push(1.5 * next());
+                row.push((4.0 * next()).floor());
+            }
+            row.push((3.0 + 237.0 * next()).floor());
+            row
+        })
+        .collect()
+}

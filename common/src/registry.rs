@@ -61,6 +61,11 @@ pub struct FeatureSpec {
     /// Element type.
     #[serde(default)]
     pub dtype: Dtype,
+    /// Dimensions of a tensor feature (`[12, 4]`: 12 rows of 4); empty
+    /// for a single number. Its values follow one another in row-major
+    /// order in the model's input row.
+    #[serde(default)]
+    pub shape: Vec<usize>,
     /// Smallest accepted value, if the domain is bounded.
     pub min: Option<f64>,
     /// Largest accepted value, if the domain is bounded.
@@ -68,6 +73,13 @@ pub struct FeatureSpec {
     /// What the feature means, for `GET /v1/models`.
     #[serde(default)]
     pub description: String,
+}
+
+impl FeatureSpec {
+    /// Number of values: the product of the shape (1 for a number).
+    pub fn size(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 /// One named output column of the model's `[N, outputs]` result.
@@ -111,6 +123,38 @@ pub struct ModelSpec {
     /// `auto` (a GPU when present), `cpu`, or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Model threads on the device, each with its own copy of the model,
+    /// taking batches in turn.
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+    /// Arithmetic on a GPU: `f32`, `f16` or `bf16` (inputs and outputs stay
+    /// f32); on a CPU always `f32`.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Floating-point precision a model runs in on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// The name used in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 fn default_max_batch_size() -> usize {
@@ -122,11 +166,49 @@ fn default_max_batch_delay_ms() -> u64 {
 fn default_device() -> String {
     "auto".into()
 }
+fn default_instances() -> usize {
+    1
+}
+
+/// Most values in one model input row.
+pub const MAX_WIDTH: usize = 65_536;
 
 impl ModelSpec {
-    /// Number of input columns.
+    /// Number of values in one input row: every feature's, in order.
     pub fn width(&self) -> usize {
-        self.inputs.len()
+        self.inputs.iter().map(FeatureSpec::size).sum()
+    }
+
+    /// Where each feature's values start in the input row.
+    pub fn offsets(&self) -> Vec<usize> {
+        self.inputs
+            .iter()
+            .scan(0, |at, f| {
+                let start = *at;
+                *at += f.size();
+                Some(start)
+            })
+            .collect()
+    }
+
+    /// Whether every feature is a single number.
+    pub fn is_scalar(&self) -> bool {
+        self.inputs.iter().all(|f| f.shape.is_empty())
+    }
+
+    /// Names of the input row's values, for CSV headers: a number's name,
+    /// and `name[k]` for value k (row-major) of a tensor feature, each with
+    /// the index of its feature.
+    pub fn columns(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::with_capacity(self.width());
+        for (i, f) in self.inputs.iter().enumerate() {
+            if f.shape.is_empty() {
+                out.push((i, f.name.clone()));
+            } else {
+                out.extend((0..f.size()).map(|k| (i, format!("{}[{k}]", f.name))));
+            }
+        }
+        out
     }
 
     /// `name@version`, the model's full address.
@@ -261,6 +343,22 @@ impl Registry {
                         format!("input names must be non-empty and unique (`{}`)", f.name),
                     ));
                 }
+                if f.shape.iter().any(|d| !(1..=MAX_WIDTH).contains(d))
+                    || f.shape.len() > 4
+                    || f.shape
+                        .iter()
+                        .try_fold(1usize, |a, d| a.checked_mul(*d))
+                        .is_none_or(|n| n > MAX_WIDTH)
+                {
+                    return Err(invalid(
+                        label,
+                        "inputs.shape",
+                        format!(
+                            "`{}`: at most 4 dimensions of at least 1, and at most {MAX_WIDTH} values",
+                            f.name
+                        ),
+                    ));
+                }
                 match (f.min, f.max) {
                     (Some(lo), _) if !lo.is_finite() => {
                         return Err(invalid(label, "inputs.min", "must be finite".into()))
@@ -277,6 +375,13 @@ impl Registry {
                     }
                     _ => {}
                 }
+            }
+            if m.width() > MAX_WIDTH {
+                return Err(invalid(
+                    label,
+                    "inputs",
+                    format!("{} values in all; at most {MAX_WIDTH}", m.width()),
+                ));
             }
             if m.outputs.is_empty() {
                 return Err(invalid(
@@ -304,6 +409,20 @@ impl Registry {
                     label,
                     "device",
                     format!("`{}`: use auto, cpu or cuda:N", m.device),
+                ));
+            }
+            if !(1..=16).contains(&m.instances) {
+                return Err(invalid(
+                    label,
+                    "instances",
+                    "must be between 1 and 16".into(),
+                ));
+            }
+            if m.precision != Precision::F32 && parse_device(&m.device) == Some(DeviceChoice::Cpu) {
+                return Err(invalid(
+                    label,
+                    "precision",
+                    format!("`{}` needs a GPU; device is cpu", m.precision.as_str()),
                 ));
             }
         }
@@ -418,6 +537,27 @@ max_batch_size = 128
     }
 
     #[test]
+    fn tensor_features_lay_out_row_major_after_one_another() {
+        let text = GOOD.replacen(
+            "{ name = \"balance\" }",
+            "{ name = \"balance\", shape = [2, 3] }",
+            1,
+        );
+        let r = parse(&text).unwrap();
+        let m = r.resolve("credit-default@1").unwrap();
+        assert_eq!(m.width(), 8);
+        assert_eq!(m.offsets(), vec![0, 1, 7]);
+        assert!(!m.is_scalar());
+        let cols: Vec<String> = m.columns().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(cols[0], "student");
+        assert_eq!(cols[1], "balance[0]");
+        assert_eq!(cols[6], "balance[5]");
+        assert_eq!(cols[7], "income");
+        assert_eq!(m.instances, 1);
+        assert_eq!(m.precision, Precision::F32);
+    }
+
+    #[test]
     fn bad_values_name_model_and_field() {
         let cases = [
             (
@@ -443,6 +583,27 @@ max_batch_size = 128
                 "inputs",
             ),
             ("min = 0, max = 1", "min = 2, max = 1", "inputs"),
+            (
+                "{ name = \"balance\" }",
+                "{ name = \"balance\", shape = [0, 4] }",
+                "inputs.shape",
+            ),
+            (
+                "{ name = \"balance\" }",
+                "{ name = \"balance\", shape = [1000, 1000] }",
+                "inputs.shape",
+            ),
+            (
+                "{ name = \"balance\" }",
+                "{ name = \"balance\", shape = [1, 1, 1, 1, 1] }",
+                "inputs.shape",
+            ),
+            ("max_batch_size = 128", "instances = 0", "instances"),
+            (
+                "max_batch_size = 128",
+                "device = \"cpu\"\nprecision = \"f16\"",
+                "precision",
+            ),
         ];
         for (from, to, field) in cases {
             let text = GOOD.replacen(from, to, 1);

@@ -178,18 +178,25 @@ fn read_csv<R: Read, W: Write>(
         );
         return Ok(report);
     }
-    let mut columns = Vec::with_capacity(spec.width());
-    for f in &spec.inputs {
+    // One column per value: a number's name, or `name[k]` for value k
+    // (row-major) of a tensor feature.
+    let wanted = spec.columns();
+    let mut columns = Vec::with_capacity(wanted.len());
+    for (_, name) in &wanted {
         let found: Vec<usize> = headers
             .iter()
             .enumerate()
-            .filter(|(_, h)| *h == f.name)
+            .filter(|(_, h)| h == name)
             .map(|(i, _)| i)
             .collect();
         match found.as_slice() {
             [i] => columns.push(*i),
-            [] => report.problem(1, Some(f.name.clone()), "missing column"),
-            _ => report.problem(1, Some(f.name.clone()), "column named more than once"),
+            [] => report.problem(1, Some(name.clone()), "missing column"),
+            _ => report.problem(1, Some(name.clone()), "column named more than once"),
+        }
+        if report.full() {
+            report.truncated = true;
+            break;
         }
     }
     if !report.problems.is_empty() {
@@ -219,22 +226,23 @@ fn read_csv<R: Read, W: Write>(
             break;
         }
         let before = report.problems.len();
-        for (i, (f, &col)) in spec.inputs.iter().zip(&columns).enumerate() {
+        for (i, ((feature, name), &col)) in wanted.iter().zip(&columns).enumerate() {
+            let f = &spec.inputs[*feature];
             let text = &record[col];
             let parsed = text.parse::<f64>().ok();
             match parsed.map(|x| (x, x as f32)) {
                 None => report.problem(
                     line,
-                    Some(f.name.clone()),
+                    Some(name.clone()),
                     format!("`{}` is not a number", truncate(text)),
                 ),
                 Some((x, y)) if !y.is_finite() => {
                     let _ = x;
-                    report.problem(line, Some(f.name.clone()), "must be a finite 32-bit float")
+                    report.problem(line, Some(name.clone()), "must be a finite 32-bit float")
                 }
                 Some((x, y)) => {
                     if let Some(range) = out_of_range(f.min, f.max, x) {
-                        report.problem(line, Some(f.name.clone()), range);
+                        report.problem(line, Some(name.clone()), range);
                     } else {
                         row[i] = y;
                     }

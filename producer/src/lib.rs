@@ -138,6 +138,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(deliveries::retry_batch_event),
         )
         .route("/models", get(routes::list_models))
+        .route("/models/{name}", get(routes::get_model))
         .nest("/admin", admin)
         .fallback(routes::fallback)
         .layer(middleware::from_fn_with_state(

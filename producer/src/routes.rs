@@ -17,6 +17,7 @@ use infq_common::job::JobStatus;
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
+use infq_common::registry::ModelSpec;
 use infq_common::store::{Cancelled, JobRecord, NewJob, Transition};
 use infq_common::views::JobView;
 use serde::Deserialize;
@@ -361,28 +362,67 @@ pub async fn cancel_job(
     Ok(Json(rec.into()))
 }
 
-/// `GET /v1/models`: the registry as clients need it.
+/// One model version as `GET /v1/models` describes it.
+fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
+    json!({
+        "name": m.name,
+        "version": m.version,
+        "default": state.registry.resolve(&m.name).is_some_and(|d| d.version == m.version),
+        "description": m.description,
+        "inputs": m.inputs.iter().map(|f| json!({
+            "name": f.name, "dtype": "f32", "shape": f.shape, "min": f.min, "max": f.max,
+            "description": f.description,
+        })).collect::<Vec<_>>(),
+        "outputs": m.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
+        "width": m.width(),
+        "max_batch_size": m.max_batch_size,
+        "max_batch_delay_ms": m.max_batch_delay_ms,
+        "device": m.device,
+        "instances": m.instances,
+        "precision": m.precision.as_str(),
+    })
+}
+
+/// `GET /v1/models`: every model version, its schemas and batching.
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let models: Vec<_> = state
         .registry
         .models()
         .iter()
-        .map(|m| {
-            json!({
-                "name": m.name,
-                "version": m.version,
-                "default": state.registry.resolve(&m.name).is_some_and(|d| d.version == m.version),
-                "description": m.description,
-                "inputs": m.inputs.iter().map(|f| json!({
-                    "name": f.name, "dtype": "f32", "min": f.min, "max": f.max, "description": f.description,
-                })).collect::<Vec<_>>(),
-                "outputs": m.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
-                "max_batch_size": m.max_batch_size,
-                "max_batch_delay_ms": m.max_batch_delay_ms,
-            })
-        })
+        .map(|m| version_view(&state, m))
         .collect();
     Json(json!({ "models": models }))
+}
+
+/// `GET /v1/models/{name}`: one model, its default version and every
+/// version; `name@version` gives that version alone.
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if name.contains('@') {
+        let m = state
+            .registry
+            .resolve(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("model {name}")))?;
+        return Ok(Json(version_view(&state, m)));
+    }
+    let default = state
+        .registry
+        .resolve(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("model {name}")))?;
+    let versions: Vec<_> = state
+        .registry
+        .models()
+        .iter()
+        .filter(|m| m.name == name)
+        .map(|m| version_view(&state, m))
+        .collect();
+    Ok(Json(json!({
+        "name": name,
+        "default_version": default.version,
+        "versions": versions,
+    })))
 }
 
 /// `GET /healthz`: the process is alive.

@@ -178,19 +178,20 @@ pub fn validate<'r>(
 }
 
 /// Converts `inputs` to one row in schema order, recording problems.
+/// Accepted: an object of named features; an array of every value in
+/// schema order (flat), or of one value per feature; or Open Inference
+/// Protocol (KServe v2) tensors, an array of `{name, shape, datatype,
+/// data}` objects (see [`v2_tensors`]).
 pub fn features(spec: &ModelSpec, inputs: &Value, problems: &mut Vec<Detail>) -> Vec<f32> {
     let width = spec.width();
+    let offsets = spec.offsets();
     let mut row = vec![0f32; width];
     match inputs {
         Value::Object(map) => {
             for (i, f) in spec.inputs.iter().enumerate() {
                 let path = format!("inputs.{}", f.name);
                 match map.get(&f.name) {
-                    Some(v) => {
-                        if let Some(x) = number(spec, i, &path, v, problems) {
-                            row[i] = x;
-                        }
-                    }
+                    Some(v) => feature(spec, i, &path, v, &mut row[offsets[i]..], problems),
                     None => problems.push(Detail::field(path, "missing")),
                 }
             }
@@ -203,31 +204,260 @@ pub fn features(spec: &ModelSpec, inputs: &Value, problems: &mut Vec<Detail>) ->
                 }
             }
         }
-        Value::Array(values) => {
-            if values.len() != width {
-                let names: Vec<_> = spec.inputs.iter().map(|f| f.name.as_str()).collect();
-                problems.push(Detail::field(
-                    "inputs",
-                    format!(
-                        "expected {width} values in schema order ({}), got {}",
-                        names.join(", "),
-                        values.len()
-                    ),
-                ));
-            } else {
-                for (i, v) in values.iter().enumerate() {
-                    if let Some(x) = number(spec, i, &format!("inputs[{i}]"), v, problems) {
-                        row[i] = x;
-                    }
+        Value::Array(values) if values.first().is_some_and(Value::is_object) => {
+            v2_tensors(spec, values, &mut row, problems);
+        }
+        Value::Array(values) if values.len() == width && values.iter().all(Value::is_number) => {
+            for (j, (i, _)) in spec.columns().into_iter().enumerate() {
+                let path = format!("inputs[{j}]");
+                if let Some(x) = number(spec, i, &path, &values[j], problems) {
+                    row[j] = x;
                 }
             }
         }
+        Value::Array(values) if values.len() == spec.inputs.len() => {
+            for (i, v) in values.iter().enumerate() {
+                feature(spec, i, &format!("inputs[{i}]"), v, &mut row[offsets[i]..], problems);
+            }
+        }
+        Value::Array(values) => {
+            let names: Vec<_> = spec.inputs.iter().map(|f| f.name.as_str()).collect();
+            let per_feature = if spec.is_scalar() {
+                String::new()
+            } else {
+                format!(", or {} (one per feature)", spec.inputs.len())
+            };
+            problems.push(Detail::field(
+                "inputs",
+                format!(
+                    "expected {width} values in schema order ({}){per_feature}, got {}",
+                    names.join(", "),
+                    values.len()
+                ),
+            ));
+        }
         _ => problems.push(Detail::field(
             "inputs",
-            "must be an object of named features or an array in schema order",
+            "must be an object of named features, an array in schema order, or an array of v2 tensors",
         )),
     }
     row
+}
+
+/// One feature's value into `out` (which starts at the feature's offset):
+/// a number, or for a tensor feature a nested array of its shape or a flat
+/// array of its values.
+fn feature(
+    spec: &ModelSpec,
+    i: usize,
+    path: &str,
+    v: &Value,
+    out: &mut [f32],
+    problems: &mut Vec<Detail>,
+) {
+    let f = &spec.inputs[i];
+    if f.shape.is_empty() {
+        if let Some(x) = number(spec, i, path, v, problems) {
+            out[0] = x;
+        }
+        return;
+    }
+    let mut flat = Vec::with_capacity(f.size());
+    if !flatten(v, &f.shape, &mut flat) {
+        flat.clear();
+        match v {
+            Value::Array(a) if a.len() == f.size() && !a.iter().any(Value::is_array) => {
+                flat.extend(a.iter());
+            }
+            _ => {
+                problems.push(Detail::field(
+                    path,
+                    format!(
+                        "expected an array of shape {:?} (or {} values in row-major order)",
+                        f.shape,
+                        f.size()
+                    ),
+                ));
+                return;
+            }
+        }
+    }
+    for (k, x) in flat.iter().enumerate() {
+        if let Some(y) = number(spec, i, &format!("{path}[{k}]"), x, problems) {
+            out[k] = y;
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            return;
+        }
+    }
+}
+
+/// Most problems reported for one request.
+const MAX_PROBLEMS: usize = 100;
+
+/// Collects the leaves of `v` if it is a nested array of exactly `shape`.
+fn flatten<'v>(v: &'v Value, shape: &[usize], out: &mut Vec<&'v Value>) -> bool {
+    match (shape.split_first(), v) {
+        (None, Value::Array(_)) => false,
+        (None, leaf) => {
+            out.push(leaf);
+            true
+        }
+        (Some((n, rest)), Value::Array(a)) if a.len() == *n => {
+            a.iter().all(|x| flatten(x, rest, out))
+        }
+        _ => false,
+    }
+}
+
+/// One tensor of an Open Inference Protocol (KServe v2) request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct V2Tensor {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    data: Value,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: Option<Value>,
+}
+
+/// Open Inference Protocol inputs: one tensor per feature, named as the
+/// feature, of the feature's shape with or without a leading batch
+/// dimension of 1 (a number: `[1]`, `[1, 1]` or `[]`); or a single tensor
+/// of shape `[1, width]` (or `[width]`) holding the whole row in schema
+/// order. Numeric datatypes (`FP32`, `FP64`, `FP16`, `INT*`, `UINT*`) and
+/// `BOOL` (as 0 and 1); `data` flat (row-major) or nested.
+pub fn v2_tensors(
+    spec: &ModelSpec,
+    tensors: &[Value],
+    row: &mut [f32],
+    problems: &mut Vec<Detail>,
+) {
+    let offsets = spec.offsets();
+    let mut seen = vec![false; spec.inputs.len()];
+    for (t_i, raw) in tensors.iter().enumerate() {
+        let at = format!("inputs[{t_i}]");
+        let t: V2Tensor = match serde_json::from_value(raw.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Detail::field(at, format!("not a v2 tensor: {e}")));
+                continue;
+            }
+        };
+        const NUMERIC: [&str; 11] = [
+            "FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+            "UINT64",
+        ];
+        let boolean = t.datatype == "BOOL";
+        if !boolean && !NUMERIC.contains(&t.datatype.as_str()) {
+            problems.push(Detail::field(
+                format!("{at}.datatype"),
+                format!("`{}` is not a numeric datatype", truncate(&t.datatype, 16)),
+            ));
+            continue;
+        }
+        let mut leaves = Vec::new();
+        collect_leaves(&t.data, &mut leaves, 0);
+        let count = t
+            .shape
+            .iter()
+            .try_fold(1u64, |a, d| a.checked_mul(*d))
+            .unwrap_or(u64::MAX);
+        if leaves.len() as u64 != count {
+            problems.push(Detail::field(
+                format!("{at}.data"),
+                format!("{} values for shape {:?}", leaves.len(), t.shape),
+            ));
+            continue;
+        }
+        let values: Vec<Value> = leaves
+            .into_iter()
+            .map(|v| match (boolean, v) {
+                (true, Value::Bool(b)) => Value::from(u8::from(*b)),
+                (_, v) => v.clone(),
+            })
+            .collect();
+        let fits = |shape: &[usize]| {
+            let want: Vec<u64> = shape.iter().map(|d| *d as u64).collect();
+            t.shape == want
+                || (t.shape.first() == Some(&1) && t.shape[1..] == want[..])
+                || (want.is_empty() && t.shape == [1, 1])
+        };
+        match spec.inputs.iter().position(|f| f.name == t.name) {
+            Some(i) => {
+                let f = &spec.inputs[i];
+                if std::mem::replace(&mut seen[i], true) {
+                    problems.push(Detail::field(
+                        format!("{at}.name"),
+                        format!("`{}` given twice", f.name),
+                    ));
+                    continue;
+                }
+                if !fits(&f.shape) {
+                    problems.push(Detail::field(
+                        format!("{at}.shape"),
+                        format!(
+                            "`{}` has shape {:?} (a leading 1 may be added)",
+                            f.name, f.shape
+                        ),
+                    ));
+                    continue;
+                }
+                for (k, v) in values.iter().enumerate() {
+                    if let Some(y) = number(spec, i, &format!("{at}.data[{k}]"), v, problems) {
+                        row[offsets[i] + k] = y;
+                    }
+                }
+            }
+            None if tensors.len() == 1 => {
+                if !fits(&[spec.width()]) {
+                    problems.push(Detail::field(
+                        format!("{at}.shape"),
+                        format!(
+                            "`{}` is no feature; a single tensor holding the whole row has shape [1, {}]",
+                            truncate(&t.name, 64),
+                            spec.width()
+                        ),
+                    ));
+                    continue;
+                }
+                seen.iter_mut().for_each(|s| *s = true);
+                for (j, (i, _)) in spec.columns().into_iter().enumerate() {
+                    if let Some(y) =
+                        number(spec, i, &format!("{at}.data[{j}]"), &values[j], problems)
+                    {
+                        row[j] = y;
+                    }
+                }
+            }
+            None => problems.push(Detail::field(
+                format!("{at}.name"),
+                format!("unknown feature `{}`", truncate(&t.name, 64)),
+            )),
+        }
+        if problems.len() >= MAX_PROBLEMS {
+            return;
+        }
+    }
+    for (i, f) in spec.inputs.iter().enumerate() {
+        if !seen[i] {
+            problems.push(Detail::field(format!("inputs.{}", f.name), "missing"));
+        }
+    }
+}
+
+/// Leaves of a (possibly nested) array, depth-first; non-arrays are leaves.
+fn collect_leaves<'v>(v: &'v Value, out: &mut Vec<&'v Value>, depth: usize) {
+    match v {
+        Value::Array(a) if depth < MAX_JSON_DEPTH => {
+            for x in a {
+                collect_leaves(x, out, depth + 1);
+            }
+        }
+        leaf => out.push(leaf),
+    }
 }
 
 fn number(
@@ -464,5 +694,151 @@ outputs = [{ name = "p" }]
         );
         let fields: Vec<_> = d.iter().map(|d| d.field.clone().unwrap()).collect();
         assert_eq!(fields, vec!["deadline_ms", "metadata"]);
+    }
+
+    fn seq_registry() -> Registry {
+        Registry::parse(
+            r#"
+[[model]]
+name = "seq"
+version = "1"
+path = "x.pt"
+inputs = [{ name = "h", shape = [2, 3], min = 0 }, { name = "t" }]
+outputs = [{ name = "p" }]
+"#,
+            Path::new("models.toml"),
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn row(body: &str, r: &Registry) -> Result<Vec<f32>, Vec<Detail>> {
+        match validate(body.as_bytes(), r, None) {
+            Ok(j) => Ok(j.inputs),
+            Err(ApiError::Invalid(d)) => Err(d),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn fields(d: &[Detail]) -> Vec<String> {
+        d.iter()
+            .map(|d| d.field.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn tensor_features_nested_flat_and_positional_agree() {
+        let r = seq_registry();
+        let want = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        for body in [
+            r#"{"model":"seq","inputs":{"h":[[1,2,3],[4,5,6]],"t":7}}"#,
+            r#"{"model":"seq","inputs":{"h":[1,2,3,4,5,6],"t":7}}"#,
+            r#"{"model":"seq","inputs":[[[1,2,3],[4,5,6]],7]}"#,
+            r#"{"model":"seq","inputs":[1,2,3,4,5,6,7]}"#,
+        ] {
+            assert_eq!(row(body, &r).unwrap(), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn tensor_features_of_the_wrong_shape_or_range_are_named() {
+        let r = seq_registry();
+        let d = row(r#"{"model":"seq","inputs":{"h":[[1,2],[4,5]],"t":7}}"#, &r).unwrap_err();
+        assert_eq!(fields(&d), vec!["inputs.h"]);
+        assert!(d[0].message.contains("[2, 3]"), "{d:?}");
+        let d = row(
+            r#"{"model":"seq","inputs":{"h":[[1,2,3],[4,-5,"x"]],"t":7}}"#,
+            &r,
+        )
+        .unwrap_err();
+        assert_eq!(fields(&d), vec!["inputs.h[4]", "inputs.h[5]"]);
+        let d = row(r#"{"model":"seq","inputs":[1,2,3]}"#, &r).unwrap_err();
+        assert!(d[0].message.contains("expected 7 values"), "{d:?}");
+        let d = row(r#"{"model":"seq","inputs":{"h":[[[1]]],"t":7}}"#, &r).unwrap_err();
+        assert_eq!(fields(&d), vec!["inputs.h"]);
+    }
+
+    #[test]
+    fn v2_tensors_give_the_same_row_as_named_inputs() {
+        let r = seq_registry();
+        let named = row(
+            r#"{"model":"seq","inputs":{"h":[[1,2,3],[4,5,6]],"t":7}}"#,
+            &r,
+        )
+        .unwrap();
+        for body in [
+            r#"{"model":"seq","inputs":[
+                {"name":"t","shape":[1],"datatype":"INT64","data":[7]},
+                {"name":"h","shape":[1,2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]}"#,
+            r#"{"model":"seq","inputs":[
+                {"name":"h","shape":[2,3],"datatype":"FP64","data":[[1,2,3],[4,5,6]]},
+                {"name":"t","shape":[1,1],"datatype":"FP32","data":[[7]],"parameters":{}}]}"#,
+            r#"{"model":"seq","inputs":[
+                {"name":"input-0","shape":[1,7],"datatype":"FP32","data":[1,2,3,4,5,6,7]}]}"#,
+        ] {
+            assert_eq!(row(body, &r).unwrap(), named, "{body}");
+        }
+        let credit = registry();
+        let b = row(
+            r#"{"model":"credit-default","inputs":[
+                {"name":"student","shape":[1],"datatype":"BOOL","data":[true]},
+                {"name":"balance","shape":[1],"datatype":"FP32","data":[729.5]},
+                {"name":"income","shape":[],"datatype":"FP32","data":40000}]}"#,
+            &credit,
+        )
+        .unwrap();
+        assert_eq!(b, vec![1.0, 729.5, 40000.0]);
+    }
+
+    #[test]
+    fn malformed_and_hostile_v2_tensors_are_refused_with_their_field() {
+        let r = seq_registry();
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"BYTES","data":["a"]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].datatype",
+            ),
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].data",
+            ),
+            (
+                r#"[{"name":"h","shape":[3,2],"datatype":"FP32","data":[1,2,3,4,5,6]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].shape",
+            ),
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]},{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]"#,
+                "inputs[1].name",
+            ),
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]"#,
+                "inputs.t",
+            ),
+            (
+                r#"[{"name":"zz","shape":[1],"datatype":"FP32","data":[1]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].name",
+            ),
+            (
+                r#"[{"name":"h","shape":[18446744073709551615,2],"datatype":"FP32","data":[1]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].data",
+            ),
+            (
+                r#"[{"name":"h","datatype":"FP32","data":[1]}]"#,
+                "inputs[0]",
+            ),
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,1e40]},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0].data[5]",
+            ),
+            (
+                r#"[{"name":"h","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6],"extra":1},{"name":"t","shape":[1],"datatype":"FP32","data":[1]}]"#,
+                "inputs[0]",
+            ),
+        ];
+        for (tensors, field) in cases {
+            let body = format!(r#"{{"model":"seq","inputs":{tensors}}}"#);
+            let d = row(&body, &r).unwrap_err();
+            assert!(fields(&d).iter().any(|f| f == field), "{field}: {d:?}");
+        }
     }
 }

@@ -1,17 +1,18 @@
-//! The model thread: one OS thread per model version owns its TorchScript
-//! module, so libtorch work never blocks the async runtime.
+//! The model threads: one OS thread per model instance (`instances` per
+//! version) owns its TorchScript module, so libtorch work never blocks the
+//! async runtime.
 //!
-//! It receives one batch at a time through a channel of capacity 1 (the
-//! batcher reserves that slot before it takes the next batch), runs the
-//! forward pass under `no_grad`, and sends the outputs to the writer. If a
+//! The instances take batches from one channel of capacity `instances`
+//! (the batcher reserves a slot before it takes the next batch), run the
+//! forward pass under `no_grad`, and send the outputs to the writer. If a
 //! batch fails as a whole, its rows are run one by one, so one bad row fails
 //! only its own row.
 
 use crate::pending::Pending;
 use crate::stats::WorkerStats;
 use crate::writer::WriterCommand;
-use infq_common::registry::{parse_device, DeviceChoice, ModelSpec};
-use std::sync::Arc;
+use infq_common::registry::{parse_device, DeviceChoice, ModelSpec, Precision};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tch::{CModule, Device, Kind, Tensor};
 use tokio::sync::{mpsc, oneshot};
@@ -63,9 +64,9 @@ pub enum ModelOutcome {
     PerRow(Vec<Result<Vec<f32>, String>>),
 }
 
-/// The batcher's end of a model thread.
+/// The batcher's end of a model's threads.
 pub struct ModelHandle {
-    /// Capacity 1: at most one batch waits while the model runs another.
+    /// Capacity `instances`: that many batches run or wait at once.
     pub tx: mpsc::Sender<ModelCommand>,
 }
 
@@ -85,7 +86,9 @@ pub fn resolve_device(spec: &ModelSpec, override_: Option<&str>) -> Result<Devic
     }
 }
 
-/// Loads the model on its own thread and returns once it is ready to run.
+/// Loads the model on `spec.instances` threads of its own and returns once
+/// every one is ready to run. The threads take batches from one channel in
+/// turn, so up to `instances` batches run at once.
 pub async fn spawn(
     spec: Arc<ModelSpec>,
     device_override: Option<&str>,
@@ -94,40 +97,86 @@ pub async fn spawn(
     stats: Arc<WorkerStats>,
 ) -> Result<ModelHandle, ModelError> {
     let device = resolve_device(&spec, device_override)?;
-    let (tx, rx) = mpsc::channel(1);
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let thread_spec = spec.clone();
-    std::thread::Builder::new()
-        .name(format!("model-{}", spec.name))
-        .spawn(move || {
-            tch::set_num_threads(threads as i32);
-            let _no_grad = tch::no_grad_guard();
-            match load(&thread_spec, device) {
-                Ok(module) => {
-                    let _ = ready_tx.send(Ok(()));
-                    model_thread(module, device, thread_spec, rx, writer, stats);
+    let kind = precision_kind(&spec, device);
+    let (tx, rx) = mpsc::channel(spec.instances);
+    let rx = Arc::new(Mutex::new(rx));
+    let mut ready = Vec::new();
+    for instance in 0..spec.instances {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        ready.push(ready_rx);
+        let (spec, rx, writer, stats) = (spec.clone(), rx.clone(), writer.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name(format!("model-{}-{instance}", spec.name))
+            .spawn(move || {
+                tch::set_num_threads(threads as i32);
+                let _no_grad = tch::no_grad_guard();
+                match load_as(&spec, device, kind) {
+                    Ok(module) => {
+                        let _ = ready_tx.send(Ok(()));
+                        let runner =
+                            Runner::new(module, device, kind, spec.max_batch_size, spec.width());
+                        model_thread(runner, spec, rx, writer, stats);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        })
-        .map_err(|e| ModelError::Thread(e.to_string()))?;
-    ready_rx
-        .await
-        .map_err(|_| ModelError::Thread("died while loading".into()))??;
-    tracing::info!(model = %spec.id(), ?device, threads, "model loaded");
+            })
+            .map_err(|e| ModelError::Thread(e.to_string()))?;
+    }
+    for r in ready {
+        r.await
+            .map_err(|_| ModelError::Thread("died while loading".into()))??;
+    }
+    tracing::info!(
+        model = %spec.id(),
+        ?device,
+        precision = ?kind,
+        instances = spec.instances,
+        threads,
+        "model loaded"
+    );
     Ok(ModelHandle { tx })
+}
+
+/// The element type a model computes in: the registry's precision on a
+/// GPU, f32 on a CPU.
+pub fn precision_kind(spec: &ModelSpec, device: Device) -> Kind {
+    match (device.is_cuda(), spec.precision) {
+        (true, Precision::F16) => Kind::Half,
+        (true, Precision::Bf16) => Kind::BFloat16,
+        _ => Kind::Float,
+    }
+}
+
+/// A device's name in metrics: `cpu` or `cuda:N`.
+pub fn device_label(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
 }
 
 /// Loads the module and checks it on one row of zeros: it must return
 /// `[1, outputs]` floats.
 pub fn load(spec: &ModelSpec, device: Device) -> Result<CModule, ModelError> {
-    let mut module =
-        CModule::load_on_device(&spec.path, device).map_err(|e| ModelError::Load(e.to_string()))?;
+    load_as(spec, device, Kind::Float)
+}
+
+/// [`load`], converting the module's floating-point weights to `kind`.
+pub fn load_as(spec: &ModelSpec, device: Device, kind: Kind) -> Result<CModule, ModelError> {
+    // libtorch appends its C++ stack to the message; the first line says it.
+    let mut module = CModule::load_on_device(&spec.path, device).map_err(|e| {
+        ModelError::Load(e.to_string().lines().next().unwrap_or_default().to_string())
+    })?;
     module.set_eval();
+    if kind != Kind::Float {
+        module.to(device, kind, false);
+    }
     let probe = vec![0f32; spec.width()];
-    let out = forward(&module, device, &probe, 1, spec.width())
+    let out = forward_as(&module, device, kind, &probe, 1, spec.width())
         .map_err(|e| ModelError::Schema(format!("a row of {} zeros: {e}", spec.width())))?;
     if out.len() != spec.outputs.len() {
         return Err(ModelError::Schema(format!(
@@ -148,10 +197,27 @@ pub fn forward(
     rows: usize,
     width: usize,
 ) -> Result<Vec<f32>, String> {
+    forward_as(module, device, Kind::Float, inputs, rows, width)
+}
+
+/// [`forward`] with the inputs converted to `kind` on the device.
+pub fn forward_as(
+    module: &CModule,
+    device: Device,
+    kind: Kind,
+    inputs: &[f32],
+    rows: usize,
+    width: usize,
+) -> Result<Vec<f32>, String> {
     let x = Tensor::from_slice(inputs)
         .f_reshape([rows as i64, width as i64])
-        .and_then(|t| t.f_to_device(device))
+        .and_then(|t| t.f_to_device_(device, kind, false, false))
         .map_err(|e| e.to_string())?;
+    outputs_of(module, x, rows)
+}
+
+/// Runs `x` through the module and brings `rows x outputs` f32 back.
+fn outputs_of(module: &CModule, x: Tensor, rows: usize) -> Result<Vec<f32>, String> {
     let y = module.forward_ts(&[x]).map_err(|e| e.to_string())?;
     let size = y.size();
     if size.len() != 2 || size[0] != rows as i64 {
@@ -166,21 +232,77 @@ pub fn forward(
     Vec::<f32>::try_from(&y).map_err(|e| e.to_string())
 }
 
-fn model_thread(
+/// One model instance: its module, device and precision, and on a GPU a
+/// page-locked staging buffer the size of the largest batch, so a batch's
+/// inputs reach the device in one asynchronous copy without pinning memory
+/// anew for each batch.
+pub struct Runner {
     module: CModule,
     device: Device,
+    kind: Kind,
+    staging: Option<Tensor>,
+}
+
+impl Runner {
+    /// A runner; the staging buffer exists only on a CUDA device.
+    pub fn new(module: CModule, device: Device, kind: Kind, max_rows: usize, width: usize) -> Self {
+        let staging = device.is_cuda().then(|| {
+            Tensor::zeros([max_rows as i64, width as i64], (Kind::Float, Device::Cpu))
+                .pin_memory(device)
+        });
+        Self {
+            module,
+            device,
+            kind,
+            staging,
+        }
+    }
+
+    /// One forward pass of `rows x width` inputs.
+    pub fn run(&self, inputs: &[f32], rows: usize, width: usize) -> Result<Vec<f32>, String> {
+        match &self.staging {
+            Some(buf) if rows as i64 <= buf.size()[0] => {
+                let host = Tensor::from_slice(inputs)
+                    .f_reshape([rows as i64, width as i64])
+                    .map_err(|e| e.to_string())?;
+                let mut pinned = buf.f_narrow(0, 0, rows as i64).map_err(|e| e.to_string())?;
+                pinned.f_copy_(&host).map_err(|e| e.to_string())?;
+                // The copy to the device overlaps nothing else here, but is
+                // issued without a host sync; reading the outputs back syncs.
+                let x = pinned
+                    .f_to_device_(self.device, self.kind, true, false)
+                    .map_err(|e| e.to_string())?;
+                outputs_of(&self.module, x, rows)
+            }
+            _ => forward_as(&self.module, self.device, self.kind, inputs, rows, width),
+        }
+    }
+}
+
+fn model_thread(
+    runner: Runner,
     spec: Arc<ModelSpec>,
-    mut rx: mpsc::Receiver<ModelCommand>,
+    rx: Arc<Mutex<mpsc::Receiver<ModelCommand>>>,
     writer: mpsc::Sender<WriterCommand>,
     stats: Arc<WorkerStats>,
 ) {
     let width = spec.width();
     let outputs = spec.outputs.len();
     let label = spec.name.clone();
-    while let Some(ModelCommand::Infer(batch)) = rx.blocking_recv() {
+    let device = device_label(runner.device);
+    loop {
+        // One instance waits for the next batch at a time; the others are
+        // busy running theirs or queue on the lock.
+        let next = match rx.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => None,
+        };
+        let Some(ModelCommand::Infer(batch)) = next else {
+            break;
+        };
         let _enter = batch.span.clone().entered();
         let started = Instant::now();
-        let outcome = match forward(&module, device, &batch.inputs, batch.rows, width) {
+        let outcome = match runner.run(&batch.inputs, batch.rows, width) {
             Ok(out) if out.len() == batch.rows * outputs => ModelOutcome::Batch(out),
             Ok(out) => {
                 let msg = format!("{} outputs for {} rows", out.len(), batch.rows);
@@ -193,7 +315,7 @@ fn model_thread(
                         .inputs
                         .chunks(width)
                         .map(|row| {
-                            forward(&module, device, row, 1, width).and_then(|out| {
+                            runner.run(row, 1, width).and_then(|out| {
                                 if out.len() == outputs {
                                     Ok(out)
                                 } else {
@@ -207,11 +329,11 @@ fn model_thread(
         };
         let elapsed = started.elapsed();
         stats.record_batch(batch.rows);
-        metrics::histogram!(infq_common::metrics::INFERENCE_SECONDS, "model" => label.clone())
+        metrics::histogram!(infq_common::metrics::INFERENCE_SECONDS, "model" => label.clone(), "device" => device.clone())
             .record(elapsed.as_secs_f64());
-        metrics::histogram!(infq_common::metrics::BATCH_SIZE, "model" => label.clone())
+        metrics::histogram!(infq_common::metrics::BATCH_SIZE, "model" => label.clone(), "device" => device.clone())
             .record(batch.rows as f64);
-        metrics::counter!(infq_common::metrics::ROWS, "model" => label.clone())
+        metrics::counter!(infq_common::metrics::ROWS, "model" => label.clone(), "device" => device.clone())
             .increment(batch.rows as u64);
         tracing::debug!(rows = batch.rows, ?elapsed, "batch ran");
         drop(_enter);

@@ -1,0 +1,400 @@
+//! The model registry end to end: two models served at once, each with its
+//! own queues and batching settings; Open Inference Protocol (KServe v2)
+//! tensors giving the same outputs as named inputs, singly and in bulk; a
+//! bad registry entry or model file stopping start-up with the file and
+//! the field or model named.
+
+use futures_util::stream::{self, StreamExt};
+use infq::procs::Service;
+use infq::{load_default_csv, model_outputs, root, test_settings, txn_rows};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const PROFILE: &str = "debug";
+
+fn env_of(ns: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("INFQ_NAMESPACE", ns.to_string()),
+        ("INFQ_AMQP__QUEUE_EXPIRES_MS", "300000".to_string()),
+        // Small chunks, so a bulk batch offers each model many messages
+        // and its batcher fills batches up to its own max_batch_size.
+        ("INFQ_PRODUCER__CHUNK_ROWS", "16".to_string()),
+        ("INFQ_AMQP__STATS_INTERVAL_MS", "200".to_string()),
+        ("INFQ_LOG__FILTER", "warn".to_string()),
+    ]
+}
+
+fn named(row: &[f32]) -> Value {
+    let history: Vec<Vec<f32>> = row[..48].chunks(4).map(<[f32]>::to_vec).collect();
+    json!({"history": history, "tenure_months": row[48]})
+}
+
+fn v2(row: &[f32]) -> Value {
+    json!([
+        {"name": "history", "shape": [1, 12, 4], "datatype": "FP32", "data": &row[..48]},
+        {"name": "tenure_months", "shape": [1], "datatype": "INT64", "data": [row[48] as i64]},
+    ])
+}
+
+async fn wait_job(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    for _ in 0..20 {
+        let v: Value = http
+            .get(format!("{base}/v1/jobs/{id}?wait=30"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "queued" && v["status"] != "running" {
+            return v;
+        }
+    }
+    panic!("job {id} did not end");
+}
+
+async fn submit(http: &reqwest::Client, base: &str, body: Value) -> String {
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn upload(http: &reqwest::Client, base: &str, model: &str, jsonl: String) -> Vec<Value> {
+    let r = http
+        .post(format!("{base}/v1/batches?model={model}&format=jsonl"))
+        .body(jsonl)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b: Value = http
+        .get(format!("{base}/v1/batches/{id}?wait=120"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["status"], "succeeded", "{b}");
+    let text = http
+        .get(format!("{base}/v1/batches/{id}/results?format=jsonl"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Largest batch of a model in a worker's exposition: the smallest bucket
+/// bound that holds every batch.
+fn largest_batch_bound(metrics: &str, model: &str) -> f64 {
+    let mut count = None;
+    let mut buckets = Vec::new();
+    for line in metrics.lines() {
+        if !line.contains(&format!("model=\"{model}\"")) {
+            continue;
+        }
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        if line.starts_with("infq_batch_size_count") {
+            count = Some(value);
+        } else if line.starts_with("infq_batch_size_bucket") {
+            let le = line
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            buckets.push((le.parse::<f64>().unwrap_or(f64::INFINITY), value));
+        }
+    }
+    let count = count.expect("batches of the model");
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets.into_iter().find(|(_, v)| *v == count).unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let env = env_of(&ns);
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(150))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+    let registry = test_settings().registry().unwrap();
+
+    // The registry describes both, with their batching settings.
+    let models: Value = http
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let txn = http
+        .get(format!("{base}/v1/models/txn-risk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(txn.status(), 200);
+    let txn: Value = txn.json().await.unwrap();
+    assert_eq!(txn["name"], "txn-risk", "{txn}");
+    assert_eq!(txn["versions"][0]["max_batch_size"], 256, "{txn}");
+    assert_eq!(
+        txn["versions"][0]["inputs"][0]["shape"],
+        json!([12, 4]),
+        "{txn}"
+    );
+    assert!(models.to_string().contains("credit-default"), "{models}");
+    let missing = http
+        .get(format!("{base}/v1/models/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // Interactive jobs of both, interleaved.
+    let credit: Vec<Vec<f32>> = load_default_csv(&root().join("data/Default.csv"))
+        .unwrap()
+        .iter()
+        .take(150)
+        .map(|b| b.features().to_vec())
+        .collect();
+    let txns = txn_rows(150, 7);
+    let bodies: Vec<(bool, usize, Value)> = (0..150)
+        .flat_map(|i| {
+            [
+                (
+                    false,
+                    i,
+                    json!({"model": "credit-default", "inputs": credit[i]}),
+                ),
+                (
+                    true,
+                    i,
+                    json!({"model": "txn-risk", "inputs": named(&txns[i])}),
+                ),
+            ]
+        })
+        .collect();
+    let ids: Vec<(bool, usize, String)> = stream::iter(bodies)
+        .map(|(t, i, body)| {
+            let (http, base) = (http.clone(), base.clone());
+            async move { (t, i, submit(&http, &base, body).await) }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let want_credit = model_outputs(&registry, "credit-default", &credit).unwrap();
+    let want_txn = model_outputs(&registry, "txn-risk", &txns).unwrap();
+    for (is_txn, i, id) in &ids {
+        let v = wait_job(&http, &base, id).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        let (name, want) = if *is_txn {
+            ("delinquency_probability", want_txn[*i][0])
+        } else {
+            ("default_probability", want_credit[*i][0])
+        };
+        let got = v["output"][name].as_f64().unwrap() as f32;
+        assert!((got - want).abs() < 1e-5, "{name}: {got} vs {want}");
+    }
+
+    // Bulk work for both: each model's batches grow to its own limit.
+    let lines = |rows: &[Vec<f32>], f: fn(&[f32]) -> Value| {
+        rows.iter()
+            .map(|r| json!({"inputs": f(r)}).to_string() + "\n")
+            .collect::<String>()
+    };
+    let bulk_txn = txn_rows(1024, 8);
+    let bulk_credit: Vec<Vec<f32>> = (0..1024).map(|i| credit[i % 150].clone()).collect();
+    let (txn_results, credit_results) = tokio::join!(
+        upload(&http, &base, "txn-risk", lines(&bulk_txn, named)),
+        upload(
+            &http,
+            &base,
+            "credit-default",
+            lines(&bulk_credit, |r| json!(r))
+        ),
+    );
+    let want = model_outputs(&registry, "txn-risk", &bulk_txn).unwrap();
+    for (r, w) in txn_results.iter().zip(&want) {
+        let i = r["row"].as_u64().unwrap() as usize - 1;
+        let got = r["output"]["delinquency_probability"].as_f64().unwrap() as f32;
+        assert!((got - want[i][0]).abs() < 1e-5, "row {i}: {got} vs {w:?}");
+    }
+    assert_eq!(credit_results.len(), 1024);
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let metrics = http
+        .get(format!("http://{}/metrics", worker.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let credit_max = largest_batch_bound(&metrics, "credit-default");
+    let txn_max = largest_batch_bound(&metrics, "txn-risk");
+    println!("largest batch bound: credit-default {credit_max}, txn-risk {txn_max}");
+    assert!(credit_max <= 64.0, "credit-default batches up to 64 rows");
+    assert!(txn_max > 64.0 && txn_max <= 256.0, "txn-risk: {txn_max}");
+    for model in ["credit-default", "txn-risk"] {
+        for lane in ["interactive", "bulk"] {
+            let q = format!("queue=\"{ns}.jobs.{model}.{lane}\"");
+            assert!(
+                metrics.contains(&format!("infq_queue_consumers{{{q}}} 1")),
+                "{model} {lane}: its own queue, consumed"
+            );
+        }
+    }
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_tensors_give_the_same_outputs_as_named_inputs_singly_and_in_bulk() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let env = env_of(&ns);
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+
+    let rows = txn_rows(20, 9);
+    for row in &rows {
+        let whole = json!([{"name": "input-0", "shape": [1, 49], "datatype": "FP32", "data": row}]);
+        let mut outs = Vec::new();
+        for inputs in [named(row), v2(row), whole] {
+            let id = submit(&http, &base, json!({"model": "txn-risk", "inputs": inputs})).await;
+            let v = wait_job(&http, &base, &id).await;
+            assert_eq!(v["status"], "succeeded", "{v}");
+            outs.push(v["output"].clone());
+        }
+        assert_eq!(outs[0], outs[1], "v2 per-feature tensors");
+        assert_eq!(outs[0], outs[2], "one v2 tensor with the whole row");
+    }
+    // Bulk JSONL: named lines and v2 lines, the same rows.
+    let named_lines: String = rows
+        .iter()
+        .map(|r| json!({"inputs": named(r)}).to_string() + "\n")
+        .collect();
+    let v2_lines: String = rows
+        .iter()
+        .map(|r| json!({"inputs": v2(r)}).to_string() + "\n")
+        .collect();
+    let a = upload(&http, &base, "txn-risk", named_lines).await;
+    let b = upload(&http, &base, "txn-risk", v2_lines).await;
+    assert_eq!(a.len(), 20);
+    assert_eq!(a, b);
+    // A v2 tensor of the wrong shape is refused with its field.
+    let bad = json!({"model": "txn-risk", "inputs": [
+        {"name": "history", "shape": [1, 4, 12], "datatype": "FP32", "data": &rows[0][..48]},
+        {"name": "tenure_months", "shape": [1], "datatype": "FP32", "data": [12]},
+    ]});
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("inputs[0].shape"), "{v}");
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}
+
+/// Runs a binary against a registry with `change` applied; returns its exit
+/// status and output.
+fn start_with_registry(bin: &str, from: &str, to: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("config/models.toml")).unwrap();
+    let changed = text.replacen(from, to, 1);
+    assert_ne!(text, changed, "{from} is in config/models.toml");
+    // Model paths stay those of the repository.
+    let changed = changed.replace("../models/", &format!("{}/models/", root().display()));
+    let file = dir.path().join("models.toml");
+    std::fs::write(&file, changed).unwrap();
+    let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join(bin))
+        .current_dir(root())
+        .args([
+            "--config",
+            root().join("config/default.toml").to_str().unwrap(),
+        ])
+        .env("INFQ_MODELS_FILE", &file)
+        .env("INFQ_LOG__FILTER", "error")
+        .env(
+            "INFQ_NAMESPACE",
+            format!("bad{}", uuid::Uuid::new_v4().simple()),
+        )
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status,
+        text.replace(&file.display().to_string(), "<file>"),
+    )
+}
+
+#[test]
+fn a_bad_registry_entry_stops_start_up_naming_the_file_and_field() {
+    for bin in ["infq-worker", "infq-producer"] {
+        let (status, out) = start_with_registry(bin, "max_batch_size = 256", "max_batch_size = 0");
+        assert!(!status.success(), "{bin} started: {out}");
+        assert!(
+            out.contains("<file>: model `txn-risk@1`, field `max_batch_size`"),
+            "{bin}: {out}"
+        );
+        let (status, out) = start_with_registry(bin, "shape = [12, 4]", "shape = [12, \"4\"]");
+        assert!(!status.success(), "{bin} started: {out}");
+        assert!(
+            out.contains("<file>") && out.contains("shape"),
+            "{bin}: {out}"
+        );
+    }
+    // A file that is no TorchScript module stops the worker, naming it.
+    let (status, out) = start_with_registry(
+        "infq-worker",
+        "../models/txn-risk.pt",
+        "../models/txn_risk/train.py",
+    );
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("loading model txn-risk@1") && out.contains("train.py"),
+        "{out}"
+    );
+}
