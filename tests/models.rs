@@ -398,3 +398,41 @@ fn a_bad_registry_entry_stops_start_up_naming_the_file_and_field() {
         "{out}"
     );
 }
+
+#[test]
+fn the_gpu_smoke_check_skips_without_a_gpu_and_checks_itself_on_the_cpu() {
+    let bin = infq::procs::bin_dir(PROFILE).join("infq-gpu-smoke");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .current_dir(root())
+            .args(args)
+            .output()
+            .expect("infq-gpu-smoke (cargo build --workspace --bins)");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status, text)
+    };
+    if !tch::Cuda::is_available() {
+        let (status, out) = run(&[]);
+        assert!(status.success(), "{out}");
+        assert!(
+            out.contains("no CUDA device: GPU smoke test skipped"),
+            "{out}"
+        );
+    }
+    // The comparison and the rate table, CPU against CPU.
+    let (status, out) = run(&["--device", "cpu", "--rows", "300"]);
+    assert!(status.success(), "{out}");
+    for model in ["credit-default@1", "txn-risk@1"] {
+        assert!(
+            out.contains(&format!("{model}: 300 rows, largest |cpu - cpu| = 0.00e0")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("cpu rows/s"), "{out}");
+    let (status, out) = run(&["--device", "tpu:0"]);
+    assert!(
+        !status.success() && out.contains("use cuda:N or cpu"),
+        "{out}"
+    );
+}
