@@ -436,3 +436,260 @@ fn the_gpu_smoke_check_skips_without_a_gpu_and_checks_itself_on_the_cpu() {
         "{out}"
     );
 }
+
+/// A registry of the repository's models in a folder of its own, with
+/// absolute model paths, so a test can add versions to it.
+fn own_registry() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("config/models.toml"))
+        .unwrap()
+        .replace("../models/", &format!("{}/models/", root().display()));
+    let file = dir.path().join("models.toml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
+/// Adds a version of credit-default (a copy of its file) to the registry,
+/// replacing the file at once as a configuration rollout would.
+fn add_credit_version(file: &std::path::Path, version: &str, default: bool) {
+    let dir = file.parent().unwrap();
+    let model = dir.join(format!("credit-default-{version}.pt"));
+    std::fs::copy(root().join("models/credit-default.pt"), &model).unwrap();
+    let mut text = std::fs::read_to_string(file).unwrap();
+    text.push_str(&format!(
+        r#"
+[[model]]
+name = "credit-default"
+version = "{version}"
+default = {default}
+path = "{}"
+inputs = [{{ name = "student", min = 0, max = 1 }}, {{ name = "balance", min = 0 }}, {{ name = "income", min = 0 }}]
+outputs = [{{ name = "default_probability" }}]
+max_batch_size = 32
+"#,
+        model.display()
+    ));
+    let tmp = dir.join("models.toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+async fn default_version(http: &reqwest::Client, base: &str) -> String {
+    let v: Value = http
+        .get(format!("{base}/v1/models/credit-default"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["default_version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let (_dir, file) = own_registry();
+    let mut env = env_of(&ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    env.push(("INFQ_MODELS_POLL_MS", "300".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+    assert_eq!(default_version(&http, &base).await, "1");
+
+    // Plain `credit-default` jobs, 16 at a time, until told to stop.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (http, base, stop) = (http.clone(), base.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut i = 0u32;
+            while !stop.is_cancelled() {
+                let batch: Vec<String> = stream::iter(0..16)
+                    .map(|k| {
+                        let (http, base) = (http.clone(), base.clone());
+                        let income = 20_000.0 + f64::from(i * 16 + k);
+                        async move {
+                            let body =
+                                json!({"model": "credit-default", "inputs": [0, 900.0, income]});
+                            submit(&http, &base, body).await
+                        }
+                    })
+                    .buffer_unordered(16)
+                    .collect()
+                    .await;
+                ids.extend(batch);
+                i += 1;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    add_credit_version(&file, "2", true);
+    let mut switched = false;
+    for _ in 0..100 {
+        if default_version(&http, &base).await == "2" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(switched, "the producer did not pick up version 2");
+    // Jobs pinned to the old version still run on it.
+    let mut pinned = Vec::new();
+    for k in 0..10 {
+        let body =
+            json!({"model": "credit-default@1", "inputs": [1, 500.0, 10_000.0 + f64::from(k)]});
+        pinned.push(submit(&http, &base, body).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    let ids = load.await.unwrap();
+    let mut by_version: std::collections::HashMap<String, usize> = Default::default();
+    for id in &ids {
+        let v = wait_job(&http, &base, id).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        *by_version
+            .entry(v["version"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for id in &pinned {
+        let v = wait_job(&http, &base, id).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        assert_eq!(v["version"], "1", "{v}");
+    }
+    println!("{} jobs under load, by version: {by_version:?}", ids.len());
+    assert!(
+        by_version.get("1").copied().unwrap_or(0) > 0,
+        "{by_version:?}"
+    );
+    assert!(
+        by_version.get("2").copied().unwrap_or(0) > 0,
+        "{by_version:?}"
+    );
+    let metrics = http
+        .get(format!("http://{}/metrics", worker.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("infq_registry_reloads_total{outcome=\"ok\"} ")
+            && !metrics.contains("infq_registry_reloads_total{outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let (_dir, file) = own_registry();
+    let mut env = env_of(&ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    // No polling: only the command reloads.
+    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+    let cli = |extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"));
+        cmd.current_dir(root())
+            .args(["admin", "models", "reload"])
+            .env("INFQ_NAMESPACE", &ns)
+            .env("INFQ_MODELS_FILE", &file);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    add_credit_version(&file, "3", false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"model": "credit-default@3", "inputs": [0, 900.0, 30000.0]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "no reload without the command");
+    let (status, out) = cli(&[]);
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("2 producer and worker process(es) told to reload"),
+        "{out}"
+    );
+    let mut id = None;
+    for _ in 0..50 {
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"model": "credit-default@3", "inputs": [0, 900.0, 30000.0]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            id = Some(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = wait_job(
+        &http,
+        &base,
+        &id.expect("version 3 accepted after the reload"),
+    )
+    .await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["version"], "3");
+
+    // A broken file is refused by the command and tells no one.
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        good.replace("max_batch_size = 32", "max_batch_size = -1"),
+    )
+    .unwrap();
+    let (status, out) = cli(&[]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("max_batch_size"), "{out}");
+    // Unmarked, the last listed version is the default: 3 since the reload.
+    assert_eq!(default_version(&http, &base).await, "3");
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}

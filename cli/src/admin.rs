@@ -17,6 +17,21 @@ pub enum AdminCommand {
     /// API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The model registry: reload.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+/// `infq admin models ...`
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Checks the registry file, then tells every producer and worker of
+    /// the deployment to reload it: new versions start serving, queued and
+    /// running jobs go on.
+    Reload {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
 }
 
 /// Where the configuration comes from.
@@ -240,6 +255,35 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no key with id {id}");
             }
             println!("key {id} revoked");
+        }
+        AdminCommand::Models(ModelsCommand::Reload { cfg }) => {
+            let settings = Settings::load(Some(&cfg.config), &[])?;
+            // A file that would fail everywhere is refused here, once.
+            let registry = settings.registry()?;
+            let client = settings.redis.client().with_context(|| {
+                format!(
+                    "redis.url {}",
+                    infq_common::config::redacted(&settings.redis.url)
+                )
+            })?;
+            let mut conn = tokio::time::timeout(
+                std::time::Duration::from_millis(settings.redis.timeout_ms),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .context("connecting to Redis: timed out")??;
+            let channel = infq_common::reload::channel(&settings.namespace);
+            let heard: u64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg("reload")
+                .query_async(&mut conn)
+                .await?;
+            let versions: Vec<String> = registry.models().iter().map(|m| m.id()).collect();
+            println!(
+                "registry {} ({}) valid; {heard} producer and worker process(es) told to reload",
+                settings.models_file.display(),
+                versions.join(", ")
+            );
         }
     }
     Ok(())

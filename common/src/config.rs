@@ -396,6 +396,7 @@ impl Default for LogConfig {
 struct RawSettings {
     namespace: String,
     models_file: RelativePathBuf,
+    models_poll_ms: u64,
     amqp: AmqpConfig,
     redis: RedisConfig,
     producer: ProducerConfig,
@@ -410,6 +411,7 @@ impl Default for RawSettings {
         Self {
             namespace: "infq".into(),
             models_file: RelativePathBuf::from("config/models.toml"),
+            models_poll_ms: 2_000,
             amqp: AmqpConfig::default(),
             redis: RedisConfig::default(),
             producer: ProducerConfig::default(),
@@ -430,6 +432,9 @@ pub struct Settings {
     /// The model registry file; relative paths in the config file are
     /// resolved against that file's folder.
     pub models_file: PathBuf,
+    /// How often producers and workers look for a changed registry file
+    /// (hot reload); 0: only on `infq admin models reload`.
+    pub models_poll_ms: u64,
     /// RabbitMQ.
     pub amqp: AmqpConfig,
     /// Redis.
@@ -470,6 +475,7 @@ impl Settings {
         let settings = Settings {
             namespace: raw.namespace,
             models_file: raw.models_file.relative(),
+            models_poll_ms: raw.models_poll_ms,
             amqp: raw.amqp,
             redis: raw.redis,
             producer: raw.producer,

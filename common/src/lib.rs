@@ -13,6 +13,7 @@ pub mod message;
 pub mod metrics;
 pub mod queue_stats;
 pub mod registry;
+pub mod reload;
 pub mod results;
 pub mod retry;
 pub mod shutdown;

@@ -58,6 +58,9 @@ pub const WORKER_BACKLOG: &str = "infq_worker_backlog";
 /// faces, what an autoscaler scales on.
 pub const BACKLOG_PER_CONSUMER: &str = "infq_queue_backlog_per_consumer";
 
+/// Hot reloads of the model registry (`outcome`: `ok`, `failed`).
+pub const REGISTRY_RELOADS: &str = "infq_registry_reloads_total";
+
 /// What kind of metric a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -95,6 +98,7 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (BACKLOG_PER_CONSUMER, Kind::Gauge, Source::Both, "Ready messages of a job queue per consumer."),
     (DLQ_DEPTH, Kind::Gauge, Source::Both, "Messages in the dead-letter queue."),
     (RECONNECTS, Kind::Counter, Source::Both, "Connections re-established after a failure, by dependency."),
+    (REGISTRY_RELOADS, Kind::Counter, Source::Both, "Hot reloads of the model registry, by outcome."),
 ];
 
 /// Which binary exports a metric.
@@ -134,6 +138,7 @@ pub fn install(source: Source) -> Result<PrometheusHandle, String> {
     // Counters that may stay at zero for a long time are exported from the
     // start, so a dashboard or alert sees 0 rather than nothing.
     metrics::counter!(RECONNECTS, "outcome" => "amqp").absolute(0);
+    metrics::counter!(REGISTRY_RELOADS, "outcome" => "ok").absolute(0);
     if source == Source::Worker {
         metrics::counter!(JOBS_RETRIED).absolute(0);
     }

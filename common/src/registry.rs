@@ -434,6 +434,21 @@ impl Registry {
         &self.models
     }
 
+    /// The registry less the models whose names are not in `names` (a
+    /// reload keeps to the names a process declared queues for), and the
+    /// names left out.
+    pub fn retain_names(mut self, names: &[&str]) -> (Self, Vec<String>) {
+        let mut dropped = Vec::new();
+        self.models.retain(|m| {
+            let keep = names.contains(&m.name.as_str());
+            if !keep && !dropped.contains(&m.name) {
+                dropped.push(m.name.clone());
+            }
+            keep
+        });
+        (self, dropped)
+    }
+
     /// Distinct model names, in file order; each has its own queues.
     pub fn names(&self) -> Vec<&str> {
         let mut seen = HashSet::new();

@@ -176,7 +176,7 @@ async fn create(
         .model
         .ok_or_else(|| field("model", "the query parameter `model` is required".into()))?;
     let spec = state
-        .registry
+        .registry()
         .resolve(&model)
         .ok_or_else(|| ApiError::UnknownModel(model.clone()))?
         .clone();
@@ -515,7 +515,7 @@ pub async fn batch_results(
     }
     let address = format!("{}@{}", rec.model, rec.version);
     let outputs = state
-        .registry
+        .registry()
         .resolve(&address)
         .map(|s| s.outputs.clone())
         .unwrap_or_default();

@@ -39,8 +39,11 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 pub struct AppState {
     /// The whole configuration.
     pub settings: Settings,
-    /// Models and their schemas.
-    pub registry: Registry,
+    /// Models and their schemas; swapped whole by a hot reload.
+    pub registry: arc_swap::ArcSwap<Registry>,
+    /// The model names the producer started with: it declared their
+    /// queues, and a reload keeps to them.
+    pub model_names: Vec<String>,
     /// Job records.
     pub store: JobStore,
     /// Idempotency keys.
@@ -62,6 +65,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The registry as it is now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
     /// Builds the state; nothing connects yet.
     pub fn new(
         settings: Settings,
@@ -70,8 +78,8 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let store = JobStore::new(&settings.redis, &settings.namespace)?;
         let topology = Topology::of(&settings);
-        let models = registry.names().iter().map(|s| s.to_string()).collect();
-        let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models);
+        let models: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
+        let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models.clone());
         let idempotency = infq_common::idempotency::IdempotencyStore::new(
             store.connection(),
             &settings.namespace,
@@ -91,7 +99,8 @@ impl AppState {
             guard,
             deliveries,
             settings,
-            registry,
+            registry: arc_swap::ArcSwap::from_pointee(registry),
+            model_names: models.clone(),
             store,
             idempotency,
             publisher,
@@ -171,9 +180,19 @@ pub async fn serve(
         state.waiters.clone(),
         shutdown.clone(),
     ));
+    let (trigger_tx, trigger_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(infq_common::reload::triggers(
+        state.settings.redis.clone(),
+        state.settings.namespace.clone(),
+        state.settings.models_file.clone(),
+        std::time::Duration::from_millis(state.settings.models_poll_ms),
+        trigger_tx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(reload_task(state.clone(), trigger_rx, shutdown.clone()));
     let topology = Topology::of(&state.settings);
     let queues = state
-        .registry
+        .registry()
         .names()
         .iter()
         .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
@@ -208,4 +227,47 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Swaps in the registry file's new content on each trigger, keeping to
+/// the model names the producer started with (their queues exist); a bad
+/// file keeps the registry in use.
+async fn reload_task(
+    state: Arc<AppState>,
+    mut triggers: tokio::sync::mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            t = triggers.recv() => if t.is_none() { return },
+        }
+        let outcome = match Registry::load(&state.settings.models_file) {
+            Ok(new) => {
+                let names: Vec<&str> = state.model_names.iter().map(String::as_str).collect();
+                let (new, left_out) = new.retain_names(&names);
+                if !left_out.is_empty() {
+                    tracing::warn!(
+                        ?left_out,
+                        "new model names need a producer restart to be served"
+                    );
+                }
+                if new.models().is_empty() {
+                    tracing::error!("registry reload left no model; keeping the registry in use");
+                    "failed"
+                } else {
+                    let versions: Vec<String> = new.models().iter().map(|m| m.id()).collect();
+                    state.registry.store(Arc::new(new));
+                    tracing::info!(?versions, "registry reloaded");
+                    "ok"
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "registry reload failed; keeping the registry in use");
+                "failed"
+            }
+        };
+        metrics::counter!(infq_common::metrics::REGISTRY_RELOADS, "outcome" => outcome)
+            .increment(1);
+    }
 }

@@ -141,7 +141,8 @@ async fn submit(
     body: &[u8],
     trace: Option<String>,
 ) -> Result<Accepted, ApiError> {
-    let job = match validate(body, &state.registry, state.guard.as_ref()) {
+    let registry = state.registry();
+    let job = match validate(body, &registry, state.guard.as_ref()) {
         Ok(job) => job,
         Err(e) => {
             metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
@@ -367,7 +368,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
     json!({
         "name": m.name,
         "version": m.version,
-        "default": state.registry.resolve(&m.name).is_some_and(|d| d.version == m.version),
+        "default": state.registry().resolve(&m.name).is_some_and(|d| d.version == m.version),
         "description": m.description,
         "inputs": m.inputs.iter().map(|f| json!({
             "name": f.name, "dtype": "f32", "shape": f.shape, "min": f.min, "max": f.max,
@@ -386,7 +387,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
 /// `GET /v1/models`: every model version, its schemas and batching.
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let models: Vec<_> = state
-        .registry
+        .registry()
         .models()
         .iter()
         .map(|m| version_view(&state, m))
@@ -400,19 +401,17 @@ pub async fn get_model(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let registry = state.registry();
     if name.contains('@') {
-        let m = state
-            .registry
+        let m = registry
             .resolve(&name)
             .ok_or_else(|| ApiError::NotFound(format!("model {name}")))?;
         return Ok(Json(version_view(&state, m)));
     }
-    let default = state
-        .registry
+    let default = registry
         .resolve(&name)
         .ok_or_else(|| ApiError::NotFound(format!("model {name}")))?;
-    let versions: Vec<_> = state
-        .registry
+    let versions: Vec<_> = registry
         .models()
         .iter()
         .filter(|m| m.name == name)

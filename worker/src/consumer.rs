@@ -8,10 +8,12 @@
 
 use crate::batcher::LaneSenders;
 use crate::pending::{Pending, Settle};
+use crate::reload::ReloadHandle;
 use crate::requeue::Requeuer;
 use crate::settle::Settler;
 use crate::stats::WorkerStats;
 use crate::webhooks::events::Events;
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use infq_common::config::AmqpConfig;
 use infq_common::job::{JobError, Priority};
@@ -28,17 +30,21 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::task::JoinSet;
 
+/// The versions of one model a worker runs: version -> spec and lanes.
+type VersionMap = HashMap<String, (Arc<ModelSpec>, LaneSenders)>;
+
 /// Where the deliveries of one model name go: a pair of lanes per version.
-#[derive(Clone)]
+/// Versions are added while consumers run (hot reload).
 pub struct ModelRoute {
     name: String,
-    versions: HashMap<String, (Arc<ModelSpec>, LaneSenders)>,
-    prefetch: u16,
+    versions: ArcSwap<VersionMap>,
+    prefetch: AtomicU16,
+    reload: OnceLock<ReloadHandle>,
 }
 
 impl ModelRoute {
@@ -46,17 +52,48 @@ impl ModelRoute {
     pub fn new(spec: Arc<ModelSpec>) -> Self {
         Self {
             name: spec.name.clone(),
-            versions: HashMap::new(),
-            prefetch: 0,
+            versions: ArcSwap::from_pointee(HashMap::new()),
+            prefetch: AtomicU16::new(0),
+            reload: OnceLock::new(),
         }
     }
 
     /// Adds a version's lanes; the consumer prefetch grows to twice the
-    /// largest batch of any version.
-    pub fn add_version(&mut self, spec: Arc<ModelSpec>, lanes: LaneSenders) {
+    /// largest batch of any version (from the next broker session on).
+    pub fn add_version(&self, spec: Arc<ModelSpec>, lanes: LaneSenders) {
         let want = (2 * spec.max_batch_size).min(usize::from(u16::MAX)) as u16;
-        self.prefetch = self.prefetch.max(want);
-        self.versions.insert(spec.version.clone(), (spec, lanes));
+        self.prefetch.fetch_max(want, Ordering::Relaxed);
+        self.versions.rcu(|map| {
+            let mut map = VersionMap::clone(map);
+            map.insert(spec.version.clone(), (spec.clone(), lanes.clone()));
+            map
+        });
+    }
+
+    /// `name@version` of every version served.
+    pub fn version_ids(&self) -> Vec<String> {
+        self.versions
+            .load()
+            .values()
+            .map(|(spec, _)| spec.id())
+            .collect()
+    }
+
+    /// Where a consumer asks for a reload on meeting an unknown version.
+    pub fn set_reload(&self, handle: ReloadHandle) {
+        let _ = self.reload.set(handle);
+    }
+
+    /// The lanes of `version`, after a reload if it is not served yet.
+    async fn lanes_of(&self, version: &str) -> Option<(Arc<ModelSpec>, LaneSenders)> {
+        if let Some(v) = self.versions.load().get(version) {
+            return Some(v.clone());
+        }
+        let reload = self.reload.get()?;
+        if !reload.reload().await {
+            return None;
+        }
+        self.versions.load().get(version).cloned()
     }
 }
 
@@ -66,7 +103,7 @@ impl ModelRoute {
 pub async fn supervisor_task(
     cfg: AmqpConfig,
     topology: Topology,
-    routes: HashMap<String, ModelRoute>,
+    routes: Vec<Arc<ModelRoute>>,
     store: JobStore,
     stats: Arc<WorkerStats>,
     requeuer: Arc<Requeuer>,
@@ -74,7 +111,6 @@ pub async fn supervisor_task(
     heads: Arc<HeadTimes>,
     shutdown: CancellationToken,
 ) -> Option<Connection> {
-    let routes: Vec<Arc<ModelRoute>> = routes.into_values().map(Arc::new).collect();
     let mut schedule = Schedule::reconnect();
     let mut first = true;
     loop {
@@ -152,8 +188,11 @@ async fn session(
     for route in routes {
         for lane in Priority::ALL {
             let ch = conn.create_channel().await?;
-            ch.basic_qos(route.prefetch, BasicQosOptions::default())
-                .await?;
+            ch.basic_qos(
+                route.prefetch.load(Ordering::Relaxed),
+                BasicQosOptions::default(),
+            )
+            .await?;
             let queue = topology.job_queue(&route.name, lane);
             let tag = format!(
                 "infq-worker-{}-{}",
@@ -289,7 +328,7 @@ async fn route_job(
 ) -> bool {
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
-    let Some((spec, lanes)) = route.versions.get(&msg.version) else {
+    let Some((spec, lanes)) = route.lanes_of(&msg.version).await else {
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);

@@ -13,6 +13,7 @@ pub mod deadletter;
 pub mod health;
 pub mod model;
 pub mod pending;
+pub mod reload;
 pub mod requeue;
 pub mod settle;
 pub mod stats;
@@ -125,43 +126,43 @@ pub async fn start_with(
     // Short, so that backpressure reaches the batchers (which favour
     // interactive jobs) instead of results queueing behind bulk chunks.
     let (writer_tx, writer_rx) = mpsc::channel(4);
-    let mut routes: HashMap<String, consumer::ModelRoute> = HashMap::new();
-    let mut batchers = Vec::new();
+    let batchers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let versions = reload::Versions {
+        settings: settings.clone(),
+        writer: writer_tx,
+        store: store.clone(),
+        requeuer: requeuer.clone(),
+        stats: stats.clone(),
+        batchers: batchers.clone(),
+    };
+    let mut routes: HashMap<String, Arc<consumer::ModelRoute>> = HashMap::new();
     for spec in specs {
         let spec = Arc::new(spec);
-        let model = model::spawn(
-            spec.clone(),
-            settings.worker.device.as_deref(),
-            settings.worker.intra_op_threads,
-            writer_tx.clone(),
-            stats.clone(),
-        )
-        .await
-        .with_context(|| format!("loading model {} from {}", spec.id(), spec.path.display()))?;
-        stats
-            .models_ready
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (senders, lanes) = batcher::Lanes::new(2 * spec.max_batch_size);
+        let senders = versions.start(spec.clone()).await?;
         routes
             .entry(spec.name.clone())
-            .or_insert_with(|| consumer::ModelRoute::new(spec.clone()))
+            .or_insert_with(|| Arc::new(consumer::ModelRoute::new(spec.clone())))
             .add_version(spec.clone(), senders);
-        batchers.push(tokio::spawn(batcher::batcher_task(
-            spec.clone(),
-            lanes,
-            model,
-            batcher::Claims {
-                store: store.clone(),
-                requeuer: requeuer.clone(),
-                patience: store_retry,
-            },
-            writer_tx.clone(),
-        )));
     }
-    drop(writer_tx);
     stats
         .models_loaded
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The reloader holds the last writer sender besides the batchers'; it
+    // stops at shutdown, so the writer ends once the batchers have.
+    let (trigger_tx, trigger_rx) = mpsc::channel(1);
+    tokio::spawn(infq_common::reload::triggers(
+        settings.redis.clone(),
+        settings.namespace.clone(),
+        settings.models_file.clone(),
+        Duration::from_millis(settings.models_poll_ms),
+        trigger_tx,
+        shutdown.clone(),
+    ));
+    let (reload_handle, reloader) =
+        reload::Reloader::new(versions, routes.clone()).spawn(trigger_rx, shutdown.clone());
+    for route in routes.values() {
+        route.set_reload(reload_handle.clone());
+    }
 
     let writer = tokio::spawn(writer::writer_task(
         writer_rx,
@@ -190,7 +191,7 @@ pub async fn start_with(
     let supervisor = tokio::spawn(consumer::supervisor_task(
         settings.amqp.clone(),
         topology,
-        routes,
+        routes.into_values().collect(),
         store.clone(),
         stats.clone(),
         requeuer,
@@ -210,7 +211,14 @@ pub async fn start_with(
         // threads stop, and the writer stores, acknowledges and stops.
         let finished = tokio::time::timeout(drain, async {
             let conn = supervisor.await.ok().flatten();
-            for b in batchers {
+            // No version is added from here on; every lane sender is gone
+            // once the reloader and the consumers are.
+            let _ = reloader.await;
+            let started: Vec<_> = batchers
+                .lock()
+                .map(|mut b| b.drain(..).collect())
+                .unwrap_or_default();
+            for b in started {
                 let _ = b.await;
             }
             let _ = writer.await;
