@@ -117,7 +117,7 @@ impl Priority {
 }
 
 /// A reason a job failed, as stored and returned to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     /// Stable machine-readable reason, e.g. `invalid_input`, `model_error`,
     /// `dead_lettered`, `not_enqueued`.

@@ -5,24 +5,37 @@ use crate::job::{format_ms, now_ms, JobError, JobId, JobStatus};
 use crate::store::{BatchRecord, JobRecord};
 use serde::Serialize;
 use serde_json::value::RawValue;
+#[allow(unused_imports)] // named in schema attributes
+use std::collections::HashMap;
 
 /// The representation of a job in responses.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
+    #[schema(value_type = String, format = Uuid)]
     id: JobId,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`, `expired`.
+    #[schema(value_type = String)]
     status: &'static str,
     model: String,
     version: String,
+    /// `interactive` or `bulk`.
+    #[schema(value_type = String)]
     priority: &'static str,
+    /// The model's outputs by name, once it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<String, f32>>)]
     output: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<JobError>,
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at: Option<String>,
+    /// Times a worker started it.
     attempts: u32,
+    /// What the client stored with it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,
@@ -49,12 +62,17 @@ impl From<JobRecord> for JobView {
 }
 
 /// The representation of a batch in responses.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Batch)]
 pub struct BatchView {
+    #[schema(value_type = String, format = Uuid)]
     id: JobId,
+    /// `queued`, `running`, `succeeded`, `failed`, `cancelled`, `expired`.
+    #[schema(value_type = String)]
     status: &'static str,
     model: String,
     version: String,
+    /// Rows in the file.
     total: u64,
     succeeded: u64,
     failed: u64,
@@ -62,6 +80,7 @@ pub struct BatchView {
     chunks_done: u32,
     rows_per_second: Option<f64>,
     eta_seconds: Option<f64>,
+    /// RFC 3339, UTC.
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     started_at: Option<String>,
@@ -69,6 +88,7 @@ pub struct BatchView {
     finished_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<JobError>,
+    /// Where the results are, once the batch has ended.
     results: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,

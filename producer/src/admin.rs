@@ -148,6 +148,13 @@ async fn put_back(deliveries: &[lapin::message::Delivery]) {
 }
 
 /// `GET /v1/admin/dead-letters?limit=N`: what the dead-letter queue holds.
+#[utoipa::path(get, path = "/v1/admin/dead-letters", tag = "admin",
+    security(("api_key" = [])),
+    params(("limit" = Option<usize>, Query, description = "Most messages listed (default 100)")),
+    responses(
+        (status = 200, description = "What the dead-letter queue holds", body = crate::openapi::DeadLetters),
+        (status = 403, description = "Not an admin tenant's key", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -224,6 +231,13 @@ pub struct ReplayRequest {
 
 /// `POST /v1/admin/dead-letters/replay`: reopens the chosen jobs and
 /// publishes them back to their job queues; the rest stay dead-lettered.
+#[utoipa::path(post, path = "/v1/admin/dead-letters/replay", tag = "admin",
+    security(("api_key" = [])),
+    request_body(content = crate::openapi::ReplayRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Reopened and put back on their queues", body = crate::openapi::Replayed),
+        (status = 403, description = "Not an admin tenant's key", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn replay(
     State(state): State<Arc<AppState>>,
     body: Result<Json<ReplayRequest>, JsonRejection>,

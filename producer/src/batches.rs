@@ -80,6 +80,21 @@ fn closing(e: ApiError) -> Response {
 /// `POST /v1/batches?model=...`: stream, validate, spool, publish, `202`.
 /// With an `Idempotency-Key`, a repeat of the same file gets the original
 /// answer and no second batch.
+#[utoipa::path(post, path = "/v1/batches", tag = "batches",
+    security(("api_key" = [])),
+    params(("model" = String, Query, description = "`name` or `name@version`"),
+           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
+           ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
+           ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
+    request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
+    responses(
+        (status = 202, description = "Every row is with the broker", body = infq_common::views::BatchView),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Over the size, line or row limit", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad rows (each listed with its line) or unknown model", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's rate or quota", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Broker or Redis unavailable", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn create_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -393,6 +408,14 @@ fn tokio_stream_of<T: Send + 'static>(
 }
 
 /// `GET /v1/batches/{id}`, optionally long-polling with `?wait=SECONDS`.
+#[utoipa::path(get, path = "/v1/batches/{id}", tag = "batches",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id"),
+           ("wait" = Option<f64>, Query, description = "Seconds to wait for the batch to end")),
+    responses(
+        (status = 200, description = "The batch: counts, rows/s, time left", body = infq_common::views::BatchView),
+        (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn get_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -430,6 +453,13 @@ pub async fn owned_batch(
 
 /// `DELETE /v1/batches/{id}`: erases the batch at once, every stored
 /// result included; chunks not yet run never will. `204`.
+#[utoipa::path(delete, path = "/v1/batches/{id}", tag = "batches",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 204, description = "Erased with every stored result"),
+        (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn delete_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -446,6 +476,14 @@ pub async fn delete_batch(
 
 /// `POST /v1/batches/{id}/cancel`: cancels what has not run yet; what
 /// ran stays readable until the retention ends.
+#[utoipa::path(post, path = "/v1/batches/{id}/cancel", tag = "batches",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "Cancelled: rows not yet run never run", body = infq_common::views::BatchView),
+        (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Already ended", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn cancel_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -486,6 +524,15 @@ const CHUNKS_PER_READ: u32 = 32;
 /// `GET /v1/batches/{id}/results`: every row in input order, as CSV
 /// (`row,<outputs...>,error`) or JSONL (`{"row", "output"}` or
 /// `{"row", "error"}`), streamed.
+#[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "batches",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id"),
+           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Accept header decides (CSV by default)")),
+    responses(
+        (status = 200, description = "Every row in input order: CSV `row,<outputs...>,error`, or JSONL `{\"row\", \"output\"}` / `{\"row\", \"error\"}`", body = String, content_type = "text/csv"),
+        (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The batch has not ended", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn batch_results(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

@@ -152,6 +152,13 @@ async fn retry(
 }
 
 /// `GET /v1/jobs/{id}/deliveries`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/deliveries", tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job's webhook event and every attempt", body = crate::openapi::DeliveryLog),
+        (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn job_deliveries(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -161,6 +168,13 @@ pub async fn job_deliveries(
 }
 
 /// `GET /v1/batches/{id}/deliveries`.
+#[utoipa::path(get, path = "/v1/batches/{id}/deliveries", tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The batch's webhook event and every attempt", body = crate::openapi::DeliveryLog),
+        (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn batch_deliveries(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -171,6 +185,14 @@ pub async fn batch_deliveries(
 
 /// `POST /v1/jobs/{id}/deliveries/{event}/retry`; `event` is the
 /// `webhook-id` or the event type.
+#[utoipa::path(post, path = "/v1/jobs/{id}/deliveries/{event}/retry", tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Job id"),
+           ("event" = String, Path, description = "The event's `webhook-id` or type")),
+    responses(
+        (status = 202, description = "Sent again", body = crate::openapi::Redelivery),
+        (status = 404, description = "No such job or event", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn retry_job_event(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -180,6 +202,14 @@ pub async fn retry_job_event(
 }
 
 /// `POST /v1/batches/{id}/deliveries/{event}/retry`.
+#[utoipa::path(post, path = "/v1/batches/{id}/deliveries/{event}/retry", tag = "webhooks",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Batch id"),
+           ("event" = String, Path, description = "The event's `webhook-id` or type")),
+    responses(
+        (status = 202, description = "Sent again", body = crate::openapi::Redelivery),
+        (status = 404, description = "No such batch or event", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn retry_batch_event(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,

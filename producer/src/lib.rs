@@ -12,6 +12,7 @@ pub mod bulk;
 pub mod deliveries;
 pub mod error;
 pub mod idempotency;
+pub mod openapi;
 pub mod publisher;
 pub mod routes;
 pub mod validate;
@@ -19,7 +20,7 @@ pub mod waiters;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::Router;
 use infq_common::config::Settings;
@@ -112,56 +113,64 @@ impl AppState {
 }
 
 /// The API's routes: `/v1` behind an API key, `/v1/admin` behind an
-/// admin tenant's key; health and metrics open.
+/// admin tenant's key; health, metrics and `/openapi.json` open. Every
+/// route but the catch-alls comes from a handler's `#[utoipa::path]`, so
+/// the OpenAPI document lists exactly what is served.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_and_api(state).0
+}
+
+/// The router and its OpenAPI 3.1 document.
+pub fn router_and_api(state: Arc<AppState>) -> (Router, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
     let limit = state.settings.producer.max_body_bytes;
-    let admin = Router::new()
-        .route("/dead-letters", get(admin::list))
-        .route("/dead-letters/replay", post(admin::replay))
-        .layer(middleware::from_fn(auth::require_admin));
-    let v1 = Router::new()
-        .route("/jobs", post(routes::submit_job))
-        .route(
-            "/jobs/{id}",
-            get(routes::get_job).delete(routes::delete_job),
-        )
-        .route("/batches", post(batches::create_batch))
-        .route(
-            "/batches/{id}",
-            get(batches::get_batch).delete(batches::delete_batch),
-        )
-        .route("/batches/{id}/cancel", post(batches::cancel_batch))
-        .route("/jobs/{id}/cancel", post(routes::cancel_job))
-        .route("/batches/{id}/results", get(batches::batch_results))
-        .route("/jobs/{id}/deliveries", get(deliveries::job_deliveries))
-        .route(
-            "/jobs/{id}/deliveries/{event}/retry",
-            post(deliveries::retry_job_event),
-        )
-        .route(
-            "/batches/{id}/deliveries",
-            get(deliveries::batch_deliveries),
-        )
-        .route(
-            "/batches/{id}/deliveries/{event}/retry",
-            post(deliveries::retry_batch_event),
-        )
-        .route("/models", get(routes::list_models))
-        .route("/models/{name}", get(routes::get_model))
-        .nest("/admin", admin)
-        .fallback(routes::fallback)
-        .layer(middleware::from_fn_with_state(
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::list))
+        .routes(routes!(admin::replay))
+        .route_layer(middleware::from_fn(auth::require_admin));
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(routes::submit_job))
+        .routes(routes!(routes::get_job, routes::delete_job))
+        .routes(routes!(routes::cancel_job))
+        .routes(routes!(batches::create_batch))
+        .routes(routes!(batches::get_batch, batches::delete_batch))
+        .routes(routes!(batches::cancel_batch))
+        .routes(routes!(batches::batch_results))
+        .routes(routes!(deliveries::job_deliveries))
+        .routes(routes!(deliveries::retry_job_event))
+        .routes(routes!(deliveries::batch_deliveries))
+        .routes(routes!(deliveries::retry_batch_event))
+        .routes(routes!(routes::list_models))
+        .routes(routes!(routes::get_model))
+        .merge(admin)
+        // Unknown /v1 paths need a key too, then answer 404.
+        .route("/v1/{*rest}", any(routes::fallback))
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics_text))
+    let (router, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(v1)
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::metrics_text))
+        .split_for_parts();
+    utoipa::Modify::modify(&openapi::CommonErrors, &mut api);
+    let document = bytes::Bytes::from(api.to_json().unwrap_or_default());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let d = document.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], d) }
+            }),
+        )
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state);
+    (router, api)
 }
 
 /// Serves the API on `listener` until `shutdown`, then finishes the

@@ -41,6 +41,23 @@ pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
 ///
 /// With `?wait=SECONDS` the answer waits for the job to finish: `200` with
 /// the finished job if it ends in time, else the usual `202`.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    security(("api_key" = [])),
+    params(("wait" = Option<f64>, Query, description = "Seconds to wait for the job to finish (at most producer.max_wait_secs)"),
+           ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same body returns the original answer and creates nothing"),
+           ("traceparent" = Option<String>, Header, description = "W3C trace context; its trace id names the job's spans")),
+    request_body(content = crate::openapi::JobSubmission, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued: the broker holds the job", body = crate::openapi::JobAccepted),
+        (status = 200, description = "With `wait`: the job ended in time", body = infq_common::views::JobView),
+        (status = 400, description = "Malformed body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Idempotency key in use or used with another body", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body or structure over a limit", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid inputs (every problem listed) or unknown model", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's rate or quota, or the queue is full", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Broker or Redis unavailable", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn submit_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -281,6 +298,15 @@ pub fn parse_id(id: &str, what: &str) -> Result<JobId, ApiError> {
 }
 
 /// `GET /v1/jobs/{id}`, optionally long-polling with `?wait=SECONDS`.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Job id"),
+           ("wait" = Option<f64>, Query, description = "Seconds to wait for a terminal state")),
+    responses(
+        (status = 200, description = "The job", body = infq_common::views::JobView),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -318,6 +344,13 @@ pub async fn owned_job(
 
 /// `DELETE /v1/jobs/{id}`: erases the job at once, its output and
 /// metadata included; if it has not run yet, it never will. `204`.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 204, description = "Erased: output, metadata and delivery log"),
+        (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn delete_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -334,6 +367,14 @@ pub async fn delete_job(
 
 /// `POST /v1/jobs/{id}/cancel`: cancels a job that has not started
 /// running; its record stays until its retention ends.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = infq_common::views::JobView),
+        (status = 404, description = "No such job of this tenant", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Already running or ended", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn cancel_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -385,6 +426,9 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
 }
 
 /// `GET /v1/models`: every model version, its schemas and batching.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    security(("api_key" = [])),
+    responses((status = 200, description = "Every model version", body = crate::openapi::ModelList)))]
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let models: Vec<_> = state
         .registry()
@@ -397,6 +441,13 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json:
 
 /// `GET /v1/models/{name}`: one model, its default version and every
 /// version; `name@version` gives that version alone.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "models",
+    security(("api_key" = [])),
+    params(("name" = String, Path, description = "`name`, or `name@version` for one version")),
+    responses(
+        (status = 200, description = "The model and its versions (one version for `name@version`)", body = crate::openapi::ModelAnswer),
+        (status = 404, description = "No such model", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn get_model(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -425,11 +476,18 @@ pub async fn get_model(
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = crate::openapi::Health)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// `GET /readyz`: the broker and Redis can be reached.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Broker and Redis reachable", body = crate::openapi::Readiness),
+        (status = 503, description = "A dependency is down; `checks` says which", body = crate::openapi::Readiness),
+    ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let broker = state.publisher.channel().await.is_ok();
     let redis = state.store.ping().await.is_ok();
@@ -451,6 +509,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match &state.prometheus {
         Some(h) => h.render().into_response(),

@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 pub const MAX_LOG_ENTRIES: isize = 200;
 
 /// Where an event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventState {
     /// Being delivered: an attempt is due or in flight.
@@ -53,7 +53,7 @@ impl EventState {
 }
 
 /// One attempt, as logged and listed by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// The event's `webhook-id`.
     pub webhook_id: String,
@@ -80,7 +80,7 @@ pub struct Attempt {
 }
 
 /// A subject's event and its delivery log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Deliveries {
     /// The `webhook-id`, once the event is built.
     pub webhook_id: Option<String>,

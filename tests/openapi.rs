@@ -1,0 +1,256 @@
+//! The OpenAPI document against the running server: it is OpenAPI 3.1,
+//! every operation it lists is served (no request to one falls through to
+//! the router's "route not found"), and real answers of a run, successes
+//! and errors, validate against the schemas it gives for them.
+
+use infq::TestEnv;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// Checks `body` against the schema the document gives for `method path`
+/// answering `status` as JSON.
+fn check(doc: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let errors = mismatches(doc, method, path, status, body);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: the answer does not match the document: {errors:?}\n{body}"
+    );
+}
+
+/// How `body` departs from the document's schema for the answer.
+fn mismatches(doc: &Value, method: &str, path: &str, status: u16, body: &Value) -> Vec<String> {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not in the document");
+    let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} answered {status}, which the document does not describe: {body}"
+    );
+    // The components travel with the schema, so `$ref`s resolve.
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::draft202012::new(&root).expect("a valid JSON Schema");
+    validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
+}
+
+async fn call(
+    env: &TestEnv,
+    http: &reqwest::Client,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = env.url(path);
+    let req = match method {
+        "get" => http.get(url),
+        "post" => http.post(url),
+        "delete" => http.delete(url),
+        other => panic!("{other}"),
+    };
+    let req = match body {
+        Some(b) => req.json(&b),
+        None => req,
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_lists_what_is_served_and_real_answers_match_it() {
+    let env = TestEnv::start().await.unwrap();
+    let http = &env.http;
+    let doc: Value = http
+        .get(env.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "infq");
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+
+    // Every documented operation is routed.
+    let mut operations = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "delete"].contains(&method.as_str()) {
+                operations.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let want: BTreeSet<(String, String)> = [
+        ("post", "/v1/jobs"),
+        ("get", "/v1/jobs/{id}"),
+        ("delete", "/v1/jobs/{id}"),
+        ("post", "/v1/jobs/{id}/cancel"),
+        ("post", "/v1/batches"),
+        ("get", "/v1/batches/{id}"),
+        ("delete", "/v1/batches/{id}"),
+        ("post", "/v1/batches/{id}/cancel"),
+        ("get", "/v1/batches/{id}/results"),
+        ("get", "/v1/jobs/{id}/deliveries"),
+        ("post", "/v1/jobs/{id}/deliveries/{event}/retry"),
+        ("get", "/v1/batches/{id}/deliveries"),
+        ("post", "/v1/batches/{id}/deliveries/{event}/retry"),
+        ("get", "/v1/models"),
+        ("get", "/v1/models/{name}"),
+        ("get", "/v1/admin/dead-letters"),
+        ("post", "/v1/admin/dead-letters/replay"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(operations, want, "the API's operations");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{id}", &unknown)
+            .replace("{name}", "credit-default")
+            .replace("{event}", "job.succeeded");
+        let (status, body) = call(&env, http, method, &concrete, Some(json!({}))).await;
+        assert!(
+            !body.to_string().contains("route not found"),
+            "{method} {path} is documented but not routed ({status})"
+        );
+        // Every JSON error answer is described too.
+        if status >= 400 && body.is_object() {
+            check(&doc, method, path, status, &body);
+        }
+    }
+
+    // Real answers of a run.
+    let job = json!({"model": "credit-default", "inputs": {"student": 0, "balance": 1500.0, "income": 40000.0},
+                     "metadata": {"ref": "loan-17"}});
+    let (status, accepted) = call(&env, http, "post", "/v1/jobs", Some(job)).await;
+    assert_eq!(status, 202);
+    check(&doc, "post", "/v1/jobs", 202, &accepted);
+    // The check has teeth: a field more, a field less or a wrong type fail.
+    let mut extra = accepted.clone();
+    extra["surprise"] = json!(1);
+    let mut less = accepted.clone();
+    less.as_object_mut().unwrap().remove("version");
+    let mut wrong = accepted.clone();
+    wrong["created_at"] = json!(17);
+    for bad in [extra, less, wrong] {
+        assert!(
+            !mismatches(&doc, "post", "/v1/jobs", 202, &bad).is_empty(),
+            "{bad}"
+        );
+    }
+    let id = accepted["id"].as_str().unwrap();
+    let (status, done) = call(&env, http, "get", &format!("/v1/jobs/{id}?wait=30"), None).await;
+    assert_eq!((status, done["status"].as_str()), (200, Some("succeeded")));
+    check(&doc, "get", "/v1/jobs/{id}", 200, &done);
+    let (status, waited) = call(
+        &env,
+        http,
+        "post",
+        "/v1/jobs?wait=30",
+        Some(json!({"model": "txn-risk", "inputs": [{"name": "input-0", "shape": [1, 49], "datatype": "FP32", "data": vec![0.5; 49]}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{waited}");
+    check(&doc, "post", "/v1/jobs", 200, &waited);
+    let (status, err) = call(
+        &env,
+        http,
+        "post",
+        "/v1/jobs",
+        Some(json!({"model": "credit-default", "inputs": {"student": 7}})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    check(&doc, "post", "/v1/jobs", 422, &err);
+    let (status, err) = call(&env, http, "post", "/v1/jobs", Some(json!({"model": 1}))).await;
+    assert_eq!(status, 400);
+    check(&doc, "post", "/v1/jobs", 400, &err);
+    let anonymous = reqwest::Client::new();
+    let (status, err) = call(&env, &anonymous, "get", "/v1/models", None).await;
+    assert_eq!(status, 401);
+    check(&doc, "get", "/v1/models", 401, &err);
+    let (status, deliveries) = call(
+        &env,
+        http,
+        "get",
+        &format!("/v1/jobs/{id}/deliveries"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    check(&doc, "get", "/v1/jobs/{id}/deliveries", 200, &deliveries);
+
+    let r = http
+        .post(env.url("/v1/batches?model=credit-default"))
+        .header("content-type", "text/csv")
+        .body("student,balance,income\n0,1500,40000\n1,200,10000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let batch: Value = r.json().await.unwrap();
+    check(&doc, "post", "/v1/batches", 202, &batch);
+    let bid = batch["id"].as_str().unwrap();
+    let (status, ended) = call(
+        &env,
+        http,
+        "get",
+        &format!("/v1/batches/{bid}?wait=30"),
+        None,
+    )
+    .await;
+    assert_eq!((status, ended["status"].as_str()), (200, Some("succeeded")));
+    check(&doc, "get", "/v1/batches/{id}", 200, &ended);
+    let r = http
+        .post(env.url("/v1/batches?model=credit-default"))
+        .header("content-type", "text/csv")
+        .body("student,balance,income\n0,x,40000\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    check(&doc, "post", "/v1/batches", 422, &r.json().await.unwrap());
+
+    for (path, doc_path) in [
+        ("/v1/models", "/v1/models"),
+        ("/v1/models/txn-risk", "/v1/models/{name}"),
+        ("/v1/models/txn-risk@1", "/v1/models/{name}"),
+        ("/v1/admin/dead-letters", "/v1/admin/dead-letters"),
+        ("/healthz", "/healthz"),
+        ("/readyz", "/readyz"),
+    ] {
+        let (status, body) = call(&env, http, "get", path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        check(&doc, "get", doc_path, status, &body);
+    }
+    // `name@version` answers one version, which the document allows too.
+    let (status, replayed) = call(
+        &env,
+        http,
+        "post",
+        "/v1/admin/dead-letters/replay",
+        Some(json!({"ids": ["nope"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{replayed}");
+    check(
+        &doc,
+        "post",
+        "/v1/admin/dead-letters/replay",
+        200,
+        &replayed,
+    );
+    env.stop().await.unwrap();
+}
