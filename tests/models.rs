@@ -693,3 +693,74 @@ async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
     s.namespace = ns;
     let _ = infq::delete_namespace(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_two_instances_runs_batches_on_two_threads() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let (_dir, file) = own_registry();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let two = text.replacen(
+        "max_batch_size = 256",
+        "max_batch_size = 256\ninstances = 2",
+        1,
+    );
+    assert_ne!(text, two);
+    std::fs::write(&file, two).unwrap();
+    let mut env = env_of(&ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+    // Two model threads, m0- and m1-, for txn-risk; one for credit-default.
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", worker.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for t in ["m0-txn-risk", "m1-txn-risk", "m0-credit-defau"] {
+        assert!(threads.iter().any(|c| c == t), "{t} in {threads:?}");
+    }
+    assert!(
+        !threads.iter().any(|c| c == "m1-credit-defau"),
+        "{threads:?}"
+    );
+    let model: Value = http
+        .get(format!("{base}/v1/models/txn-risk"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["versions"][0]["instances"], 2, "{model}");
+
+    let rows = txn_rows(200, 11);
+    let want = model_outputs(&test_settings().registry().unwrap(), "txn-risk", &rows).unwrap();
+    let ids: Vec<String> = stream::iter(
+        rows.iter()
+            .map(|r| json!({"model": "txn-risk", "inputs": named(r)})),
+    )
+    .map(|body| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { submit(&http, &base, body).await }
+    })
+    .buffered(64)
+    .collect()
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let v = wait_job(&http, &base, id).await;
+        let got = v["output"]["delinquency_probability"].as_f64().unwrap() as f32;
+        assert!((got - want[i][0]).abs() < 1e-5, "{v}");
+    }
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}

@@ -106,7 +106,7 @@ pub async fn spawn(
         ready.push(ready_rx);
         let (spec, rx, writer, stats) = (spec.clone(), rx.clone(), writer.clone(), stats.clone());
         std::thread::Builder::new()
-            .name(format!("model-{}-{instance}", spec.name))
+            .name(format!("m{instance}-{}", spec.name))
             .spawn(move || {
                 tch::set_num_threads(threads as i32);
                 let _no_grad = tch::no_grad_guard();
