@@ -84,16 +84,19 @@ impl ModelRoute {
         let _ = self.reload.set(handle);
     }
 
-    /// The lanes of `version`, after a reload if it is not served yet.
-    async fn lanes_of(&self, version: &str) -> Option<(Arc<ModelSpec>, LaneSenders)> {
+    /// The lanes of `version`, after a reload if it is not served yet;
+    /// `Err` if no reload could run (the worker is shutting down).
+    async fn lanes_of(&self, version: &str) -> Result<Option<(Arc<ModelSpec>, LaneSenders)>, ()> {
         if let Some(v) = self.versions.load().get(version) {
-            return Some(v.clone());
+            return Ok(Some(v.clone()));
         }
-        let reload = self.reload.get()?;
+        let Some(reload) = self.reload.get() else {
+            return Ok(None);
+        };
         if !reload.reload().await {
-            return None;
+            return Err(());
         }
-        self.versions.load().get(version).cloned()
+        Ok(self.versions.load().get(version).cloned())
     }
 }
 
@@ -328,7 +331,13 @@ async fn route_job(
 ) -> bool {
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
-    let Some((spec, lanes)) = route.lanes_of(&msg.version).await else {
+    let Ok(found) = route.lanes_of(&msg.version).await else {
+        // No reload could tell: another worker (or this one, restarted)
+        // decides.
+        let _ = delivery.reject(true).await;
+        return true;
+    };
+    let Some((spec, lanes)) = found else {
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);
