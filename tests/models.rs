@@ -764,3 +764,81 @@ async fn a_model_with_two_instances_runs_batches_on_two_threads() {
     s.namespace = ns;
     let _ = infq::delete_namespace(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let (dir, file) = own_registry();
+    let mut env = env_of(&ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
+    env.push(("INFQ_AMQP__RETRY_DELAYS_MS", "[300, 600]".into()));
+    env.push(("INFQ_WORKER__MAX_RETRIES", "20".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
+    worker.wait_ready(&http).await.unwrap();
+    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
+    producer.wait_ready(&http).await.unwrap();
+    let base = format!("http://{}", producer.addr);
+    let reload = || {
+        let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
+            .current_dir(root())
+            .args(["admin", "models", "reload"])
+            .env("INFQ_NAMESPACE", &ns)
+            .env("INFQ_MODELS_FILE", &file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // Version 4 is listed before its file is in place: the producer takes
+    // jobs for it, the worker cannot load it yet.
+    add_credit_version(&file, "4", false);
+    let model = dir.path().join("credit-default-4.pt");
+    std::fs::rename(&model, dir.path().join("later.pt")).unwrap();
+    reload();
+    let mut id = None;
+    for _ in 0..50 {
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .json(&json!({"model": "credit-default@4", "inputs": [0, 900.0, 30000.0]}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            id = Some(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("the producer takes version 4");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v: Value = http
+        .get(format!("{base}/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "queued", "waiting, not failed: {v}");
+    // The file arrives; the next reload serves it and the job runs.
+    std::fs::rename(dir.path().join("later.pt"), &model).unwrap();
+    reload();
+    let v = wait_job(&http, &base, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(v["version"], "4");
+    drop(producer);
+    drop(worker);
+    let mut s = test_settings();
+    s.namespace = ns;
+    let _ = infq::delete_namespace(&s).await;
+}

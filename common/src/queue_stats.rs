@@ -23,15 +23,22 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct HeadTimes {
     slots: HashMap<String, Arc<AtomicU64>>,
+    /// When each queue was last seen empty: its head came after that.
+    empty_at: HashMap<String, AtomicU64>,
 }
 
 impl HeadTimes {
     /// Slots for these queues.
     pub fn new<'a>(queues: impl IntoIterator<Item = &'a str>) -> Self {
+        let names: Vec<&str> = queues.into_iter().collect();
         Self {
-            slots: queues
-                .into_iter()
+            slots: names
+                .iter()
                 .map(|q| (q.to_string(), Arc::new(AtomicU64::new(0))))
+                .collect(),
+            empty_at: names
+                .iter()
+                .map(|q| (q.to_string(), AtomicU64::new(0)))
                 .collect(),
         }
     }
@@ -43,13 +50,20 @@ impl HeadTimes {
     }
 
     /// Seconds the head of `queue` has waited, given `ready` messages on it
-    /// at `now_ms`; `None` until a message of it was taken.
+    /// at `now_ms`: since the newest message taken was published, or since
+    /// the queue was last seen empty, whichever is later; `None` until one
+    /// of those is known.
     pub fn oldest_age(&self, queue: &str, ready: u32, now_ms: u64) -> Option<f64> {
+        let empty_at = self.empty_at.get(queue);
         if ready == 0 {
+            if let Some(e) = empty_at {
+                e.store(now_ms, Ordering::Relaxed);
+            }
             return Some(0.0);
         }
         let taken = self.slots.get(queue)?.load(Ordering::Relaxed);
-        (taken > 0).then(|| now_ms.saturating_sub(taken) as f64 / 1000.0)
+        let since = taken.max(empty_at.map_or(0, |e| e.load(Ordering::Relaxed)));
+        (since > 0).then(|| now_ms.saturating_sub(since) as f64 / 1000.0)
     }
 }
 
@@ -183,14 +197,27 @@ mod tests {
     #[test]
     fn oldest_age_follows_the_last_message_taken() {
         let heads = HeadTimes::new(["a", "b"]);
-        assert_eq!(heads.oldest_age("a", 0, 10_000), Some(0.0), "empty queue");
-        assert_eq!(heads.oldest_age("a", 5, 10_000), None, "nothing taken yet");
+        assert_eq!(heads.oldest_age("a", 5, 10_000), None, "nothing known yet");
+        assert_eq!(heads.oldest_age("b", 0, 1_000), Some(0.0), "empty queue");
+        assert_eq!(
+            heads.oldest_age("b", 5, 10_000),
+            Some(9.0),
+            "since seen empty"
+        );
         let slot = heads.slot("a").unwrap();
         slot.fetch_max(7_000, Ordering::Relaxed);
         slot.fetch_max(6_000, Ordering::Relaxed);
         assert_eq!(heads.oldest_age("a", 5, 10_000), Some(3.0));
-        assert_eq!(heads.oldest_age("b", 5, 10_000), None);
         assert!(heads.slot("c").is_none());
         assert_eq!(heads.oldest_age("c", 5, 10_000), None);
+    }
+
+    #[test]
+    fn after_an_idle_spell_the_age_counts_from_when_the_queue_was_empty() {
+        let heads = HeadTimes::new(["a"]);
+        heads.slot("a").unwrap().fetch_max(1_000, Ordering::Relaxed);
+        assert_eq!(heads.oldest_age("a", 0, 3_600_000), Some(0.0));
+        // A message arrives after an hour and waits 2 s.
+        assert_eq!(heads.oldest_age("a", 1, 3_602_000), Some(2.0));
     }
 }

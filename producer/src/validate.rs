@@ -165,6 +165,7 @@ pub fn validate<'r>(
         }
     };
     if !problems.is_empty() {
+        problems.truncate(MAX_PROBLEMS);
         return Err(ApiError::Invalid(problems));
     }
     Ok(ValidJob {
@@ -338,6 +339,9 @@ pub fn v2_tensors(
     let offsets = spec.offsets();
     let mut seen = vec![false; spec.inputs.len()];
     for (t_i, raw) in tensors.iter().enumerate() {
+        if problems.len() >= MAX_PROBLEMS {
+            return;
+        }
         let at = format!("inputs[{t_i}]");
         let t: V2Tensor = match serde_json::from_value(raw.clone()) {
             Ok(t) => t,
@@ -788,6 +792,15 @@ outputs = [{ name = "p" }]
         )
         .unwrap();
         assert_eq!(b, vec![1.0, 729.5, 40000.0]);
+    }
+
+    #[test]
+    fn a_flood_of_bad_tensors_reports_at_most_a_hundred_problems() {
+        let r = seq_registry();
+        let tensors = vec!["{}"; 50_000].join(",");
+        let body = format!(r#"{{"model":"seq","inputs":[{tensors}]}}"#);
+        let d = row(&body, &r).unwrap_err();
+        assert_eq!(d.len(), MAX_PROBLEMS);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::batcher::LaneSenders;
 use crate::pending::{Pending, Settle};
-use crate::reload::ReloadHandle;
+use crate::reload::{Answer, ReloadHandle};
 use crate::requeue::Requeuer;
 use crate::settle::Settler;
 use crate::stats::WorkerStats;
@@ -44,7 +44,7 @@ pub struct ModelRoute {
     name: String,
     versions: ArcSwap<VersionMap>,
     prefetch: AtomicU16,
-    reload: OnceLock<ReloadHandle>,
+    reload: OnceLock<(ReloadHandle, Arc<Requeuer>)>,
 }
 
 impl ModelRoute {
@@ -79,24 +79,28 @@ impl ModelRoute {
             .collect()
     }
 
-    /// Where a consumer asks for a reload on meeting an unknown version.
-    pub fn set_reload(&self, handle: ReloadHandle) {
-        let _ = self.reload.set(handle);
+    /// Where a consumer asks for a reload on meeting an unknown version,
+    /// and where a job waits when its version cannot be served yet.
+    pub fn set_reload(&self, handle: ReloadHandle, requeuer: Arc<Requeuer>) {
+        let _ = self.reload.set((handle, requeuer));
     }
 
-    /// The lanes of `version`, after a reload if it is not served yet;
-    /// `Err` if no reload could run (the worker is shutting down).
+    /// The lanes of `version`, after a reload if it is not served yet:
+    /// `Ok(None)` if the registry does not list it, `Err` if it cannot be
+    /// served now (listed but not loaded, registry unreadable, shutting
+    /// down).
     async fn lanes_of(&self, version: &str) -> Result<Option<(Arc<ModelSpec>, LaneSenders)>, ()> {
         if let Some(v) = self.versions.load().get(version) {
             return Ok(Some(v.clone()));
         }
-        let Some(reload) = self.reload.get() else {
+        let Some((reload, _)) = self.reload.get() else {
             return Ok(None);
         };
-        if !reload.reload().await {
-            return Err(());
+        match reload.ask(format!("{}@{version}", self.name)).await {
+            Some(Answer::Served) => Ok(self.versions.load().get(version).cloned()),
+            Some(Answer::Unlisted) => Ok(None),
+            Some(Answer::NotReady) | None => Err(()),
         }
-        Ok(self.versions.load().get(version).cloned())
     }
 }
 
@@ -332,9 +336,26 @@ async fn route_job(
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
     let Ok(found) = route.lanes_of(&msg.version).await else {
-        // No reload could tell: another worker (or this one, restarted)
-        // decides.
-        let _ = delivery.reject(true).await;
+        // Listed but not loadable now, or shutting down: the job waits in
+        // a retry tier (another worker, or a later reload, may serve it),
+        // and goes to the dead-letter queue once out of retries.
+        let pending = Pending {
+            msg,
+            delivery,
+            lane,
+            received: Instant::now(),
+            span,
+        };
+        match route.reload.get() {
+            Some((_, requeuer)) => {
+                requeuer
+                    .requeue_all(vec![pending], "model version not loaded")
+                    .await;
+            }
+            None => {
+                let _ = pending.delivery.reject(true).await;
+            }
+        }
         return true;
     };
     let Some((spec, lanes)) = found else {

@@ -161,7 +161,7 @@ pub async fn start_with(
     let (reload_handle, reloader) =
         reload::Reloader::new(versions, routes.clone()).spawn(trigger_rx, shutdown.clone());
     for route in routes.values() {
-        route.set_reload(reload_handle.clone());
+        route.set_reload(reload_handle.clone(), requeuer.clone());
     }
 
     let writer = tokio::spawn(writer::writer_task(

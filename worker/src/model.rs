@@ -110,11 +110,11 @@ pub async fn spawn(
             .spawn(move || {
                 tch::set_num_threads(threads as i32);
                 let _no_grad = tch::no_grad_guard();
-                match load_as(&spec, device, kind) {
-                    Ok(module) => {
+                match load_as(&spec, device, kind).and_then(|module| {
+                    Runner::new(module, device, kind, spec.max_batch_size, spec.width())
+                }) {
+                    Ok(runner) => {
                         let _ = ready_tx.send(Ok(()));
-                        let runner =
-                            Runner::new(module, device, kind, spec.max_batch_size, spec.width());
                         model_thread(runner, spec, rx, writer, stats);
                     }
                     Err(e) => {
@@ -245,17 +245,27 @@ pub struct Runner {
 
 impl Runner {
     /// A runner; the staging buffer exists only on a CUDA device.
-    pub fn new(module: CModule, device: Device, kind: Kind, max_rows: usize, width: usize) -> Self {
-        let staging = device.is_cuda().then(|| {
-            Tensor::zeros([max_rows as i64, width as i64], (Kind::Float, Device::Cpu))
-                .pin_memory(device)
-        });
-        Self {
+    pub fn new(
+        module: CModule,
+        device: Device,
+        kind: Kind,
+        max_rows: usize,
+        width: usize,
+    ) -> Result<Self, ModelError> {
+        let staging = if device.is_cuda() {
+            let buf = Tensor::f_zeros([max_rows as i64, width as i64], (Kind::Float, Device::Cpu))
+                .and_then(|t| t.f_pin_memory(device))
+                .map_err(|e| ModelError::Load(format!("pinned staging buffer: {e}")))?;
+            Some(buf)
+        } else {
+            None
+        };
+        Ok(Self {
             module,
             device,
             kind,
             staging,
-        }
+        })
     }
 
     /// One forward pass of `rows x width` inputs.

@@ -24,7 +24,7 @@ use infq_common::store::JobStore;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -76,18 +76,32 @@ impl Versions {
     }
 }
 
+/// What a reload says of a version a consumer asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Loaded: route the job.
+    Served,
+    /// The registry, read whole, does not list it: the job cannot run.
+    Unlisted,
+    /// Listed but not loaded (its file did not load), or the registry
+    /// cannot be read right now: the job waits for another try.
+    NotReady,
+}
+
 /// A consumer's way to ask for a reload and wait for it.
 #[derive(Clone)]
 pub struct ReloadHandle {
-    tx: mpsc::Sender<oneshot::Sender<()>>,
+    tx: mpsc::Sender<(String, oneshot::Sender<Answer>)>,
 }
 
 impl ReloadHandle {
-    /// Asks for a reload (skipped if one ran in the last second) and waits
-    /// until it is done; `false` if the reloader is gone.
-    pub async fn reload(&self) -> bool {
+    /// Asks about version `id` (`name@version`), reloading first if the
+    /// registry file changed since the last reload that read it whole;
+    /// `None` if the reloader is gone (shutting down).
+    pub async fn ask(&self, id: String) -> Option<Answer> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).await.is_ok() && rx.await.is_ok()
+        self.tx.send((id, tx)).await.ok()?;
+        rx.await.ok()
     }
 }
 
@@ -96,18 +110,46 @@ pub struct Reloader {
     versions: Versions,
     routes: HashMap<String, Arc<ModelRoute>>,
     loaded: HashSet<String>,
-    last: Option<Instant>,
+    /// Versions the last registry read whole lists.
+    listed: HashSet<String>,
+    /// The file content last read (whether it parsed or not), so a
+    /// request never re-reads an unchanged file; `None` forces a read.
+    seen: Option<Vec<u8>>,
+    /// Whether `seen` parsed.
+    seen_ok: bool,
 }
 
 impl Reloader {
     /// A reloader for `routes` (whose versions are loaded already).
     pub fn new(versions: Versions, routes: HashMap<String, Arc<ModelRoute>>) -> Self {
-        let loaded = routes.values().flat_map(|r| r.version_ids()).collect();
+        let loaded: HashSet<String> = routes.values().flat_map(|r| r.version_ids()).collect();
         Self {
             versions,
             routes,
+            listed: loaded.clone(),
             loaded,
-            last: None,
+            seen: None,
+            seen_ok: false,
+        }
+    }
+
+    /// Answers a consumer about version `id`: reloads first when the
+    /// file's content differs from the last read, never more.
+    async fn answer(&mut self, id: &str) -> Answer {
+        if !self.loaded.contains(id) {
+            let now = tokio::fs::read(&self.versions.settings.models_file)
+                .await
+                .ok();
+            if now.is_none() || now != self.seen {
+                self.reload().await;
+            }
+        }
+        if self.loaded.contains(id) {
+            Answer::Served
+        } else if self.listed.contains(id) || !self.seen_ok {
+            Answer::NotReady
+        } else {
+            Answer::Unlisted
         }
     }
 
@@ -115,9 +157,18 @@ impl Reloader {
     /// A bad file or a model that does not load is logged and changes
     /// nothing else.
     pub async fn reload(&mut self) {
-        self.last = Some(Instant::now());
         let path = self.versions.settings.models_file.clone();
-        let registry = match Registry::load(&path) {
+        let text = tokio::fs::read(&path).await.ok();
+        self.seen_ok = false;
+        self.seen = text.clone();
+        let parsed = match text {
+            Some(bytes) => {
+                let base = path.parent().unwrap_or(std::path::Path::new("."));
+                Registry::parse(&String::from_utf8_lossy(&bytes), &path, base)
+            }
+            None => Registry::load(&path),
+        };
+        let registry = match parsed {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "registry reload failed; serving what is loaded");
@@ -126,6 +177,8 @@ impl Reloader {
                 return;
             }
         };
+        self.seen_ok = true;
+        self.listed = registry.models().iter().map(|m| m.id()).collect();
         let mut added = 0;
         let mut failed = false;
         for spec in registry.models() {
@@ -176,19 +229,18 @@ impl Reloader {
         mut triggers: mpsc::Receiver<()>,
         shutdown: CancellationToken,
     ) -> (ReloadHandle, JoinHandle<()>) {
-        let (tx, mut requests) = mpsc::channel::<oneshot::Sender<()>>(64);
+        let (tx, mut requests) = mpsc::channel::<(String, oneshot::Sender<Answer>)>(64);
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    biased;
                     _ = shutdown.cancelled() => break,
+                    // A change or the admin command: a full reload, which
+                    // also retries versions that did not load before.
                     Some(()) = triggers.recv() => self.reload().await,
-                    Some(reply) = requests.recv() => {
-                        // Messages for a version no registry lists would
-                        // otherwise re-read the file each.
-                        if self.last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                            self.reload().await;
-                        }
-                        let _ = reply.send(());
+                    Some((id, reply)) = requests.recv() => {
+                        let answer = self.answer(&id).await;
+                        let _ = reply.send(answer);
                     }
                 }
             }

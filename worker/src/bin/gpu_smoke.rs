@@ -107,14 +107,14 @@ fn run() -> anyhow::Result<bool> {
             Kind::Float,
             most,
             width,
-        );
+        )?;
         let on_gpu = Runner::new(
             load_as(spec, gpu, Kind::Float)?,
             gpu,
             Kind::Float,
             most,
             width,
-        );
+        )?;
         let n = rows.len() / width;
         let (a, b) = (
             run_all(&cpu, &rows, n, width, spec.max_batch_size)?,
@@ -141,8 +141,9 @@ fn run() -> anyhow::Result<bool> {
             &[]
         };
         for &half in halves {
-            if let Ok(m) = load_as(spec, gpu, half) {
-                let r = Runner::new(m, gpu, half, most, width);
+            if let Ok(r) =
+                load_as(spec, gpu, half).and_then(|m| Runner::new(m, gpu, half, most, width))
+            {
                 let c = run_all(&r, &rows, n, width, spec.max_batch_size)?;
                 let worst = a
                     .iter()
