@@ -181,6 +181,19 @@ async fn the_document_lists_what_is_served_and_real_answers_match_it() {
     let (status, err) = call(&env, &anonymous, "get", "/v1/models", None).await;
     assert_eq!(status, 401);
     check(&doc, "get", "/v1/models", 401, &err);
+    // Probes, metrics and the document need none.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let (status, _) = call(&env, &anonymous, "get", path, None).await;
+        assert!(
+            status == 200 || (path == "/metrics" && status == 404),
+            "{path}: {status}"
+        );
+    }
+    // A wrong method, or an unknown path, needs a key first too.
+    for (method, path) in [("delete", "/v1/models"), ("get", "/v1/nothing/here")] {
+        let (status, _) = call(&env, &anonymous, method, path, None).await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
     let (status, deliveries) = call(
         &env,
         http,

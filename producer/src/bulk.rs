@@ -181,18 +181,16 @@ fn read_csv<R: Read, W: Write>(
     // One column per value: a number's name, or `name[k]` for value k
     // (row-major) of a tensor feature.
     let wanted = spec.columns();
+    let mut at: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        at.entry(h).or_default().push(i);
+    }
     let mut columns = Vec::with_capacity(wanted.len());
     for (_, name) in &wanted {
-        let found: Vec<usize> = headers
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h == name)
-            .map(|(i, _)| i)
-            .collect();
-        match found.as_slice() {
-            [i] => columns.push(*i),
-            [] => report.problem(1, Some(name.clone()), "missing column"),
-            _ => report.problem(1, Some(name.clone()), "column named more than once"),
+        match at.get(name.as_str()).map(Vec::as_slice) {
+            Some([i]) => columns.push(*i),
+            None | Some([]) => report.problem(1, Some(name.clone()), "missing column"),
+            Some(_) => report.problem(1, Some(name.clone()), "column named more than once"),
         }
         if report.full() {
             report.truncated = true;

@@ -129,7 +129,7 @@ pub fn router_and_api(state: Arc<AppState>) -> (Router, utoipa::openapi::OpenApi
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::list))
         .routes(routes!(admin::replay))
-        .route_layer(middleware::from_fn(auth::require_admin));
+        .layer(middleware::from_fn(auth::require_admin));
     let v1 = OpenApiRouter::new()
         .routes(routes!(routes::submit_job))
         .routes(routes!(routes::get_job, routes::delete_job))
@@ -147,7 +147,9 @@ pub fn router_and_api(state: Arc<AppState>) -> (Router, utoipa::openapi::OpenApi
         .merge(admin)
         // Unknown /v1 paths need a key too, then answer 404.
         .route("/v1/{*rest}", any(routes::fallback))
-        .route_layer(middleware::from_fn_with_state(
+        // `layer`, not `route_layer`: a wrong method needs a key too
+        // (401 before 405).
+        .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
