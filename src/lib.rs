@@ -337,3 +337,44 @@ pub fn txn_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// Submits a job body to `POST /v1/jobs`, asserts `202`, returns its id.
+pub async fn submit_job(http: &reqwest::Client, base: &str, body: &serde_json::Value) -> String {
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
+/// Long-polls a job until it is terminal and returns its view.
+pub async fn wait_job(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    for _ in 0..20 {
+        let v: serde_json::Value = http
+            .get(format!("{base}/v1/jobs/{id}?wait=30"))
+            .send()
+            .await
+            .expect("poll")
+            .json()
+            .await
+            .expect("json");
+        if v["status"] != "queued" && v["status"] != "running" {
+            return v;
+        }
+    }
+    panic!("job {id} did not end");
+}
+
+/// Deletes the queues and Redis keys of namespace `ns` (after a test that
+/// ran processes under it).
+pub async fn delete_namespace_named(ns: &str) {
+    let mut s = test_settings();
+    s.namespace = ns.to_string();
+    let _ = delete_namespace(&s).await;
+}

@@ -125,3 +125,18 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// Starts a worker, then a producer, as processes of the debug build with
+/// `env`, and waits until both are ready; returns them and the producer's
+/// base URL.
+pub async fn start_pair(
+    env: &[(&str, String)],
+    http: &reqwest::Client,
+) -> anyhow::Result<(Service, Service, String)> {
+    let mut worker = Service::spawn("debug", "infq-worker", env)?;
+    worker.wait_ready(http).await.context("worker")?;
+    let mut producer = Service::spawn("debug", "infq-producer", env)?;
+    producer.wait_ready(http).await.context("producer")?;
+    let base = format!("http://{}", producer.addr);
+    Ok((worker, producer, base))
+}

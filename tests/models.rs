@@ -5,8 +5,11 @@
 //! the field or model named.
 
 use futures_util::stream::{self, StreamExt};
-use infq::procs::Service;
-use infq::{load_default_csv, model_outputs, root, test_settings, txn_rows};
+use infq::procs::start_pair;
+use infq::{
+    delete_namespace_named, load_default_csv, model_outputs, root, submit_job, test_settings,
+    txn_rows, wait_job,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -34,37 +37,6 @@ fn v2(row: &[f32]) -> Value {
         {"name": "history", "shape": [1, 12, 4], "datatype": "FP32", "data": &row[..48]},
         {"name": "tenure_months", "shape": [1], "datatype": "INT64", "data": [row[48] as i64]},
     ])
-}
-
-async fn wait_job(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    for _ in 0..20 {
-        let v: Value = http
-            .get(format!("{base}/v1/jobs/{id}?wait=30"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "queued" && v["status"] != "running" {
-            return v;
-        }
-    }
-    panic!("job {id} did not end");
-}
-
-async fn submit(http: &reqwest::Client, base: &str, body: Value) -> String {
-    let r = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{:?}", r.text().await);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 async fn upload(http: &reqwest::Client, base: &str, model: &str, jsonl: String) -> Vec<Value> {
@@ -137,11 +109,7 @@ async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
         .timeout(Duration::from_secs(150))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let registry = test_settings().registry().unwrap();
 
     // The registry describes both, with their batching settings.
@@ -202,7 +170,7 @@ async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
     let ids: Vec<(bool, usize, String)> = stream::iter(bodies)
         .map(|(t, i, body)| {
             let (http, base) = (http.clone(), base.clone());
-            async move { (t, i, submit(&http, &base, body).await) }
+            async move { (t, i, submit_job(&http, &base, &body).await) }
         })
         .buffered(32)
         .collect()
@@ -271,9 +239,7 @@ async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
     }
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,18 +250,19 @@ async fn v2_tensors_give_the_same_outputs_as_named_inputs_singly_and_in_bulk() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
 
     let rows = txn_rows(20, 9);
     for row in &rows {
         let whole = json!([{"name": "input-0", "shape": [1, 49], "datatype": "FP32", "data": row}]);
         let mut outs = Vec::new();
         for inputs in [named(row), v2(row), whole] {
-            let id = submit(&http, &base, json!({"model": "txn-risk", "inputs": inputs})).await;
+            let id = submit_job(
+                &http,
+                &base,
+                &json!({"model": "txn-risk", "inputs": inputs}),
+            )
+            .await;
             let v = wait_job(&http, &base, &id).await;
             assert_eq!(v["status"], "succeeded", "{v}");
             outs.push(v["output"].clone());
@@ -332,9 +299,7 @@ async fn v2_tensors_give_the_same_outputs_as_named_inputs_singly_and_in_bulk() {
     assert!(v.to_string().contains("inputs[0].shape"), "{v}");
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }
 
 /// Runs a binary against a registry with `change` applied; returns its exit
@@ -501,11 +466,7 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
         .pool_max_idle_per_host(32)
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     assert_eq!(default_version(&http, &base).await, "1");
 
     // Plain `credit-default` jobs, 16 at a time, until told to stop.
@@ -523,7 +484,7 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
                         async move {
                             let body =
                                 json!({"model": "credit-default", "inputs": [0, 900.0, income]});
-                            submit(&http, &base, body).await
+                            submit_job(&http, &base, &body).await
                         }
                     })
                     .buffer_unordered(16)
@@ -551,7 +512,7 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
     for k in 0..10 {
         let body =
             json!({"model": "credit-default@1", "inputs": [1, 500.0, 10_000.0 + f64::from(k)]});
-        pinned.push(submit(&http, &base, body).await);
+        pinned.push(submit_job(&http, &base, &body).await);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();
@@ -593,9 +554,7 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
     );
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -610,11 +569,7 @@ async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let cli = |extra: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"));
         cmd.current_dir(root())
@@ -689,9 +644,7 @@ async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
     assert_eq!(default_version(&http, &base).await, "3");
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,11 +665,7 @@ async fn a_model_with_two_instances_runs_batches_on_two_threads() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     // Two model threads, m0- and m1-, for txn-risk; one for credit-default.
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", worker.child.id()))
         .unwrap()
@@ -748,7 +697,7 @@ async fn a_model_with_two_instances_runs_batches_on_two_threads() {
     )
     .map(|body| {
         let (http, base) = (http.clone(), base.clone());
-        async move { submit(&http, &base, body).await }
+        async move { submit_job(&http, &base, &body).await }
     })
     .buffered(64)
     .collect()
@@ -760,9 +709,7 @@ async fn a_model_with_two_instances_runs_batches_on_two_threads() {
     }
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,11 +725,7 @@ async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let reload = || {
         let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
             .current_dir(root())
@@ -838,7 +781,5 @@ async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
     assert_eq!(v["version"], "4");
     drop(producer);
     drop(worker);
-    let mut s = test_settings();
-    s.namespace = ns;
-    let _ = infq::delete_namespace(&s).await;
+    delete_namespace_named(&ns).await;
 }

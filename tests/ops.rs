@@ -5,8 +5,10 @@
 //! and one left alone after the other is killed finishes everything.
 
 use futures_util::stream::{self, StreamExt};
-use infq::procs::{free_port, Service};
-use infq::{load_default_csv, reference_outputs, root, test_settings};
+use infq::procs::{free_port, start_pair, Service};
+use infq::{
+    delete_namespace_named, load_default_csv, reference_outputs, root, test_settings, wait_job,
+};
 use infq_common::metrics::{Kind, Source, ALL};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -136,22 +138,6 @@ async fn submit_all(
         .await
 }
 
-/// Waits for a job's terminal state and returns its view.
-async fn wait_job(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    for _ in 0..20 {
-        let r = http
-            .get(format!("{base}/v1/jobs/{id}?wait=30"))
-            .send()
-            .await
-            .expect("poll");
-        let v: Value = r.json().await.unwrap();
-        if v["status"] != "queued" && v["status"] != "running" {
-            return v;
-        }
-    }
-    panic!("job {id} did not end");
-}
-
 fn rows(n: usize) -> Vec<[f32; 3]> {
     let borrowers = load_default_csv(&root().join("data/Default.csv")).unwrap();
     borrowers.iter().take(n).map(|b| b.features()).collect()
@@ -199,12 +185,6 @@ async fn publish_garbage(queue: &str) {
     infq_common::amqp::close(&conn, "done").await;
 }
 
-async fn cleanup(ns: &str) {
-    let mut s = test_settings();
-    s.namespace = ns.to_string();
-    let _ = infq::delete_namespace(&s).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_binaries_export_every_documented_metric_with_values_that_add_up() {
     let ns = format!("ops{}", uuid::Uuid::new_v4().simple());
@@ -214,11 +194,7 @@ async fn both_binaries_export_every_documented_metric_with_values_that_add_up() 
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let (hook, hits) = webhook_receiver().await;
 
     // 300 single jobs, one of them with a webhook; 500 rows in a batch
@@ -377,7 +353,7 @@ async fn both_binaries_export_every_documented_metric_with_values_that_add_up() 
     promtool_check(&wtext, "worker");
     drop(producer);
     drop(worker);
-    cleanup(&ns).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +428,7 @@ async fn two_worker_processes_share_a_queue_and_one_finishes_after_the_other_is_
     assert!(sum(&survivor, "infq_rows_total", &[]) > shares[1]);
     drop(producer);
     drop(workers);
-    cleanup(&ns).await;
+    delete_namespace_named(&ns).await;
 }
 
 #[test]
@@ -521,11 +497,7 @@ async fn a_jobs_spans_carry_its_trace_from_submit_to_stored_result_and_name_its_
         .timeout(Duration::from_secs(40))
         .build()
         .unwrap();
-    let mut worker = Service::spawn(PROFILE, "infq-worker", &env).unwrap();
-    worker.wait_ready(&http).await.unwrap();
-    let mut producer = Service::spawn(PROFILE, "infq-producer", &env).unwrap();
-    producer.wait_ready(&http).await.unwrap();
-    let base = format!("http://{}", producer.addr);
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let body = json!({"model": "credit-default", "inputs": [0, 1500.0, 20000.0]});
@@ -589,5 +561,5 @@ async fn a_jobs_spans_carry_its_trace_from_submit_to_stored_result_and_name_its_
     }
     drop(producer);
     drop(worker);
-    cleanup(&ns).await;
+    delete_namespace_named(&ns).await;
 }

@@ -61,32 +61,56 @@ async fn listen(
     tx: mpsc::Sender<()>,
     shutdown: CancellationToken,
 ) {
+    subscribe(
+        &redis,
+        &channel,
+        "registry reloads",
+        &shutdown,
+        || {},
+        |_| {
+            let _ = tx.try_send(());
+        },
+    )
+    .await;
+}
+
+/// Subscribes to `channel` until `shutdown`, resubscribing with backoff
+/// whenever the subscription is lost: `on_subscribed` runs after each
+/// (re)subscription (messages may have been missed), `on_message` with
+/// each payload.
+pub async fn subscribe(
+    redis: &RedisConfig,
+    channel: &str,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut on_subscribed: impl FnMut(),
+    mut on_message: impl FnMut(&[u8]),
+) {
     let mut schedule = Schedule::reconnect();
     loop {
         let session = async {
             let client = redis.client()?;
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match session.await {
             Ok(pubsub) => {
                 schedule.reset();
+                on_subscribed();
                 let mut stream = pubsub.into_on_message();
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         msg = stream.next() => match msg {
-                            Some(_) => {
-                                let _ = tx.try_send(());
-                            }
+                            Some(m) => on_message(m.get_payload_bytes()),
                             None => break,
                         }
                     }
                 }
-                tracing::warn!("registry reload subscription lost; resubscribing");
+                tracing::warn!(what, "subscription lost; resubscribing");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to registry reloads"),
+            Err(e) => tracing::warn!(what, error = %e, "cannot subscribe"),
         }
         let wait = schedule.next().unwrap_or_default();
         tokio::select! {

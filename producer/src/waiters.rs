@@ -4,9 +4,7 @@
 //! A request also re-reads the job every second, so a lost notification
 //! (a reconnect, say) only delays an answer, never loses it.
 
-use futures_util::StreamExt;
 use infq_common::job::JobId;
-use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,42 +85,19 @@ pub async fn listener_task(
     waiters: Arc<Waiters>,
     shutdown: CancellationToken,
 ) {
-    let mut schedule = Schedule::reconnect();
-    loop {
-        let session = async {
-            let client = redis.client()?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match session.await {
-            Ok(pubsub) => {
-                schedule.reset();
-                waiters.wake_all();
-                let mut stream = pubsub.into_on_message();
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        msg = stream.next() => match msg {
-                            Some(m) => {
-                                if let Ok(Ok(id)) = std::str::from_utf8(m.get_payload_bytes()).map(uuid::Uuid::parse_str) {
-                                    waiters.wake(&id);
-                                }
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                tracing::warn!("completion subscription lost; resubscribing");
+    infq_common::reload::subscribe(
+        &redis,
+        &channel,
+        "completions",
+        &shutdown,
+        || waiters.wake_all(),
+        |payload| {
+            if let Ok(Ok(id)) = std::str::from_utf8(payload).map(uuid::Uuid::parse_str) {
+                waiters.wake(&id);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to completions"),
-        }
-        let wait = schedule.next().unwrap_or_default();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
