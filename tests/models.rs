@@ -7,8 +7,8 @@
 use futures_util::stream::{self, StreamExt};
 use infq::procs::start_pair;
 use infq::{
-    delete_namespace_named, load_default_csv, model_outputs, root, submit_job, test_settings,
-    txn_rows, wait_job,
+    delete_namespace_named, load_default_csv, model_outputs, reference_outputs, root, submit_job,
+    test_settings, txn_rows, wait_job,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -779,6 +779,147 @@ async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
     let v = wait_job(&http, &base, &id).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["version"], "4");
+    drop(producer);
+    drop(worker);
+    delete_namespace_named(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_results_keep_their_output_names_after_the_version_is_removed() {
+    let ns = format!("models{}", uuid::Uuid::new_v4().simple());
+    let (dir, file) = own_registry();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut env = env_of(&ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
+    let http = infq::http_builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
+    let reload = || {
+        let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
+            .current_dir(root())
+            .args(["admin", "models", "reload"])
+            .env("INFQ_NAMESPACE", &ns)
+            .env("INFQ_MODELS_FILE", &file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let versions = |http: reqwest::Client, base: String| async move {
+        let v: Value = http
+            .get(format!("{base}/v1/models/credit-default"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.to_string()
+    };
+
+    // Version 7 names its output differently from version 1.
+    let model = dir.path().join("credit-default-7.pt");
+    std::fs::copy(root().join("models/credit-default.pt"), &model).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            r#"{original}
+[[model]]
+name = "credit-default"
+version = "7"
+path = "{}"
+inputs = [{{ name = "student", min = 0, max = 1 }}, {{ name = "balance", min = 0 }}, {{ name = "income", min = 0 }}]
+outputs = [{{ name = "p_default" }}]
+"#,
+            model.display()
+        ),
+    )
+    .unwrap();
+    reload();
+    let borrowers = load_default_csv(&root().join("data/Default.csv")).unwrap();
+    let rows: Vec<[f32; 3]> = borrowers.iter().take(40).map(|b| b.features()).collect();
+    let jsonl: String = rows
+        .iter()
+        .map(|r| format!("[{}, {}, {}]\n", r[0], r[1], r[2]))
+        .collect();
+    let mut accepted = None;
+    for _ in 0..50 {
+        let r = http
+            .post(format!(
+                "{base}/v1/batches?model=credit-default@7&format=jsonl"
+            ))
+            .body(jsonl.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 202 {
+            accepted = Some(
+                r.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = accepted.expect("version 7 accepted after the reload");
+    let b: Value = http
+        .get(format!("{base}/v1/batches/{id}?wait=60"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["status"], "succeeded", "{b}");
+
+    // Version 7 leaves the registry; its batch's results still name their
+    // outputs and carry every value.
+    std::fs::write(&file, &original).unwrap();
+    reload();
+    let mut gone = false;
+    for _ in 0..50 {
+        if !versions(http.clone(), base.clone()).await.contains("\"7\"") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the producer still lists version 7");
+    // The file is a copy of version 1's.
+    let expected = reference_outputs(&test_settings().registry().unwrap(), &rows).unwrap();
+    let results = |format: &'static str| {
+        let (http, base, id) = (http.clone(), base.clone(), id.clone());
+        async move {
+            http.get(format!("{base}/v1/batches/{id}/results?format={format}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let jsonl = results("jsonl").await;
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len());
+    for (line, want) in lines.iter().zip(&expected) {
+        let got = line["output"]["p_default"].as_f64().unwrap_or(f64::NAN) as f32;
+        assert!((got - want).abs() <= 1e-6, "{line} against {want}");
+    }
+    let csv = results("csv").await;
+    let mut csv_lines = csv.lines();
+    assert_eq!(csv_lines.next(), Some("row,p_default,error"), "{csv}");
+    assert!(
+        csv_lines.all(|l| !l.split(',').nth(1).unwrap_or_default().is_empty()),
+        "{csv}"
+    );
     drop(producer);
     drop(worker);
     delete_namespace_named(&ns).await;

@@ -594,6 +594,10 @@ pub struct NewBatch {
     pub tenant: Option<String>,
     /// How long its record and results are kept after each change.
     pub retention_ms: Option<u64>,
+    /// The names of the model version's outputs, in order: the results
+    /// are rendered with these, so they stay readable after a registry
+    /// reload removes the version.
+    pub outputs: Vec<String>,
 }
 
 /// A batch as stored.
@@ -636,6 +640,9 @@ pub struct BatchRecord {
     pub tenant: Option<String>,
     /// Erased on its tenant's request (a tombstone).
     pub erased: bool,
+    /// The output names recorded at acceptance; empty for a record written
+    /// before they were.
+    pub outputs: Vec<String>,
 }
 
 /// What a cancellation did.
@@ -929,6 +936,8 @@ impl JobStore {
         if let Some(ms) = b.retention_ms {
             inv.arg("retention_ms").arg(ms);
         }
+        inv.arg("outputs")
+            .arg(serde_json::to_string(&b.outputs).expect("names serialise"));
         let mut c = self.conn.clone();
         let created: i64 = inv.invoke_async(&mut c).await?;
         Ok(created == 1)
@@ -985,6 +994,10 @@ impl JobStore {
             reopened: num("reopened").unwrap_or(0) as u32,
             tenant: f.get("tenant").cloned(),
             erased: f.contains_key("erased"),
+            outputs: f
+                .get("outputs")
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or_default(),
         }))
     }
 

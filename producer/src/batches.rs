@@ -291,6 +291,7 @@ async fn create(
         webhook_url,
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
+        outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
     };
     match state.store.create_batch(&batch).await {
         Ok(true) => {}
@@ -336,6 +337,7 @@ async fn create(
         reopened: 0,
         tenant: batch.tenant,
         erased: false,
+        outputs: batch.outputs,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -560,12 +562,24 @@ pub async fn batch_results(
             rec.status
         )));
     }
-    let address = format!("{}@{}", rec.model, rec.version);
-    let outputs = state
-        .registry()
-        .resolve(&address)
-        .map(|s| s.outputs.clone())
-        .unwrap_or_default();
+    // The names recorded with the batch; a record from before they were
+    // falls back to the registry's version of today.
+    let outputs = if rec.outputs.is_empty() {
+        let address = format!("{}@{}", rec.model, rec.version);
+        state
+            .registry()
+            .resolve(&address)
+            .map(|s| s.outputs.clone())
+            .unwrap_or_default()
+    } else {
+        rec.outputs
+            .iter()
+            .map(|name| infq_common::registry::OutputSpec {
+                name: name.clone(),
+                description: String::new(),
+            })
+            .collect()
+    };
     let render = Renderer {
         format,
         outputs: Arc::new(outputs),
