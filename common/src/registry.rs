@@ -173,6 +173,9 @@ fn default_instances() -> usize {
 /// Most values in one model input row.
 pub const MAX_WIDTH: usize = 65_536;
 
+/// The largest finite IEEE half-precision value.
+pub const F16_MAX: f64 = 65_504.0;
+
 impl ModelSpec {
     /// Number of values in one input row: every feature's, in order.
     pub fn width(&self) -> usize {
@@ -425,6 +428,23 @@ impl Registry {
                     format!("`{}` needs a GPU; device is cpu", m.precision.as_str()),
                 ));
             }
+            // f16 inputs are converted with the weights: a value past the
+            // largest f16 would reach the model as infinity, so every input
+            // must be bounded within it (bf16 has f32's range).
+            if m.precision == Precision::F16 {
+                if let Some(f) = m.inputs.iter().find(|f| {
+                    !matches!((f.min, f.max), (Some(lo), Some(hi)) if lo >= -F16_MAX && hi <= F16_MAX)
+                }) {
+                    return Err(invalid(
+                        label,
+                        "precision",
+                        format!(
+                            "`f16` takes inputs within ±{F16_MAX}, and `{}` is not bounded so: give it min and max in that range, or use bf16",
+                            f.name
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -619,6 +639,8 @@ max_batch_size = 128
                 "device = \"cpu\"\nprecision = \"f16\"",
                 "precision",
             ),
+            // Unbounded inputs would overflow in f16.
+            ("max_batch_size = 128", "precision = \"f16\"", "precision"),
         ];
         for (from, to, field) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -627,6 +649,38 @@ max_batch_size = 128
             assert!(err.contains(&format!("field `{field}`")), "{field}: {err}");
             assert!(err.starts_with("config/models.toml: model `"), "{err}");
         }
+    }
+
+    #[test]
+    fn f16_needs_inputs_bounded_within_its_range_and_bf16_does_not() {
+        let bounded = GOOD.replacen(
+            "inputs = [{ name = \"student\" }, { name = \"balance\" }, { name = \"income\" }]",
+            "inputs = [{ name = \"student\", min = 0, max = 1 }, { name = \"balance\", min = 0, max = 20000 }, { name = \"income\", min = 0, max = 65504 }]",
+            1,
+        );
+        assert_ne!(bounded, GOOD);
+        let f16 = bounded.replace("max_batch_size = 128", "precision = \"f16\"");
+        assert_eq!(
+            parse(&f16)
+                .unwrap()
+                .resolve("credit-default@2")
+                .unwrap()
+                .precision,
+            Precision::F16
+        );
+        let wide = f16.replace("max = 65504", "max = 100000");
+        let err = parse(&wide).unwrap_err().to_string();
+        assert!(
+            err.contains("field `precision`") && err.contains("`income`"),
+            "{err}"
+        );
+        let low = f16.replace(
+            "{ name = \"balance\", min = 0,",
+            "{ name = \"balance\", min = -70000,",
+        );
+        assert!(parse(&low).unwrap_err().to_string().contains("`balance`"));
+        let bf16 = wide.replace("\"f16\"", "\"bf16\"");
+        assert!(parse(&bf16).is_ok());
     }
 
     #[test]
