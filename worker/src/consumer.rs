@@ -59,9 +59,10 @@ impl ModelRoute {
     }
 
     /// Adds a version's lanes; the consumer prefetch grows to twice the
-    /// largest batch of any version (from the next broker session on).
+    /// rows that version's instances run at once (from the next broker
+    /// session on), so each instance finds a full batch waiting.
     pub fn add_version(&self, spec: Arc<ModelSpec>, lanes: LaneSenders) {
-        let want = (2 * spec.max_batch_size).min(usize::from(u16::MAX)) as u16;
+        let want = prefetch_for(&spec);
         self.prefetch.fetch_max(want, Ordering::Relaxed);
         self.versions.rcu(|map| {
             let mut map = VersionMap::clone(map);
@@ -102,6 +103,12 @@ impl ModelRoute {
             Some(Answer::NotReady) | None => Err(()),
         }
     }
+}
+
+/// The prefetch a version needs: twice `max_batch_size` for each instance,
+/// within AMQP's 16-bit limit.
+pub fn prefetch_for(spec: &ModelSpec) -> u16 {
+    (2 * spec.max_batch_size * spec.instances).min(usize::from(u16::MAX)) as u16
 }
 
 /// Keeps consumers running until `shutdown`; returns the connection so
@@ -477,5 +484,35 @@ async fn dead_letter(
     metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable").increment(1);
     if let Err(e) = settler.reject(delivery.delivery_tag, false).await {
         tracing::warn!(error = %e, "reject failed; the message will be redelivered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infq_common::registry::Registry;
+    use std::path::Path;
+
+    fn spec(extra: &str) -> ModelSpec {
+        let text = format!(
+            "[[model]]\nname = \"m\"\nversion = \"1\"\npath = \"m.pt\"\ninputs = [{{ name = \"x\" }}]\noutputs = [{{ name = \"y\" }}]\n{extra}\n"
+        );
+        Registry::parse(&text, Path::new("models.toml"), Path::new("."))
+            .unwrap()
+            .models()[0]
+            .clone()
+    }
+
+    #[test]
+    fn prefetch_covers_two_batches_per_instance_within_amqp_limits() {
+        assert_eq!(prefetch_for(&spec("max_batch_size = 64")), 128);
+        assert_eq!(
+            prefetch_for(&spec("max_batch_size = 256\ninstances = 4")),
+            2048
+        );
+        assert_eq!(
+            prefetch_for(&spec("max_batch_size = 65536\ninstances = 16")),
+            u16::MAX
+        );
     }
 }

@@ -56,7 +56,8 @@ impl Versions {
         )
         .await
         .with_context(|| format!("loading model {} from {}", spec.id(), spec.path.display()))?;
-        let (senders, lanes) = batcher::Lanes::new(2 * spec.max_batch_size);
+        let (senders, lanes) =
+            batcher::Lanes::new(usize::from(crate::consumer::prefetch_for(&spec)));
         let task = tokio::spawn(batcher::batcher_task(
             spec,
             lanes,
