@@ -6,10 +6,12 @@
 //! - `<ns>.dead` (fanout) feeds two quorum queues: `<ns>.dead`, which keeps
 //!   dead letters for inspection and replay, and `<ns>.dead.record`, from
 //!   which workers record each dead-lettered job as `failed`.
-//! - `<ns>.retry.<n>` (fanout exchange and quorum queue, one per delay
-//!   tier) hold jobs waiting for another attempt; when a message's time is
-//!   up the queue dead-letters it to `<ns>.jobs` under its own routing key,
-//!   which puts it back on its job queue.
+//! - `<ns>.retry.<delay>ms` (fanout exchange and quorum queue, one per
+//!   delay of `amqp.retry_delays_ms`, named by the delay so a changed
+//!   schedule declares new queues instead of clashing with the old ones)
+//!   hold jobs waiting for another attempt; when a message's time is up the
+//!   queue dead-letters it to `<ns>.jobs` under its own routing key, which
+//!   puts it back on its job queue.
 //!
 //! - `<ns>.webhooks` (fanout exchange and quorum queue) carries webhook
 //!   events to the dispatchers; `<ns>.webhooks.wait.<delay>ms` (fanout and
@@ -107,10 +109,12 @@ impl Topology {
         &self.retry_delays_ms
     }
 
-    /// Exchange (and queue) of retry tier `tier` (clamped to the last).
+    /// Exchange (and queue) of retry tier `tier` (clamped to the last),
+    /// named by its delay.
     pub fn retry_exchange(&self, tier: usize) -> String {
         let tier = tier.min(self.retry_delays_ms.len().saturating_sub(1));
-        format!("{}.retry.{tier}", self.ns)
+        let delay = self.retry_delays_ms.get(tier).copied().unwrap_or(0);
+        format!("{}.retry.{delay}ms", self.ns)
     }
 
     /// Routing key of a model's lane.
@@ -256,8 +260,11 @@ impl Topology {
         let mut queues = vec![self.dead_queue(), self.dead_record_queue()];
         let mut exchanges = vec![self.jobs_exchange(), self.dead_exchange()];
         for tier in 0..self.retry_delays_ms.len() {
-            queues.push(self.retry_exchange(tier));
-            exchanges.push(self.retry_exchange(tier));
+            let name = self.retry_exchange(tier);
+            if !queues.contains(&name) {
+                queues.push(name.clone());
+                exchanges.push(name);
+            }
         }
         for model in models {
             for lane in Priority::ALL {
@@ -342,14 +349,31 @@ mod tests {
         let t = Topology::new("infq", &AmqpConfig::default());
         let n = t.retry_delays_ms().len();
         assert!(n >= 2);
-        assert_eq!(t.retry_exchange(0), "infq.retry.0");
-        assert_eq!(t.retry_exchange(99), format!("infq.retry.{}", n - 1));
+        assert_eq!(t.retry_exchange(0), "infq.retry.1000ms");
+        assert_eq!(
+            t.retry_exchange(99),
+            format!("infq.retry.{}ms", t.retry_delays_ms()[n - 1])
+        );
         let args = t.retry_queue_args(1000);
         assert_eq!(
             args.inner().get("x-dead-letter-exchange"),
             Some(&long_str("infq.jobs")),
             "a retried job goes back to its job queue"
         );
+    }
+
+    #[test]
+    fn retry_tiers_are_named_by_delay_so_a_new_schedule_declares_new_queues() {
+        let old = Topology::new("infq", &AmqpConfig::default());
+        let amqp = AmqpConfig {
+            retry_delays_ms: vec![500, 5_000, 60_000],
+            ..AmqpConfig::default()
+        };
+        let new = Topology::new("infq", &amqp);
+        // The same delay keeps its queue; another delay gets a new one.
+        assert_eq!(new.retry_exchange(1), old.retry_exchange(1));
+        assert_ne!(new.retry_exchange(0), old.retry_exchange(0));
+        assert_eq!(new.retry_exchange(2), "infq.retry.60000ms");
     }
 
     #[test]
