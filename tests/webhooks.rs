@@ -295,6 +295,31 @@ async fn gone_disables_the_endpoint_until_a_manual_redelivery() {
     let d = deliveries_until(&env, &format!("/v1/jobs/{first}/deliveries"), "disabled").await;
     assert_eq!(d["events"][0]["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(rx.hits("gone").len(), 1, "a 410 is not retried");
+    // The endpoint is disabled by a key of its own that expires, so URLs
+    // answering 410 cannot pile up in Redis.
+    let disabled: Vec<String> = env
+        .redis_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.contains(":webhooks:disabled"))
+        .collect();
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    let mut c = env
+        .settings
+        .redis
+        .client()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&disabled[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let most = infq_common::webhooks::store::DISABLED_MS as i64;
+    assert!(pttl > most - 60_000 && pttl <= most, "PTTL {pttl}");
 
     // The next event for that endpoint is not sent at all.
     let second = submit(&env, &rx.url("gone")).await;

@@ -2,8 +2,10 @@
 //! end (`<ns>:{id}:webhook`, then `<ns>:{id}:webhook:<n>` after the n-th
 //! reopening: webhook-id, type, body, url, state, current chain) and the
 //! delivery log (`<ns>:{id}:deliveries`, one JSON entry per
-//! attempt); per deployment, the endpoints disabled by a `410 Gone`
-//! (`<ns>:webhooks:disabled`).
+//! attempt); per deployment, each endpoint disabled by a `410 Gone`
+//! (`<ns>:webhooks:disabled:<sha256 of the URL>`, kept for
+//! [`DISABLED_MS`], so URLs that answer 410 cannot grow Redis without
+//! bound).
 
 use super::event::{Event, SubjectKind};
 use crate::job::JobId;
@@ -15,6 +17,12 @@ use std::sync::LazyLock;
 
 /// Entries kept in a subject's delivery log.
 pub const MAX_LOG_ENTRIES: isize = 200;
+
+/// How long an endpoint stays disabled after its last `410 Gone` (30
+/// days): long past any retry schedule, and bounded, so that a stream of
+/// unique URLs answering 410 does not pile up; one still gone after it is
+/// disabled again by its next answer.
+pub const DISABLED_MS: u64 = 30 * 24 * 3600 * 1000;
 
 /// Where an event stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -296,8 +304,12 @@ impl DeliveryStore {
         format!("{}:{{{id}}}:deliveries", self.ns)
     }
 
-    fn disabled_key(&self) -> String {
-        format!("{}:webhooks:disabled", self.ns)
+    fn disabled_key(&self, url: &str) -> String {
+        format!(
+            "{}:webhooks:disabled:{}",
+            self.ns,
+            crate::idempotency::digest(url.as_bytes())
+        )
     }
 
     /// Starts or continues the chain of an event message that says
@@ -385,20 +397,21 @@ impl DeliveryStore {
     /// When (epoch ms) `url` was disabled by a `410 Gone`, if it was.
     pub async fn disabled_since(&self, url: &str) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
-        Ok(redis::cmd("HGET")
-            .arg(self.disabled_key())
-            .arg(url)
+        Ok(redis::cmd("GET")
+            .arg(self.disabled_key(url))
             .query_async(&mut c)
             .await?)
     }
 
-    /// Disables `url`: events for it are not sent any more.
+    /// Disables `url` for [`DISABLED_MS`]: events for it are not sent
+    /// meanwhile.
     pub async fn disable(&self, url: &str, at_ms: u64) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        redis::cmd("HSET")
-            .arg(self.disabled_key())
-            .arg(url)
+        redis::cmd("SET")
+            .arg(self.disabled_key(url))
             .arg(at_ms)
+            .arg("PX")
+            .arg(DISABLED_MS)
             .query_async::<()>(&mut c)
             .await?;
         Ok(())
@@ -407,9 +420,8 @@ impl DeliveryStore {
     /// Enables `url` again; `true` if it was disabled.
     pub async fn enable(&self, url: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();
-        let n: i64 = redis::cmd("HDEL")
-            .arg(self.disabled_key())
-            .arg(url)
+        let n: i64 = redis::cmd("DEL")
+            .arg(self.disabled_key(url))
             .query_async(&mut c)
             .await?;
         Ok(n == 1)
