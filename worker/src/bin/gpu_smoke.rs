@@ -120,11 +120,7 @@ fn run() -> anyhow::Result<bool> {
             run_all(&cpu, &rows, n, width, spec.max_batch_size)?,
             run_all(&on_gpu, &rows, n, width, spec.max_batch_size)?,
         );
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let worst = largest_difference(&a, &b);
         let pass =
             worst <= args.tolerance && a.len() == b.len() && a.len() == n * spec.outputs.len();
         ok &= pass;
@@ -145,12 +141,11 @@ fn run() -> anyhow::Result<bool> {
                 load_as(spec, gpu, half).and_then(|m| Runner::new(m, gpu, half, most, width))
             {
                 let c = run_all(&r, &rows, n, width, spec.max_batch_size)?;
-                let worst = a
-                    .iter()
-                    .zip(&c)
-                    .map(|(x, y)| (x - y).abs())
-                    .fold(0f32, f32::max);
-                println!("  {half:?}: largest |gpu - cpu| = {worst:.2e} (reported, not checked)");
+                let worst = largest_difference(&a, &c);
+                let bad = c.iter().filter(|x| !x.is_finite()).count();
+                println!(
+                    "  {half:?}: largest |gpu - cpu| = {worst:.2e}, {bad} non-finite outputs (reported, not checked)"
+                );
             }
         }
         let name = format!("{} rows/s", infq_worker::model::device_label(gpu));
@@ -162,6 +157,22 @@ fn run() -> anyhow::Result<bool> {
         }
     }
     Ok(ok)
+}
+
+/// The largest absolute difference between two outputs, infinite where
+/// either is not finite (a NaN must not pass as a small difference).
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (x - y).abs();
+            if d.is_finite() {
+                d
+            } else {
+                f32::INFINITY
+            }
+        })
+        .fold(0f32, f32::max)
 }
 
 /// `n` rows of inputs for a model, row-major.
