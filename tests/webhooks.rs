@@ -287,6 +287,78 @@ async fn a_receiver_failing_twice_gets_one_verified_success_with_one_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_disabled_under_the_earlier_layout_stay_disabled_and_expire() {
+    let rx = Receiver::start().await;
+    let s = settings();
+    let mut c = s
+        .redis
+        .client()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // One hash of URL -> when it answered 410, as an earlier version kept
+    // it: one endpoint gone an hour ago, one gone 31 days ago.
+    let old = format!("{}:webhooks:disabled", s.namespace);
+    let now = infq_common::job::now_ms();
+    let day = 24 * 3600 * 1000;
+    let _: () = redis::cmd("HSET")
+        .arg(&old)
+        .arg(rx.url("gone"))
+        .arg(now - 3_600_000)
+        .arg(rx.url("long-gone"))
+        .arg(now - 31 * day)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let env = TestEnv::start_with(s, true).await.unwrap();
+    let mut migrated = false;
+    for _ in 0..100 {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&old)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if exists == 0 {
+            migrated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(migrated, "the earlier hash is still there");
+    let disabled: Vec<String> = env
+        .redis_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.contains(":webhooks:disabled:"))
+        .collect();
+    assert_eq!(
+        disabled.len(),
+        1,
+        "only the recent one is kept: {disabled:?}"
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&disabled[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let most = infq_common::webhooks::store::DISABLED_MS as i64;
+    assert!(
+        pttl <= most - 3_600_000 && pttl > most - 3_700_000,
+        "expires 30 days after its 410: PTTL {pttl}"
+    );
+    // The endpoint is still disabled; the one gone long ago gets its event.
+    let first = submit(&env, &rx.url("gone")).await;
+    deliveries_until(&env, &format!("/v1/jobs/{first}/deliveries"), "disabled").await;
+    let second = submit(&env, &rx.url("long-gone")).await;
+    deliveries_until(&env, &format!("/v1/jobs/{second}/deliveries"), "delivered").await;
+    assert!(rx.hits("gone").is_empty());
+    assert_eq!(rx.hits("long-gone").len(), 1);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_endpoint_until_a_manual_redelivery() {
     let rx = Receiver::start().await;
     let env = TestEnv::start_with(settings(), true).await.unwrap();

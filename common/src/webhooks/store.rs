@@ -417,6 +417,43 @@ impl DeliveryStore {
         Ok(())
     }
 
+    /// Moves the endpoints disabled under the earlier layout (one hash
+    /// `<ns>:webhooks:disabled` of URL -> time, never expiring) to keys of
+    /// their own that expire [`DISABLED_MS`] after that time, then deletes
+    /// the hash; returns how many were moved. Idempotent, so every
+    /// dispatcher may run it at start.
+    pub async fn migrate_disabled(&self) -> Result<u64, StoreError> {
+        let old = format!("{}:webhooks:disabled", self.ns);
+        let mut c = self.conn.clone();
+        let entries: Vec<(String, u64)> =
+            redis::cmd("HGETALL").arg(&old).query_async(&mut c).await?;
+        let now = crate::job::now_ms();
+        let mut moved = 0;
+        for (url, at_ms) in &entries {
+            let left = (at_ms + DISABLED_MS).saturating_sub(now);
+            if left == 0 {
+                continue;
+            }
+            // NX: a newer 410 of the same endpoint is kept as it is.
+            redis::cmd("SET")
+                .arg(self.disabled_key(url))
+                .arg(at_ms)
+                .arg("PX")
+                .arg(left)
+                .arg("NX")
+                .query_async::<()>(&mut c)
+                .await?;
+            moved += 1;
+        }
+        if !entries.is_empty() {
+            redis::cmd("DEL")
+                .arg(&old)
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        Ok(moved)
+    }
+
     /// Enables `url` again; `true` if it was disabled.
     pub async fn enable(&self, url: &str) -> Result<bool, StoreError> {
         let mut c = self.conn.clone();

@@ -119,6 +119,13 @@ impl Dispatcher {
     /// Consumes until `shutdown`, reconnecting with backoff; then waits up
     /// to `drain` for the attempts in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, drain: Duration) {
+        match self.deliveries.migrate_disabled().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(endpoints = n, "disabled endpoints moved to expiring keys"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the disabled endpoints of an earlier version")
+            }
+        }
         let mut schedule = Schedule::reconnect();
         let mut first = true;
         while !shutdown.is_cancelled() {
