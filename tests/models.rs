@@ -395,6 +395,13 @@ fn the_gpu_smoke_check_skips_without_a_gpu_and_checks_itself_on_the_cpu() {
         );
     }
     assert!(out.contains("cpu rows/s"), "{out}");
+    // The worker's own model threads, two instances, every batch matched.
+    assert_eq!(
+        out.matches("2 instances on cpu (worker model threads): largest |cpu - cpu| = 0.00e0")
+            .count(),
+        2,
+        "{out}"
+    );
     let (status, out) = run(&["--device", "tpu:0"]);
     assert!(
         !status.success() && out.contains("use cuda:N or cpu"),

@@ -9,6 +9,11 @@
 //! `credit-default` and seeded pseudo-random rows within each feature's
 //! range for any other model.
 //!
+//! Then it runs the worker's own model threads (`model::spawn`) with two
+//! instances on the device, every batch of the rows in flight at once,
+//! and checks each batch's outputs against the CPU's the same way: the
+//! path a worker takes, with its staging buffers shared by no one.
+//!
 //! Without a CUDA device it says so and exits 0: the check is skipped, not
 //! failed. Exit status 1 when an output differs or a model fails.
 
@@ -148,6 +153,14 @@ fn run() -> anyhow::Result<bool> {
                 );
             }
         }
+        let (worst, per_s) = instances_check(spec, &args.device, &rows, n, &a)?;
+        let pass = worst <= args.tolerance;
+        ok &= pass;
+        println!(
+            "  2 instances on {} (worker model threads): largest |{0} - cpu| = {worst:.2e}, {per_s:.0} rows/s: {}",
+            infq_worker::model::device_label(gpu),
+            if pass { "ok" } else { "DIFFERENT" }
+        );
         let name = format!("{} rows/s", infq_worker::model::device_label(gpu));
         println!("  {:>6} {:>14} {:>16}", "batch", "cpu rows/s", name);
         for batch in [1, 16, 64, 256, 1024, 4096] {
@@ -173,6 +186,102 @@ fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
             }
         })
         .fold(0f32, f32::max)
+}
+
+/// Runs `rows` through the worker's model threads with two instances of
+/// `spec` on `device`, in batches of `max_batch_size` all sent at once,
+/// and compares each batch's outputs with `cpu` (the CPU's, row-major).
+/// Returns the largest difference and the rows per second.
+fn instances_check(
+    spec: &ModelSpec,
+    device: &str,
+    rows: &[f32],
+    n: usize,
+    cpu: &[f32],
+) -> anyhow::Result<(f32, f64)> {
+    use infq_worker::model::{Batch, ModelCommand, ModelOutcome};
+    use infq_worker::writer::WriterCommand;
+    let mut spec = spec.clone();
+    spec.instances = 2;
+    spec.device = device.to_string();
+    spec.precision = infq_common::registry::Precision::F32;
+    let spec = std::sync::Arc::new(spec);
+    let (width, outputs, size) = (spec.width(), spec.outputs.len(), spec.max_batch_size);
+    let batches: Vec<(usize, usize)> = (0..n).step_by(size).map(|s| (s, size.min(n - s))).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (writer, mut results) = tokio::sync::mpsc::channel(batches.len().max(1));
+        let stats = std::sync::Arc::new(infq_worker::WorkerStats::default());
+        let threads = tch::get_num_threads().max(1) as usize;
+        let handle = infq_worker::model::spawn(spec.clone(), None, threads, writer, stats).await?;
+        let started = Instant::now();
+        let feed = {
+            let (spec, batches, rows) = (spec.clone(), batches.clone(), rows.to_vec());
+            tokio::spawn(async move {
+                for (i, &(first, k)) in batches.iter().enumerate() {
+                    let batch = Batch {
+                        jobs: vec![marker(&spec, i as u64)],
+                        inputs: rows[first * width..(first + k) * width].to_vec(),
+                        rows: k,
+                        span: tracing::Span::none(),
+                        formed: Instant::now(),
+                    };
+                    if handle.tx.send(ModelCommand::Infer(batch)).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping the handle here ends the threads once the
+                // batches sent are done.
+            })
+        };
+        let mut worst = 0f32;
+        for _ in 0..batches.len() {
+            let Some(WriterCommand::Store { jobs, outcome, .. }) = results.recv().await else {
+                anyhow::bail!("the model threads stopped before every batch ran");
+            };
+            let i = jobs.first().map_or(0, |j| j.delivery.tag) as usize;
+            let (first, k) = batches[i];
+            let ModelOutcome::Batch(out) = outcome else {
+                anyhow::bail!("batch {i} failed on {device}");
+            };
+            anyhow::ensure!(out.len() == k * outputs, "batch {i}: {} outputs", out.len());
+            worst = worst.max(largest_difference(
+                &cpu[first * outputs..(first + k) * outputs],
+                &out,
+            ));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        feed.await?;
+        Ok((worst, n as f64 / elapsed))
+    })
+}
+
+/// A made-up job that marks batch `index` (its delivery tag), so outputs
+/// coming back from either instance are matched to their batch.
+fn marker(spec: &ModelSpec, index: u64) -> infq_worker::pending::Pending {
+    infq_worker::pending::Pending {
+        msg: infq_common::message::JobMessage {
+            id: infq_common::job::new_job_id(),
+            model: spec.name.clone(),
+            version: spec.version.clone(),
+            priority: infq_common::job::Priority::Bulk,
+            inputs: Vec::new(),
+            created_at_ms: 0,
+            deadline_at_ms: None,
+            chunk: None,
+            retries: 0,
+            webhook_url: None,
+            tenant: None,
+            retention_ms: None,
+        },
+        delivery: infq_worker::pending::Settle::detached(index),
+        lane: infq_common::job::Priority::Bulk,
+        received: Instant::now(),
+        span: tracing::Span::none(),
+    }
 }
 
 /// `n` rows of inputs for a model, row-major.
