@@ -446,6 +446,19 @@ max_batch_size = 32
     std::fs::rename(&tmp, file).unwrap();
 }
 
+/// `infq admin models reload` for namespace `ns` with registry `file`,
+/// which must succeed.
+fn admin_reload(ns: &str, file: &std::path::Path) {
+    let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
+        .current_dir(root())
+        .args(["admin", "models", "reload"])
+        .env("INFQ_NAMESPACE", ns)
+        .env("INFQ_MODELS_FILE", file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 async fn default_version(http: &reqwest::Client, base: &str) -> String {
     let v: Value = http
         .get(format!("{base}/v1/models/credit-default"))
@@ -733,16 +746,7 @@ async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
         .build()
         .unwrap();
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
-    let reload = || {
-        let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
-            .current_dir(root())
-            .args(["admin", "models", "reload"])
-            .env("INFQ_NAMESPACE", &ns)
-            .env("INFQ_MODELS_FILE", &file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let reload = || admin_reload(&ns, &file);
 
     // Version 4 is listed before its file is in place: the producer takes
     // jobs for it, the worker cannot load it yet.
@@ -804,16 +808,7 @@ async fn batch_results_keep_their_output_names_after_the_version_is_removed() {
         .build()
         .unwrap();
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
-    let reload = || {
-        let out = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"))
-            .current_dir(root())
-            .args(["admin", "models", "reload"])
-            .env("INFQ_NAMESPACE", &ns)
-            .env("INFQ_MODELS_FILE", &file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let reload = || admin_reload(&ns, &file);
     let versions = |http: reqwest::Client, base: String| async move {
         let v: Value = http
             .get(format!("{base}/v1/models/credit-default"))

@@ -286,6 +286,30 @@ async fn a_receiver_failing_twice_gets_one_verified_success_with_one_id() {
     env.stop().await.unwrap();
 }
 
+/// The keys of the endpoints disabled by a 410, each with its PTTL (ms).
+async fn disabled_endpoints(env: &TestEnv) -> Vec<(String, i64)> {
+    let mut c = env
+        .settings
+        .redis
+        .client()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in env.redis_keys().await.unwrap() {
+        if key.contains(":webhooks:disabled:") {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            out.push((key, pttl));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_disabled_under_the_earlier_layout_stay_disabled_and_expire() {
     let rx = Receiver::start().await;
@@ -326,24 +350,16 @@ async fn endpoints_disabled_under_the_earlier_layout_stay_disabled_and_expire() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(migrated, "the earlier hash is still there");
-    let disabled: Vec<String> = env
-        .redis_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.contains(":webhooks:disabled:"))
-        .collect();
+    let disabled = disabled_endpoints(&env).await;
     assert_eq!(
         disabled.len(),
         1,
         "only the recent one is kept: {disabled:?}"
     );
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&disabled[0])
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let most = infq_common::webhooks::store::DISABLED_MS as i64;
+    let (pttl, most) = (
+        disabled[0].1,
+        infq_common::webhooks::store::DISABLED_MS as i64,
+    );
     assert!(
         pttl <= most - 3_600_000 && pttl > most - 3_700_000,
         "expires 30 days after its 410: PTTL {pttl}"
@@ -369,28 +385,12 @@ async fn gone_disables_the_endpoint_until_a_manual_redelivery() {
     assert_eq!(rx.hits("gone").len(), 1, "a 410 is not retried");
     // The endpoint is disabled by a key of its own that expires, so URLs
     // answering 410 cannot pile up in Redis.
-    let disabled: Vec<String> = env
-        .redis_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.contains(":webhooks:disabled"))
-        .collect();
+    let disabled = disabled_endpoints(&env).await;
     assert_eq!(disabled.len(), 1, "{disabled:?}");
-    let mut c = env
-        .settings
-        .redis
-        .client()
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&disabled[0])
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let most = infq_common::webhooks::store::DISABLED_MS as i64;
+    let (pttl, most) = (
+        disabled[0].1,
+        infq_common::webhooks::store::DISABLED_MS as i64,
+    );
     assert!(pttl > most - 60_000 && pttl <= most, "PTTL {pttl}");
 
     // The next event for that endpoint is not sent at all.

@@ -327,28 +327,7 @@ mod tests {
     }
 
     fn job(lane: infq_common::job::Priority, n: u8) -> Pending {
-        let msg = infq_common::message::JobMessage {
-            id: infq_common::job::new_job_id(),
-            model: "m".into(),
-            version: "1".into(),
-            priority: lane,
-            inputs: vec![f32::from(n); 3],
-            created_at_ms: 0,
-            deadline_at_ms: None,
-            chunk: None,
-            retries: 0,
-            webhook_url: None,
-            tenant: None,
-            retention_ms: None,
-        };
-        let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
-        Pending {
-            msg,
-            delivery: crate::pending::Settle::detached(d.delivery_tag),
-            lane,
-            received: Instant::now(),
-            span: tracing::Span::none(),
-        }
+        Pending::made_up("m", "1", lane, vec![f32::from(n); 3], 1)
     }
 
     #[tokio::test]

@@ -60,6 +60,33 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A job of `model@version` that came from no broker and is settled by
+    /// no one, identified by `tag`: for jobs made up in tests and in the
+    /// GPU smoke check, which drive the model threads and the writer
+    /// directly.
+    pub fn made_up(model: &str, version: &str, lane: Priority, inputs: Vec<f32>, tag: u64) -> Self {
+        Self {
+            msg: JobMessage {
+                id: infq_common::job::new_job_id(),
+                model: model.into(),
+                version: version.into(),
+                priority: lane,
+                inputs,
+                created_at_ms: 0,
+                deadline_at_ms: None,
+                chunk: None,
+                retries: 0,
+                webhook_url: None,
+                tenant: None,
+                retention_ms: None,
+            },
+            delivery: Settle::detached(tag),
+            lane,
+            received: Instant::now(),
+            span: tracing::Span::none(),
+        }
+    }
+
     /// The span of a job taken from the queue, continuing the trace of a
     /// `traceparent` the message carries.
     pub fn span_of(msg: &JobMessage, headers: Option<&lapin::types::FieldTable>) -> tracing::Span {

@@ -474,31 +474,18 @@ mod tests {
     }
 
     fn pending(rows: usize, chunk: Option<u32>) -> Pending {
-        let msg = infq_common::message::JobMessage {
-            id: infq_common::job::new_job_id(),
-            model: "m".into(),
-            version: "1".into(),
-            priority: infq_common::job::Priority::Bulk,
-            inputs: vec![0.0; rows * 2],
-            created_at_ms: 0,
-            deadline_at_ms: None,
-            chunk: chunk.map(|index| infq_common::message::ChunkRef {
-                index,
-                first_row: 1,
-            }),
-            retries: 0,
-            webhook_url: None,
-            tenant: None,
-            retention_ms: None,
-        };
-        let d = lapin::message::Delivery::mock(1, "".into(), "".into(), false, Vec::new());
-        Pending {
-            msg,
-            delivery: crate::pending::Settle::detached(d.delivery_tag),
-            lane: infq_common::job::Priority::Bulk,
-            received: std::time::Instant::now(),
-            span: tracing::Span::none(),
-        }
+        let mut p = Pending::made_up(
+            "m",
+            "1",
+            infq_common::job::Priority::Bulk,
+            vec![0.0; rows * 2],
+            1,
+        );
+        p.msg.chunk = chunk.map(|index| infq_common::message::ChunkRef {
+            index,
+            first_row: 1,
+        });
+        p
     }
 
     #[test]

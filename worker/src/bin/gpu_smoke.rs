@@ -223,7 +223,15 @@ fn instances_check(
             tokio::spawn(async move {
                 for (i, &(first, k)) in batches.iter().enumerate() {
                     let batch = Batch {
-                        jobs: vec![marker(&spec, i as u64)],
+                        // The delivery tag marks the batch, so outputs from
+                        // either instance are matched to it.
+                        jobs: vec![infq_worker::pending::Pending::made_up(
+                            &spec.name,
+                            &spec.version,
+                            infq_common::job::Priority::Bulk,
+                            Vec::new(),
+                            i as u64,
+                        )],
                         inputs: rows[first * width..(first + k) * width].to_vec(),
                         rows: k,
                         span: tracing::Span::none(),
@@ -257,31 +265,6 @@ fn instances_check(
         feed.await?;
         Ok((worst, n as f64 / elapsed))
     })
-}
-
-/// A made-up job that marks batch `index` (its delivery tag), so outputs
-/// coming back from either instance are matched to their batch.
-fn marker(spec: &ModelSpec, index: u64) -> infq_worker::pending::Pending {
-    infq_worker::pending::Pending {
-        msg: infq_common::message::JobMessage {
-            id: infq_common::job::new_job_id(),
-            model: spec.name.clone(),
-            version: spec.version.clone(),
-            priority: infq_common::job::Priority::Bulk,
-            inputs: Vec::new(),
-            created_at_ms: 0,
-            deadline_at_ms: None,
-            chunk: None,
-            retries: 0,
-            webhook_url: None,
-            tenant: None,
-            retention_ms: None,
-        },
-        delivery: infq_worker::pending::Settle::detached(index),
-        lane: infq_common::job::Priority::Bulk,
-        received: Instant::now(),
-        span: tracing::Span::none(),
-    }
 }
 
 /// `n` rows of inputs for a model, row-major.
