@@ -459,6 +459,20 @@ fn admin_reload(ns: &str, file: &std::path::Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// Sends the request `make` builds until the producer takes it (`202`),
+/// as it does once a reload has reached it, and returns the id it gives.
+async fn accepted_id(make: impl Fn() -> reqwest::RequestBuilder) -> String {
+    for _ in 0..50 {
+        let r = make().send().await.unwrap();
+        if r.status() == 202 {
+            let v: Value = r.json().await.unwrap();
+            return v["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not accepted within 5 s")
+}
+
 async fn default_version(http: &reqwest::Client, base: &str) -> String {
     let v: Value = http
         .get(format!("{base}/v1/models/credit-default"))
@@ -622,31 +636,12 @@ async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
         out.contains("2 producer and worker process(es) told to reload"),
         "{out}"
     );
-    let mut id = None;
-    for _ in 0..50 {
-        let r = http
-            .post(format!("{base}/v1/jobs"))
+    let id = accepted_id(|| {
+        http.post(format!("{base}/v1/jobs"))
             .json(&json!({"model": "credit-default@3", "inputs": [0, 900.0, 30000.0]}))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 202 {
-            id = Some(
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = wait_job(
-        &http,
-        &base,
-        &id.expect("version 3 accepted after the reload"),
-    )
+    })
     .await;
+    let v = wait_job(&http, &base, &id).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["version"], "3");
 
@@ -754,26 +749,11 @@ async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
     let model = dir.path().join("credit-default-4.pt");
     std::fs::rename(&model, dir.path().join("later.pt")).unwrap();
     reload();
-    let mut id = None;
-    for _ in 0..50 {
-        let r = http
-            .post(format!("{base}/v1/jobs"))
+    let id = accepted_id(|| {
+        http.post(format!("{base}/v1/jobs"))
             .json(&json!({"model": "credit-default@4", "inputs": [0, 900.0, 30000.0]}))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 202 {
-            id = Some(
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = id.expect("the producer takes version 4");
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v: Value = http
         .get(format!("{base}/v1/jobs/{id}"))
@@ -846,28 +826,13 @@ outputs = [{{ name = "p_default" }}]
         .iter()
         .map(|r| format!("[{}, {}, {}]\n", r[0], r[1], r[2]))
         .collect();
-    let mut accepted = None;
-    for _ in 0..50 {
-        let r = http
-            .post(format!(
-                "{base}/v1/batches?model=credit-default@7&format=jsonl"
-            ))
-            .body(jsonl.clone())
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 202 {
-            accepted = Some(
-                r.json::<Value>().await.unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let id = accepted.expect("version 7 accepted after the reload");
+    let id = accepted_id(|| {
+        http.post(format!(
+            "{base}/v1/batches?model=credit-default@7&format=jsonl"
+        ))
+        .body(jsonl.clone())
+    })
+    .await;
     let b: Value = http
         .get(format!("{base}/v1/batches/{id}?wait=60"))
         .send()

@@ -286,16 +286,15 @@ async fn a_receiver_failing_twice_gets_one_verified_success_with_one_id() {
     env.stop().await.unwrap();
 }
 
+/// A connection to the test's Redis.
+async fn redis_of(s: &Settings) -> redis::aio::MultiplexedConnection {
+    let client = s.redis.client().unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
 /// The keys of the endpoints disabled by a 410, each with its PTTL (ms).
 async fn disabled_endpoints(env: &TestEnv) -> Vec<(String, i64)> {
-    let mut c = env
-        .settings
-        .redis
-        .client()
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis_of(&env.settings).await;
     let mut out = Vec::new();
     for key in env.redis_keys().await.unwrap() {
         if key.contains(":webhooks:disabled:") {
@@ -314,13 +313,7 @@ async fn disabled_endpoints(env: &TestEnv) -> Vec<(String, i64)> {
 async fn endpoints_disabled_under_the_earlier_layout_stay_disabled_and_expire() {
     let rx = Receiver::start().await;
     let s = settings();
-    let mut c = s
-        .redis
-        .client()
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis_of(&s).await;
     // One hash of URL -> when it answered 410, as an earlier version kept
     // it: one endpoint gone an hour ago, one gone 31 days ago.
     let old = format!("{}:webhooks:disabled", s.namespace);
