@@ -473,16 +473,19 @@ async fn accepted_id(make: impl Fn() -> reqwest::RequestBuilder) -> String {
     panic!("not accepted within 5 s")
 }
 
-async fn default_version(http: &reqwest::Client, base: &str) -> String {
-    let v: Value = http
-        .get(format!("{base}/v1/models/credit-default"))
+/// `GET /v1/models/credit-default`.
+async fn credit_default_info(http: &reqwest::Client, base: &str) -> Value {
+    http.get(format!("{base}/v1/models/credit-default"))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    v["default_version"]
+        .unwrap()
+}
+
+async fn default_version(http: &reqwest::Client, base: &str) -> String {
+    credit_default_info(http, base).await["default_version"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -789,17 +792,6 @@ async fn batch_results_keep_their_output_names_after_the_version_is_removed() {
         .unwrap();
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let reload = || admin_reload(&ns, &file);
-    let versions = |http: reqwest::Client, base: String| async move {
-        let v: Value = http
-            .get(format!("{base}/v1/models/credit-default"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v.to_string()
-    };
 
     // Version 7 names its output differently from version 1.
     let model = dir.path().join("credit-default-7.pt");
@@ -849,7 +841,8 @@ outputs = [{{ name = "p_default" }}]
     reload();
     let mut gone = false;
     for _ in 0..50 {
-        if !versions(http.clone(), base.clone()).await.contains("\"7\"") {
+        let info = credit_default_info(&http, &base).await.to_string();
+        if !info.contains("\"7\"") {
             gone = true;
             break;
         }
