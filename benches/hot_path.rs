@@ -51,6 +51,7 @@ fn pending(bodies: &[Vec<u8>]) -> Vec<Pending> {
                 delivery: Settle::detached(i as u64 + 1),
                 lane: Priority::Interactive,
                 received: Instant::now(),
+                webhook: false,
             }
         })
         .collect()

@@ -127,6 +127,12 @@ impl TestEnv {
         anyhow::bail!("test environment did not become ready")
     }
 
+    /// The token that stops this environment: a worker started later with
+    /// it is drained by [`Self::stop`] like the first.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

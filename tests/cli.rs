@@ -4,6 +4,7 @@
 
 use infq::procs::bin_dir;
 use infq::TestEnv;
+use std::ffi::OsString;
 use std::process::Output;
 
 async fn infq(env: Option<&TestEnv>, args: &[&str]) -> Output {
@@ -12,7 +13,10 @@ async fn infq(env: Option<&TestEnv>, args: &[&str]) -> Output {
     if let Some(env) = env {
         cmd.arg("--url").arg(&env.base);
     }
-    cmd.env("INFQ_API_KEY", infq_common::tenants::DEV_API_KEY)
+    cmd.env("INFQ_CLIENT_API_KEY", infq_common::tenants::DEV_API_KEY)
+        .env_remove("INFQ_CLIENT_URL")
+        .env_remove("INFQ_URL")
+        .env_remove("INFQ_API_KEY")
         .env_remove("INFQ_CONFIG")
         .current_dir(infq::root());
     cmd.args(args)
@@ -273,4 +277,185 @@ async fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
     env.stop().await.unwrap();
+}
+
+/// Runs `bin` (from the debug build) with exactly the infq variables in
+/// `vars` (others from this process are removed) and `args`.
+async fn run_with(bin: &str, vars: &[(&str, OsString)], args: &[&str]) -> Output {
+    let path = bin_dir("debug").join(bin);
+    let mut cmd = tokio::process::Command::new(&path);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("INFQ_")
+        {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.current_dir(infq::root())
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e} (cargo build --workspace first)", path.display()))
+}
+
+fn text(s: &str) -> OsString {
+    OsString::from(s)
+}
+
+#[cfg(unix)]
+fn not_utf8(prefix: &str) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let mut bytes = prefix.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\xff\xfe");
+    OsString::from_vec(bytes)
+}
+
+#[cfg(not(unix))]
+fn not_utf8(prefix: &str) -> OsString {
+    OsString::from(prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_variables_leave_the_servers_alone_and_typos_are_still_refused() {
+    let ns = format!("t{}", uuid::Uuid::new_v4().simple());
+    let key = infq_common::tenants::DEV_API_KEY;
+    // A shell set up for the client, by today's instructions and by the
+    // older ones, with values no server could use.
+    let client = [
+        ("INFQ_CLIENT_URL", "http://127.0.0.1:1".to_string()),
+        ("INFQ_CLIENT_API_KEY", "not-a-key".to_string()),
+        ("INFQ_URL", "http://127.0.0.1:1".to_string()),
+        ("INFQ_API_KEY", "not-a-key".to_string()),
+    ];
+    let mut server: Vec<(&str, String)> = vec![
+        ("INFQ_NAMESPACE", ns.clone()),
+        ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000".to_string()),
+    ];
+    server.extend(client.iter().cloned());
+    let http = reqwest::Client::new();
+    let (_worker, _producer, base) = infq::procs::start_pair(&server, &http)
+        .await
+        .expect("infq-worker and infq-producer start with the client's variables set");
+
+    // The client reads its own variables; the new name wins over the old.
+    let mut vars: Vec<(&str, OsString)> = vec![
+        ("INFQ_CLIENT_URL", text(&base)),
+        ("INFQ_CLIENT_API_KEY", text(key)),
+        ("INFQ_URL", text("http://127.0.0.1:1")),
+        ("INFQ_API_KEY", text("not-a-key")),
+    ];
+    let submit = [
+        "jobs",
+        "submit",
+        "--model",
+        "credit-default",
+        "--inputs",
+        "[0, 1500, 40000]",
+        "--wait",
+        "10",
+    ];
+    let out = run_with("infq", &vars, &submit).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["status"], "succeeded");
+
+    // The older names still work, with a warning; an empty new one is unset.
+    let old = [
+        ("INFQ_CLIENT_URL", text("")),
+        ("INFQ_URL", text(&base)),
+        ("INFQ_API_KEY", text(key)),
+    ];
+    let out = run_with("infq", &old, &submit).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFQ_URL is deprecated") && err.contains("INFQ_CLIENT_URL"),
+        "{err}"
+    );
+    assert!(err.contains("INFQ_API_KEY is deprecated"), "{err}");
+
+    // A client variable that is not UTF-8 is one line naming it.
+    let bad = [
+        ("INFQ_CLIENT_URL", text(&base)),
+        ("INFQ_CLIENT_API_KEY", not_utf8("k")),
+    ];
+    if cfg!(unix) {
+        let out = run_with("infq", &bad, &["jobs", "get", "x"]).await;
+        let err = one_line_error(&out);
+        assert!(
+            err.contains("INFQ_CLIENT_API_KEY is not valid UTF-8"),
+            "{err}"
+        );
+    }
+
+    // `infq admin` reads the deployment's configuration with the client's
+    // variables set.
+    vars.push(("INFQ_NAMESPACE", text(&ns)));
+    let out = run_with("infq", &vars, &["admin", "tenants", "list"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A misspelt server setting is still refused, by name, everywhere.
+    let mut typo = vars.clone();
+    typo.push(("INFQ_PRODUCR__PORT", text("8080")));
+    let err = one_line_error(&run_with("infq", &typo, &["admin", "tenants", "list"]).await);
+    assert!(
+        err.contains("INFQ_PRODUCR__PORT: `producr` is not a setting"),
+        "{err}"
+    );
+    let out = run_with(
+        "infq-producer",
+        &typo,
+        &["--config", "config/default.toml", "--listen", "127.0.0.1:0"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFQ_PRODUCR__PORT"), "{err}");
+    let out = run_with("infq-worker", &typo, &["--config", "config/default.toml"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFQ_PRODUCR__PORT"), "{err}");
+    let mut nested = vars.clone();
+    nested.push(("INFQ_PRODUCER__PORT", text("8080")));
+    let err = one_line_error(&run_with("infq", &nested, &["admin", "tenants", "list"]).await);
+    assert!(
+        err.contains("INFQ_PRODUCER__PORT: `producer.port` is not a setting"),
+        "{err}"
+    );
+    // Hostile values: not UTF-8, empty.
+    if cfg!(unix) {
+        let mut hostile = vars.clone();
+        hostile.push(("INFQ_REDIS__URL", not_utf8("redis://127.0.0.1/")));
+        let err = one_line_error(&run_with("infq", &hostile, &["admin", "tenants", "list"]).await);
+        assert!(
+            err.contains("INFQ_REDIS__URL: the value is not valid UTF-8"),
+            "{err}"
+        );
+    }
+    let mut empty = vars.clone();
+    empty.push(("INFQ_REDIS__URL", text("")));
+    let err = one_line_error(&run_with("infq", &empty, &["admin", "tenants", "list"]).await);
+    assert!(err.contains("redis.url"), "{err}");
+    infq::delete_namespace_named(&ns).await;
 }

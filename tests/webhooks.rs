@@ -94,6 +94,8 @@ struct Reply {
 struct Script {
     hits: Vec<Hit>,
     replies: HashMap<String, VecDeque<Reply>>,
+    /// How long every answer takes.
+    delay: Duration,
 }
 
 #[derive(Clone)]
@@ -108,6 +110,8 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
+    let delay = script.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
     let mut s = script.lock().unwrap();
     let reply = s
         .replies
@@ -133,7 +137,15 @@ async fn receive(
 
 impl Receiver {
     async fn start() -> Self {
-        let script = Arc::new(Mutex::new(Script::default()));
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer every request.
+    async fn start_slow(delay: Duration) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            delay,
+            ..Script::default()
+        }));
         let app = axum::Router::new()
             .route("/hook/{path}", axum::routing::post(receive))
             .with_state(script.clone());
@@ -624,12 +636,24 @@ async fn finished_job(env: &TestEnv, inputs: Value) -> uuid::Uuid {
     v["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// Points the record of job `id` at `url`, as a record written by an
+/// older version, or one whose host's DNS answer changed since, may.
+async fn set_webhook_url(env: &TestEnv, id: &uuid::Uuid, url: &str) {
+    let mut c = redis_of(&env.settings).await;
+    let _: () = redis::cmd("HSET")
+        .arg(env.store().job_key(id))
+        .arg("webhook_url")
+        .arg(url)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     let rx = Receiver::start().await;
     let env = TestEnv::start_with(settings(), true).await.unwrap();
     let port = rx.base.rsplit(':').next().unwrap().to_string();
-    let id = finished_job(&env, json!([0, 100, 1000])).await;
 
     // URLs that bypassed the submit-time check (a record written by an
     // older version, a DNS answer that changed) are checked at send time:
@@ -639,11 +663,8 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
         format!("http://[::ffff:127.0.0.2]:{port}/hook/sneaky"),
     ] {
         let subject = finished_job(&env, json!([0, 100, 1000])).await;
-        publish_event(
-            &env,
-            &EventMessage::new(SubjectKind::Job, subject, url.clone(), None),
-        )
-        .await;
+        set_webhook_url(&env, &subject, &url).await;
+        publish_event(&env, &EventMessage::new(SubjectKind::Job, subject)).await;
         let d = deliveries_until(&env, &format!("/v1/jobs/{subject}/deliveries"), "failed").await;
         let a = &d["events"][0]["attempts"];
         assert_eq!(
@@ -659,23 +680,17 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     }
     assert!(rx.hits("sneaky").is_empty(), "nothing reached the receiver");
 
-    // The same event published twice (a worker redelivered after
+    // The same event published again (a worker redelivered after
     // publishing it) reaches the receiver once.
-    let url = rx.url("twice");
-    publish_event(
-        &env,
-        &EventMessage::new(SubjectKind::Job, id, url.clone(), None),
-    )
-    .await;
-    publish_event(
-        &env,
-        &EventMessage::new(SubjectKind::Job, id, url.clone(), None),
-    )
-    .await;
+    let id = submit(&env, &rx.url("twice")).await;
     let hits = rx.wait_hits("twice", 1, Duration::from_secs(10)).await;
     assert_eq!(hits.len(), 1);
+    let id: uuid::Uuid = id.parse().unwrap();
+    for _ in 0..2 {
+        publish_event(&env, &EventMessage::new(SubjectKind::Job, id)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(rx.hits("twice").len(), 1, "the duplicate was dropped");
+    assert_eq!(rx.hits("twice").len(), 1, "the duplicates were dropped");
 
     // A message that is not an event is dead-lettered, and the dispatcher
     // goes on.
@@ -693,12 +708,9 @@ async fn the_dispatcher_checks_addresses_again_and_drops_duplicates() {
     // Events in the dead-letter queue (after too many deliveries) are
     // listed as such and replayed to the dispatchers.
     let late = finished_job(&env, json!([1, 900, 20000])).await;
-    let bundle = infq_common::webhooks::event::encode_all(&[EventMessage::new(
-        SubjectKind::Job,
-        late,
-        rx.url("replayed"),
-        None,
-    )]);
+    set_webhook_url(&env, &late, &rx.url("replayed")).await;
+    let bundle =
+        infq_common::webhooks::event::encode_all(&[EventMessage::new(SubjectKind::Job, late)]);
     publish(
         &env,
         topology(&env).dead_exchange(),
@@ -788,31 +800,38 @@ fn signatures_verify_independently_and_tampering_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_dead_letter_announces_its_new_end_under_a_new_id() {
     let rx = Receiver::start().await;
-    let env = TestEnv::start_with(settings(), true).await.unwrap();
-    // A job the broker dead-lettered (as after too many deliveries).
-    let id = infq_common::job::new_job_id();
-    let msg = infq_common::message::JobMessage {
-        id,
-        model: "credit-default".into(),
-        version: "1".into(),
-        priority: infq_common::job::Priority::Interactive,
-        inputs: vec![0.0, 800.0, 30_000.0],
-        created_at_ms: infq_common::job::now_ms(),
-        deadline_at_ms: None,
-        chunk: None,
-        retries: 0,
-        webhook_url: Some(rx.url("replay")),
-        tenant: Some("dev".into()),
-        retention_ms: None,
-    };
-    let message_id = id.to_string();
+    let mut env = TestEnv::start_with(settings(), false).await.unwrap();
+    // An accepted job the broker dead-lettered (as after too many
+    // deliveries): its message, taken off its queue, in `<ns>.dead`.
+    let id: uuid::Uuid = submit(&env, &rx.url("replay")).await.parse().unwrap();
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let queue = topology(&env).job_queue("credit-default", infq_common::job::Priority::Interactive);
+    let taken = ch
+        .basic_get(queue.as_str().into(), Default::default())
+        .await
+        .unwrap()
+        .expect("the job's message");
+    let message_id = taken
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.to_string());
     publish(
         &env,
         topology(&env).dead_exchange(),
-        &msg.encode(),
-        Some(&message_id),
+        &taken.data,
+        message_id.as_deref(),
     )
     .await;
+    taken.ack(Default::default()).await.unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+    let registry = env.settings.registry().unwrap();
+    env.worker = Some(
+        infq_worker::start(env.settings.clone(), registry, env.shutdown_token())
+            .await
+            .unwrap(),
+    );
 
     // Its failure is announced...
     let hits = rx.wait_hits("replay", 1, Duration::from_secs(10)).await;
@@ -986,4 +1005,333 @@ async fn an_erased_job_s_pending_webhook_is_dropped_and_not_kept() {
         assert!(!keys.contains(&k), "{k} was written again: {keys:?}");
     }
     env.stop().await.unwrap();
+}
+
+/// Every dead letter in `<ns>.dead` (taken off it): its reason.
+async fn dead_reasons(env: &TestEnv) -> Vec<String> {
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            topology(env).dead_queue().as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+    {
+        out.push(infq_common::topology::death_reason(&m.properties));
+        m.ack(Default::default()).await.unwrap();
+    }
+    infq_common::amqp::close(&conn, "done").await;
+    out
+}
+
+/// Waits until `<ns>.dead` holds at least `n` messages.
+async fn wait_dead(env: &TestEnv, n: u32) {
+    let queue = topology(env).dead_queue();
+    for _ in 0..200 {
+        if env.queue_depth(&queue).await.unwrap() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} dead letters");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered() {
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    let tenants = infq_common::tenants::TenantStore::new(env.store().connection(), &env.settings);
+    let (acme, _, key) = tenants.create_tenant("acme", None, false).await.unwrap();
+    let acme_secret = acme.webhook_secrets[0].clone();
+    let http = infq::http_builder_with_key(&key).build().unwrap();
+    let r = http
+        .post(env.url("/v1/jobs"))
+        .json(&json!({"model": "credit-default", "inputs": [0, 1500, 40000], "webhook_url": rx.url("acme")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let acme_job = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hits = rx.wait_hits("acme", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1);
+    verify(&acme_secret, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    // A job of another tenant that asked for no callback.
+    let plain = finished_job(&env, json!([0, 100, 1000])).await;
+
+    // What an attacker with access to the broker publishes: event
+    // messages naming real and made-up subjects...
+    let forge = |subject: &str, extra: Value| {
+        let mut v = json!({
+            "kind": "job",
+            "subject": subject,
+            "chain": uuid::Uuid::new_v4(),
+            "attempt": 0,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    // ...and the URL, the tenant and the body of their choice, in the
+    // format of earlier releases that carried them.
+    let forged_body = r#"{"type":"job.succeeded","data":{"id":"x","output":{"default":0.0}}}"#;
+    let own = json!({
+        "url": rx.url("evil"),
+        "tenant": "acme",
+        "event": {"id": "msg_forged", "type": "job.succeeded", "body": forged_body},
+    });
+    let hooks = topology(&env).webhooks_exchange();
+    // ...one without a callback (the attack the issue reproduced),
+    publish(
+        &env,
+        hooks.clone(),
+        &forge(&plain.to_string(), json!({})),
+        None,
+    )
+    .await;
+    // the tenant's own, whose event was sent (a duplicate, dropped),
+    publish(&env, hooks.clone(), &forge(&acme_job, json!({})), None).await;
+    // the tenant's own, naming where to send it, for whom and what,
+    publish(&env, hooks.clone(), &forge(&acme_job, own), None).await;
+    // one that names no record, a batch that is a job, an end the job
+    // has not reached, and an attempt past any schedule.
+    let nobody = uuid::Uuid::now_v7().to_string();
+    publish(&env, hooks.clone(), &forge(&nobody, json!({})), None).await;
+    publish(
+        &env,
+        hooks.clone(),
+        &forge(&acme_job, json!({"kind": "batch"})),
+        None,
+    )
+    .await;
+    publish(
+        &env,
+        hooks.clone(),
+        &forge(&acme_job, json!({"gen": 7})),
+        None,
+    )
+    .await;
+    publish(
+        &env,
+        hooks.clone(),
+        &forge(&acme_job, json!({"attempt": 99})),
+        None,
+    )
+    .await;
+    // A bundle mixing a forgery with a genuine event: the forgery alone
+    // is dead-lettered, the genuine one is sent.
+    let mixed = finished_job(&env, json!([1, 2000, 1000])).await;
+    set_webhook_url(&env, &mixed, &rx.url("mixed")).await;
+    let bundle = infq_common::webhooks::event::encode_all(&[
+        EventMessage::new(SubjectKind::Job, mixed),
+        EventMessage::new(SubjectKind::Job, uuid::Uuid::now_v7()),
+    ]);
+    publish(&env, hooks, &bundle, None).await;
+
+    wait_dead(&env, 7).await;
+    let hits = rx.wait_hits("mixed", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits.len(), 1, "the genuine event of the bundle is sent");
+    verify(SECRET_A, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        rx.hits("evil").is_empty(),
+        "a forged message got a request signed for acme: {:?}",
+        rx.hits("evil")
+    );
+    assert_eq!(rx.hits("acme").len(), 1, "acme's event was not sent again");
+    let mut reasons = dead_reasons(&env).await;
+    reasons.sort();
+    let expect = [
+        "asked for no webhook",
+        "beyond its record's 0",
+        "names no batch record",
+        "names no job record",
+        "names no job record",
+        "only the record may say",
+        "out of range",
+    ];
+    assert_eq!(reasons.len(), expect.len(), "{reasons:#?}");
+    for want in expect {
+        let i = reasons
+            .iter()
+            .position(|r| r.contains(want))
+            .unwrap_or_else(|| panic!("no dead letter says `{want}`: {reasons:#?}"));
+        reasons.remove(i);
+    }
+    // The tenant's record and event are untouched.
+    let d: Value = http
+        .get(env.url(&format!("/v1/jobs/{acme_job}/deliveries")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["events"][0]["state"], "delivered", "{d}");
+    assert_eq!(d["events"][0]["url"], rx.url("acme").as_str());
+    assert_eq!(d["events"][0]["attempts"].as_array().unwrap().len(), 1);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_s_slow_receiver_does_not_hold_up_another_s_webhooks() {
+    let slow = Receiver::start_slow(Duration::from_secs(4)).await;
+    let quick = Receiver::start().await;
+    let mut s = settings();
+    s.webhooks.timeout_ms = 10_000;
+    let env = TestEnv::start_with(s, true).await.unwrap();
+    let tenants = infq_common::tenants::TenantStore::new(env.store().connection(), &env.settings);
+    let client = |key: &str| {
+        infq::http_builder_with_key(key)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let slowco = client(
+        &tenants
+            .create_tenant("slowco", None, false)
+            .await
+            .unwrap()
+            .2,
+    );
+    let quickco = client(
+        &tenants
+            .create_tenant("quickco", None, false)
+            .await
+            .unwrap()
+            .2,
+    );
+    let job = |http: &reqwest::Client, url: String| {
+        let http = http.clone();
+        let base = env.url("/v1/jobs?wait=10");
+        async move {
+            let r = http
+                .post(base)
+                .json(&json!({"model": "credit-default", "inputs": [0, 1500, 40000], "webhook_url": url}))
+                .send()
+                .await
+                .unwrap();
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["status"], "succeeded", "{v}");
+        }
+    };
+    // The slow tenant's events, each in a message of its own (one job
+    // ended at a time), more than the dispatcher takes at once.
+    for _ in 0..80 {
+        job(&slowco, slow.url("a")).await;
+    }
+    // The other tenant's events get through promptly meanwhile.
+    for i in 0..3 {
+        let path = format!("b{i}");
+        job(&quickco, quick.url(&path)).await;
+        let ended = Instant::now();
+        let hits = quick.wait_hits(&path, 1, Duration::from_secs(30)).await;
+        assert_eq!(hits.len(), 1, "{path} never arrived");
+        let latency = hits[0].at.saturating_duration_since(ended);
+        assert!(
+            latency < Duration::from_secs(3),
+            "{path} arrived {latency:?} after its job ended"
+        );
+    }
+    // The slow tenant's do arrive, slowly.
+    assert!(!slow
+        .wait_hits("a", 1, Duration::from_secs(10))
+        .await
+        .is_empty());
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_no_queue_takes_is_not_published() {
+    let env = TestEnv::start_with(settings(), false).await.unwrap();
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    topology(&env).declare(&ch, &[]).await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let msgs = [EventMessage::new(SubjectKind::Job, uuid::Uuid::now_v7())];
+    // The dispatchers' queue and a delay tier deleted behind their live
+    // exchanges: a confirmed publish would vanish; a mandatory one comes
+    // back, and that is a failure.
+    let main = topology(&env).webhooks_exchange();
+    let tier = topology(&env).webhook_retry_exchange(1).unwrap();
+    for q in [&main, &tier] {
+        use infq_worker::webhooks::events::publish_on;
+        publish_on(&ch, q, &msgs, None).await.unwrap();
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        let r = publish_on(&ch, q, &msgs, Some(200)).await;
+        assert!(r.is_err(), "published to {q} with no queue: {r:?}");
+    }
+    // The worker's event publisher says so to the writer, which then
+    // does not acknowledge the job.
+    let events = infq_worker::webhooks::events::Events::new(topology(&env));
+    let publisher = conn.create_channel().await.unwrap();
+    publisher.confirm_select(Default::default()).await.unwrap();
+    events.set_channel(Some(publisher));
+    assert!(events.publish(msgs.to_vec()).await.is_err());
+    infq_common::amqp::close(&conn, "done").await;
+    env.stop().await.unwrap();
+}
+
+/// The secret a receiver's URL carries in the log test.
+const URL_SECRET: &str = "tok_5f0e2c2b9d1a";
+
+/// The scenario of `webhook_urls_are_logged_by_their_host_only`, run in a
+/// child process with logs on; does nothing in a plain test run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_probe() {
+    if std::env::var_os("WEBHOOK_LOG_PROBE").is_none() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let env = TestEnv::start_with(settings(), true).await.unwrap();
+    let path = format!("gone-{URL_SECRET}");
+    rx.script(&path, &[status(500), status(410)]);
+    let id = submit(&env, &rx.url(&path)).await;
+    deliveries_until(&env, &format!("/v1/jobs/{id}/deliveries"), "disabled").await;
+    // An event message naming no record: refused.
+    let queued = infq_common::job::new_job_id();
+    publish_event(&env, &EventMessage::new(SubjectKind::Job, queued)).await;
+    wait_dead(&env, 1).await;
+    println!("PROBE host={}", rx.base.trim_start_matches("http://"));
+    env.stop().await.unwrap();
+}
+
+#[test]
+fn webhook_urls_are_logged_by_their_host_only() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["log_probe", "--exact", "--nocapture", "--test-threads", "1"])
+        .env("WEBHOOK_LOG_PROBE", "1")
+        .env(
+            "RUST_LOG",
+            "info,infq_worker=debug,infq_common=debug,infq_producer=debug",
+        )
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let host = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PROBE host="))
+        .unwrap_or_else(|| panic!("the probe did not run: {text}"))
+        .trim()
+        .to_string();
+    let gone = text
+        .lines()
+        .find(|l| l.contains("410 Gone"))
+        .unwrap_or_else(|| panic!("no log line about the 410: {text}"));
+    assert!(gone.contains(&host), "{gone}");
+    let leaks: Vec<&str> = text.lines().filter(|l| l.contains(URL_SECRET)).collect();
+    assert!(leaks.is_empty(), "the URL's secret was logged: {leaks:#?}");
 }

@@ -37,7 +37,7 @@ pub enum ModelsCommand {
 /// Where the configuration comes from.
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArg {
-    /// The deployment's configuration file (`INFQ_*` variables apply too).
+    /// The deployment's configuration file (`INFQ_<SECTION>__<KEY>` variables apply too).
     #[arg(long, env = "INFQ_CONFIG", default_value = "config/default.toml")]
     config: PathBuf,
 }

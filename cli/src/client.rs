@@ -18,7 +18,7 @@ pub enum ClientError {
     #[error("the API key has characters a header cannot carry")]
     BadKey,
     /// The API answered with an error.
-    #[error("{status} {code}: {message}{details}{}", if *.status == 401 { " (set INFQ_API_KEY or pass --api-key)" } else { "" })]
+    #[error("{status} {code}: {message}{details}{}", if *.status == 401 { " (set INFQ_CLIENT_API_KEY or pass --api-key)" } else { "" })]
     Api {
         /// HTTP status.
         status: u16,

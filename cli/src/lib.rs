@@ -5,3 +5,4 @@ pub mod admin;
 pub mod bulk;
 pub mod client;
 pub mod demo;
+pub mod env;

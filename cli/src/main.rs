@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use infq_cli::client::Client;
-use infq_cli::{admin, bulk, demo};
+use infq_cli::{admin, bulk, demo, env};
+use infq_common::config::{CLIENT_API_KEY_ENV, CLIENT_URL_ENV};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -10,16 +11,13 @@ use std::path::{Path, PathBuf};
 #[derive(Parser, Debug)]
 #[command(name = "infq", version, about)]
 struct Cli {
-    /// Base URL of the producer.
-    #[arg(
-        long,
-        env = "INFQ_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    url: String,
-    /// API key of the tenant to act for (`Authorization: Bearer`).
-    #[arg(long, env = "INFQ_API_KEY", global = true, hide_env_values = true)]
+    /// Base URL of the producer [env: INFQ_CLIENT_URL] [default:
+    /// http://127.0.0.1:8080].
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// API key of the tenant to act for (`Authorization: Bearer`) [env:
+    /// INFQ_CLIENT_API_KEY].
+    #[arg(long, global = true)]
     api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -194,8 +192,21 @@ async fn main() {
     }
 }
 
+/// Where the client talks to when neither `--url` nor `INFQ_CLIENT_URL`
+/// says.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = Client::new(&cli.url, cli.api_key.as_deref())?;
+    // Flags first, then the client's own variables (never the servers').
+    let url = match cli.url {
+        Some(u) => u,
+        None => env::from_process(CLIENT_URL_ENV)?.unwrap_or_else(|| DEFAULT_URL.into()),
+    };
+    let api_key = match cli.api_key {
+        Some(k) => Some(k),
+        None => env::from_process(CLIENT_API_KEY_ENV)?,
+    };
+    let client = Client::new(&url, api_key.as_deref())?;
     match cli.command {
         Command::Admin(cmd) => admin::run(cmd).await?,
         Command::Jobs(JobsCommand::Submit {
@@ -371,7 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "infq demo: scoring {} borrowers from {} through {}",
                 sample.len(),
                 data.display(),
-                cli.url
+                url
             );
             let s = demo::run(&client, &sample, concurrency as usize).await?;
             let pct = |n: usize| 100.0 * n as f64 / s.jobs.max(1) as f64;

@@ -5,8 +5,9 @@
 //! experimental auto-recovery, so each owner decides what to redeclare.
 
 use crate::config::AmqpConfig;
+use lapin::options::BasicPublishOptions;
 use lapin::tcp::OwnedTLSConfig;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use std::time::Duration;
 
 /// Why a connection could not be opened.
@@ -54,5 +55,63 @@ pub async fn close(conn: &Connection, reason: &str) {
         .is_err()
     {
         tracing::warn!(reason, "the broker did not confirm the connection close");
+    }
+}
+
+/// Why a message was not taken by the broker.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// No connection, and none could be made.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    /// No confirm within the publish timeout.
+    #[error("the broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    /// The broker refused the message (nack, e.g. queue full).
+    #[error("the broker refused the message")]
+    Nacked,
+    /// No queue is bound for the routing key: the broker returned it.
+    #[error("no queue for routing key `{0}`")]
+    Unroutable(String),
+}
+
+/// Publishes one persistent message with `mandatory` on `ch` (in confirm
+/// mode) and waits at most `timeout` for the broker's confirm. The one way
+/// every infq message is published: a message is held by the broker only
+/// when this returns `Ok`; a message returned as unroutable (a deleted
+/// queue behind a live binding), a nack, a lost channel or no confirm in
+/// time are all errors, so the caller never acknowledges what it handed
+/// on.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    props: BasicProperties,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let confirm = async {
+        ch.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            props.with_delivery_mode(2),
+        )
+        .await?
+        .await
+    };
+    match tokio::time::timeout(timeout, confirm).await {
+        Err(_) => Err(PublishError::Timeout(timeout)),
+        Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(routing_key.into())),
+        Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+        Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Unavailable(
+            "channel not in confirm mode".into(),
+        )),
     }
 }

@@ -3,7 +3,16 @@
 //! (`INFQ_REDIS__URL` sets `redis.url`), then command-line flags.
 //!
 //! Each component reads its own section. [`Settings::load`] validates the
-//! result, so a bad value stops start-up with one clear message.
+//! result, so a bad value stops start-up with one clear message. Which
+//! `INFQ_*` variables are settings, and which belong to the command-line
+//! client (`INFQ_CLIENT_*`), is in [`env`](self::env).
+
+mod env;
+
+pub use env::{
+    CLIENT_API_KEY_ENV, CLIENT_ENV_PREFIX, CLIENT_URL_ENV, CONFIG_ENV, ENV_PREFIX,
+    LEGACY_CLIENT_ENV,
+};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::magic::RelativePathBuf;
@@ -150,6 +159,13 @@ pub struct ProducerConfig {
     /// Folder for the spool files that hold validated rows until the whole
     /// upload has passed; the system temporary folder when unset.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Spool bytes all uploads in flight in one producer may hold on disk
+    /// together; past it an upload gets `429`.
+    pub spool_budget_bytes: u64,
+    /// Spool bytes one tenant's uploads in flight in one producer may hold
+    /// together: one upload past it gets `413`, and one that others of the
+    /// tenant leave no room for gets `429`.
+    pub tenant_spool_bytes: u64,
     /// Chunk publishes awaiting their confirm at once, per upload.
     pub publish_window: usize,
     /// How long an `Idempotency-Key` is remembered after its request.
@@ -166,6 +182,8 @@ impl Default for ProducerConfig {
             max_batch_rows: 10_000_000,
             max_upload_bytes: 4 << 30,
             spool_dir: None,
+            spool_budget_bytes: 16 << 30,
+            tenant_spool_bytes: 8 << 30,
             publish_window: 256,
             idempotency_ttl_secs: 86_400,
         }
@@ -453,7 +471,9 @@ pub struct Settings {
 
 impl Settings {
     /// Loads defaults, then `file` (which must exist when given), then
-    /// `INFQ_*` variables, then `overrides` as `("section.key", value)`.
+    /// `INFQ_<SECTION>__<KEY>` variables (an unknown one is refused; the
+    /// client's `INFQ_CLIENT_*` are skipped), then `overrides` as
+    /// `("section.key", value)`.
     pub fn load(
         file: Option<&Path>,
         overrides: &[(&str, figment::value::Value)],
@@ -465,7 +485,14 @@ impl Settings {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig = fig.merge(Env::prefixed("INFQ_").split("__").ignore(&["config"]));
+        let known = serde_json::to_value(RawSettings::default())
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        env::check(std::env::vars_os(), &known)?;
+        fig = fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|rest| env::is_setting(rest.as_str()))
+                .split("__"),
+        );
         for (key, value) in overrides {
             fig = fig.merge(Serialized::default(key, value.clone()));
         }
@@ -536,6 +563,16 @@ impl Settings {
         }
         if self.producer.chunk_rows > 65_536 {
             problems.push("producer.chunk_rows: must be at most 65536".into());
+        }
+        if self.producer.spool_budget_bytes == 0 || self.producer.tenant_spool_bytes == 0 {
+            problems.push(
+                "producer.spool_budget_bytes, producer.tenant_spool_bytes: must be greater than 0"
+                    .into(),
+            );
+        } else if self.producer.tenant_spool_bytes > self.producer.spool_budget_bytes {
+            problems.push(
+                "producer.tenant_spool_bytes: must be at most producer.spool_budget_bytes".into(),
+            );
         }
         if self.amqp.retry_delays_ms.is_empty()
             || self

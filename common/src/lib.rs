@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod dead;
 pub mod idempotency;
 pub mod job;
 pub mod message;

@@ -3,6 +3,14 @@
 //! JSON, so dead letters can be read by people and tools; floats are written
 //! in their shortest round-trip form, so an input arrives at the model
 //! bit-for-bit as the producer parsed it.
+//!
+//! A message only names work: which job (or which chunk of which batch),
+//! for which model, with which inputs. Whoever can publish to the broker
+//! can write one, so nothing in it is trusted for what the stored record
+//! says: tenant, webhook URL and retention come from Redis. Every field is
+//! range-checked at decode, a job's message must match the digest its
+//! record keeps ([`JobMessage::digest`]), and a chunk's place must match its
+//! batch; a message that fails any check is dead-lettered with its reason.
 
 use crate::job::{JobId, Priority};
 use serde::{Deserialize, Serialize};
@@ -13,6 +21,17 @@ pub const CONTENT_TYPE: &str = "application/json";
 pub const MESSAGE_TYPE: &str = "infq.job.v1";
 /// Largest message a worker will try to decode.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Latest instant (epoch ms, the year 3000) a message may name: later ones
+/// are not times but hostile numbers.
+pub const MAX_EPOCH_MS: u64 = 32_503_680_000_000;
+/// Most retries a message may say it went through.
+pub const MAX_RETRIES: u32 = 1_000;
+/// Longest retention (ms) a message may carry: ten years.
+pub const MAX_RETENTION_MS: u64 = 10 * 366 * 86_400_000;
+/// Longest model name, version, tenant or URL a message may carry.
+pub const MAX_NAME_BYTES: usize = 2048;
+/// Largest first-row number of a chunk (2^53: exact in every JSON reader).
+pub const MAX_ROW: u64 = 1 << 53;
 
 /// A unit of work on a job queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,12 +64,51 @@ pub struct JobMessage {
     /// `batch.completed`) is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
-    /// The tenant that submitted it.
+    /// Not used: the stored record names the tenant. Still read (and
+    /// range-checked), so messages of earlier releases decode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// How long its record and results are kept (the tenant's retention).
+    /// Not used: the stored record keeps the retention. Still read (and
+    /// range-checked), so messages of earlier releases decode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+}
+
+/// What an AMQP `message_id` names: a job, or one chunk of a batch (so a
+/// chunk is never taken for a job of the batch's id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageId {
+    /// A single job.
+    Job(JobId),
+    /// Chunk `index` of batch `batch`.
+    Chunk {
+        /// The batch.
+        batch: JobId,
+        /// The chunk.
+        index: u32,
+    },
+}
+
+impl MessageId {
+    /// Parses `<job id>` or `<batch id>:<chunk>`; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.split_once(':') {
+            None => JobId::parse_str(s).ok().map(MessageId::Job),
+            Some((batch, index)) => Some(MessageId::Chunk {
+                batch: JobId::parse_str(batch).ok()?,
+                index: index.parse().ok().filter(|_| !index.starts_with('+'))?,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageId::Job(id) => write!(f, "{id}"),
+            MessageId::Chunk { batch, index } => write!(f, "{batch}:{index}"),
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -83,6 +141,35 @@ pub enum DecodeError {
 }
 
 impl JobMessage {
+    /// What the message names; its AMQP `message_id` is this, written out.
+    pub fn message_id(&self) -> MessageId {
+        match self.chunk {
+            Some(c) => MessageId::Chunk {
+                batch: self.id,
+                index: c.index,
+            },
+            None => MessageId::Job(self.id),
+        }
+    }
+
+    /// The digest a job's record keeps of the work its message names:
+    /// model, version, lane, deadline and every input, bit for bit. A
+    /// message for the job's id whose digest differs was not published by
+    /// the producer that accepted the job, and does not run.
+    pub fn digest(&self) -> String {
+        let mut bytes = Vec::with_capacity(64 + self.inputs.len() * 4);
+        for part in [self.model.as_bytes(), self.version.as_bytes()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+        bytes.push(self.priority as u8);
+        bytes.extend_from_slice(&self.deadline_at_ms.unwrap_or(0).to_le_bytes());
+        for v in &self.inputs {
+            bytes.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        crate::idempotency::digest(&bytes)
+    }
+
     /// Serialises the message body.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a job message always serialises")
@@ -104,7 +191,41 @@ impl JobMessage {
         if msg.model.is_empty() || msg.version.is_empty() {
             return Err(DecodeError::Invalid("no model"));
         }
+        msg.check_ranges()?;
         Ok(msg)
+    }
+
+    /// Every number and string within what a producer can have written.
+    fn check_ranges(&self) -> Result<(), DecodeError> {
+        let long = |s: &str| s.len() > MAX_NAME_BYTES;
+        if long(&self.model) || long(&self.version) {
+            return Err(DecodeError::Invalid("model or version too long"));
+        }
+        if self.created_at_ms > MAX_EPOCH_MS {
+            return Err(DecodeError::Invalid("created_at_ms out of range"));
+        }
+        if self.deadline_at_ms.is_some_and(|d| d > MAX_EPOCH_MS) {
+            return Err(DecodeError::Invalid("deadline_at_ms out of range"));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(DecodeError::Invalid("retries out of range"));
+        }
+        if self.retention_ms.is_some_and(|r| r > MAX_RETENTION_MS) {
+            return Err(DecodeError::Invalid("retention_ms out of range"));
+        }
+        if self.tenant.as_deref().is_some_and(long) || self.webhook_url.as_deref().is_some_and(long)
+        {
+            return Err(DecodeError::Invalid("tenant or webhook_url too long"));
+        }
+        if let Some(c) = self.chunk {
+            if c.first_row == 0 || c.first_row > MAX_ROW {
+                return Err(DecodeError::Invalid("chunk first_row out of range"));
+            }
+            if self.deadline_at_ms.is_some() {
+                return Err(DecodeError::Invalid("a chunk has no deadline"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -189,6 +310,94 @@ mod tests {
         assert!(JobMessage::decode(inf.as_bytes()).is_err());
         let extra = text.replacen('{', "{\"evil\":1,", 1);
         assert!(JobMessage::decode(extra.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused() {
+        let text = String::from_utf8(sample().encode()).unwrap();
+        for (from, to) in [
+            (
+                "\"retention_ms\":3600000",
+                "\"retention_ms\":18446744073709551615",
+            ),
+            ("\"created_at_ms\":1", "\"created_at_ms\":99999999999999999"),
+            (
+                "\"created_at_ms\":1",
+                "\"created_at_ms\":1,\"retries\":4294967295",
+            ),
+            (
+                "\"created_at_ms\":1",
+                "\"created_at_ms\":1,\"deadline_at_ms\":18446744073709551615",
+            ),
+            (
+                "\"created_at_ms\":1",
+                "\"created_at_ms\":1,\"chunk\":{\"index\":0,\"first_row\":0}",
+            ),
+            (
+                "\"tenant\":\"acme\"",
+                &format!("\"tenant\":\"{}\"", "a".repeat(5000)),
+            ),
+        ] {
+            let bad = text.replace(from, to);
+            assert_ne!(bad, text, "{from}");
+            assert!(
+                matches!(
+                    JobMessage::decode(bad.as_bytes()),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_ids_name_jobs_and_chunks() {
+        let id = crate::job::new_job_id();
+        assert_eq!(MessageId::parse(&id.to_string()), Some(MessageId::Job(id)));
+        let chunk = MessageId::Chunk {
+            batch: id,
+            index: 7,
+        };
+        assert_eq!(MessageId::parse(&chunk.to_string()), Some(chunk));
+        for bad in [
+            "",
+            "x",
+            &format!("{id}:"),
+            &format!("{id}:-1"),
+            &format!("{id}:+1"),
+            &format!("{id}:1:2"),
+            "a:1",
+        ] {
+            assert_eq!(MessageId::parse(bad), None, "{bad}");
+        }
+        let mut m = sample();
+        assert_eq!(m.message_id(), MessageId::Job(m.id));
+        m.chunk = Some(ChunkRef {
+            index: 3,
+            first_row: 769,
+        });
+        assert_eq!(m.message_id().to_string(), format!("{}:3", m.id));
+    }
+
+    #[test]
+    fn digests_change_with_the_work() {
+        let m = sample();
+        let same = JobMessage::decode(&m.encode()).unwrap();
+        assert_eq!(m.digest(), same.digest());
+        let mut other = m.clone();
+        other.inputs[1] = 1_234.568;
+        assert_ne!(m.digest(), other.digest());
+        let mut other = m.clone();
+        other.deadline_at_ms = Some(5);
+        assert_ne!(m.digest(), other.digest());
+        let mut other = m.clone();
+        other.tenant = Some("evil".into());
+        other.retries = 3;
+        assert_eq!(
+            m.digest(),
+            other.digest(),
+            "tenant and retries are not the work"
+        );
     }
 
     #[test]

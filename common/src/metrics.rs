@@ -25,6 +25,8 @@ pub const INFERENCE_SECONDS: &str = "infq_inference_seconds";
 pub const STORE_SECONDS: &str = "infq_store_seconds";
 /// Broker publish-and-confirm duration in the producer.
 pub const PUBLISH_SECONDS: &str = "infq_publish_seconds";
+/// Bytes of spool files held by bulk uploads in flight in a producer.
+pub const SPOOL_BYTES: &str = "infq_producer_spool_bytes";
 /// Messages sent to the dead-letter queue by a worker (`outcome`: reason).
 pub const DEAD_LETTERED: &str = "infq_dead_lettered_total";
 /// Jobs sent back through a retry tier after a transient failure.
@@ -78,6 +80,7 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (JOBS_SUBMITTED, Kind::Counter, Source::Producer, "Jobs accepted, by model and priority (a bulk row counts once)."),
     (JOBS_REJECTED, Kind::Counter, Source::Producer, "Submissions refused, by outcome (invalid, rate_limited, quota_full, unavailable, queue_full)."),
     (PUBLISH_SECONDS, Kind::Histogram, Source::Producer, "Broker publish-and-confirm duration."),
+    (SPOOL_BYTES, Kind::Gauge, Source::Producer, "Bytes of spool files held by bulk uploads in flight in this producer."),
     (JOBS_COMPLETED, Kind::Counter, Source::Worker, "Jobs that reached a terminal state, by model, priority and outcome."),
     (JOB_END_TO_END_SECONDS, Kind::Histogram, Source::Worker, "Time from the producer's acceptance to the stored result."),
     (QUEUE_WAIT_SECONDS, Kind::Histogram, Source::Worker, "Time from the producer's acceptance until a worker took the job."),

@@ -176,6 +176,26 @@ pub const MAX_WIDTH: usize = 65_536;
 /// The largest finite IEEE half-precision value.
 pub const F16_MAX: f64 = 65_504.0;
 
+/// Most bytes one input value takes in a job message: an f32 in its
+/// shortest round-trip JSON form is at most 17 characters
+/// (`-0.0000012345678`), plus the comma after it.
+pub const MAX_ENCODED_VALUE_BYTES: usize = 18;
+
+/// Bytes of a job message set aside for everything but its input values
+/// (ids, names, webhook URL, tenant, numbers).
+pub const MESSAGE_ENVELOPE_BYTES: usize = 64 << 10;
+
+/// Most rows of `width` values that one job message carries within
+/// [`crate::message::MAX_MESSAGE_BYTES`], whatever the values; 0 when not
+/// even one row fits. The one rule for the size of a bulk chunk.
+pub const fn rows_per_message(width: usize) -> usize {
+    let budget = crate::message::MAX_MESSAGE_BYTES - MESSAGE_ENVELOPE_BYTES;
+    match width.checked_mul(MAX_ENCODED_VALUE_BYTES) {
+        Some(row) if row > 0 => budget / row,
+        _ => 0,
+    }
+}
+
 impl ModelSpec {
     /// Number of values in one input row: every feature's, in order.
     pub fn width(&self) -> usize {
@@ -222,6 +242,16 @@ impl ModelSpec {
     /// The longest a batch waits for more jobs.
     pub fn max_batch_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    /// Rows per bulk chunk message of this model: `configured`
+    /// (`producer.chunk_rows`), or fewer where that many rows of this
+    /// model's width would not fit in one message. Every chunk of a batch
+    /// has this many rows but the last, so row `r` is in chunk
+    /// `r / chunk_rows`.
+    pub fn chunk_rows(&self, configured: u32) -> u32 {
+        let fits = u32::try_from(rows_per_message(self.width())).unwrap_or(u32::MAX);
+        configured.clamp(1, fits.max(1))
     }
 }
 
@@ -384,6 +414,17 @@ impl Registry {
                     label,
                     "inputs",
                     format!("{} values in all; at most {MAX_WIDTH}", m.width()),
+                ));
+            }
+            if rows_per_message(m.width()) == 0 {
+                return Err(invalid(
+                    label,
+                    "inputs",
+                    format!(
+                        "{} values in all: one row would not fit in a job message of {} bytes",
+                        m.width(),
+                        crate::message::MAX_MESSAGE_BYTES
+                    ),
                 ));
             }
             if m.outputs.is_empty() {
@@ -696,6 +737,48 @@ max_batch_size = 128
         }
         let missing = Registry::load(Path::new("/nonexistent/models.toml")).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/models.toml"));
+    }
+
+    #[test]
+    fn chunks_of_any_width_fit_in_a_message() {
+        use crate::message::MAX_MESSAGE_BYTES;
+        // f32s in their JSON form, across every exponent: at most 17
+        // characters (a sign, `0.00000` and 9 digits).
+        let longest = (0..=u32::MAX)
+            .step_by(9_973)
+            .map(f32::from_bits)
+            .chain([-0.000_001_234_567_8, -f32::MAX, -f32::MIN_POSITIVE])
+            .filter(|v| v.is_finite())
+            .map(|v| serde_json::to_string(&v).unwrap().len())
+            .max();
+        assert!(longest.is_some_and(|n| (15..MAX_ENCODED_VALUE_BYTES).contains(&n)));
+        let r = parse(GOOD).unwrap();
+        let mut spec = r.resolve("credit-default@1").unwrap().clone();
+        assert_eq!(spec.chunk_rows(256), 256, "narrow models keep chunk_rows");
+        assert_eq!(spec.chunk_rows(0), 1);
+        for width in [3usize, 4096, 8192, MAX_WIDTH] {
+            spec.inputs = vec![FeatureSpec {
+                name: "x".into(),
+                dtype: Dtype::F32,
+                shape: vec![width],
+                min: None,
+                max: None,
+                description: String::new(),
+            }];
+            let rows = spec.chunk_rows(65_536) as usize;
+            assert!(rows >= 1 && rows <= rows_per_message(width), "{width}");
+            // A full chunk of the longest values leaves the envelope's
+            // share of the message.
+            let values = vec![-0.000_001_234_567_8f32; rows * width];
+            let len = serde_json::to_vec(&values).unwrap().len();
+            assert!(
+                len + MESSAGE_ENVELOPE_BYTES <= MAX_MESSAGE_BYTES,
+                "width {width}: {len} bytes"
+            );
+        }
+        assert_eq!(rows_per_message(0), 0);
+        assert_eq!(rows_per_message(MAX_MESSAGE_BYTES), 0);
+        assert_eq!(rows_per_message(usize::MAX), 0);
     }
 
     #[test]

@@ -57,17 +57,29 @@ impl StoreError {
     }
 }
 
+/// How long a job or batch that has not ended is kept at least, whatever
+/// its retention: a record must not expire while its work is still
+/// queued (a weekend without workers, a long backlog), or its client would
+/// be told `404` and its messages would find nothing to run for. Only a
+/// record whose message was lost outright (purged by hand) waits this out.
+pub const OPEN_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// Functions every state script starts with.
 ///
-/// `ttl(rec, default)`: a record's retention (its `retention_ms`, set from
-/// its tenant's) or the store's. `release(rec, n)`: a job or batch whose
+/// `ttl(rec, default)`: how long a record (and its parts) is kept from
+/// now: its retention (its `retention_ms`, set from its tenant's, or the
+/// store's) once it has ended, and at least [`OPEN_TTL_MS`] while it has
+/// not. `release(rec, n)`: a job or batch whose
 /// rows stop being open (`n` of them, or all when `nil`) gives them back to
 /// its tenant's quota (see [`crate::tenants`]); releasing is idempotent,
 /// since only what is still registered can be given back. The quota keys
 /// are named from the record's key and its `tenant` field.
 const PRELUDE: &str = r"
 local function ttl(rec, default)
-  return tonumber(redis.call('HGET', rec, 'retention_ms')) or tonumber(default)
+  local f = redis.call('HMGET', rec, 'retention_ms', 'rank')
+  local r = math.min(tonumber(f[1]) or tonumber(default), 315360000000)
+  if (tonumber(f[2]) or 0) < 2 then return math.max(r, OPEN_TTL_MS) end
+  return r
 end
 local function release(rec, n)
   local t = redis.call('HGET', rec, 'tenant')
@@ -88,9 +100,55 @@ local function release(rec, n)
 end
 ";
 
+/// Checks that a chunk message's place agrees with its batch (fields
+/// `total`, `chunk_rows`, `chunks`, `model`, `version` in `f[2..6]`):
+/// index, first row, row count and model. Returns why not, or nil. A chunk
+/// message is untrusted: a made-up index must not finish a batch early or
+/// count rows twice.
+const CHUNK_CHECK: &str = r"
+local function chunk_misfit(f, index, first_row, rows, model, version)
+  local total, per, chunks = tonumber(f[2]) or 0, tonumber(f[3]) or 0, tonumber(f[4]) or 0
+  index, first_row = tonumber(index), tonumber(first_row)
+  if index == nil or index < 0 or index >= chunks then return 'chunk index out of range' end
+  if first_row ~= index * per + 1 then return 'chunk first_row does not match its batch' end
+  local want = math.min(per, total - index * per)
+  if rows ~= '' and tonumber(rows) ~= want then return 'chunk row count does not match its batch' end
+  if f[5] ~= model or f[6] ~= version then return 'chunk model does not match its batch' end
+  return nil
+end
+";
+
+/// Ends a batch whose every chunk is stored, if it is still open, and
+/// gives its chunks' results the batch's retention from now. Returns
+/// whether the batch has completed (now, or before: a retry after a lost
+/// reply must still announce it). KEYS: the batch; `chunk0` the key of
+/// chunk 0, from which the others' are named.
+const COMPLETE: &str = r"
+local function complete(batch, chunk0, now, channel, id, default)
+  local f = redis.call('HMGET', batch, 'status', 'done_chunks', 'chunks')
+  local chunks = tonumber(f[3]) or 0
+  if (tonumber(f[2]) or 0) >= chunks and (f[1] == 'queued' or f[1] == 'running') then
+    redis.call('HSET', batch, 'status', 'succeeded', 'rank', 2, 'finished_at', now)
+    release(batch, nil)
+    local keep = ttl(batch, default)
+    redis.call('PEXPIRE', batch, keep)
+    local base = string.sub(chunk0, 1, -2)
+    for i = 0, chunks - 1 do
+      redis.call('PEXPIRE', base .. i, keep)
+      redis.call('PEXPIRE', base .. i .. ':dead', keep)
+    end
+    redis.call('PUBLISH', channel, id)
+    return true
+  end
+  return f[1] == 'succeeded'
+end
+";
+
 /// A state script: [`PRELUDE`] and `body`.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}{body}"))
+    Script::new(&format!(
+        "local OPEN_TTL_MS = {OPEN_TTL_MS}\n{PRELUDE}{CHUNK_CHECK}{COMPLETE}{body}"
+    ))
 }
 
 /// Creates a record unless one exists. KEYS[1] job; ARGV[1] TTL (ms);
@@ -112,8 +170,8 @@ return 1
 /// Returns the admission's reply (see [`crate::tenants::ADMIT_FN`]), or
 /// {'exists', 0}.
 static CREATE_ADMITTED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{PRELUDE}{}{}",
+    script(&format!(
+        "{}{}",
         crate::tenants::ADMIT_FN,
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
@@ -128,18 +186,23 @@ return a
 
 /// Moves a job to a new state if the rules allow. KEYS[1] job; ARGV[1]
 /// status; ARGV[2] its rank; ARGV[3] TTL (ms); ARGV[4] channel to publish
-/// terminal ids on; ARGV[5] job id; ARGV[6..] more field/value pairs.
-/// Returns 'ok', or the stored status that refused the change.
+/// terminal ids on; ARGV[5] job id; ARGV[6] the digest the record must
+/// keep ('' to skip the check: the caller holds a claimed message);
+/// ARGV[7..] more field/value pairs. The record's `error` is replaced by
+/// the one given, or removed: every state carries its own. Returns 'ok',
+/// 'missing' (no record: one is never made from a message), 'forged' (the
+/// digest differs) or the stored status that refused the change.
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'rank', 'digest')
 local rank = tonumber(ARGV[2])
-if cur[1] then
-  local cur_rank = tonumber(cur[2]) or 0
-  if cur_rank >= 2 or rank < cur_rank then return cur[1] end
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], unpack(ARGV, 6))
+if not cur[1] then return 'missing' end
+if ARGV[6] ~= '' and cur[3] and cur[3] ~= ARGV[6] then return 'forged' end
+local cur_rank = tonumber(cur[2]) or 0
+if cur_rank >= 2 or rank < cur_rank then return cur[1] end
+redis.call('HDEL', KEYS[1], 'error')
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[3]))
 if rank >= 2 then
   release(KEYS[1], nil)
@@ -151,19 +214,34 @@ return 'ok'
 });
 
 /// A worker takes a job: unless it is terminal, mark it running and count
-/// the attempt. KEYS[1] job; ARGV[1] TTL (ms); ARGV[2..] field/value pairs
-/// to write if the record is missing. Returns the attempt number, or the
-/// terminal status that means "do not run".
+/// the attempt; past its deadline, it expires here instead. KEYS[1] job;
+/// ARGV[1] TTL (ms); ARGV[2] the message's digest; ARGV[3] its deadline
+/// (epoch ms, 0 for none); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] job
+/// id. Returns {what, webhook, attempt}: what is 'run', 'skip' (terminal:
+/// do not run), 'expired' (now), 'missing' (no record) or 'forged' (the
+/// message is not the one the job was accepted with); webhook is 1 when
+/// the record asks for a callback.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local cur = redis.call('HMGET', KEYS[1], 'status', 'rank')
-if cur[1] and (tonumber(cur[2]) or 0) >= 2 then return cur[1] end
-if not cur[1] then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+local cur = redis.call('HMGET', KEYS[1], 'status', 'rank', 'digest', 'webhook_url')
+if not cur[1] then return {'missing', 0, 0} end
+if cur[3] and cur[3] ~= ARGV[2] then return {'forged', 0, 0} end
+local hook = cur[4] and 1 or 0
+if (tonumber(cur[2]) or 0) >= 2 then return {'skip', hook, 0} end
+local deadline = tonumber(ARGV[3])
+if deadline > 0 and tonumber(ARGV[4]) > deadline then
+  redis.call('HDEL', KEYS[1], 'error')
+  redis.call('HSET', KEYS[1], 'status', 'expired', 'rank', 2, 'finished_at', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
+  release(KEYS[1], nil)
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+  return {'expired', hook, 0}
+end
 redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
-return n
+return {'run', hook, n}
 ",
     )
 });
@@ -192,87 +270,93 @@ return st
 });
 
 /// A worker takes a bulk chunk. KEYS[1] batch; KEYS[2] chunk result;
-/// ARGV[1] now (ms); ARGV[2] TTL (ms), which the batch gets afresh when it
-/// starts. Returns 'run', 'done' (already stored), 'missing'
-/// (the batch expired), or the terminal status that means "do not run".
+/// ARGV[1] now (ms); ARGV[2] TTL (ms); ARGV[3] chunk index; ARGV[4] its
+/// first row; ARGV[5] its rows; ARGV[6] model; ARGV[7] version. Returns
+/// {what, webhook}: what is 'run', 'skip' (stored before, or the batch
+/// ended), 'missing' (no batch) or the reason the chunk does not fit its
+/// batch; webhook is 1 when the batch asks for a callback (announced once
+/// a store completes it) and, for a skipped chunk, only when the batch
+/// has completed (so a redelivery announces it again).
 static CLAIM_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st == 'cancelled' or st == 'failed' or st == 'expired' then return st end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'done' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'webhook_url')
+local st = f[1]
+if not st then return {'missing', 0} end
+local misfit = chunk_misfit(f, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if misfit then return {misfit, 0} end
+local hook = f[7] and 1 or 0
+if st == 'cancelled' or st == 'failed' or st == 'expired' then return {'skip', 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if st == 'succeeded' then return {'skip', hook} end
+  return {'skip', 0}
+end
 if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1, 'started_at', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[2]))
 end
-return 'run'
+return {'run', hook}
 ",
     )
 });
 
 /// Stores a chunk's results once and counts them; the last chunk completes
-/// the batch. KEYS[1] batch; KEYS[2] chunk result; ARGV[1] results JSON;
-/// ARGV[2] rows that succeeded; ARGV[3] rows that failed; ARGV[4] TTL (ms);
-/// ARGV[5] now (ms); ARGV[6] channel; ARGV[7] batch id. Returns 'ok',
-/// 'done' (stored, and the batch is complete), 'dup' (stored before) or
-/// 'missing'.
+/// the batch. KEYS[1] batch; KEYS[2] chunk result; KEYS[3] chunk 0's
+/// result; ARGV[1] results JSON; ARGV[2] rows that succeeded; ARGV[3] rows
+/// that failed; ARGV[4] TTL (ms); ARGV[5] now (ms); ARGV[6] channel;
+/// ARGV[7] batch id. Returns 'done' when the batch has completed (now or
+/// before, so a retry after a lost reply still announces it), else 'ok',
+/// 'dup' (stored before) or 'missing'.
 static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
 local keep = ttl(KEYS[1], ARGV[4])
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', keep) then return 'dup' end
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
-release(KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
-local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
-local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
-local st = redis.call('HGET', KEYS[1], 'status')
-if done >= chunks and (st == 'queued' or st == 'running') then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[5])
-  release(KEYS[1], nil)
-  redis.call('PUBLISH', ARGV[6], ARGV[7])
-  return 'done'
+local fresh = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', keep)
+if fresh then
+  redis.call('PEXPIRE', KEYS[1], keep)
+  redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+  release(KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 end
-return 'ok'
+if complete(KEYS[1], KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[4]) then return 'done' end
+if fresh then return 'ok' end
+return 'dup'
 ",
     )
 });
 
 /// Records a dead-lettered chunk: every row of it fails with the given
 /// error, once, and the batch counts them. KEYS[1] batch; KEYS[2] chunk;
-/// ARGV[1] chunk index; ARGV[2] the error as a JSON string; ARGV[3] TTL
-/// (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] batch id. Returns 'ok',
-/// 'done' (the batch is complete), 'dup' or 'missing'.
+/// KEYS[3] chunk 0; ARGV[1] chunk index; ARGV[2] the error as a JSON
+/// string; ARGV[3] TTL (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6]
+/// batch id; ARGV[7] the message's first row; ARGV[8] model; ARGV[9]
+/// version. Returns 'done' (the batch has completed), 'ok', 'dup',
+/// 'missing', or why the chunk does not fit its batch.
 static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'erased')
+if not f[1] or f[7] then return 'missing' end
+local misfit = chunk_misfit(f, ARGV[1], ARGV[7], '', ARGV[8], ARGV[9])
+if misfit then return misfit end
 local keep = ttl(KEYS[1], ARGV[3])
-local total = tonumber(redis.call('HGET', KEYS[1], 'total')) or 0
-local per = tonumber(redis.call('HGET', KEYS[1], 'chunk_rows')) or 1
-local rows = math.min(per, total - tonumber(ARGV[1]) * per)
-if rows < 1 then return 'missing' end
+local per = tonumber(f[3])
+local rows = math.min(per, tonumber(f[2]) - tonumber(ARGV[1]) * per)
 local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
-if not redis.call('SET', KEYS[2], body, 'NX', 'PX', keep) then return 'dup' end
-redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('HINCRBY', KEYS[1], 'failed', rows)
-release(KEYS[1], rows)
-redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', keep)
-local done = redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
-local chunks = tonumber(redis.call('HGET', KEYS[1], 'chunks')) or 0
-local st = redis.call('HGET', KEYS[1], 'status')
-if done >= chunks and (st == 'queued' or st == 'running') then
-  redis.call('HSET', KEYS[1], 'status', 'succeeded', 'rank', 2, 'finished_at', ARGV[4])
-  release(KEYS[1], nil)
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
-  return 'done'
+local fresh = redis.call('SET', KEYS[2], body, 'NX', 'PX', keep)
+if fresh then
+  redis.call('PEXPIRE', KEYS[1], keep)
+  redis.call('HINCRBY', KEYS[1], 'failed', rows)
+  release(KEYS[1], rows)
+  redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', keep)
+  redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 end
-return 'ok'
+if complete(KEYS[1], KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[3]) then return 'done' end
+if fresh then return 'ok' end
+return 'dup'
 ",
     )
 });
@@ -292,6 +376,7 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'rank', 0)
 redis.call('HDEL', KEYS[1], 'error', 'finished_at')
 redis.call('HINCRBY', KEYS[1], 'reopened', 1)
+redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], 0))
 return 'ok'
 "#,
     )
@@ -316,6 +401,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
   redis.call('HDEL', KEYS[1], 'finished_at')
   redis.call('HINCRBY', KEYS[1], 'reopened', 1)
+  redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], 0))
 end
 return 'ok'
 ",
@@ -378,31 +464,20 @@ pub struct NewJob {
     /// How long its record is kept after each change; the store's
     /// retention when unset.
     pub retention_ms: Option<u64>,
+    /// [`JobMessage::digest`](crate::message::JobMessage::digest) of the
+    /// job's message: a message for this id that does not match it is not
+    /// run.
+    pub digest: String,
 }
 
 impl NewJob {
-    /// The record fields a queued message carries, for claims and for
-    /// rewriting a record that went missing.
-    pub fn from_message(msg: &crate::message::JobMessage) -> Self {
-        Self {
-            id: msg.id,
-            model: msg.model.clone(),
-            version: msg.version.clone(),
-            priority: msg.priority,
-            created_at_ms: msg.created_at_ms,
-            metadata: None,
-            webhook_url: msg.webhook_url.clone(),
-            tenant: msg.tenant.clone(),
-            retention_ms: msg.retention_ms,
-        }
-    }
-
     fn fields(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
             ("model", self.model.clone()),
             ("version", self.version.clone()),
             ("priority", self.priority.as_str().to_string()),
             ("created_at", self.created_at_ms.to_string()),
+            ("digest", self.digest.clone()),
         ];
         if let Some(m) = &self.metadata {
             f.push(("metadata", m.clone()));
@@ -464,11 +539,8 @@ pub struct Transition {
     pub status: JobStatus,
     /// Output JSON text, for `succeeded`.
     pub output: Option<String>,
-    /// Reason, for `failed`.
+    /// Reason, for `failed` (and the last one, for `retrying`).
     pub error: Option<JobError>,
-    /// Record fields to (re)write, so a record that expired or was never
-    /// created is whole again.
-    pub job: Option<NewJob>,
 }
 
 impl Transition {
@@ -478,7 +550,6 @@ impl Transition {
             status: JobStatus::Succeeded,
             output: Some(output),
             error: None,
-            job: None,
         }
     }
 
@@ -488,7 +559,6 @@ impl Transition {
             status: JobStatus::Failed,
             output: None,
             error: Some(error),
-            job: None,
         }
     }
 
@@ -498,14 +568,7 @@ impl Transition {
             status,
             output: None,
             error: None,
-            job: None,
         }
-    }
-
-    /// Also (re)writes the record's identity fields.
-    pub fn with_job(mut self, job: NewJob) -> Self {
-        self.job = Some(job);
-        self
     }
 }
 
@@ -518,32 +581,48 @@ pub enum Applied {
     Completed,
     /// Refused: the stored state (terminal, or of higher rank) stays.
     Refused(JobStatus),
-    /// A chunk whose results were stored before, or whose batch is gone.
+    /// A chunk whose results were stored before, or a job or batch with
+    /// no record (it is never made from a message).
     Ignored,
+    /// The message is not the one its job was accepted with.
+    Forged,
 }
 
 /// What a claim found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Run it; for single jobs, this is attempt number n (0 for chunks).
-    Run(u32),
-    /// Do not run, just acknowledge: already terminal (cancelled, expired,
-    /// done), already stored, or its record is gone.
-    Skip,
+    /// Run it: for single jobs, attempt number `attempt` (0 for chunks).
+    Run {
+        /// The attempt.
+        attempt: u32,
+        /// Whether its record asks for a callback.
+        webhook: bool,
+    },
+    /// Do not run, just acknowledge: already terminal (cancelled, done,
+    /// erased), or already stored; `webhook` when its end is to be
+    /// announced (again: the dispatcher sends each event once).
+    Skip {
+        /// Whether its end is announced.
+        webhook: bool,
+    },
+    /// Its deadline passed: it is `expired` now.
+    Expired {
+        /// Whether its end is announced.
+        webhook: bool,
+    },
+    /// The message names no record, or does not match it: it is
+    /// dead-lettered with this reason, and nothing is written.
+    Refused(String),
 }
 
-/// What to claim: a single job, or one chunk of a batch.
+/// What to claim: a single job, or one chunk of a batch, as its (decoded,
+/// untrusted) message names it.
 #[derive(Debug, Clone, Copy)]
 pub enum ClaimOf<'a> {
-    /// A single job, with the fields to write if its record is missing.
-    Job(&'a NewJob),
-    /// Chunk `index` of batch `batch`.
-    Chunk {
-        /// The batch.
-        batch: JobId,
-        /// The chunk.
-        index: u32,
-    },
+    /// A single job.
+    Job(&'a crate::message::JobMessage),
+    /// A chunk of a batch, with its rows.
+    Chunk(&'a crate::message::JobMessage, u64),
 }
 
 /// A result to store.
@@ -797,7 +876,8 @@ impl JobStore {
                         .arg(t.status.rank())
                         .arg(self.ttl_ms)
                         .arg(&channel)
-                        .arg(id.to_string());
+                        .arg(id.to_string())
+                        .arg("");
                     if t.status.is_terminal() {
                         inv.arg("finished_at").arg(now);
                     }
@@ -808,16 +888,12 @@ impl JobStore {
                         inv.arg("error")
                             .arg(serde_json::to_string(e).expect("error serialises"));
                     }
-                    if let Some(job) = &t.job {
-                        for (k, v) in job.fields() {
-                            inv.arg(k).arg(v);
-                        }
-                    }
                     pipe.invoke_script(&inv);
                 }
                 Write::Chunk(c) => {
                     let mut inv = STORE_CHUNK.key(self.batch_key(&c.batch));
                     inv.key(self.chunk_key(&c.batch, c.index))
+                        .key(self.chunk_key(&c.batch, 0))
                         .arg(&c.rows_json)
                         .arg(c.succeeded)
                         .arg(c.failed)
@@ -836,6 +912,7 @@ impl JobStore {
                 Some("ok") => Ok(Applied::Yes),
                 Some("done") => Ok(Applied::Completed),
                 Some("dup") | Some("missing") => Ok(Applied::Ignored),
+                Some("forged") => Ok(Applied::Forged),
                 _ => status_of(&v).map(Applied::Refused),
             })
             .collect()
@@ -845,37 +922,39 @@ impl JobStore {
     pub async fn claim_many(&self, items: &[ClaimOf<'_>]) -> Result<Vec<Claim>, StoreError> {
         let mut pipe = redis::pipe();
         let now = crate::job::now_ms();
+        let channel = self.done_channel();
         for item in items {
             match item {
-                ClaimOf::Job(job) => {
-                    let mut inv = CLAIM.key(self.job_key(&job.id));
-                    inv.arg(self.ttl_ms).arg("attempts").arg(0);
-                    for (k, v) in job.fields() {
-                        inv.arg(k).arg(v);
-                    }
+                ClaimOf::Job(msg) => {
+                    let mut inv = CLAIM.key(self.job_key(&msg.id));
+                    inv.arg(self.ttl_ms)
+                        .arg(msg.digest())
+                        .arg(msg.deadline_at_ms.unwrap_or(0))
+                        .arg(now)
+                        .arg(&channel)
+                        .arg(msg.id.to_string());
                     pipe.invoke_script(&inv);
                 }
-                ClaimOf::Chunk { batch, index } => {
-                    let mut inv = CLAIM_CHUNK.key(self.batch_key(batch));
-                    inv.key(self.chunk_key(batch, *index))
+                ClaimOf::Chunk(msg, rows) => {
+                    let c = msg.chunk.unwrap_or(crate::message::ChunkRef {
+                        index: u32::MAX,
+                        first_row: 0,
+                    });
+                    let mut inv = CLAIM_CHUNK.key(self.batch_key(&msg.id));
+                    inv.key(self.chunk_key(&msg.id, c.index))
                         .arg(now)
-                        .arg(self.ttl_ms);
+                        .arg(self.ttl_ms)
+                        .arg(c.index)
+                        .arg(c.first_row)
+                        .arg(*rows)
+                        .arg(&msg.model)
+                        .arg(&msg.version);
                     pipe.invoke_script(&inv);
                 }
             }
         }
         let values = self.run(&pipe).await?;
-        values
-            .into_iter()
-            .map(|v| match v {
-                Value::Int(n) => Ok(Claim::Run(n.clamp(0, i64::from(u32::MAX)) as u32)),
-                other => match text_of(&other).as_deref() {
-                    Some("run") => Ok(Claim::Run(0)),
-                    Some(_) => Ok(Claim::Skip),
-                    None => Err(StoreError::Reply(format!("{other:?}"))),
-                },
-            })
-            .collect()
+        values.into_iter().map(parse_claim).collect()
     }
 
     /// Cancels a job or batch (`key` from [`Self::job_key`] or
@@ -951,6 +1030,7 @@ impl JobStore {
             .arg(self.ttl_ms)
             .arg(self.done_channel())
             .arg(id.to_string())
+            .arg("")
             .arg("finished_at")
             .arg(crate::job::now_ms())
             .arg("error")
@@ -1028,30 +1108,74 @@ impl JobStore {
         Ok(())
     }
 
-    /// Records a dead-lettered chunk (every row failed with `error`); `Yes`
-    /// if counted now, `Ignored` if its results existed or the batch is gone.
+    /// Records a dead-lettered chunk, as its (untrusted) message names it:
+    /// every row fails with `error`. `Yes` if counted now, `Completed` if
+    /// its batch has completed, `Ignored` if its results existed or the
+    /// batch is gone, `Forged` if the chunk does not fit its batch.
     pub async fn dead_chunk(
         &self,
-        batch: &JobId,
-        index: u32,
+        msg: &crate::message::JobMessage,
         error: &str,
     ) -> Result<Applied, StoreError> {
+        let Some(c) = msg.chunk else {
+            return Ok(Applied::Forged);
+        };
+        let batch = &msg.id;
         let mut inv = DEAD_CHUNK.key(self.batch_key(batch));
-        inv.key(self.chunk_key(batch, index))
-            .arg(index)
+        inv.key(self.chunk_key(batch, c.index))
+            .key(self.chunk_key(batch, 0))
+            .arg(c.index)
             .arg(serde_json::to_string(error).expect("a string serialises"))
             .arg(self.ttl_ms)
             .arg(crate::job::now_ms())
             .arg(self.done_channel())
-            .arg(batch.to_string());
+            .arg(batch.to_string())
+            .arg(c.first_row)
+            .arg(&msg.model)
+            .arg(&msg.version);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&inv);
         let v = self.run(&pipe).await?.pop();
         Ok(match v.as_ref().and_then(text_of).as_deref() {
             Some("ok") => Applied::Yes,
             Some("done") => Applied::Completed,
-            _ => Applied::Ignored,
+            Some("dup") | Some("missing") => Applied::Ignored,
+            _ => Applied::Forged,
         })
+    }
+
+    /// Records a job as `failed` with `error` if its record exists, is not
+    /// terminal, and matches `msg` (the dead-letter recorder's and the
+    /// consumer's path, where the message is untrusted and unclaimed).
+    pub async fn fail_matching(
+        &self,
+        msg: &crate::message::JobMessage,
+        error: &JobError,
+    ) -> Result<Applied, StoreError> {
+        let mut inv = TRANSITION.key(self.job_key(&msg.id));
+        inv.arg(JobStatus::Failed.as_str())
+            .arg(JobStatus::Failed.rank())
+            .arg(self.ttl_ms)
+            .arg(self.done_channel())
+            .arg(msg.id.to_string())
+            .arg(msg.digest())
+            .arg("finished_at")
+            .arg(crate::job::now_ms())
+            .arg("error")
+            .arg(serde_json::to_string(error).expect("error serialises"));
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        let v = self
+            .run(&pipe)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Reply("empty reply".into()))?;
+        match text_of(&v).as_deref() {
+            Some("ok") => Ok(Applied::Yes),
+            Some("missing") => Ok(Applied::Ignored),
+            Some("forged") => Ok(Applied::Forged),
+            _ => status_of(&v).map(Applied::Refused),
+        }
     }
 
     /// Erases a job or batch (`key` from [`Self::job_key`] or
@@ -1114,6 +1238,28 @@ impl JobStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A claim script's reply: `{what, webhook[, attempt]}`.
+fn parse_claim(v: Value) -> Result<Claim, StoreError> {
+    let Value::Array(parts) = &v else {
+        return Err(StoreError::Reply(format!("{v:?}")));
+    };
+    let what = parts.first().and_then(text_of);
+    let webhook = matches!(parts.get(1), Some(Value::Int(1)));
+    let attempt = match parts.get(2) {
+        Some(Value::Int(n)) => (*n).clamp(0, i64::from(u32::MAX)) as u32,
+        _ => 0,
+    };
+    Ok(match what.as_deref() {
+        Some("run") => Claim::Run { attempt, webhook },
+        Some("skip") => Claim::Skip { webhook },
+        Some("expired") => Claim::Expired { webhook },
+        Some("missing") => Claim::Refused("no record of it: never accepted, or expired".into()),
+        Some("forged") => Claim::Refused("it does not match the job its record holds".into()),
+        Some(reason) => Claim::Refused(reason.to_string()),
+        None => return Err(StoreError::Reply(format!("{v:?}"))),
+    })
 }
 
 fn text_of(v: &Value) -> Option<String> {

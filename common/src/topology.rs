@@ -5,7 +5,9 @@
 //!   dead-letters (at least once) to `<ns>.dead`.
 //! - `<ns>.dead` (fanout) feeds two quorum queues: `<ns>.dead`, which keeps
 //!   dead letters for inspection and replay, and `<ns>.dead.record`, from
-//!   which workers record each dead-lettered job as `failed`.
+//!   which workers record each dead-lettered job as `failed`. Both have an
+//!   explicit delivery limit high enough never to be reached (see
+//!   [`DEAD_LETTER_DELIVERY_LIMIT`]).
 //! - `<ns>.retry.<delay>ms` (fanout exchange and quorum queue, one per
 //!   delay of `amqp.retry_delays_ms`, named by the delay so a changed
 //!   schedule declares new queues instead of clashing with the old ones)
@@ -27,15 +29,27 @@ use crate::config::AmqpConfig;
 use crate::job::Priority;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 /// Deliveries of one webhook message before it is dead-lettered.
 pub const WEBHOOK_DELIVERY_LIMIT: i64 = 50;
+
+/// Deliveries of one message from `<ns>.dead` or `<ns>.dead.record` before
+/// the broker drops it (neither queue dead-letters further): in effect
+/// never. Listing or replaying dead letters takes them and puts them back,
+/// which a quorum queue counts as a delivery, and the recorder puts a dead
+/// letter back each second while Redis is down; RabbitMQ 4.0 to 4.2 give a
+/// quorum queue without a limit of its own a limit of 20, which would drop
+/// dead letters after 20 listings and leave their jobs unrecorded after a
+/// 20 s outage. Positive, because 3.x refuses the `-1` that 4.x reads as
+/// unlimited.
+pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = 1_000_000_000;
 
 /// Names of one deployment's exchanges and queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
     ns: String,
+    amqp: AmqpConfig,
     delivery_limit: u32,
     queue_expires_ms: Option<u64>,
     max_queue_length: u64,
@@ -48,6 +62,7 @@ impl Topology {
     pub fn new(ns: &str, amqp: &AmqpConfig) -> Self {
         Self {
             ns: ns.to_string(),
+            amqp: amqp.clone(),
             delivery_limit: amqp.delivery_limit,
             queue_expires_ms: amqp.queue_expires_ms,
             max_queue_length: amqp.max_queue_length,
@@ -136,6 +151,17 @@ impl Topology {
         args
     }
 
+    /// Arguments of `<ns>.dead` and `<ns>.dead.record`: quorum, with
+    /// [`DEAD_LETTER_DELIVERY_LIMIT`].
+    pub fn dead_letter_queue_args(&self) -> FieldTable {
+        let mut args = self.quorum_args();
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DEAD_LETTER_DELIVERY_LIMIT),
+        );
+        args
+    }
+
     /// Quorum queue that dead-letters to `dlx` at least once (which needs
     /// `reject-publish` overflow).
     fn dead_lettering_args(&self, dlx: &str) -> FieldTable {
@@ -215,10 +241,7 @@ impl Topology {
         };
         exchange(self.jobs_exchange(), ExchangeKind::Direct).await?;
         exchange(self.dead_exchange(), ExchangeKind::Fanout).await?;
-        for q in [self.dead_queue(), self.dead_record_queue()] {
-            queue(q.clone(), self.quorum_args()).await?;
-            bind(q, self.dead_exchange(), String::new()).await?;
-        }
+        self.declare_dead_letter_queues().await?;
         for (tier, delay) in self.retry_delays_ms.iter().enumerate() {
             let name = self.retry_exchange(tier);
             exchange(name.clone(), ExchangeKind::Fanout).await?;
@@ -253,6 +276,67 @@ impl Topology {
 }
 
 impl Topology {
+    /// Declares and binds `<ns>.dead` and `<ns>.dead.record` on a
+    /// connection of its own. A queue declared by an earlier version has
+    /// no delivery limit, and declaring it again with one is refused with
+    /// `406 PRECONDITION_FAILED`, which closes the channel it was sent on.
+    /// Such a queue is kept as it is (recreating it would lose its dead
+    /// letters; a policy can set its limit) with a warning, and every other
+    /// mismatch still fails as before.
+    async fn declare_dead_letter_queues(&self) -> lapin::Result<()> {
+        let conn = crate::amqp::connect(&self.amqp, "infq-declare")
+            .await
+            .map_err(|e| match e {
+                crate::amqp::ConnectError::Broker(e) => e,
+                other => lapin::Error::from(std::io::Error::other(other.to_string())),
+            })?;
+        let declared = self.declare_dead_letter_queues_on(&conn).await;
+        crate::amqp::close(&conn, "declared").await;
+        declared
+    }
+
+    async fn declare_dead_letter_queues_on(&self, conn: &Connection) -> lapin::Result<()> {
+        let mut ch = conn.create_channel().await?;
+        let durable = QueueDeclareOptions::durable();
+        for q in [self.dead_queue(), self.dead_record_queue()] {
+            let declared = ch
+                .queue_declare(q.as_str().into(), durable, self.dead_letter_queue_args())
+                .await;
+            if let Err(e) = declared {
+                if !is_precondition_failed(&e) {
+                    return Err(e);
+                }
+                // Exactly the earlier arguments, or the first error stands.
+                ch = conn.create_channel().await?;
+                if ch
+                    .queue_declare(q.as_str().into(), durable, self.quorum_args())
+                    .await
+                    .is_err()
+                {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    queue = %q,
+                    limit = DEAD_LETTER_DELIVERY_LIMIT,
+                    "this dead-letter queue was declared by an earlier infq without a \
+                     delivery limit and is kept as it is; on RabbitMQ 4.0 to 4.2 it drops a \
+                     dead letter listed or replayed 20 times: set the limit with a policy \
+                     (README, Upgrading)"
+                );
+            }
+            ch.queue_bind(
+                q.as_str().into(),
+                self.dead_exchange().as_str().into(),
+                ShortString::from(String::new()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let _ = ch.close(200, "declared".into()).await;
+        Ok(())
+    }
+
     /// Deletes every exchange and queue of the namespace, messages and all:
     /// for tearing down test and benchmark namespaces.
     pub async fn delete(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
@@ -293,9 +377,14 @@ impl Topology {
     }
 }
 
-/// Why the broker dead-lettered a message, from its `x-first-death-*`
-/// headers, in words.
+/// Why a message was dead-lettered, in words: the reason infq gave when
+/// it refused the message (see [`crate::dead`]), else the broker's, from
+/// its `x-first-death-*` headers.
 pub fn death_reason(props: &BasicProperties) -> String {
+    if let Some(reason) = crate::dead::reason_of(props) {
+        let queue = crate::dead::queue_of(props).unwrap_or_else(|| "a queue".into());
+        return format!("refused by infq on {queue}: {reason}");
+    }
     let header = |name: &str| -> Option<String> {
         props
             .headers()
@@ -318,6 +407,17 @@ pub fn death_reason(props: &BasicProperties) -> String {
         Some(other) => format!("{other} in {queue}"),
         None => "dead-lettered".into(),
     }
+}
+
+/// Whether the broker refused a declaration as inequivalent to an existing
+/// one (`406 PRECONDITION_FAILED`).
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
+    )
 }
 
 fn long_str(s: &str) -> AMQPValue {
@@ -374,6 +474,28 @@ mod tests {
         assert_eq!(new.retry_exchange(1), old.retry_exchange(1));
         assert_ne!(new.retry_exchange(0), old.retry_exchange(0));
         assert_eq!(new.retry_exchange(2), "infq.retry.60000ms");
+    }
+
+    #[test]
+    fn dead_letter_queues_have_a_limit_listing_and_replay_never_reach() {
+        let t = Topology::new("infq", &AmqpConfig::default());
+        let args = t.dead_letter_queue_args();
+        let inner = args.inner();
+        assert_eq!(inner.get("x-queue-type"), Some(&long_str("quorum")));
+        let Some(AMQPValue::LongLongInt(limit)) = inner.get("x-delivery-limit") else {
+            panic!("no explicit x-delivery-limit: {inner:?}");
+        };
+        // A listing a second for thirty years; and positive, which every
+        // RabbitMQ version takes.
+        assert!(*limit >= 30 * 365 * 86_400, "{limit}");
+        assert!(
+            *limit <= i64::from(i32::MAX),
+            "fits the broker's signed int"
+        );
+        assert!(
+            !inner.contains_key("x-dead-letter-exchange"),
+            "a dead letter goes nowhere further"
+        );
     }
 
     #[test]

@@ -4,23 +4,98 @@
 //! A replayed job is reopened first (its `failed` / `dead_lettered` record
 //! goes back to `queued`, a chunk's dead-letter rows are uncounted), which
 //! is the one way a terminal state is left, and only for dead letters.
+//!
+//! A dead letter reaches `<ns>.dead` and `<ns>.dead.record` together, and
+//! a worker records it from the second one. A replay may come first: then
+//! the job is not `failed` yet, and the dead letter stays in the queue for
+//! a later replay; only one whose record has moved on for good (succeeded,
+//! cancelled, expired, or gone) is removed.
 
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
+use infq_common::job::JobStatus;
 use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::{death_reason, Topology};
 use infq_common::webhooks::event::decode_all;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::sync::Arc;
 
 /// Most messages one request looks at.
 const MAX_SCAN: usize = 10_000;
+
+/// What a replay can do with a dead letter's job or chunk.
+enum Reopen {
+    /// Reopened: it goes back on its queue.
+    Reopened,
+    /// Its dead-lettering is not recorded yet (it says how it stands): the
+    /// dead letter stays for a later replay.
+    NotYetRecorded(String),
+    /// Its record ended otherwise, or is gone: the dead letter has nothing
+    /// left to do.
+    Settled,
+}
+
+/// Reopens `msg`'s job or chunk if it is recorded as dead-lettered. A
+/// record that is not yet terminal is waiting for the recorder. One that
+/// is terminal stays so (terminal states are final, but for this reopen),
+/// so a second attempt decides, in case the recorder got there between
+/// the two reads.
+async fn reopen(
+    state: &AppState,
+    msg: &JobMessage,
+) -> Result<Reopen, infq_common::store::StoreError> {
+    let chunk = msg.chunk.map(|c| c.index);
+    if state.store.reopen(&msg.id, chunk).await? {
+        return Ok(Reopen::Reopened);
+    }
+    if let Some(standing) = not_yet_recorded(state, msg).await? {
+        return Ok(Reopen::NotYetRecorded(standing));
+    }
+    Ok(if state.store.reopen(&msg.id, chunk).await? {
+        Reopen::Reopened
+    } else {
+        Reopen::Settled
+    })
+}
+
+/// How `msg`'s job or chunk stands if it has not ended yet (so its dead
+/// letter may still be recorded); `None` if it has ended or is gone.
+async fn not_yet_recorded(
+    state: &AppState,
+    msg: &JobMessage,
+) -> Result<Option<String>, infq_common::store::StoreError> {
+    let Some(c) = msg.chunk else {
+        return Ok(state
+            .store
+            .get(&msg.id)
+            .await?
+            .filter(|job| !job.status.is_terminal())
+            .map(|job| format!("its job is still {}", job.status.as_str())));
+    };
+    let Some(batch) = state.store.get_batch(&msg.id).await? else {
+        return Ok(None);
+    };
+    if c.index >= batch.chunks || matches!(batch.status, JobStatus::Cancelled | JobStatus::Failed) {
+        return Ok(None);
+    }
+    let stored = state
+        .store
+        .get_chunks(&msg.id, c.index, c.index + 1)
+        .await?;
+    Ok(match stored.first() {
+        Some(Some(_)) => None,
+        _ => Some(format!(
+            "its chunk has no result yet (batch {})",
+            batch.status.as_str()
+        )),
+    })
+}
 
 /// Marks a reopened job (or chunk) dead-lettered again after a replay that
 /// did not go out.
@@ -30,11 +105,7 @@ async fn kill_again(
 ) -> Result<(), infq_common::store::StoreError> {
     let reason = "dead_lettered: a replay could not be published";
     match msg.chunk {
-        Some(c) => state
-            .store
-            .dead_chunk(&msg.id, c.index, reason)
-            .await
-            .map(|_| ()),
+        Some(_) => state.store.dead_chunk(msg, reason).await.map(|_| ()),
         None => {
             let err = infq_common::job::JobError::new("dead_lettered", reason);
             let t = infq_common::store::Transition::failed(err);
@@ -187,7 +258,6 @@ async fn republish(
     d: &lapin::message::Delivery,
 ) -> Result<(), String> {
     let props = BasicProperties::default()
-        .with_delivery_mode(2)
         .with_content_type(CONTENT_TYPE.into())
         .with_type(infq_common::webhooks::event::MESSAGE_TYPE.into())
         .with_message_id(
@@ -196,25 +266,10 @@ async fn republish(
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into()),
         );
-    let published = async {
-        ch.basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &d.data,
-            props,
-        )
-        .await?
-        .await
-    };
     let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-    match tokio::time::timeout(timeout, published).await {
-        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-        other => Err(format!("not published: {other:?}")),
-    }
+    infq_common::amqp::publish_confirmed(ch, exchange, key, &d.data, props, timeout)
+        .await
+        .map_err(|e| format!("not published: {e}"))
 }
 
 /// Body of `POST /v1/admin/dead-letters/replay`.
@@ -284,13 +339,18 @@ pub async fn replay(
             kept.push(d);
             continue;
         }
-        match state
-            .store
-            .reopen(&msg.id, msg.chunk.map(|c| c.index))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
+        match reopen(&state, &msg).await {
+            Ok(Reopen::Reopened) => {}
+            Ok(Reopen::NotYetRecorded(standing)) => {
+                // The recorder has not reached it: acknowledging it here
+                // would delete the one copy a later replay could use.
+                problems.push(json!({"id": id, "reason": format!(
+                    "not recorded as dead-lettered yet ({standing}); kept for a later replay"
+                )}));
+                kept.push(d);
+                continue;
+            }
+            Ok(Reopen::Settled) => {
                 // Its record moved on (it succeeded on a redelivery, or it
                 // expired): the dead letter has nothing left to do.
                 problems.push(
@@ -307,35 +367,29 @@ pub async fn replay(
         }
         msg.retries = 0;
         let props = BasicProperties::default()
-            .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.id.to_string().into());
+            .with_message_id(msg.message_id().to_string().into());
         let key = Topology::routing_key(&msg.model, msg.priority);
-        let published = async {
-            ch.basic_publish(
-                topology.jobs_exchange().as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &msg.encode(),
-                props,
-            )
-            .await?
-            .await
-        };
         let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-        match tokio::time::timeout(timeout, published).await {
-            Ok(Ok(Confirmation::Ack(None))) => {
+        let published = infq_common::amqp::publish_confirmed(
+            &ch,
+            &topology.jobs_exchange(),
+            &key,
+            &msg.encode(),
+            props,
+            timeout,
+        )
+        .await;
+        match published {
+            Ok(()) => {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 replayed.push(id);
             }
-            other => {
+            Err(e) => {
                 // Not replayed after all: the job is dead-lettered again, so
                 // its record matches the message kept in the queue.
-                let reason = format!("not published: {other:?}");
+                let reason = format!("not published: {e}");
                 if let Err(e) = crate::admin::kill_again(&state, &msg).await {
                     tracing::warn!(error = %e, "could not restore a dead letter's record");
                 }

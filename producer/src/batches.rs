@@ -2,17 +2,21 @@
 //! `GET /v1/batches/{id}/results`, `DELETE /v1/batches/{id}`.
 //!
 //! An upload is read as it streams in and validated row by row on a
-//! blocking thread ([`crate::bulk`]); valid rows wait in a spool file. Only
-//! when the whole file has passed is the batch recorded and its rows
-//! published, `chunk_rows` rows per message, with publisher confirms; the
-//! client gets `202` once the broker holds every chunk. Results are read
-//! back chunk by chunk and streamed in input order.
+//! blocking thread ([`crate::bulk`]); valid rows wait in a spool file,
+//! within the producer's spool budget ([`crate::spool`]). Only when the
+//! whole file has passed is the batch recorded and its rows published,
+//! `chunk_rows` rows per message (fewer for a model too wide for that many
+//! in one message), with publisher confirms; the client gets `202` once
+//! the broker holds every chunk. Results are read back chunk by chunk and
+//! streamed in input order.
 
 use crate::auth::Caller;
 use crate::bulk::{read_rows, Format, SpoolReader};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
+use crate::record_limit::RecordTooLong;
 use crate::routes::{parse_id, poll_until, WaitQuery};
+use crate::spool::{SpoolFile, SpoolRefused};
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -68,6 +72,31 @@ impl<R: Read> Read for UploadRead<R> {
     }
 }
 
+/// How long a client whose upload found the spool budget spent waits
+/// before trying again: other uploads end and give theirs back.
+const SPOOL_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The answer to an upload that could not be read to its end.
+fn upload_error(e: std::io::Error, limit: u64) -> ApiError {
+    if let Some(too_long) = RecordTooLong::of(&e) {
+        return ApiError::LimitExceeded(too_long.to_string());
+    }
+    match SpoolRefused::of(&e) {
+        Some(r @ SpoolRefused::TooLarge { .. }) => return ApiError::LimitExceeded(r.to_string()),
+        Some(r @ SpoolRefused::Busy { .. }) => {
+            return ApiError::TooMany {
+                message: r.to_string(),
+                retry_after: SPOOL_RETRY_AFTER,
+            }
+        }
+        None => {}
+    }
+    if e.kind() == std::io::ErrorKind::FileTooLarge {
+        return ApiError::TooLarge(limit as usize);
+    }
+    ApiError::Malformed(format!("reading the upload failed: {e}"))
+}
+
 /// An error response that also closes the connection: the rest of the
 /// upload is not read, so the connection cannot carry another request.
 fn closing(e: ApiError) -> Response {
@@ -90,9 +119,9 @@ fn closing(e: ApiError) -> Response {
     responses(
         (status = 202, description = "Every row is with the broker", body = infq_common::views::BatchView),
         (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Over the size, line or row limit", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Over the size, record or row limit, or the spool space one upload may hold", body = crate::openapi::ErrorBody),
         (status = 422, description = "Bad rows (each listed with its line) or unknown model", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Over the tenant's rate or quota", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's rate or quota, or the spool space is taken by other uploads (with Retry-After)", body = crate::openapi::ErrorBody),
         (status = 503, description = "Broker or Redis unavailable", body = crate::openapi::ErrorBody),
     ))]
 pub async fn create_batch(
@@ -220,11 +249,14 @@ async fn create(
     let id = new_job_id();
     crate::auth::admit(&state, caller, &id, 0, true).await?;
     let cfg = &state.settings.producer;
-    let spool = match &cfg.spool_dir {
+    let file = match &cfg.spool_dir {
         Some(dir) => tempfile::tempfile_in(dir),
         None => tempfile::tempfile(),
     }
     .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
+    // The file grows within the producer's spool budget, and gives its
+    // share back when dropped, however the upload ends.
+    let spool = SpoolFile::new(file, state.spool.lease(caller.name()));
     let upload = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let limit = cfg.max_upload_bytes;
     let max_rows = cfg.max_batch_rows;
@@ -244,23 +276,7 @@ async fn create(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("upload reader: {e}")))?;
-    let (report, spool, hash) = match parsed {
-        Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
-            return Err(ApiError::TooLarge(limit as usize))
-        }
-        Err(e)
-            if e.get_ref()
-                .is_some_and(|r| r.is::<crate::bulk::LineTooLong>()) =>
-        {
-            return Err(ApiError::LimitExceeded(e.to_string()))
-        }
-        Err(e) => {
-            return Err(ApiError::Malformed(format!(
-                "reading the upload failed: {e}"
-            )))
-        }
-    };
+    let (report, spool, hash) = parsed.map_err(|e| upload_error(e, limit))?;
     if let Some(limit) = report.over_limit {
         return Err(ApiError::LimitExceeded(limit));
     }
@@ -274,7 +290,9 @@ async fn create(
     }
 
     let created_at_ms = now_ms();
-    let chunk_rows = cfg.chunk_rows.max(1);
+    // Fewer rows per chunk for a wide model, so every chunk fits in a
+    // message a worker decodes.
+    let chunk_rows = spec.chunk_rows(cfg.chunk_rows);
     let chunks = report.rows.div_ceil(u64::from(chunk_rows));
     let chunks = u32::try_from(chunks).map_err(|_| {
         ApiError::Invalid(vec![crate::error::Detail::field("rows", "too many chunks")])
@@ -356,7 +374,7 @@ async fn publish_chunks(
     state: &Arc<AppState>,
     spec: &ModelSpec,
     batch: &NewBatch,
-    spool: std::fs::File,
+    spool: SpoolFile<std::fs::File>,
 ) -> Result<(), ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<f32>>>(64);
     let width = spec.width();
@@ -390,9 +408,9 @@ async fn publish_chunks(
                     first_row: index as u64 * batch.chunk_rows as u64 + 1,
                 }),
                 retries: 0,
-                webhook_url: batch.webhook_url.clone(),
-                tenant: batch.tenant.clone(),
-                retention_ms: batch.retention_ms,
+                webhook_url: None,
+                tenant: None,
+                retention_ms: None,
             };
             state.publisher.publish(&msg).await.map_err(ApiError::from)
         })

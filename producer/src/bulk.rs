@@ -5,49 +5,19 @@
 //! stays flat whatever the file size, and nothing is published until the
 //! whole file has passed: a file with bad rows is refused with the line and
 //! reason of each problem (the first [`MAX_PROBLEMS`]) and enqueues nothing.
+//! No record is held past [`MAX_RECORD_BYTES`], however it is quoted
+//! ([`crate::record_limit`]).
 
 use crate::error::Detail;
+use crate::record_limit::{LineLimit, RecordLimit};
 use crate::validate::features;
 use infq_common::registry::ModelSpec;
 use std::io::{BufRead, BufReader, Read, Write};
 
 /// Problems reported for one file before reading stops.
 pub const MAX_PROBLEMS: usize = 100;
-/// Longest line of an upload: a file without line breaks must not be
-/// buffered whole.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// A line of an upload passed [`MAX_LINE_BYTES`].
-#[derive(Debug, thiserror::Error)]
-#[error("a line is longer than {MAX_LINE_BYTES} bytes")]
-pub struct LineTooLong;
-
-/// Passes bytes through, failing once a line grows past
-/// [`MAX_LINE_BYTES`].
-struct LineLimit<R> {
-    inner: R,
-    run: usize,
-}
-
-impl<R: Read> Read for LineLimit<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                self.run = 0;
-            } else {
-                self.run += 1;
-                if self.run > MAX_LINE_BYTES {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        LineTooLong,
-                    ));
-                }
-            }
-        }
-        Ok(n)
-    }
-}
+pub use crate::record_limit::{RecordTooLong, MAX_RECORD_BYTES};
 
 /// The formats a bulk file may come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +88,9 @@ impl Report {
 /// Reads `input` in `format`, writes each valid row to `spool` (f32 LE, in
 /// schema order), and stops early after [`MAX_PROBLEMS`] problems or more
 /// than `max_rows` rows. I/O errors of the upload or the spool are returned
-/// as errors; everything wrong with the content goes into the report.
+/// as errors, and so is a record longer than [`MAX_RECORD_BYTES`] (a
+/// [`RecordTooLong`] inside the I/O error); everything else wrong with the
+/// content goes into the report.
 pub fn read_rows<R: Read, W: Write>(
     format: Format,
     input: R,
@@ -126,13 +98,32 @@ pub fn read_rows<R: Read, W: Write>(
     spool: &mut W,
     max_rows: u64,
 ) -> std::io::Result<Report> {
-    let input = LineLimit {
-        inner: input,
-        run: 0,
-    };
+    read_rows_within(format, input, spec, spool, max_rows, MAX_RECORD_BYTES)
+}
+
+/// [`read_rows`] with records of at most `max_record_bytes` (tests and
+/// fuzzing use small limits, to reach them with small inputs).
+pub fn read_rows_within<R: Read, W: Write>(
+    format: Format,
+    input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+    max_record_bytes: u64,
+) -> std::io::Result<Report> {
     match format {
-        Format::Csv => read_csv(input, spec, spool, max_rows),
-        Format::Jsonl => read_jsonl(input, spec, spool, max_rows),
+        Format::Csv => read_csv(
+            RecordLimit::new(input, max_record_bytes),
+            spec,
+            spool,
+            max_rows,
+        ),
+        Format::Jsonl => read_jsonl(
+            LineLimit::new(input, max_record_bytes),
+            spec,
+            spool,
+            max_rows,
+        ),
     }
 }
 
@@ -155,8 +146,18 @@ fn over_limit(report: &mut Report, line: u64, max_rows: u64) -> bool {
     false
 }
 
+/// Ends the record the CSV reader just read: refuses it if it passed the
+/// record limit (the feed stops only a little past it), and marks where
+/// the next one starts.
+fn end_record<R: Read>(rdr: &mut csv::Reader<RecordLimit<R>>) -> std::io::Result<()> {
+    let end = rdr.position().clone();
+    rdr.get_mut()
+        .next_record(&end)
+        .map_err(RecordTooLong::into_io)
+}
+
 fn read_csv<R: Read, W: Write>(
-    input: R,
+    input: RecordLimit<R>,
     spec: &ModelSpec,
     spool: &mut W,
     max_rows: u64,
@@ -170,6 +171,7 @@ fn read_csv<R: Read, W: Write>(
         Ok(h) => h.clone(),
         Err(e) => return csv_error(e, report, 1),
     };
+    end_record(&mut rdr)?;
     if headers.is_empty() || (headers.len() == 1 && headers[0].is_empty()) {
         report.problem(
             1,
@@ -205,12 +207,13 @@ fn read_csv<R: Read, W: Write>(
     loop {
         match rdr.read_record(&mut record) {
             Ok(false) => break,
-            Ok(true) => {}
+            Ok(true) => end_record(&mut rdr)?,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
                 if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                     return csv_error(e, report, line);
                 }
+                end_record(&mut rdr)?;
                 report.problem(line, None, csv_message(&e));
                 if report.full() {
                     report.truncated = true;
@@ -497,11 +500,12 @@ outputs = [{ name = "p" }]
         let mut spool = Vec::new();
         let text = format!(
             "student,balance,income\n0,{}",
-            "9".repeat(MAX_LINE_BYTES + 10)
+            "9".repeat(MAX_RECORD_BYTES as usize + 10)
         );
         for format in [Format::Csv, Format::Jsonl] {
             let err = read_rows(format, text.as_bytes(), &spec(), &mut spool, 10).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+            assert_eq!(RecordTooLong::of(&err).map(|e| e.line), Some(2), "{err}");
         }
     }
 

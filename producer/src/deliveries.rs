@@ -122,14 +122,14 @@ async fn retry(
     }
     let (gen, built, url, before) = found.ok_or_else(missing)?;
     let enabled_again = state.deliveries.enable(&url).await?;
+    // The message names the event; the dispatcher sends the body kept
+    // for it, to the record's URL, signed for the record's tenant.
     let msg = EventMessage {
         kind,
         subject: id,
-        url: url.clone(),
         chain,
         attempt: 0,
-        event: Some(built.clone()),
-        tenant: Some(caller.name().to_string()),
+        gen: Some(gen),
     };
     if let Err(e) = state.publisher.publish_event(&msg).await {
         // Back to where it stood: automatic attempts still waiting go on.

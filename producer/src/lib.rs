@@ -14,7 +14,9 @@ pub mod error;
 pub mod idempotency;
 pub mod openapi;
 pub mod publisher;
+pub mod record_limit;
 pub mod routes;
+pub mod spool;
 pub mod validate;
 pub mod waiters;
 
@@ -53,6 +55,8 @@ pub struct AppState {
     pub publisher: publisher::Publisher,
     /// Long-poll wake-ups.
     pub waiters: Arc<waiters::Waiters>,
+    /// Disk held by the spool files of uploads in flight.
+    pub spool: Arc<spool::SpoolBudget>,
     /// Checks callback URLs; `None` when callbacks are off (no secret).
     pub guard: Option<infq_common::webhooks::guard::Guard>,
     /// Tenants, API keys and quotas.
@@ -95,6 +99,10 @@ impl AppState {
             &settings,
         );
         let tenants = infq_common::tenants::TenantStore::new(store.connection(), &settings);
+        let spool = spool::SpoolBudget::new(
+            settings.producer.spool_budget_bytes,
+            settings.producer.tenant_spool_bytes,
+        );
         Ok(Self {
             tenants,
             guard,
@@ -106,6 +114,7 @@ impl AppState {
             idempotency,
             publisher,
             waiters: Arc::new(waiters::Waiters::default()),
+            spool,
             prometheus,
             shutdown: CancellationToken::new(),
         })

@@ -13,37 +13,12 @@ use infq_common::config::AmqpConfig;
 use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::retry::Schedule;
 use infq_common::topology::Topology;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::Confirmation;
+use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
-/// The AMQP `message_id`: the job id, or `<batch id>:<chunk>` for a chunk
-/// (so a chunk is never taken for a job of the batch's id).
-pub fn message_id(msg: &JobMessage) -> String {
-    match msg.chunk {
-        Some(c) => format!("{}:{}", msg.id, c.index),
-        None => msg.id.to_string(),
-    }
-}
-
-/// Why a job was not accepted by the broker.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// No connection, and none could be made.
-    #[error("the broker is unavailable: {0}")]
-    Unavailable(String),
-    /// No confirm within the publish timeout.
-    #[error("the broker did not confirm within {0:?}")]
-    Timeout(Duration),
-    /// The broker refused the message (nack, e.g. queue full).
-    #[error("the broker refused the message")]
-    Nacked,
-    /// No queue is bound for the routing key.
-    #[error("no queue for routing key `{0}`")]
-    Unroutable(String),
-}
+pub use infq_common::amqp::PublishError;
 
 struct Link {
     conn: Option<Connection>,
@@ -164,7 +139,7 @@ impl Publisher {
             .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
-            .with_message_id(message_id(msg).into())
+            .with_message_id(msg.message_id().to_string().into())
             .with_timestamp(msg.created_at_ms / 1000);
         if let Some(tp) = traceparent {
             let mut headers = lapin::types::FieldTable::default();
@@ -179,8 +154,9 @@ impl Publisher {
             .await
     }
 
-    /// Publishes a webhook event message (a manual redelivery) and waits
-    /// for the broker's confirm.
+    /// Publishes a webhook event message (a manual redelivery), mandatory,
+    /// and waits for the broker's confirm: a message returned as
+    /// unroutable is an error, like a nack.
     pub async fn publish_event(
         &self,
         msg: &infq_common::webhooks::event::EventMessage,
@@ -190,10 +166,7 @@ impl Publisher {
             .with_content_type(CONTENT_TYPE.into())
             .with_type(infq_common::webhooks::event::MESSAGE_TYPE.into())
             .with_message_id(
-                msg.event
-                    .as_ref()
-                    .map_or_else(|| msg.subject.to_string(), |e| e.id.clone())
-                    .into(),
+                infq_common::webhooks::event::webhook_id(&msg.subject, msg.gen.unwrap_or(0)).into(),
             );
         self.publish_to(
             self.topology.webhooks_exchange(),
@@ -214,31 +187,8 @@ impl Publisher {
         let started = Instant::now();
         let ch = self.channel().await?;
         let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let confirm = async {
-            let pending = ch
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    props,
-                )
-                .await?;
-            pending.await
-        };
-        let result = match tokio::time::timeout(timeout, confirm).await {
-            Err(_) => Err(PublishError::Timeout(timeout)),
-            Ok(Err(e)) => Err(PublishError::Unavailable(e.to_string())),
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable(routing_key)),
-            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
-            Ok(Ok(Confirmation::NotRequested)) => Err(PublishError::Unavailable(
-                "channel not in confirm mode".into(),
-            )),
-        };
+        let result =
+            amqp::publish_confirmed(&ch, &exchange, &routing_key, &payload, props, timeout).await;
         metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         result

@@ -80,39 +80,59 @@ pub async fn submit_job(
         job_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    // The work runs to its end even if the client goes away, so no job is
-    // left recorded but unpublished and no key is left pending.
-    tokio::spawn(
-        async move {
-            let (accepted, replayed) = submit_idempotent(&state, &caller, key, body, trace).await?;
-            if wait > 0.0 {
-                if let Ok(id) = JobId::parse_str(accepted.body["id"].as_str().unwrap_or_default()) {
-                    let read = || async {
-                        state
-                            .store
-                            .get(&id)
-                            .await?
-                            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
-                    };
-                    let rec = poll_until(&state, id, wait, read, |r: &JobRecord| {
-                        r.status.is_terminal()
-                    })
-                    .await?;
-                    if rec.status.is_terminal() {
-                        let mut resp = Json(JobView::from(rec)).into_response();
-                        if let Ok(v) = HeaderValue::from_str(&accepted.location) {
-                            resp.headers_mut().insert(header::LOCATION, v);
-                        }
-                        return Ok(resp);
-                    }
-                }
-            }
-            Ok(accepted.response(replayed))
+    // The submission runs to its end even if the client goes away, so no
+    // job is left recorded but unpublished and no key is left pending.
+    let (accepted, replayed) = tokio::spawn(
+        {
+            let state = state.clone();
+            async move { submit_idempotent(&state, &caller, key, body, trace).await }
         }
         .instrument(span),
     )
     .await
-    .map_err(|e| ApiError::Internal(format!("submission task: {e}")))?
+    .map_err(|e| ApiError::Internal(format!("submission task: {e}")))??;
+    // The wait runs in the request's own future, not in the task: when the
+    // client goes away, the server drops this future and the wait stops
+    // reading Redis.
+    if wait > 0.0 {
+        if let Some(finished) = finished_in_time(&state, &accepted, wait).await {
+            return Ok(finished);
+        }
+    }
+    Ok(accepted.response(replayed))
+}
+
+/// Waits up to `wait` seconds for an accepted job to end: its view, with
+/// its `Location`, if it does. `None` when the wait ends first, and also
+/// when reading the job fails: the broker holds the job, so the answer is
+/// then the submission's `202` with its id, never an error that a client
+/// would retry into a second job.
+async fn finished_in_time(state: &AppState, accepted: &Accepted, wait: f64) -> Option<Response> {
+    let id = JobId::parse_str(accepted.body["id"].as_str()?).ok()?;
+    let read = || async {
+        state
+            .store
+            .get(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
+    };
+    let rec = match poll_until(state, id, wait, read, |r: &JobRecord| {
+        r.status.is_terminal()
+    })
+    .await
+    {
+        Ok(rec) if rec.status.is_terminal() => rec,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(job_id = %id, error = %e, "reading an accepted job while waiting failed; answering 202");
+            return None;
+        }
+    };
+    let mut resp = Json(JobView::from(rec)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&accepted.location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Some(resp)
 }
 
 /// Submits, honouring an `Idempotency-Key`; `true` when the answer is a
@@ -179,35 +199,39 @@ async fn submit(
         );
     }
     let created_at_ms = now_ms();
-    let record = NewJob {
+    // The message names the work; the record is the truth about who owns
+    // it, where its callback goes and how long it is kept, and keeps the
+    // message's digest so that no other message runs as this job.
+    let msg = JobMessage {
         id,
         model: job.spec.name.clone(),
         version: job.spec.version.clone(),
-        priority: job.priority,
-        created_at_ms,
-        metadata: job.metadata,
-        webhook_url: job.webhook_url.clone(),
-        tenant: Some(caller.name().to_string()),
-        retention_ms: Some(caller.retention_ms()),
-    };
-    // The quota check and the record are one round trip.
-    let quota = state.tenants.check(&caller.0, &id, 1, true);
-    let admission = state.store.create_admitted(&record, &quota).await?;
-    crate::auth::answer(caller, admission, 1)?;
-    let msg = JobMessage {
-        id,
-        model: record.model.clone(),
-        version: record.version.clone(),
         priority: job.priority,
         inputs: job.inputs,
         created_at_ms,
         deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
         chunk: None,
         retries: 0,
-        webhook_url: job.webhook_url,
-        tenant: record.tenant.clone(),
-        retention_ms: record.retention_ms,
+        webhook_url: None,
+        tenant: None,
+        retention_ms: None,
     };
+    let record = NewJob {
+        id,
+        model: msg.model.clone(),
+        version: msg.version.clone(),
+        priority: job.priority,
+        created_at_ms,
+        metadata: job.metadata,
+        webhook_url: job.webhook_url,
+        tenant: Some(caller.name().to_string()),
+        retention_ms: Some(caller.retention_ms()),
+        digest: msg.digest(),
+    };
+    // The quota check and the record are one round trip.
+    let quota = state.tenants.check(&caller.0, &id, 1, true);
+    let admission = state.store.create_admitted(&record, &quota).await?;
+    crate::auth::answer(caller, admission, 1)?;
     let traceparent = trace.as_deref().map(infq_common::trace::traceparent);
     if let Err(e) = state.publisher.publish_traced(&msg, traceparent).await {
         let full = matches!(e, crate::publisher::PublishError::Nacked);

@@ -6,16 +6,17 @@
 //! passed, always taking interactive jobs before bulk ones. Before handing
 //! the batch over it claims its jobs and chunks in Redis in one round trip:
 //! those already terminal or stored (redeliveries, cancelled work) are
-//! acknowledged without running.
+//! acknowledged without running, and messages that name no record (or do
+//! not match it) are dead-lettered with the reason.
 
 use crate::model::{Batch, ModelCommand, ModelHandle};
 use crate::pending::Pending;
 use crate::requeue::Requeuer;
 use crate::writer::WriterCommand;
-use infq_common::job::{now_ms, JobStatus};
+use infq_common::job::JobStatus;
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
-use infq_common::store::{Claim, ClaimOf, JobStore, Transition};
+use infq_common::store::{Claim, ClaimOf, JobStore, StoreError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, Receiver, Sender};
@@ -184,7 +185,7 @@ pub async fn batcher_task(
         let jobs = builder.take();
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
-        let runnable = prepare(jobs, &claims, &writer).await;
+        let runnable = prepare(jobs, width, &claims, &writer).await;
         if runnable.is_empty() {
             continue;
         }
@@ -219,49 +220,29 @@ pub async fn batcher_task(
 /// links each job's span to its batch's.
 static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Sorts a batch: expired jobs end here (through the writer); the rest are
-/// claimed in one round trip, those already terminal or stored are
-/// acknowledged, and the others are returned to run.
+/// Claims a batch's jobs and chunks in one round trip and sorts them:
+/// those to run are returned; those already ended (or expired now) go to
+/// the writer to be announced and acknowledged; those whose message names
+/// no record or does not match it are dead-lettered with the reason. A
+/// refused store command costs only the item it was for: the claims are
+/// then made one by one.
 async fn prepare(
     jobs: Vec<Pending>,
+    width: usize,
     claims: &Claims,
     writer: &Sender<WriterCommand>,
 ) -> Vec<Pending> {
-    let now = now_ms();
-    let (expired, candidates): (Vec<Pending>, Vec<Pending>) = jobs
-        .into_iter()
-        .partition(|j| j.msg.deadline_at_ms.is_some_and(|d| now > d));
-    if !expired.is_empty() {
-        let finished = expired
-            .into_iter()
-            .map(|j| {
-                let t = Transition::to(JobStatus::Expired).with_job(j.record());
-                (j, t)
-            })
-            .collect();
-        if writer.send(WriterCommand::Finish(finished)).await.is_err() {
-            return Vec::new();
-        }
+    if jobs.is_empty() {
+        return jobs;
     }
-    if candidates.is_empty() {
-        return candidates;
-    }
-    let records: Vec<_> = candidates.iter().map(Pending::record).collect();
-    let items: Vec<ClaimOf> = candidates
-        .iter()
-        .zip(&records)
-        .map(|(j, r)| match j.msg.chunk {
-            Some(c) => ClaimOf::Chunk {
-                batch: j.msg.id,
-                index: c.index,
-            },
-            None => ClaimOf::Job(r),
-        })
-        .collect();
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
     let give_up = tokio::time::Instant::now() + claims.patience;
     let found = loop {
-        match claims.store.claim_many(&items).await {
+        let attempt = match claim(&claims.store, &jobs, width).await {
+            Err(e) if !e.is_retryable() => claim_each(&claims.store, &jobs, width).await,
+            other => other,
+        };
+        match attempt {
             Ok(c) => break c,
             Err(e) if tokio::time::Instant::now() < give_up => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
@@ -269,26 +250,72 @@ async fn prepare(
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                drop(items);
                 let reason = format!("the store is unreachable: {e}");
-                claims.requeuer.requeue_all(candidates, &reason).await;
+                claims.requeuer.requeue_all(jobs, &reason).await;
                 return Vec::new();
             }
         }
     };
-    let claims = found;
-    let mut run = Vec::with_capacity(candidates.len());
-    let mut skip = Vec::new();
-    for (job, claim) in candidates.into_iter().zip(claims) {
+    let mut run = Vec::with_capacity(jobs.len());
+    let mut ended = Vec::new();
+    let mut refused = Vec::new();
+    for (mut job, claim) in jobs.into_iter().zip(found) {
         match claim {
-            Claim::Run(_) => run.push(job),
-            Claim::Skip => skip.push(job),
+            Claim::Run { webhook, .. } => {
+                job.webhook = webhook;
+                run.push(job);
+            }
+            Claim::Skip { webhook } => {
+                job.webhook = webhook;
+                ended.push((job, None));
+            }
+            Claim::Expired { webhook } => {
+                job.webhook = webhook;
+                ended.push((job, Some(JobStatus::Expired)));
+            }
+            Claim::Refused(reason) => refused.push((job, reason)),
         }
     }
-    if !skip.is_empty() {
-        let _ = writer.send(WriterCommand::Ack(skip)).await;
+    if !refused.is_empty() {
+        claims.requeuer.dead_letter(refused).await;
+    }
+    if !ended.is_empty() {
+        let _ = writer.send(WriterCommand::Ended(ended)).await;
     }
     run
+}
+
+/// Claims every job and chunk in one round trip.
+async fn claim(store: &JobStore, jobs: &[Pending], width: usize) -> Result<Vec<Claim>, StoreError> {
+    let items: Vec<ClaimOf> = jobs.iter().map(|j| claim_of(j, width)).collect();
+    store.claim_many(&items).await
+}
+
+/// Claims one by one, after the store refused a command of a combined
+/// claim: an item whose claim is refused again is dead-lettered with the
+/// store's reason, and only it. A transient error is the caller's to retry.
+async fn claim_each(
+    store: &JobStore,
+    jobs: &[Pending],
+    width: usize,
+) -> Result<Vec<Claim>, StoreError> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let c = match store.claim_many(&[claim_of(job, width)]).await {
+            Ok(mut c) => c.pop(),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => Some(Claim::Refused(format!("the store refused it: {e}"))),
+        };
+        out.push(c.unwrap_or_else(|| Claim::Refused("the store gave no answer".into())));
+    }
+    Ok(out)
+}
+
+fn claim_of(job: &Pending, width: usize) -> ClaimOf<'_> {
+    match job.msg.chunk {
+        Some(_) => ClaimOf::Chunk(&job.msg, job.rows(width) as u64),
+        None => ClaimOf::Job(&job.msg),
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use infq_common::queue_stats::HeadTimes;
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
-use infq_common::store::{JobStore, Transition};
+use infq_common::store::{Applied, JobStore};
 use infq_common::topology::Topology;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
@@ -173,7 +173,7 @@ async fn session(
     routes: &[Arc<ModelRoute>],
     store: &JobStore,
     stats: &Arc<WorkerStats>,
-    requeuer: &Requeuer,
+    requeuer: &Arc<Requeuer>,
     events: &Arc<Events>,
     heads: &HeadTimes,
     shutdown: &CancellationToken,
@@ -199,6 +199,12 @@ async fn session(
     events.set_channel(Some(announce));
     let mut consumers: Vec<(Channel, String)> = Vec::new();
     let mut tasks = JoinSet::new();
+    let ctx = Arc::new(ConsumerCtx {
+        store: store.clone(),
+        events: events.clone(),
+        requeuer: requeuer.clone(),
+        shutdown: shutdown.clone(),
+    });
     for route in routes {
         for lane in Priority::ALL {
             let ch = conn.create_channel().await?;
@@ -223,17 +229,13 @@ async fn session(
                 .await?;
             let settler = Settler::new(ch.clone(), stats.held.clone());
             consumers.push((ch, tag));
-            tasks.spawn(consumer_task(
-                consumer,
-                settler,
-                heads.slot(&queue),
+            let queue = QueueCtx {
+                name: queue.clone(),
+                head: heads.slot(&queue),
                 lane,
-                route.clone(),
-                store.clone(),
-                stats.clone(),
-                events.clone(),
-                shutdown.clone(),
-            ));
+                route: route.clone(),
+            };
+            tasks.spawn(consumer_task(consumer, settler, queue, ctx.clone()));
         }
     }
     // Dead letters are recorded by every worker, whatever its models.
@@ -282,24 +284,34 @@ async fn session(
     anyhow::bail!("a consumer stopped: {ended:?}")
 }
 
-/// Forwards one queue's deliveries to the batchers until the consumer ends
-/// (connection lost) or shutdown.
-#[allow(clippy::too_many_arguments)]
-async fn consumer_task(
-    mut consumer: lapin::Consumer,
-    settler: Arc<Settler>,
+/// What every consumer of a worker shares.
+struct ConsumerCtx {
+    store: JobStore,
+    events: Arc<Events>,
+    requeuer: Arc<Requeuer>,
+    shutdown: CancellationToken,
+}
+
+/// The queue one consumer reads, and where its jobs go.
+struct QueueCtx {
+    name: String,
     head: Option<Arc<AtomicU64>>,
     lane: Priority,
     route: Arc<ModelRoute>,
-    store: JobStore,
-    stats: Arc<WorkerStats>,
-    events: Arc<Events>,
-    shutdown: CancellationToken,
+}
+
+/// Forwards one queue's deliveries to the batchers until the consumer ends
+/// (connection lost) or shutdown.
+async fn consumer_task(
+    mut consumer: lapin::Consumer,
+    settler: Arc<Settler>,
+    queue: QueueCtx,
+    ctx: Arc<ConsumerCtx>,
 ) -> &'static str {
     loop {
         let delivery = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return "shutdown",
+            _ = ctx.shutdown.cancelled() => return "shutdown",
             d = consumer.next() => d,
         };
         let delivery = match delivery {
@@ -313,7 +325,7 @@ async fn consumer_task(
         settler.received();
         match JobMessage::decode(&delivery.data) {
             Ok(msg) => {
-                if let Some(h) = &head {
+                if let Some(h) = &queue.head {
                     h.fetch_max(msg.created_at_ms, Ordering::Relaxed);
                 }
                 let span = Pending::span_of(&msg, delivery.properties.headers().as_ref());
@@ -321,11 +333,11 @@ async fn consumer_task(
                     tag: delivery.delivery_tag,
                     settler: settler.clone(),
                 };
-                if !route_job(msg, delivery, span, lane, &route, &store, &events).await {
+                if !route_job(msg, delivery, span, &queue, &ctx).await {
                     return "batcher gone";
                 }
             }
-            Err(e) => dead_letter(delivery, &settler, &e.to_string(), &store, &stats).await,
+            Err(e) => dead_letter(delivery, &settler, &queue.name, &e.to_string(), &ctx).await,
         }
     }
 }
@@ -335,11 +347,10 @@ async fn route_job(
     msg: JobMessage,
     delivery: Settle,
     span: tracing::Span,
-    lane: Priority,
-    route: &ModelRoute,
-    store: &JobStore,
-    events: &Events,
+    queue: &QueueCtx,
+    ctx: &ConsumerCtx,
 ) -> bool {
+    let (lane, route) = (queue.lane, &*queue.route);
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
     let Ok(found) = route.lanes_of(&msg.version).await else {
@@ -352,6 +363,7 @@ async fn route_job(
             lane,
             received: Instant::now(),
             span,
+            webhook: false,
         };
         match route.reload.get() {
             Some((_, requeuer)) => {
@@ -369,17 +381,15 @@ async fn route_job(
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);
-        return fail_or_dead_letter(
+        let pending = Pending {
             msg,
             delivery,
-            span,
             lane,
-            "unknown_model_version",
-            reason,
-            store,
-            events,
-        )
-        .await;
+            received: Instant::now(),
+            span,
+            webhook: false,
+        };
+        return fail_or_dead_letter(pending, "unknown_model_version", reason, ctx).await;
     };
     if !msg.inputs.len().is_multiple_of(spec.width())
         || (msg.chunk.is_none() && msg.inputs.len() != spec.width())
@@ -389,17 +399,15 @@ async fn route_job(
             msg.inputs.len(),
             spec.width()
         );
-        return fail_or_dead_letter(
+        let pending = Pending {
             msg,
             delivery,
-            span,
             lane,
-            "invalid_input",
-            reason,
-            store,
-            events,
-        )
-        .await;
+            received: Instant::now(),
+            span,
+            webhook: false,
+        };
+        return fail_or_dead_letter(pending, "invalid_input", reason, ctx).await;
     }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,
@@ -411,79 +419,95 @@ async fn route_job(
         lane,
         received: Instant::now(),
         span,
+        webhook: false,
     };
     tx.send(pending).await.is_ok()
 }
 
 /// Ends a message that decoded but cannot run: a single job is recorded as
-/// failed and acknowledged; a chunk is dead-lettered.
-#[allow(clippy::too_many_arguments)]
+/// failed (if the message is the one its record was accepted with) and
+/// acknowledged; a chunk, or a message that matches no record, is
+/// dead-lettered with the reason.
 async fn fail_or_dead_letter(
-    msg: JobMessage,
-    delivery: Settle,
-    span: tracing::Span,
-    lane: Priority,
+    mut pending: Pending,
     code: &str,
     reason: String,
-    store: &JobStore,
-    events: &Events,
+    ctx: &ConsumerCtx,
 ) -> bool {
-    tracing::warn!(job_id = %msg.id, code, %reason, "message cannot run");
-    if msg.chunk.is_some() {
-        metrics::counter!(m::DEAD_LETTERED, "outcome" => code.to_string()).increment(1);
-        let _ = delivery.reject(false).await;
+    tracing::warn!(job_id = %pending.msg.id, code, %reason, "message cannot run");
+    if pending.msg.chunk.is_some() {
+        ctx.requeuer
+            .dead_letter(vec![(pending, format!("{code}: {reason}"))])
+            .await;
         return true;
     }
-    span.record("outcome", code);
-    let pending = Pending {
-        delivery,
-        lane,
-        received: Instant::now(),
-        msg,
-        span,
+    pending.span.record("outcome", code);
+    let error = JobError::new(code, reason.clone());
+    let applied = match ctx.store.fail_matching(&pending.msg, &error).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Redelivered later, when the store may answer.
+            tracing::warn!(error = %e, "could not record a job that cannot run");
+            let _ = pending.delivery.reject(true).await;
+            return true;
+        }
     };
-    let t = Transition::failed(JobError::new(code, reason)).with_job(pending.record());
-    let due: Vec<_> = crate::webhooks::events::for_job(&pending.msg)
-        .into_iter()
-        .collect();
-    if store.transition(&pending.msg.id, &t).await.is_ok() && events.publish(due).await.is_ok() {
+    match applied {
+        Applied::Yes => {}
+        Applied::Refused(_) => {
+            // Ended before: nothing more to do.
+            let _ = pending.delivery.ack().await;
+            return true;
+        }
+        _ => {
+            let why = "it matches no job record".to_string();
+            ctx.requeuer
+                .dead_letter(vec![(pending, format!("{code}: {reason}; {why}"))])
+                .await;
+            return true;
+        }
+    }
+    pending.webhook = matches!(
+        ctx.store.get(&pending.msg.id).await,
+        Ok(Some(rec)) if rec.webhook_url.is_some()
+    );
+    let due: Vec<_> = pending.event().into_iter().collect();
+    if ctx.events.publish(due).await.is_ok() {
         let _ = pending.delivery.ack().await;
     } else {
-        // Redelivered later, when the store may answer.
         let _ = pending.delivery.reject(true).await;
     }
     true
 }
 
-/// Rejects an undecodable message so the broker dead-letters it; if its
-/// `message_id` names a job, that job is recorded as failed.
+/// Dead-letters an undecodable message with the reason. Nothing in it can
+/// be trusted, not even the `message_id` it carries, so no record is
+/// touched: the producer never publishes such a message (rows and chunks
+/// are sized to fit), so only a foreign or damaged one gets here.
 async fn dead_letter(
     delivery: Delivery,
     settler: &Settler,
+    queue: &str,
     reason: &str,
-    store: &JobStore,
-    stats: &WorkerStats,
+    ctx: &ConsumerCtx,
 ) {
     tracing::warn!(
         reason,
         bytes = delivery.data.len(),
         "undecodable message; dead-lettering"
     );
-    if let Some(id) = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .and_then(|s| uuid::Uuid::parse_str(s.as_str()).ok())
-    {
-        let t = Transition::failed(JobError::new("dead_lettered", reason));
-        if let Err(e) = store.transition(&id, &t).await {
-            tracing::warn!(error = %e, "could not record the dead-lettered job");
-        }
-    }
-    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
     metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable").increment(1);
-    if let Err(e) = settler.reject(delivery.delivery_tag, false).await {
-        tracing::warn!(error = %e, "reject failed; the message will be redelivered");
+    let published = ctx
+        .requeuer
+        .dead_letter_raw(queue, &delivery.data, &delivery.properties, reason)
+        .await;
+    let settled = if published {
+        settler.ack(&[delivery.delivery_tag]).await
+    } else {
+        settler.reject(delivery.delivery_tag, false).await
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "settling a dead letter failed; it will be redelivered");
     }
 }
 

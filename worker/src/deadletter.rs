@@ -10,9 +10,9 @@ use crate::webhooks::events::Events;
 use futures_util::StreamExt;
 use infq_common::job::JobError;
 use infq_common::message::JobMessage;
-use infq_common::store::{JobStore, NewJob, Transition};
+use infq_common::store::{Applied, JobStore};
 use infq_common::topology::death_reason;
-use infq_common::webhooks::event::EventMessage;
+use infq_common::webhooks::event::{EventMessage, SubjectKind};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::BasicProperties;
 use std::sync::Arc;
@@ -20,35 +20,61 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Records one dead letter; `Err` means Redis could not take it now.
+///
+/// A dead letter is as untrusted as any message (anyone who can publish to
+/// the broker can publish to `<ns>.dead`): a job is recorded only if its
+/// record exists, has not ended, and was accepted with this very message
+/// (its digest); a chunk only if its place fits its batch. An undecodable
+/// message names nothing that can be trusted and changes nothing.
 pub async fn record(
     store: &JobStore,
     data: &[u8],
     props: &BasicProperties,
 ) -> Result<Vec<EventMessage>, String> {
     let Ok(msg) = JobMessage::decode(data) else {
-        // Undecodable (or a webhook event): the worker that rejected it
-        // recorded its job if the message named one; nothing more can be
-        // known.
         return Ok(Vec::new());
     };
     let reason = death_reason(props);
-    let result = match msg.chunk {
-        None => {
-            let job = NewJob::from_message(&msg);
-            let t = Transition::failed(JobError::new("dead_lettered", reason)).with_job(job);
-            store.transition(&msg.id, &t).await.map(|_| ())
-        }
-        Some(c) => store
-            .dead_chunk(&msg.id, c.index, &format!("dead_lettered: {reason}"))
-            .await
-            .map(|_| ()),
+    let (applied, kind) = match msg.chunk {
+        None => (
+            store
+                .fail_matching(&msg, &JobError::new("dead_lettered", reason))
+                .await,
+            SubjectKind::Job,
+        ),
+        Some(_) => (
+            store
+                .dead_chunk(&msg, &format!("dead_lettered: {reason}"))
+                .await,
+            SubjectKind::Batch,
+        ),
     };
-    // The event goes out whatever this write did: a redelivery after a
-    // failed publish finds the write done already. The dispatcher sends
-    // nothing for a batch still running, and nothing twice.
-    result
-        .map(|()| crate::webhooks::events::for_job(&msg).into_iter().collect())
-        .map_err(|e| e.to_string())
+    let due = match applied.map_err(|e| e.to_string())? {
+        Applied::Yes if kind == SubjectKind::Job => true,
+        Applied::Completed => true,
+        _ => false,
+    };
+    if !due {
+        return Ok(Vec::new());
+    }
+    // The event goes out if the record asks for one; a redelivery after a
+    // failed publish finds the write done already, and the dispatcher
+    // sends nothing twice.
+    let webhook = match kind {
+        SubjectKind::Job => store
+            .get(&msg.id)
+            .await
+            .map(|r| r.and_then(|r| r.webhook_url)),
+        SubjectKind::Batch => store
+            .get_batch(&msg.id)
+            .await
+            .map(|r| r.and_then(|r| r.webhook_url)),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(webhook
+        .map(|_| EventMessage::new(kind, msg.id))
+        .into_iter()
+        .collect())
 }
 
 /// Consumes `<ns>.dead.record` until the consumer ends or shutdown.

@@ -107,10 +107,7 @@ pub async fn start_with(
             usize::from(settings.webhooks.concurrency).div_ceil(4),
         ))
     });
-    let events = Arc::new(webhooks::events::Events::new(
-        topology.clone(),
-        breakers.clone(),
-    ));
+    let events = Arc::new(webhooks::events::Events::new(topology.clone()));
     let dispatcher = if let Some(breakers) = breakers {
         Some(Arc::new(
             webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone(), breakers)

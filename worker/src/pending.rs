@@ -3,7 +3,6 @@
 use crate::settle::Settler;
 use infq_common::job::Priority;
 use infq_common::message::JobMessage;
-use infq_common::store::NewJob;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,6 +56,10 @@ pub struct Pending {
     /// The job's span in this worker (`infq::job`, debug level: disabled
     /// unless `RUST_LOG` enables it); closes when the job is settled.
     pub span: tracing::Span,
+    /// Whether its end is announced by a webhook event: what its stored
+    /// record says, learnt when it is claimed (never what the message
+    /// says).
+    pub webhook: bool,
 }
 
 impl Pending {
@@ -84,6 +87,7 @@ impl Pending {
             lane,
             received: Instant::now(),
             span: tracing::Span::none(),
+            webhook: false,
         }
     }
 
@@ -109,9 +113,15 @@ impl Pending {
         self.msg.inputs.len().checked_div(width).unwrap_or(0)
     }
 
-    /// The record fields, for claims and for rewriting a missing record.
-    pub fn record(&self) -> NewJob {
-        NewJob::from_message(&self.msg)
+    /// The webhook event due when this job (or, for a chunk, its batch)
+    /// has ended, if its record asks for one.
+    pub fn event(&self) -> Option<infq_common::webhooks::event::EventMessage> {
+        use infq_common::webhooks::event::{EventMessage, SubjectKind};
+        let kind = match self.msg.chunk {
+            Some(_) => SubjectKind::Batch,
+            None => SubjectKind::Job,
+        };
+        self.webhook.then(|| EventMessage::new(kind, self.msg.id))
     }
 }
 

@@ -12,8 +12,7 @@ use crate::pending::Pending;
 use crate::stats::WorkerStats;
 use infq_common::message::{CONTENT_TYPE, MESSAGE_TYPE};
 use infq_common::topology::Topology;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -84,29 +83,72 @@ impl Requeuer {
             msg.id.as_u128(),
         );
         let props = BasicProperties::default()
-            .with_delivery_mode(2)
             .with_content_type(CONTENT_TYPE.into())
             .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.id.to_string().into())
+            .with_message_id(msg.message_id().to_string().into())
             .with_expiration(delay.to_string().into());
         let exchange = self.topology.retry_exchange(msg.retries as usize - 1);
         let key = Topology::routing_key(&msg.model, msg.priority);
-        let confirm = async {
-            ch.basic_publish(
-                exchange.as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                &msg.encode(),
-                props,
-            )
-            .await?
-            .await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(other)) => Err(format!("retry publish not accepted: {other:?}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("retry publish not confirmed in time".into()),
+        infq_common::amqp::publish_confirmed(
+            &ch,
+            &exchange,
+            &key,
+            &msg.encode(),
+            props,
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| format!("retry publish: {e}"))
+    }
+
+    /// Dead-letters a refused message with its reason (see
+    /// [`infq_common::dead`]): published to `<ns>.dead` with the reason,
+    /// then settled by `settle` with `true`; if that publish fails, settled
+    /// with `false`, which must reject it without requeue so that the
+    /// broker dead-letters it instead. Either way it leaves the queue and
+    /// costs nothing else.
+    pub async fn dead_letter_raw(
+        &self,
+        queue: &str,
+        data: &[u8],
+        props: &BasicProperties,
+        reason: &str,
+    ) -> bool {
+        let ch = self.channel.lock().expect("requeue channel lock").clone();
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let Some(ch) = ch else { return false };
+        match infq_common::dead::publish_dead(&ch, &self.topology, queue, data, props, reason).await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not publish a dead letter; rejecting it instead");
+                false
+            }
+        }
+    }
+
+    /// Dead-letters decoded jobs that were refused, each with its reason.
+    pub async fn dead_letter(&self, jobs: Vec<(Pending, String)>) {
+        for (job, reason) in jobs {
+            tracing::warn!(job_id = %job.msg.id, %reason, "message refused; dead-lettering");
+            metrics::counter!(infq_common::metrics::DEAD_LETTERED, "outcome" => "refused")
+                .increment(1);
+            let queue = self.topology.job_queue(&job.msg.model, job.lane);
+            let props = BasicProperties::default()
+                .with_content_type(CONTENT_TYPE.into())
+                .with_type(MESSAGE_TYPE.into())
+                .with_message_id(job.msg.message_id().to_string().into());
+            let published = self
+                .dead_letter_raw(&queue, &job.msg.encode(), &props, &reason)
+                .await;
+            let settled = if published {
+                job.delivery.ack().await
+            } else {
+                job.delivery.reject(false).await
+            };
+            if let Err(e) = settled {
+                tracing::warn!(error = %e, "settling a dead letter failed; it will be redelivered");
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use crate::model::ModelOutcome;
 use crate::pending::Pending;
 use crate::requeue::Requeuer;
 use crate::stats::WorkerStats;
-use crate::webhooks::events::{self, Events};
+use crate::webhooks::events::Events;
 use futures_util::future::join_all;
 use infq_common::job::{now_ms, JobError, JobStatus};
 use infq_common::metrics as m;
@@ -37,10 +37,9 @@ pub enum WriterCommand {
         /// What the model returned.
         outcome: ModelOutcome,
     },
-    /// Jobs that end without running (invalid, expired), with their state.
-    Finish(Vec<(Pending, Transition)>),
-    /// Jobs already terminal: acknowledge only.
-    Ack(Vec<Pending>),
+    /// Jobs their claim ended without running: already terminal (`None`),
+    /// or expired by it. Their state is stored: announce and acknowledge.
+    Ended(Vec<(Pending, Option<JobStatus>)>),
 }
 
 /// What one job's rows came to: outputs (`n_out` values each) or errors.
@@ -196,28 +195,22 @@ pub async fn writer_task(
                     .collect();
                 (jobs, out)
             }
-            WriterCommand::Finish(pairs) => {
-                pairs.into_iter().map(|(p, t)| (p, Outcome::Job(t))).unzip()
-            }
-            WriterCommand::Ack(jobs) => {
-                stats
-                    .jobs_skipped
-                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-                // Already terminal, perhaps by a worker that stopped before
-                // its event was out: announce again (the dispatcher drops
-                // what was announced before).
-                let due: Vec<EventMessage> = jobs
-                    .iter()
-                    .filter_map(|j| events::for_job(&j.msg))
-                    .collect();
-                let pairs = announce(
-                    &events,
-                    jobs.into_iter().map(|j| (j, ())).collect(),
-                    due,
-                    |_| true,
-                )
-                .await;
-                let jobs: Vec<Pending> = pairs.into_iter().map(|(j, ())| j).collect();
+            WriterCommand::Ended(ended) => {
+                for (job, status) in &ended {
+                    match status {
+                        Some(st) => metrics::counter!(m::JOBS_COMPLETED, "model" => job.msg.model.clone(), "priority" => job.lane.as_str(), "outcome" => st.as_str())
+                            .increment(1),
+                        None => {
+                            stats.jobs_skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // Ended, perhaps by a worker that stopped before its event
+                // was out: announce again (the dispatcher drops what was
+                // announced before).
+                let due: Vec<EventMessage> = ended.iter().filter_map(|(j, _)| j.event()).collect();
+                let pairs = announce(&events, ended, due, |_| true).await;
+                let jobs: Vec<Pending> = pairs.into_iter().map(|(j, _)| j).collect();
                 ack_all(&jobs).await;
                 continue;
             }
@@ -336,7 +329,7 @@ fn due_events(
                 Outcome::Retry(_) => false,
             };
             if due {
-                events::for_job(&job.msg)
+                job.event()
             } else {
                 None
             }
@@ -364,7 +357,7 @@ async fn announce<T>(
             tracing::warn!(error = %e, events = n, "could not publish webhook events; the jobs will be redelivered");
             let mut keep = Vec::with_capacity(jobs.len());
             for (j, t) in jobs {
-                if j.msg.webhook_url.is_some() && has_event(&t) {
+                if j.webhook && has_event(&t) {
                     let _ = j.delivery.reject(true).await;
                 } else {
                     keep.push((j, t));
@@ -392,7 +385,6 @@ async fn store_all(
                 status: JobStatus::Retrying,
                 output: None,
                 error: Some(JobError::new("model_error", e.clone())),
-                job: None,
             }),
             _ => None,
         })
@@ -423,7 +415,7 @@ async fn store_all(
                     .map(|w| w.as_ref().and_then(|_| done.next()))
                     .collect());
             }
-            Err(e) if tokio::time::Instant::now() < give_up => {
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() < give_up => {
                 let wait = schedule.next().unwrap_or(Duration::from_secs(1));
                 tracing::warn!(error = %e, ?wait, jobs = jobs.len(), "storing results failed; retrying");
                 tokio::time::sleep(wait).await;

@@ -1,4 +1,9 @@
-//! Events and the messages that carry them through RabbitMQ.
+//! Events and the messages that name them on RabbitMQ.
+//!
+//! An event (what is signed and sent) is built from the stored record of
+//! its job or batch and kept in Redis with its delivery state; the message
+//! on the queue only names it (subject, end, chain, attempt), so nothing a
+//! publisher to the broker writes into a message is ever signed or sent.
 
 use crate::job::{format_ms, JobId, JobStatus};
 use crate::store::{BatchRecord, JobRecord};
@@ -43,7 +48,9 @@ pub fn generation_of(subject: &JobId, webhook_id: &str) -> Option<u32> {
     }
 }
 
-/// A built event: what is signed and sent.
+/// A built event: what is signed and sent. Built from the record once and
+/// kept with the event's delivery state, so every attempt sends the same
+/// body; never taken from a message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
@@ -63,32 +70,88 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Longest delivery schedule a deployment may configure
+/// (`webhooks.schedule_ms`): an event message that says more attempts
+/// were made is refused at decode.
+pub const MAX_SCHEDULE_LEN: usize = 32;
+
 /// An event on its way: published by the worker that stored the result,
 /// consumed by a dispatcher, and sent back through the retry tiers after a
 /// failed attempt.
+///
+/// It only names work. Whoever can publish to the broker can publish one,
+/// so nothing in it is trusted for what the stored record says: the
+/// dispatcher reads the job or batch and takes the tenant (whose secrets
+/// sign), the callback URL and the event body from Redis, and refuses
+/// (dead-letters, with the reason) a message that names no record, a
+/// record without a callback, a subject that has not ended, or a
+/// generation it has not reached.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "Wire")]
 pub struct EventMessage {
     /// Job or batch.
     pub kind: SubjectKind,
     /// Its id.
     pub subject: JobId,
-    /// Where the event goes.
-    pub url: String,
     /// One delivery sequence: attempts of an automatic schedule share it;
     /// a manual redelivery starts a new one, which retires the old.
     pub chain: uuid::Uuid,
-    /// Attempts made in this chain so far.
-    #[serde(default)]
+    /// Attempts made in this chain so far (below [`MAX_SCHEDULE_LEN`]).
     pub attempt: u32,
-    /// The event, once built (the first attempt builds it from the stored
-    /// record).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<Event>,
-    /// The tenant of the subject, whose webhook secrets sign the event
-    /// (the deployment's when it has none, or when unset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
+    /// Which end of the subject the event announces (its `reopened` count
+    /// then, see [`webhook_id`]); `None` in a subject's first message:
+    /// its current end, fixed by the first attempt for the later ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gen: Option<u32>,
+}
+
+/// An event message as it arrives, before its checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    kind: SubjectKind,
+    subject: JobId,
+    chain: uuid::Uuid,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default)]
+    gen: Option<u32>,
+    // Messages of earlier versions carried the URL, the tenant and the
+    // built event. Only the record may say those: a message that carries
+    // them is refused (read here only to say why).
+    #[serde(default)]
+    url: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    tenant: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    event: Option<serde::de::IgnoredAny>,
+}
+
+impl TryFrom<Wire> for EventMessage {
+    type Error = String;
+
+    fn try_from(w: Wire) -> Result<Self, String> {
+        if w.url.is_some() || w.tenant.is_some() || w.event.is_some() {
+            return Err(
+                "it names a URL, tenant or body, which only the record may say \
+                 (a message of an earlier release, or forged)"
+                    .into(),
+            );
+        }
+        if w.attempt as usize >= MAX_SCHEDULE_LEN {
+            return Err(format!(
+                "attempt {} is out of range: a schedule has at most {MAX_SCHEDULE_LEN} attempts",
+                w.attempt
+            ));
+        }
+        Ok(Self {
+            kind: w.kind,
+            subject: w.subject,
+            chain: w.chain,
+            attempt: w.attempt,
+            gen: w.gen,
+        })
+    }
 }
 
 /// Why an event message could not be used.
@@ -97,7 +160,7 @@ pub enum DecodeError {
     /// Too large.
     #[error("event message of {0} bytes is over the limit")]
     TooLarge(usize),
-    /// Not an event message.
+    /// Not an event message, or a field out of range.
     #[error("malformed event message: {0}")]
     Malformed(String),
     /// No events, or more than [`MAX_EVENTS_PER_MESSAGE`].
@@ -131,16 +194,15 @@ pub fn decode_all(bytes: &[u8]) -> Result<Vec<EventMessage>, DecodeError> {
 }
 
 impl EventMessage {
-    /// The first message of a subject's event.
-    pub fn new(kind: SubjectKind, subject: JobId, url: String, tenant: Option<String>) -> Self {
+    /// The first message of a subject's event: its current end, in a new
+    /// chain.
+    pub fn new(kind: SubjectKind, subject: JobId) -> Self {
         Self {
             kind,
             subject,
-            url,
             chain: uuid::Uuid::new_v4(),
             attempt: 0,
-            event: None,
-            tenant,
+            gen: None,
         }
     }
 
@@ -330,13 +392,10 @@ mod tests {
 
     #[test]
     fn messages_round_trip_and_junk_is_refused() {
-        let mut m = EventMessage::new(
-            SubjectKind::Batch,
-            new_job_id(),
-            "https://x.example/".into(),
-            None,
-        );
+        let mut m = EventMessage::new(SubjectKind::Batch, new_job_id());
         m.attempt = 3;
+        assert_eq!(EventMessage::decode(&m.encode()).unwrap(), m);
+        m.gen = Some(2);
         assert_eq!(EventMessage::decode(&m.encode()).unwrap(), m);
         for junk in [
             &b"{}"[..],
@@ -357,19 +416,81 @@ mod tests {
     }
 
     #[test]
+    fn numbers_out_of_range_are_refused_at_decode() {
+        let m = EventMessage::new(SubjectKind::Job, new_job_id());
+        let with = |field: &str, n: serde_json::Value| {
+            let mut v = serde_json::to_value(&m).unwrap();
+            v[field] = n;
+            EventMessage::decode(v.to_string().as_bytes())
+        };
+        let last = MAX_SCHEDULE_LEN as u64 - 1;
+        assert_eq!(with("attempt", last.into()).unwrap().attempt as u64, last);
+        for bad in [
+            serde_json::json!(MAX_SCHEDULE_LEN),
+            serde_json::json!(u32::MAX),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!("3"),
+        ] {
+            let e = with("attempt", bad.clone()).unwrap_err();
+            assert!(matches!(e, DecodeError::Malformed(_)), "{bad}: {e}");
+        }
+        assert!(
+            with("gen", u32::MAX.into()).is_ok(),
+            "checked against the record"
+        );
+        for bad in [
+            serde_json::json!(u64::from(u32::MAX) + 1),
+            serde_json::json!(-1),
+        ] {
+            assert!(with("gen", bad.clone()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            decode_all(&encode_all(std::slice::from_ref(&m))).unwrap(),
+            vec![m.clone()]
+        );
+        let mut v = serde_json::to_value(vec![&m]).unwrap();
+        v[0]["attempt"] = 99.into();
+        assert!(matches!(
+            decode_all(v.to_string().as_bytes()),
+            Err(DecodeError::Malformed(e)) if e.contains("out of range")
+        ));
+    }
+
+    #[test]
+    fn a_message_naming_its_own_url_tenant_or_body_is_refused() {
+        // What a worker of an earlier version published, or a forger:
+        // where to send, for whom, and what. Only the record says that.
+        let id = new_job_id();
+        let base = serde_json::json!({
+            "kind": "job", "subject": id, "chain": uuid::Uuid::new_v4(), "attempt": 2,
+        });
+        assert!(EventMessage::decode(base.to_string().as_bytes()).is_ok());
+        for (field, value) in [
+            ("url", serde_json::json!("https://evil.example/steal")),
+            ("tenant", serde_json::json!("acme")),
+            (
+                "event",
+                serde_json::json!({"id": "msg_x", "type": "job.succeeded", "body": "{}"}),
+            ),
+        ] {
+            let mut old = base.clone();
+            old[field] = value;
+            assert!(
+                matches!(
+                    EventMessage::decode(old.to_string().as_bytes()),
+                    Err(DecodeError::Malformed(e)) if e.contains("only the record may say")
+                ),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
     fn several_events_travel_in_one_message() {
-        let a = EventMessage::new(
-            SubjectKind::Job,
-            new_job_id(),
-            "https://a.example/".into(),
-            None,
-        );
-        let b = EventMessage::new(
-            SubjectKind::Batch,
-            new_job_id(),
-            "https://b.example/".into(),
-            None,
-        );
+        let a = EventMessage::new(SubjectKind::Job, new_job_id());
+        let b = EventMessage::new(SubjectKind::Batch, new_job_id());
         let both = vec![a.clone(), b];
         assert_eq!(decode_all(&encode_all(&both)).unwrap(), both);
         assert_eq!(decode_all(&a.encode()).unwrap(), vec![a.clone()]);

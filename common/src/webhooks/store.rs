@@ -61,7 +61,7 @@ impl EventState {
 }
 
 /// One attempt, as logged and listed by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// The event's `webhook-id`.
     pub webhook_id: String,
@@ -113,6 +113,29 @@ pub enum Begin {
     /// A newer chain (a manual redelivery) replaced this one, or the
     /// subject was erased.
     Stale,
+    /// No event record, and the caller may not start one (an end the
+    /// subject has since left, whose event was never built).
+    Missing,
+}
+
+/// What [`DeliveryStore::begin`] is asked about: one attempt of a chain.
+#[derive(Debug, Clone, Copy)]
+pub struct BeginArgs<'a> {
+    /// Job or batch.
+    pub kind: SubjectKind,
+    /// Its id.
+    pub subject: &'a JobId,
+    /// Which end of it.
+    pub gen: u32,
+    /// The chain the attempt belongs to.
+    pub chain: &'a uuid::Uuid,
+    /// Where the event goes (from the subject's record).
+    pub url: &'a str,
+    /// Attempts the message says were made before.
+    pub attempts: u32,
+    /// Whether the event record may be created (the event was just built
+    /// from a record that has ended).
+    pub create: bool,
 }
 
 /// Where an event stood before a manual redelivery, to go back to if the
@@ -142,14 +165,20 @@ pub enum Redeliver {
 
 /// Functions of the scripts here. `keep(rec, default)`: how long an event
 /// record or log lives after a change: its subject's retention (a tenant's,
-/// stored on the job or batch, same hash tag) or the store's. `erased(rec)`:
+/// stored on the job or batch, same hash tag, if it is a sane TTL: at most
+/// ten years) or the store's. `erased(rec)`:
 /// whether its subject was erased (then nothing more is sent or kept).
 const PRELUDE: &str = r"
 local function base(rec) return string.match(rec, '^(.-):webhook') or string.match(rec, '^(.-):deliveries') end
+local function sane(ms)
+  ms = tonumber(ms)
+  if ms and ms >= 1 and ms <= 315360000000 then return math.floor(ms) end
+  return nil
+end
 local function keep(rec, default)
   local b = base(rec)
-  return tonumber(redis.call('HGET', b .. ':job', 'retention_ms'))
-    or tonumber(redis.call('HGET', b .. ':batch', 'retention_ms'))
+  return sane(redis.call('HGET', b .. ':job', 'retention_ms'))
+    or sane(redis.call('HGET', b .. ':batch', 'retention_ms'))
     or tonumber(default)
 end
 local function erased(rec)
@@ -166,14 +195,17 @@ fn script(body: &str) -> Script {
 
 /// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
 /// url; ARGV[3] TTL (ms); ARGV[4] kind; ARGV[5] attempts the message says
-/// were made. Returns {verdict, id, type, body}. A message of an older
-/// chain, or a copy of one whose attempt was already made, is 'stale'; one
-/// whose subject was erased is 'erased' (and nothing is written).
+/// were made; ARGV[6] '1' if the record may be created. Returns {verdict,
+/// id, type, body}. A message of an older chain, or a copy of one whose
+/// attempt was already made, is 'stale'; one whose subject was erased is
+/// 'erased', one that finds no record it may not create 'missing' (and
+/// then nothing is written).
 static BEGIN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if erased(KEYS[1]) then return {'erased'} end
 local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body', 'tries')
+if not r[1] and ARGV[6] ~= '1' then return {'missing'} end
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4], 'tries', 0)
   redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
@@ -313,28 +345,22 @@ impl DeliveryStore {
     }
 
     /// Starts or continues the chain of an event message that says
-    /// `attempts` were made before.
-    pub async fn begin(
-        &self,
-        kind: SubjectKind,
-        subject: &JobId,
-        gen: u32,
-        chain: &uuid::Uuid,
-        url: &str,
-        attempts: u32,
-    ) -> Result<Begin, StoreError> {
-        let kind = match kind {
+    /// `attempts` were made before; creates the event record only if
+    /// `create` (the caller built the event from a record that has ended).
+    pub async fn begin(&self, b: &BeginArgs<'_>) -> Result<Begin, StoreError> {
+        let kind = match b.kind {
             SubjectKind::Job => "job",
             SubjectKind::Batch => "batch",
         };
         let mut c = self.conn.clone();
         let r: Vec<String> = BEGIN
-            .key(self.record_key(subject, gen))
-            .arg(chain.to_string())
-            .arg(url)
+            .key(self.record_key(b.subject, b.gen))
+            .arg(b.chain.to_string())
+            .arg(b.url)
             .arg(self.ttl_ms)
             .arg(kind)
-            .arg(attempts)
+            .arg(b.attempts)
+            .arg(if b.create { "1" } else { "0" })
             .invoke_async(&mut c)
             .await?;
         Ok(match r.first().map(String::as_str) {
@@ -342,10 +368,11 @@ impl DeliveryStore {
                 id: r[1].clone(),
                 kind: r[2].clone(),
                 body: r[3].clone(),
-                gen,
+                gen: b.gen,
             })),
             Some("go") => Begin::Go(None),
             Some("stale") | Some("erased") => Begin::Stale,
+            Some("missing") => Begin::Missing,
             Some(s) => Begin::Settled(
                 EventState::parse(s)
                     .ok_or_else(|| StoreError::Reply(format!("event state {s}")))?,

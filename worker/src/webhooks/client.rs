@@ -178,7 +178,9 @@ impl Sender {
                     sent.verdict = Verdict::Refused;
                     sent.error = Some(format!("callback URL refused: {g}"));
                 }
-                _ => sent.error = Some(chain(&e)),
+                // Without the URL: it is logged with the attempt, and
+                // its path or query may carry a secret.
+                _ => sent.error = Some(chain(&e.without_url())),
             },
             Ok(mut resp) => {
                 let status = resp.status();
@@ -197,6 +199,7 @@ impl Sender {
                             if status.is_success() {
                                 // The receiver said yes; a broken body after
                                 // the status does not change that.
+                                let e = e.without_url();
                                 tracing::debug!(error = %e, "reading a webhook answer failed");
                             }
                             break;

@@ -2,36 +2,46 @@
 //! sends each event, apart from the batching path, so a slow or dead
 //! receiver holds up nothing but its own deliveries.
 //!
-//! Per event: build it from the stored record (first attempt only; later
-//! ones carry it), start or continue its chain in Redis (a delivered,
-//! given-up or superseded event stops here), skip a disabled endpoint or
-//! one whose circuit is open ([`super::breaker`]), send, and on a failure
-//! that may pass queue the next attempt in the delay tier of the schedule
-//! (honouring `Retry-After`); then log the attempt. A message (a batch's
-//! events) is acknowledged once all its events are settled; the next
-//! attempts of its events go out together, one message per delay tier.
+//! Per event: check the message against the record it names
+//! ([`super::subject`]: the URL, the tenant and the body come from Redis,
+//! never from the message; a message the record does not back is
+//! dead-lettered with the reason), start or continue its chain in Redis (a
+//! delivered, given-up or superseded event stops here), skip a disabled
+//! endpoint, take a request slot of its host ([`super::breaker`]: a host
+//! whose circuit is open, or whose share stays taken for [`SLOT_WAIT`],
+//! gets the event back later through a delay tier, unattempted), send,
+//! and on a failure that may pass queue the next attempt in the delay tier
+//! of the schedule (honouring `Retry-After`); then log the attempt.
+//!
+//! Every event of a message is settled on its own, as soon as its own
+//! request ends: events for one host never wait for another's. The
+//! message (a batch of results' events) is acknowledged once its last
+//! event is settled; as no event waits long for a slot and a slow host's
+//! share shrinks to one request, that is at most about one request's
+//! timeout, and the prefetch leaves room above the requests in flight, so
+//! held messages never stop the dispatcher from taking new ones.
 
-use super::breaker::{deferral_tier, host_of, Breakers};
+use super::breaker::{deferral_tier, host_of, Breakers, Outcome, Take};
 use super::client::{Sender, Verdict};
 use super::events::publish_on;
+use super::signers::Signers;
+use super::subject::{self, Resolution};
 use futures_util::StreamExt;
 use infq_common::config::Settings;
+use infq_common::dead::publish_dead;
 use infq_common::job::{format_ms, now_ms};
 use infq_common::metrics as m;
 use infq_common::retry::Schedule;
 use infq_common::shutdown::CancellationToken;
-use infq_common::store::{JobStore, StoreError};
+use infq_common::store::JobStore;
 use infq_common::tenants::TenantStore;
 use infq_common::topology::Topology;
-use infq_common::webhooks::event::{
-    batch_event, decode_all, job_event, next_wait, Event, EventMessage, SubjectKind,
-};
-use infq_common::webhooks::sign::Signer;
-use infq_common::webhooks::store::{Attempt, Begin, DeliveryStore, EventState};
+use infq_common::webhooks::event::{decode_all, next_wait, EventMessage};
+use infq_common::webhooks::store::{Attempt, Begin, BeginArgs, DeliveryStore, EventState};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::Channel;
@@ -46,29 +56,38 @@ pub struct Dispatcher {
     jobs: JobStore,
     deliveries: DeliveryStore,
     sender: Sender,
-    /// Tenants, for their webhook secrets.
-    tenants: TenantStore,
-    /// Signers of tenants' secrets, by tenant, with the secrets they sign
-    /// with.
-    signers: std::sync::Mutex<std::collections::HashMap<String, TenantSigner>>,
+    /// Signers of tenants' webhook secrets.
+    signers: Signers,
     /// Bounds the requests in flight to `webhooks.concurrency`.
     sending: tokio::sync::Semaphore,
-    /// Per-host circuit breakers and request slots (shared with the
-    /// worker's event publisher).
+    /// Per-host circuit breakers and shares.
     breakers: Arc<Breakers>,
+    /// An answer that takes this long is slow: it shrinks its host's share.
+    slow: Duration,
 }
 
-/// A tenant's secrets and the signer built from them.
-type TenantSigner = (Vec<String>, Arc<Signer>);
-
-/// What became of one event of a message.
+/// What became of one event, up to its request.
 enum Step {
-    /// Nothing to send (settled before, superseded, not ended).
+    /// Nothing to send (settled before, superseded, erased).
     Nothing,
+    /// The record does not back the message: dead-letter it with this.
+    Refused(String),
     /// An attempt was made (or skipped for a disabled endpoint).
     Made(Box<Made>),
-    /// Its host is paused: the event waits this long, unattempted.
-    Defer(EventMessage, Duration),
+    /// Not attempted: the event (of this end) waits at least this long
+    /// (zero: the shortest delay), because its host is paused or busy.
+    Defer(Option<u32>, Duration),
+}
+
+/// How one event of a message ended.
+enum Settled {
+    /// Done with: sent and logged, queued for later, or nothing to do.
+    Done,
+    /// Refused: dead-letter it with this reason.
+    Refused(String),
+    /// Could not be settled (Redis or the broker away): the message goes
+    /// back to the queue.
+    Again,
 }
 
 /// An attempt made (or skipped), waiting to be settled: the next attempt
@@ -76,13 +95,15 @@ enum Step {
 struct Made {
     msg: EventMessage,
     gen: u32,
+    /// The record's callback URL.
+    url: String,
     log: Attempt,
     state: EventState,
     /// The endpoint answered 410 Gone now.
     gone: bool,
     /// Where and how long the next attempt waits.
     retry: Option<(String, EventMessage, Option<u64>)>,
-    /// Not attempted (its host is paused): only `retry` applies.
+    /// Not attempted (its host is paused or busy): only `retry` applies.
     deferred: bool,
 }
 
@@ -90,8 +111,16 @@ struct Made {
 /// away) is held and retried before it goes back to the queue.
 const HOLD: Duration = Duration::from_secs(60);
 
-/// Event messages taken at once (each holds a batch's events).
+/// Longest an event waits for a request slot of its host (or of the
+/// dispatcher) before it is deferred through a delay tier instead.
+pub const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// Event messages taken at once beyond the requests that may be in flight
+/// (each holds a batch's events).
 const PREFETCH: u16 = 32;
+
+/// An answer taking this share of the request timeout or more is slow.
+const SLOW_SHARE: u32 = 4;
 
 impl Dispatcher {
     /// A dispatcher for `settings` (whose webhook secrets must be set),
@@ -104,10 +133,10 @@ impl Dispatcher {
         let deliveries = DeliveryStore::for_settings(jobs.connection(), &settings);
         let tenants = TenantStore::new(jobs.connection(), &settings);
         Ok(Self {
-            tenants,
-            signers: Default::default(),
+            signers: Signers::new(tenants),
             sending: tokio::sync::Semaphore::new(usize::from(settings.webhooks.concurrency)),
             breakers,
+            slow: Duration::from_millis(settings.webhooks.timeout_ms) / SLOW_SHARE,
             sender: Sender::new(&settings.webhooks)?,
             topology: Topology::of(&settings),
             settings,
@@ -158,7 +187,11 @@ impl Dispatcher {
         self.topology.declare(&setup, &[]).await?;
         let _ = setup.close(200, "declared".into()).await;
         let ch = conn.create_channel().await?;
-        ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+        // Room for a message per request in flight (each may hold its
+        // message for a request's time) and more, so new messages always
+        // come in.
+        let prefetch = self.settings.webhooks.concurrency.saturating_add(PREFETCH);
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let publish = conn.create_channel().await?;
         publish
             .confirm_select(ConfirmSelectOptions::default())
@@ -222,145 +255,129 @@ impl Dispatcher {
         anyhow::bail!("webhook consumer stopped: {ended:?}")
     }
 
-    /// The signer of the event's tenant, if it has secrets of its own
-    /// (else the deployment's secrets sign it); built once per set of
-    /// secrets.
-    async fn signer_of(&self, msg: &EventMessage) -> Result<Option<Arc<Signer>>, String> {
-        let Some(name) = msg.tenant.as_deref() else {
-            return Ok(None);
-        };
-        let tenant = self.tenants.cached(name).await.map_err(|e| e.to_string())?;
-        let Some(t) = tenant.filter(|t| !t.webhook_secrets.is_empty()) else {
-            return Ok(None);
-        };
-        let mut signers = self.signers.lock().expect("signers lock");
-        if let Some((secrets, s)) = signers.get(name) {
-            if *secrets == t.webhook_secrets {
-                return Ok(Some(s.clone()));
-            }
-        }
-        let s = Arc::new(Signer::new(&t.webhook_secrets)?);
-        if signers.len() >= 10_000 {
-            signers.clear();
-        }
-        signers.insert(name.to_string(), (t.webhook_secrets.clone(), s.clone()));
-        Ok(Some(s))
-    }
-
-    async fn build(&self, msg: &EventMessage) -> Result<Option<Event>, StoreError> {
-        let now = now_ms();
-        Ok(match msg.kind {
-            SubjectKind::Job => self
-                .jobs
-                .get(&msg.subject)
-                .await?
-                .and_then(|r| job_event(r, now)),
-            SubjectKind::Batch => self
-                .jobs
-                .get_batch(&msg.subject)
-                .await?
-                .and_then(|r| batch_event(r, self.settings.webhooks.public_url.as_deref(), now)),
-        })
-    }
-
     /// Handles one delivery (the events of one batch of results, or one
-    /// retry) and settles it once every event in it is settled.
+    /// retry): settles each event on its own, dead-letters those refused
+    /// with their reasons, and settles the delivery once all are done.
     async fn handle(&self, d: Delivery, publish: &Channel, broken: &CancellationToken) {
-        let mut left = match decode_all(&d.data) {
+        let queue = self.topology.webhooks_exchange();
+        let msgs = match decode_all(&d.data) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable webhook message; dead-lettering");
                 metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable_event").increment(1);
-                let _ = d.acker.reject(BasicRejectOptions { requeue: false }).await;
+                let dead = publish_dead(
+                    publish,
+                    &self.topology,
+                    &queue,
+                    &d.data,
+                    &d.properties,
+                    &e.to_string(),
+                )
+                .await;
+                settle_delivery(&d, false, dead.is_err()).await;
                 return;
             }
         };
-        // Redis or the broker away: the unsettled events are tried again
-        // here, with backoff, for a while, before the message goes back to
-        // the queue (where its delivery count grows).
         let give_up = tokio::time::Instant::now() + HOLD;
+        let ends =
+            futures_util::future::join_all(msgs.iter().map(|m| self.event(m, publish, give_up)))
+                .await;
+        let (mut again, mut undead) = (false, false);
+        for (i, (msg, end)) in msgs.iter().zip(ends).enumerate() {
+            let reason = match end {
+                Settled::Done => continue,
+                Settled::Again => {
+                    again = true;
+                    continue;
+                }
+                Settled::Refused(r) => r,
+            };
+            tracing::warn!(subject = %msg.subject, %reason, "webhook event refused; dead-lettering");
+            metrics::counter!(m::DEAD_LETTERED, "outcome" => "refused_event").increment(1);
+            // A message of one event goes as it came; one event of many
+            // goes alone, under an id of its own, so the others are not
+            // dead-lettered (or replayed) with it.
+            let (data, props) = if msgs.len() == 1 {
+                (d.data.clone(), d.properties.clone())
+            } else {
+                let id = d.properties.message_id().as_ref().map(|s| s.as_str());
+                let id = format!("{}:{i}", id.unwrap_or("events"));
+                (
+                    msg.encode(),
+                    d.properties.clone().with_message_id(id.into()),
+                )
+            };
+            let dead = publish_dead(publish, &self.topology, &queue, &data, &props, &reason);
+            undead |= dead.await.is_err();
+        }
+        if !publish.status().connected() {
+            broken.cancel();
+        }
+        settle_delivery(&d, again, undead).await;
+    }
+
+    /// Takes one event as far as it goes now: attempted and settled,
+    /// deferred, refused, or (Redis or the broker away past `give_up`)
+    /// left for the message's redelivery.
+    async fn event(
+        &self,
+        msg: &EventMessage,
+        publish: &Channel,
+        give_up: tokio::time::Instant,
+    ) -> Settled {
         let mut pause = Schedule::exponential(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            let results =
-                futures_util::future::join_all(left.iter().map(|m| self.attempt(m))).await;
-            let mut again = Vec::new();
-            let mut made = Vec::new();
-            for (m, r) in left.into_iter().zip(results) {
-                match r {
-                    Ok(Step::Made(a)) => made.push(*a),
-                    Ok(Step::Defer(m, wait)) => made.push(self.deferral(m, wait)),
-                    Ok(Step::Nothing) => {}
-                    Err(e) => {
-                        tracing::warn!(subject = %m.subject, error = %e, "webhook attempt postponed");
-                        again.push(m);
+        let made = loop {
+            match self.attempt(msg).await {
+                Ok(Step::Nothing) => return Settled::Done,
+                Ok(Step::Refused(why)) => return Settled::Refused(why),
+                Ok(Step::Defer(gen, wait)) => break self.deferral(msg, gen, wait),
+                Ok(Step::Made(made)) => break *made,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "webhook attempt postponed");
+                    if tokio::time::Instant::now() >= give_up || !publish.status().connected() {
+                        return Settled::Again;
                     }
+                    tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
                 }
             }
-            // What was sent is settled here, never by sending it again,
-            // unless that cannot be done before `give_up`.
-            again.extend(self.settle(made, publish, give_up).await);
-            if !publish.status().connected() {
-                broken.cancel();
-            }
-            left = again;
-            if left.is_empty() {
-                let _ = d.acker.ack(BasicAckOptions::default()).await;
-                return;
-            }
-            if tokio::time::Instant::now() >= give_up || broken.is_cancelled() {
-                let _ = d
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                return;
-            }
-            tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
+        };
+        // What was sent is settled here, never by sending it again,
+        // unless that cannot be done before `give_up`.
+        if self.settle(&made, publish, give_up).await {
+            Settled::Done
+        } else {
+            Settled::Again
         }
     }
 
-    /// Queues the next attempts (one message per delay tier) and logs the
-    /// attempts made; returns the events that could not be settled.
-    async fn settle(
-        &self,
-        made: Vec<Made>,
-        publish: &Channel,
-        give_up: tokio::time::Instant,
-    ) -> Vec<EventMessage> {
-        if made.is_empty() {
-            return Vec::new();
-        }
+    /// Queues the next attempt of an event and logs the attempt made;
+    /// `false` if that could not be done before `give_up`.
+    async fn settle(&self, made: &Made, publish: &Channel, give_up: tokio::time::Instant) -> bool {
         let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
         let mut queued = false;
         loop {
             let settled = async {
-                for m in made.iter().filter(|m| m.gone) {
+                if made.gone {
                     self.deliveries
-                        .disable(&m.msg.url, now_ms())
+                        .disable(&made.url, now_ms())
                         .await
                         .map_err(|e| e.to_string())?;
                 }
                 if !queued {
-                    let mut tiers: Vec<(&str, Vec<EventMessage>, Option<u64>)> = Vec::new();
-                    for (x, next, wait) in made.iter().filter_map(|m| m.retry.as_ref()) {
-                        match tiers.iter_mut().find(|(t, _, _)| t == x) {
-                            Some((_, msgs, w)) => {
-                                msgs.push(next.clone());
-                                *w = (*w).max(*wait);
-                            }
-                            None => tiers.push((x, vec![next.clone()], *wait)),
-                        }
-                    }
-                    for (x, msgs, wait) in &tiers {
-                        publish_on(publish, x, msgs, *wait).await?;
+                    if let Some((x, next, wait)) = &made.retry {
+                        publish_on(publish, x, std::slice::from_ref(next), *wait).await?;
                     }
                     queued = true;
                 }
-                for m in made.iter().filter(|m| !m.deferred) {
+                if !made.deferred {
                     self.deliveries
-                        .record_attempt(&m.msg.subject, m.gen, &m.msg.chain, &m.log, m.state)
+                        .record_attempt(
+                            &made.msg.subject,
+                            made.gen,
+                            &made.msg.chain,
+                            &made.log,
+                            made.state,
+                        )
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -368,45 +385,41 @@ impl Dispatcher {
             }
             .await;
             match settled {
-                Ok(()) => return Vec::new(),
+                Ok(()) => return true,
                 Err(e) if tokio::time::Instant::now() < give_up && publish.status().connected() => {
-                    tracing::warn!(error = %e, events = made.len(), "settling webhook attempts failed; retrying");
+                    tracing::warn!(subject = %made.msg.subject, error = %e, "settling a webhook attempt failed; retrying");
                     tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, events = made.len(), "webhook attempts not settled; they will be made again");
-                    return made.into_iter().map(|m| m.msg).collect();
+                    tracing::warn!(subject = %made.msg.subject, error = %e, "webhook attempt not settled; it will be made again");
+                    return false;
                 }
             }
         }
     }
 
-    /// An event of a paused host, unchanged, into the first delay tier
-    /// that outlasts the pause (else the longest), so it comes back once
-    /// the host may be up again rather than cycling while it is down.
-    fn deferral(&self, msg: EventMessage, pause: Duration) -> Made {
+    /// An event not attempted now (its host paused, or its share taken),
+    /// of end `gen` if known, into the first delay tier that outlasts
+    /// `pause` (else the longest), so it comes back once the host may take
+    /// it rather than cycling meanwhile.
+    fn deferral(&self, msg: &EventMessage, gen: Option<u32>, pause: Duration) -> Made {
         let schedule = self.topology.webhook_delays_ms();
-        let tier = deferral_tier(schedule, pause);
-        let retry = match tier.and_then(|t| Some((self.topology.webhook_retry_exchange(t)?, t))) {
-            Some((x, t)) => (x, msg.clone(), Some(schedule[t])),
-            None => (self.topology.webhooks_exchange(), msg.clone(), None),
+        let next = EventMessage {
+            gen: gen.or(msg.gen),
+            ..msg.clone()
+        };
+        let retry = match deferral_tier(schedule, pause)
+            .and_then(|t| Some((self.topology.webhook_retry_exchange(t)?, t)))
+        {
+            Some((x, t)) => (x, next, Some(schedule[t])),
+            None => (self.topology.webhooks_exchange(), next, None),
         };
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "deferred").increment(1);
         Made {
             gen: 0,
-            log: Attempt {
-                webhook_id: String::new(),
-                attempt: msg.attempt,
-                at: String::new(),
-                url: String::new(),
-                status_code: None,
-                error: None,
-                duration_ms: 0,
-                outcome: "deferred".into(),
-                next_attempt_at: None,
-                response: None,
-            },
-            msg,
+            url: String::new(),
+            log: Attempt::default(),
+            msg: msg.clone(),
             state: EventState::Pending,
             gone: false,
             retry: Some(retry),
@@ -417,61 +430,59 @@ impl Dispatcher {
     /// One attempt, up to the request; `Err` when it must be made again as
     /// it is (nothing was sent).
     async fn attempt(&self, msg: &EventMessage) -> Result<Step, String> {
-        let host = host_of(&msg.url);
-        if let Some(pause) = self.breakers.paused(&host, std::time::Instant::now()) {
-            return Ok(Step::Defer(msg.clone(), pause));
-        }
-        let mut event = msg.event.clone();
-        if event.is_none() {
-            event = self.build(msg).await.map_err(|e| e.to_string())?;
-            if event.is_none() {
-                // Not finished (a chunk's redelivery before its batch
-                // completed), cancelled, or its record is gone (expired
-                // before a dispatcher got to it).
-                tracing::info!(subject = %msg.subject, url = %msg.url, "no event to send: the job or batch has not ended, was cancelled, or expired");
-                return Ok(Step::Nothing);
-            }
-        }
-        let gen = event.as_ref().map_or(0, |e| e.gen);
-        let begun = self
-            .deliveries
-            .begin(
-                msg.kind,
-                &msg.subject,
-                gen,
-                &msg.chain,
-                &msg.url,
-                msg.attempt,
-            )
+        let schedule = &self.settings.webhooks.schedule_ms;
+        let public_url = self.settings.webhooks.public_url.as_deref();
+        let resolved = subject::resolve(&self.jobs, public_url, msg, schedule.len())
             .await
             .map_err(|e| e.to_string())?;
-        let event = match begun {
-            Begin::Go(Some(saved)) => saved,
-            Begin::Go(None) => {
-                let e = event.expect("built above");
+        let target = match resolved {
+            Resolution::Go(t) => t,
+            Resolution::Erased => return Ok(Step::Nothing),
+            Resolution::Refused(why) => return Ok(Step::Refused(why)),
+        };
+        let (gen, url) = (target.gen, target.url.as_str());
+        let host = host_of(url);
+        if let Some(pause) = self.breakers.paused(&host, std::time::Instant::now()) {
+            return Ok(Step::Defer(Some(gen), pause));
+        }
+        let begun = self
+            .deliveries
+            .begin(&BeginArgs {
+                kind: msg.kind,
+                subject: &msg.subject,
+                gen,
+                chain: &msg.chain,
+                url,
+                attempts: msg.attempt,
+                create: target.built.is_some(),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let event = match (begun, target.built) {
+            (Begin::Go(Some(saved)), _) => saved,
+            (Begin::Go(None), Some(e)) => {
                 self.deliveries
                     .save_event(&msg.subject, &e)
                     .await
                     .map_err(|e| e.to_string())?;
                 e
             }
-            Begin::Settled(_) | Begin::Stale => return Ok(Step::Nothing),
+            (Begin::Go(None), None) | (Begin::Missing, _) => {
+                return Ok(Step::Refused(subject::superseded(msg, gen)))
+            }
+            (Begin::Settled(_) | Begin::Stale, _) => return Ok(Step::Nothing),
         };
         let number = msg.attempt + 1;
         let mut made = Made {
             msg: msg.clone(),
             gen,
+            url: url.to_string(),
             log: Attempt {
                 webhook_id: event.id.clone(),
                 attempt: number,
                 at: format_ms(now_ms()),
-                url: msg.url.clone(),
-                status_code: None,
-                error: None,
-                duration_ms: 0,
-                outcome: String::new(),
-                next_attempt_at: None,
-                response: None,
+                url: url.to_string(),
+                ..Attempt::default()
             },
             state: EventState::Pending,
             gone: false,
@@ -480,7 +491,7 @@ impl Dispatcher {
         };
         if let Some(since) = self
             .deliveries
-            .disabled_since(&msg.url)
+            .disabled_since(url)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -493,38 +504,43 @@ impl Dispatcher {
             metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "disabled").increment(1);
             return Ok(Step::Made(Box::new(made)));
         }
-        let signer = self.signer_of(msg).await?;
-        // Wait for a slot of the host, then ask its breaker: a host that
-        // failed while this event waited is not tried again now.
-        let sent = {
-            let _host = self
-                .breakers
-                .slots(&host)
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Err(pause) = self.breakers.admit(&host, std::time::Instant::now()) {
-                return Ok(Step::Defer(msg.clone(), pause));
-            }
-            let _all = self.sending.acquire().await.map_err(|e| e.to_string())?;
-            self.sender.send(&msg.url, &event, signer.as_deref()).await
+        let signer = self.signers.of(target.tenant.as_deref()).await?;
+        // A slot of the host (its circuit asked again: a host that failed
+        // while this event waited is not tried now), then one of the
+        // dispatcher; neither is waited for long.
+        let slot = match self.breakers.wait_slot(&host, SLOT_WAIT).await {
+            Take::Go(slot) => slot,
+            Take::Paused(pause) => return Ok(Step::Defer(Some(gen), pause)),
+            Take::Busy => return Ok(Step::Defer(Some(gen), Duration::ZERO)),
         };
-        self.breakers.record(
-            &host,
-            matches!(sent.verdict, Verdict::Delivered | Verdict::Gone),
-            std::time::Instant::now(),
-        );
+        let sent = {
+            let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
+                return Ok(Step::Defer(Some(gen), Duration::ZERO));
+            };
+            let _all = all.map_err(|e| e.to_string())?;
+            self.sender.send(url, &event, signer.as_deref()).await
+        };
+        let outcome = match sent.verdict {
+            Verdict::Delivered | Verdict::Gone if sent.duration >= self.slow => Some(Outcome::Slow),
+            Verdict::Delivered | Verdict::Gone => Some(Outcome::Fast),
+            Verdict::Retry => Some(Outcome::Failed),
+            // Refused by our own guard: nothing reached the host.
+            Verdict::Refused => None,
+        };
+        if let Some(o) = outcome {
+            self.breakers.record(&host, o, std::time::Instant::now());
+        }
+        drop(slot);
         made.log.status_code = sent.status_code;
         made.log.error = sent.error.clone();
         made.log.duration_ms = sent.duration.as_millis() as u64;
         made.log.response = sent.response.clone();
         metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
         let (verdict, retry_after) = (sent.verdict, sent.retry_after_ms);
-        let schedule = &self.settings.webhooks.schedule_ms;
         made.state = match verdict {
             Verdict::Delivered => EventState::Delivered,
             Verdict::Gone => {
-                tracing::warn!(url = %msg.url, "webhook endpoint answered 410 Gone; disabling it");
+                tracing::warn!(%host, "webhook endpoint answered 410 Gone; disabling it");
                 made.gone = true;
                 EventState::Disabled
             }
@@ -533,7 +549,7 @@ impl Dispatcher {
                 let (tier, wait) = next_wait(schedule, number as usize, retry_after);
                 let next = EventMessage {
                     attempt: number,
-                    event: Some(event.clone()),
+                    gen: Some(gen),
                     ..msg.clone()
                 };
                 made.retry = Some(match self.topology.webhook_retry_exchange(tier) {
@@ -557,7 +573,25 @@ impl Dispatcher {
         }
         .into();
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => made.log.outcome.clone()).increment(1);
-        tracing::debug!(subject = %msg.subject, attempt = number, outcome = %made.log.outcome, "webhook attempt");
+        tracing::debug!(subject = %msg.subject, attempt = number, outcome = %made.log.outcome, %host, "webhook attempt");
         Ok(Step::Made(Box::new(made)))
+    }
+}
+
+/// Acknowledges a handled delivery; sends it back to the queue if some of
+/// its events are `again` to be made, or to the dead-letter queue (by the
+/// broker, without a reason) if a refused event could not be
+/// dead-lettered with its own (`undead`).
+async fn settle_delivery(d: &Delivery, again: bool, undead: bool) {
+    if again || undead {
+        let _ = d
+            .acker
+            .nack(BasicNackOptions {
+                requeue: again,
+                ..Default::default()
+            })
+            .await;
+    } else {
+        let _ = d.acker.ack(BasicAckOptions::default()).await;
     }
 }

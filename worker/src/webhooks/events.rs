@@ -1,13 +1,13 @@
-//! Publishing event messages to `<ns>.webhooks`, with publisher confirms,
-//! on the channel of the current broker session.
+//! Publishing event messages to `<ns>.webhooks`, with publisher confirms
+//! and `mandatory` (a message the broker returns, or does not confirm, is
+//! not published), on the channel of the current broker session.
 
-use super::breaker::{deferral_tier, host_of, Breakers};
+use infq_common::amqp::publish_confirmed;
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
-    encode_all, EventMessage, SubjectKind, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
+    encode_all, EventMessage, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
 };
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -34,31 +34,14 @@ struct Ask {
 struct Routes {
     topology: Topology,
     channel: Mutex<Option<Channel>>,
-    /// The breakers of this process's dispatcher, if it runs one: events
-    /// for a host it has paused go straight to the delay queue they would
-    /// be deferred to, so the broker stores them once, not twice.
-    breakers: Option<Arc<Breakers>>,
-}
-
-/// The event message due for a job that ended (or, for a bulk chunk, for
-/// its batch), if it asked for a callback.
-pub fn for_job(msg: &infq_common::message::JobMessage) -> Option<EventMessage> {
-    let url = msg.webhook_url.clone()?;
-    let kind = if msg.chunk.is_some() {
-        SubjectKind::Batch
-    } else {
-        SubjectKind::Job
-    };
-    Some(EventMessage::new(kind, msg.id, url, msg.tenant.clone()))
 }
 
 impl Events {
     /// A publisher with no channel yet; starts its flusher task.
-    pub fn new(topology: Topology, breakers: Option<Arc<Breakers>>) -> Self {
+    pub fn new(topology: Topology) -> Self {
         let routes = Arc::new(Routes {
             topology,
             channel: Mutex::new(None),
-            breakers,
         });
         let (asks, rx) = mpsc::unbounded_channel();
         tokio::spawn(flush(routes.clone(), rx));
@@ -123,9 +106,9 @@ async fn flush(routes: Arc<Routes>, mut rx: mpsc::UnboundedReceiver<Ask>) {
 }
 
 impl Routes {
-    /// Publishes the events, grouped by destination, each group in one
-    /// persistent message (or several past [`MAX_EVENTS_PER_MESSAGE`]),
-    /// and waits for the broker's confirms.
+    /// Publishes the events to the dispatchers' queue, in persistent
+    /// messages of at most [`MAX_EVENTS_PER_MESSAGE`], and waits for the
+    /// broker's confirms.
     async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), String> {
         let ch = self
             .channel
@@ -133,40 +116,18 @@ impl Routes {
             .expect("events channel lock")
             .clone()
             .ok_or("no broker session")?;
-        // Where each goes: the dispatchers' queue, or the delay queue of a
-        // paused host.
         let main = self.topology.webhooks_exchange();
-        let mut routes: Vec<(String, Option<u64>, Vec<EventMessage>)> = Vec::new();
-        let now = std::time::Instant::now();
-        // Usually no host is paused: then no URL needs parsing.
-        let breakers = self.breakers.as_ref().filter(|b| b.open() > 0);
-        for m in msgs {
-            let pause = breakers.and_then(|b| b.paused(&host_of(&m.url), now));
-            let schedule = self.topology.webhook_delays_ms();
-            let (x, ttl) = match pause.and_then(|p| deferral_tier(schedule, p)) {
-                Some(t) => match self.topology.webhook_retry_exchange(t) {
-                    Some(x) => (x, Some(schedule[t])),
-                    None => (main.clone(), None),
-                },
-                None => (main.clone(), None),
-            };
-            match routes.iter_mut().find(|(r, _, _)| *r == x) {
-                Some((_, _, v)) => v.push(m),
-                None => routes.push((x, ttl, vec![m])),
-            }
-        }
-        let ch = &ch;
-        let sends = routes.iter().flat_map(|(x, ttl, v)| {
-            v.chunks(MAX_EVENTS_PER_MESSAGE)
-                .map(move |part| publish_on(ch, x, part, *ttl))
-        });
+        let sends = msgs
+            .chunks(MAX_EVENTS_PER_MESSAGE)
+            .map(|part| publish_on(&ch, &main, part, None));
         futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 }
 
 /// Publishes `msgs` to `exchange` on `ch` (in confirm mode) as one
-/// persistent message, with the message TTL `expiration_ms` if given, and
-/// waits for the confirm.
+/// persistent, mandatory message, with the message TTL `expiration_ms` if
+/// given, and waits for the confirm: a message the broker returns (no
+/// queue behind the exchange) is an error, like a nack or no confirm.
 pub async fn publish_on(
     ch: &Channel,
     exchange: &str,
@@ -174,7 +135,6 @@ pub async fn publish_on(
     expiration_ms: Option<u64>,
 ) -> Result<(), String> {
     let mut props = BasicProperties::default()
-        .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_type(MESSAGE_TYPE.into())
         .with_message_id(uuid::Uuid::new_v4().to_string().into());
@@ -182,21 +142,7 @@ pub async fn publish_on(
         props = props.with_expiration(ms.to_string().into());
     }
     let body = encode_all(msgs);
-    let confirm = async {
-        ch.basic_publish(
-            exchange.into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            &body,
-            props,
-        )
-        .await?
+    publish_confirmed(ch, exchange, "", &body, props, Duration::from_secs(5))
         .await
-    };
-    match tokio::time::timeout(Duration::from_secs(5), confirm).await {
-        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-        Ok(Ok(other)) => Err(format!("event publish not accepted: {other:?}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("event publish not confirmed in time".into()),
-    }
+        .map_err(|e| format!("event publish to {exchange}: {e}"))
 }

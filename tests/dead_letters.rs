@@ -1,0 +1,330 @@
+//! Dead letters against the real RabbitMQ and Redis: a replay that comes
+//! before the recorder keeps them, listings never use up their delivery
+//! limit, and the dead-letter queues of an earlier version keep working.
+
+use infq::{test_settings, TestEnv};
+use infq_common::job::Priority;
+use infq_common::topology::Topology;
+use lapin::options::BasicGetOptions;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn post_job(env: &TestEnv, body: &str) -> reqwest::Response {
+    env.http
+        .post(env.url("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(env: &TestEnv, path: &str) -> Value {
+    env.http
+        .get(env.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, f: F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Takes the message at the head of `queue` and dead-letters it with
+/// `reason`, as a worker refusing it does: straight to the dead-letter
+/// exchange, so it reaches `<ns>.dead` and `<ns>.dead.record` at once.
+async fn refuse_head(env: &TestEnv, queue: &str, reason: &str) {
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    let got = ch
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("a message to refuse");
+    let topology = Topology::of(&env.settings);
+    let d = got.delivery;
+    infq_common::dead::publish_dead(&ch, &topology, queue, &d.data, &d.properties, reason)
+        .await
+        .unwrap();
+    d.acker.ack(Default::default()).await.unwrap();
+    infq_common::amqp::close(&conn, "refused").await;
+}
+
+async fn replay(env: &TestEnv, ids: &[&str]) -> Value {
+    let r = env
+        .http
+        .post(env.url("/v1/admin/dead-letters/replay"))
+        .json(&json!({ "ids": ids }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+fn listed_ids(dead: &Value) -> Vec<String> {
+    dead["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let topology = Topology::of(&env.settings);
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1500,40000]}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = "student,balance,income\n".to_string() + &"0,100,20000\n".repeat(300);
+    let r = env
+        .http
+        .post(env.url("/v1/batches?model=credit-default"))
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let batch = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let chunk = format!("{batch}:0");
+
+    // Both dead-lettered with a reason of infq's, and no worker running to
+    // record them from `<ns>.dead.record`.
+    let reason = "made-up check: a field out of range";
+    refuse_head(
+        &env,
+        &topology.job_queue("credit-default", Priority::Interactive),
+        reason,
+    )
+    .await;
+    refuse_head(
+        &env,
+        &topology.job_queue("credit-default", Priority::Bulk),
+        reason,
+    )
+    .await;
+    let dead = get(&env, "/v1/admin/dead-letters").await;
+    let ids = listed_ids(&dead);
+    assert!(ids.contains(&id) && ids.contains(&chunk), "{dead}");
+    for d in dead["dead_letters"].as_array().unwrap() {
+        assert!(
+            d["reason"].as_str().unwrap().contains(reason),
+            "the listing shows infq's reason: {dead}"
+        );
+    }
+    assert_eq!(
+        get(&env, &format!("/v1/jobs/{id}")).await["status"],
+        "queued"
+    );
+
+    // A replay now finds nothing recorded: both stay, and it says so.
+    let r = replay(&env, &[&id, &chunk]).await;
+    assert_eq!(r["count"], 0, "{r}");
+    let problems = r["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{r}");
+    for p in problems {
+        let why = p["reason"].as_str().unwrap();
+        assert!(why.contains("kept for a later replay"), "{r}");
+    }
+    assert_eq!(
+        env.queue_depth(&topology.dead_queue()).await.unwrap(),
+        2,
+        "an early replay deletes no dead letter"
+    );
+    let ids = listed_ids(&get(&env, "/v1/admin/dead-letters").await);
+    assert!(ids.contains(&id) && ids.contains(&chunk), "{ids:?}");
+    assert_eq!(
+        get(&env, &format!("/v1/jobs/{id}")).await["status"],
+        "queued"
+    );
+
+    // Once a worker has recorded them, the next replay runs both.
+    let shutdown = infq_common::shutdown::CancellationToken::new();
+    let registry = env.settings.registry().unwrap();
+    let worker = infq_worker::start(env.settings.clone(), registry, shutdown.clone())
+        .await
+        .unwrap();
+    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "dead_lettered");
+    wait_until("the batch to complete with its dead chunk", || async {
+        get(&env, &format!("/v1/batches/{batch}")).await["status"] == "succeeded"
+    })
+    .await;
+    let r = replay(&env, &[&id, &chunk]).await;
+    assert_eq!(r["count"], 2, "{r}");
+    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    wait_until("the replayed chunk", || async {
+        let b = get(&env, &format!("/v1/batches/{batch}")).await;
+        b["status"] == "succeeded" && b["failed"] == 0 && b["succeeded"] == 300
+    })
+    .await;
+    assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 0);
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
+
+/// A quorum queue's arguments without `key`.
+fn without(args: &lapin::types::FieldTable, key: &str) -> lapin::types::FieldTable {
+    let mut out = lapin::types::FieldTable::default();
+    for (k, v) in args.inner() {
+        if k.as_str() != key {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn delivery_count(props: &lapin::BasicProperties) -> i64 {
+    use lapin::types::AMQPValue;
+    match props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count"))
+    {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
+    use lapin::options::{BasicNackOptions, QueueDeclareOptions};
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let topology = Topology::of(&env.settings);
+    let conn = env.amqp().await.unwrap();
+
+    // Both dead-letter queues carry their limit explicitly: declaring them
+    // again with it passes, and without it is refused as inequivalent.
+    let ch = conn.create_channel().await.unwrap();
+    for q in [topology.dead_queue(), topology.dead_record_queue()] {
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::durable(),
+            topology.dead_letter_queue_args(),
+        )
+        .await
+        .unwrap();
+        let other = conn.create_channel().await.unwrap();
+        let refused = other
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::durable(),
+                without(&topology.dead_letter_queue_args(), "x-delivery-limit"),
+            )
+            .await;
+        assert!(refused.is_err(), "{q} has no explicit x-delivery-limit");
+    }
+
+    // Three dead letters, listed more times than RabbitMQ 4.0 to 4.2 would
+    // deliver them without a limit of their own.
+    ch.confirm_select(Default::default()).await.unwrap();
+    for i in 0..3 {
+        infq_common::dead::publish_dead(
+            &ch,
+            &topology,
+            "a test",
+            format!("not a job {i}").as_bytes(),
+            &lapin::BasicProperties::default(),
+            "undecodable",
+        )
+        .await
+        .unwrap();
+    }
+    for n in 0..25 {
+        let dead = get(&env, "/v1/admin/dead-letters").await;
+        assert_eq!(dead["count"], 3, "listing {n}: {dead}");
+    }
+    // Each listing counted as a delivery: past 20, and none was dropped.
+    let got = ch
+        .basic_get(
+            topology.dead_queue().as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+        .expect("a dead letter");
+    let count = delivery_count(&got.delivery.properties);
+    assert!(count >= 20, "x-delivery-count {count}");
+    got.delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+        .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+    assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 3);
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_queues_of_an_earlier_version_are_kept_as_they_are() {
+    use lapin::options::QueueDeclareOptions;
+    // The dead-letter queues as an earlier version declared them: quorum,
+    // no delivery limit.
+    let settings = test_settings();
+    let topology = Topology::of(&settings);
+    let conn = infq_common::amqp::connect(&settings.amqp, "infq-test")
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in [topology.dead_queue(), topology.dead_record_queue()] {
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::durable(),
+            without(&topology.dead_letter_queue_args(), "x-delivery-limit"),
+        )
+        .await
+        .unwrap();
+    }
+    infq_common::amqp::close(&conn, "done").await;
+
+    // The new version starts on them (a 406 would keep it from ever being
+    // ready) and dead letters still reach them.
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let r = post_job(
+        &env,
+        r#"{"model":"credit-default","inputs":[0,1500,40000]}"#,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    refuse_head(
+        &env,
+        &topology.job_queue("credit-default", Priority::Interactive),
+        "made-up check",
+    )
+    .await;
+    assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 1);
+    assert_eq!(get(&env, "/v1/admin/dead-letters").await["count"], 1);
+    env.stop().await.unwrap();
+}
