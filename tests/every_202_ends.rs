@@ -522,6 +522,17 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
     );
     // The producer's memory stayed flat.
     let (_, peak) = producer.rss().unwrap();
+    let accepted: usize = submitted
+        .values()
+        .map(|w| w.jobs.len() + w.batches.iter().map(|b| b.2.len()).sum::<usize>())
+        .sum();
+    eprintln!(
+        "every_202_ends: {accepted} jobs and batch rows accepted, all ended right; \
+         {} events signed by their tenant only; {want_dead} forgeries dead-lettered \
+         ({forged_to_queues} with their reason); producer peak RSS {} MB",
+        seen.len(),
+        peak >> 20
+    );
     assert!(peak < 200 << 20, "producer peak RSS {} MB", peak >> 20);
     let _ = worker.terminate(Duration::from_secs(30));
     infq_common::amqp::close(&amqp, "done").await;

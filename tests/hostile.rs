@@ -145,6 +145,13 @@ async fn hostile_job_messages_cost_only_themselves() {
         )
         .await;
     }
+    // The job's own work, copied onto another model's queue and lane.
+    for (model, lane) in [
+        ("txn-risk", Priority::Interactive),
+        ("credit-default", Priority::Bulk),
+    ] {
+        publish_raw(&env, model, lane, &victim, &forged_tenant.encode()).await;
+    }
     // Out-of-range numbers (one made the claim script fail and stalled
     // every job of its batch), a job nobody accepted, and garbage.
     let mut hostile = Vec::new();
@@ -201,7 +208,7 @@ async fn hostile_job_messages_cost_only_themselves() {
     // Every forgery is a dead letter with its reason.
     // The copy naming another tenant has the job's own work: it runs like
     // a redelivery, changing nothing; the one with other inputs does not.
-    let n = 1 + hostile.len() as u32;
+    let n = 3 + hostile.len() as u32;
     wait_dead(&env, n).await;
     let dead = dead_letters(&env).await;
     assert_eq!(dead.len(), n as usize, "{dead:?}");
@@ -210,6 +217,7 @@ async fn hostile_job_messages_cost_only_themselves() {
     assert_eq!(reasons("retries out of range"), 1, "{dead:?}");
     assert_eq!(reasons("does not match the job"), 1, "{dead:?}");
     assert_eq!(reasons("no record"), 1, "{dead:?}");
+    assert_eq!(reasons("but came from"), 2, "{dead:?}");
     assert_eq!(reasons("malformed job message"), 2, "{dead:?}");
     env.stop().await.unwrap();
 }
@@ -479,6 +487,18 @@ async fn every_state_carries_its_own_error() {
         !v.to_string().contains("out of memory"),
         "an expired job does not report an old error: {v}"
     );
+    // Retried, then cancelled: no error either.
+    let id = infq_common::job::JobId::parse_str(
+        &infq::submit_job(&env.http, &env.base, &body(None)).await,
+    )
+    .unwrap();
+    assert_eq!(store.transition(&id, &retry).await.unwrap(), Applied::Yes);
+    let cancelled = store
+        .cancel(&store.job_key(&id), &id, &[JobStatus::Retrying])
+        .await
+        .unwrap();
+    assert_eq!(cancelled, infq_common::store::Cancelled::Yes);
+    assert!(store.get(&id).await.unwrap().unwrap().error.is_none());
     // No record is made up for a job nobody submitted.
     let stranger = new_job_id();
     assert_eq!(
@@ -531,4 +551,139 @@ async fn a_retry_no_queue_takes_is_not_taken_for_sent() {
     );
     infq_common::amqp::close(&conn, "done").await;
     infq::delete_namespace_named(&settings.namespace).await;
+}
+
+#[tokio::test]
+async fn a_batch_that_ends_otherwise_gives_its_chunks_its_retention() {
+    let (store, settings) = store();
+    let open = infq_common::store::OPEN_TTL_MS as i64;
+    // Cancelled after one chunk was stored.
+    let b = new_batch(4, 2, 1_000);
+    assert!(store.create_batch(&b).await.unwrap());
+    store
+        .write_many(&[Write::Chunk(&chunk(&b, 0, 2))])
+        .await
+        .unwrap();
+    assert!(pttl(&store, &store.chunk_key(&b.id, 0)).await > open - 60_000);
+    let key = store.batch_key(&b.id);
+    let c = store
+        .cancel(&key, &b.id, &[JobStatus::Queued, JobStatus::Running])
+        .await
+        .unwrap();
+    assert_eq!(c, infq_common::store::Cancelled::Yes);
+    let t = pttl(&store, &store.chunk_key(&b.id, 0)).await;
+    assert!(
+        (1..=1_000).contains(&t),
+        "a cancelled batch's chunk: {t} ms"
+    );
+    // Failed after one chunk was stored.
+    let b = new_batch(4, 2, 1_000);
+    assert!(store.create_batch(&b).await.unwrap());
+    store
+        .write_many(&[Write::Chunk(&chunk(&b, 0, 2))])
+        .await
+        .unwrap();
+    store
+        .fail_batch(&b.id, &JobError::new("not_enqueued", "test"))
+        .await
+        .unwrap();
+    let t = pttl(&store, &store.chunk_key(&b.id, 0)).await;
+    assert!((1..=1_000).contains(&t), "a failed batch's chunk: {t} ms");
+    infq::delete_namespace_named(&settings.namespace).await;
+}
+
+#[tokio::test]
+async fn a_replay_reopens_only_what_its_dead_letter_really_names() {
+    let (store, settings) = store();
+    let open = infq_common::store::OPEN_TTL_MS as i64;
+    // A completed batch whose last chunk was dead-lettered.
+    let b = new_batch(4, 2, 1_000);
+    assert!(store.create_batch(&b).await.unwrap());
+    store
+        .write_many(&[Write::Chunk(&chunk(&b, 0, 2))])
+        .await
+        .unwrap();
+    let mut dead = message("credit-default", "1", vec![0.5; 6]);
+    dead.id = b.id;
+    dead.priority = Priority::Bulk;
+    dead.chunk = Some(ChunkRef {
+        index: 1,
+        first_row: 3,
+    });
+    assert_eq!(
+        store
+            .dead_chunk(&dead, "dead_lettered: test")
+            .await
+            .unwrap(),
+        Applied::Completed
+    );
+    // A made-up place is not reopened...
+    let mut forged = dead.clone();
+    forged.chunk = Some(ChunkRef {
+        index: 1,
+        first_row: 1,
+    });
+    assert!(matches!(
+        store.reopen(&forged).await.unwrap(),
+        infq_common::store::Reopened::Forged(_)
+    ));
+    assert_eq!(
+        store.get_batch(&b.id).await.unwrap().unwrap().status,
+        JobStatus::Succeeded
+    );
+    // ...the real one is, and the batch's other results are kept while it
+    // is open again.
+    assert_eq!(
+        store.reopen(&dead).await.unwrap(),
+        infq_common::store::Reopened::Yes
+    );
+    assert!(pttl(&store, &store.chunk_key(&b.id, 0)).await > open - 60_000);
+    infq::delete_namespace_named(&settings.namespace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_a_forged_job_dead_letter_reopens_nothing() {
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let store = env.store();
+    let version = env
+        .settings
+        .registry()
+        .unwrap()
+        .resolve("credit-default")
+        .unwrap()
+        .version
+        .clone();
+    let row = vec![0.0f32, 1500.0, 40000.0];
+    let id = infq::submit_job(
+        &env.http,
+        &env.base,
+        &json!({"model": "credit-default", "inputs": row}),
+    )
+    .await;
+    let mut genuine = message("credit-default", &version, row.clone());
+    genuine.id = infq_common::job::JobId::parse_str(&id).unwrap();
+    let error = JobError::new("dead_lettered", "test");
+    assert_eq!(
+        store.fail_matching(&genuine, &error).await.unwrap(),
+        Applied::Yes
+    );
+    let mut forged = genuine.clone();
+    forged.inputs[1] = 9_999.0;
+    assert!(matches!(
+        store.reopen(&forged).await.unwrap(),
+        infq_common::store::Reopened::Forged(_)
+    ));
+    assert_eq!(
+        store.get(&genuine.id).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+    assert_eq!(
+        store.reopen(&genuine).await.unwrap(),
+        infq_common::store::Reopened::Yes
+    );
+    assert_eq!(
+        store.get(&genuine.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    env.stop().await.unwrap();
 }

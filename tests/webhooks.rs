@@ -1124,6 +1124,17 @@ async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered(
         None,
     )
     .await;
+    // A later attempt of a chain never begun: it must not begin one that
+    // has a single attempt left.
+    let late = finished_job(&env, json!([1, 900, 1000])).await;
+    set_webhook_url(&env, &late, &rx.url("late")).await;
+    publish(
+        &env,
+        hooks.clone(),
+        &forge(&late.to_string(), json!({"attempt": 3})),
+        None,
+    )
+    .await;
     // A bundle mixing a forgery with a genuine event: the forgery alone
     // is dead-lettered, the genuine one is sent.
     let mixed = finished_job(&env, json!([1, 2000, 1000])).await;
@@ -1134,7 +1145,7 @@ async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered(
     ]);
     publish(&env, hooks, &bundle, None).await;
 
-    wait_dead(&env, 7).await;
+    wait_dead(&env, 8).await;
     let hits = rx.wait_hits("mixed", 1, Duration::from_secs(10)).await;
     assert_eq!(hits.len(), 1, "the genuine event of the bundle is sent");
     verify(SECRET_A, &hits[0].headers, &hits[0].body, unix_now()).unwrap();
@@ -1143,6 +1154,10 @@ async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered(
         rx.hits("evil").is_empty(),
         "a forged message got a request signed for acme: {:?}",
         rx.hits("evil")
+    );
+    assert!(
+        rx.hits("late").is_empty(),
+        "a made-up attempt began a chain"
     );
     assert_eq!(rx.hits("acme").len(), 1, "acme's event was not sent again");
     let mut reasons = dead_reasons(&env).await;
@@ -1153,6 +1168,7 @@ async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered(
         "names no batch record",
         "names no job record",
         "names no job record",
+        "never begun",
         "only the record may say",
         "out of range",
     ];

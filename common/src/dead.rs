@@ -79,7 +79,7 @@ fn text(s: &str) -> AMQPValue {
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.
-fn cut(s: &str, max: usize) -> String {
+pub fn cut(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -118,6 +118,21 @@ local function chunk_misfit(f, index, first_row, rows, model, version)
 end
 ";
 
+/// Gives a batch's chunk results (and their dead-letter marks) `keep` ms
+/// from now: the batch's retention once it has ended, or the open TTL
+/// again when it is reopened. `chunk0` is the key of chunk 0, from which
+/// the others' are named.
+const EXPIRE_PARTS: &str = r"
+local function expire_parts(batch, chunk0, keep)
+  local chunks = tonumber(redis.call('HGET', batch, 'chunks')) or 0
+  local base = string.sub(chunk0, 1, -2)
+  for i = 0, chunks - 1 do
+    redis.call('PEXPIRE', base .. i, keep)
+    redis.call('PEXPIRE', base .. i .. ':dead', keep)
+  end
+end
+";
+
 /// Ends a batch whose every chunk is stored, if it is still open, and
 /// gives its chunks' results the batch's retention from now. Returns
 /// whether the batch has completed (now, or before: a retry after a lost
@@ -132,11 +147,7 @@ local function complete(batch, chunk0, now, channel, id, default)
     release(batch, nil)
     local keep = ttl(batch, default)
     redis.call('PEXPIRE', batch, keep)
-    local base = string.sub(chunk0, 1, -2)
-    for i = 0, chunks - 1 do
-      redis.call('PEXPIRE', base .. i, keep)
-      redis.call('PEXPIRE', base .. i .. ':dead', keep)
-    end
+    expire_parts(batch, chunk0, keep)
     redis.call('PUBLISH', channel, id)
     return true
   end
@@ -147,7 +158,7 @@ end
 /// A state script: [`PRELUDE`] and `body`.
 fn script(body: &str) -> Script {
     Script::new(&format!(
-        "local OPEN_TTL_MS = {OPEN_TTL_MS}\n{PRELUDE}{CHUNK_CHECK}{COMPLETE}{body}"
+        "local OPEN_TTL_MS = {OPEN_TTL_MS}\n{PRELUDE}{CHUNK_CHECK}{EXPIRE_PARTS}{COMPLETE}{body}"
     ))
 }
 
@@ -188,8 +199,10 @@ return a
 /// status; ARGV[2] its rank; ARGV[3] TTL (ms); ARGV[4] channel to publish
 /// terminal ids on; ARGV[5] job id; ARGV[6] the digest the record must
 /// keep ('' to skip the check: the caller holds a claimed message);
-/// ARGV[7..] more field/value pairs. The record's `error` is replaced by
-/// the one given, or removed: every state carries its own. Returns 'ok',
+/// ARGV[7..] more field/value pairs; for a batch, KEYS[2] its chunk 0,
+/// so its stored chunks get its retention when it ends. The record's
+/// `error` is replaced by the one given, or removed: every state carries
+/// its own. Returns 'ok',
 /// 'missing' (no record: one is never made from a message), 'forged' (the
 /// digest differs) or the stored status that refused the change.
 static TRANSITION: LazyLock<Script> = LazyLock::new(|| {
@@ -203,6 +216,7 @@ local cur_rank = tonumber(cur[2]) or 0
 if cur_rank >= 2 or rank < cur_rank then return cur[1] end
 redis.call('HDEL', KEYS[1], 'error')
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], unpack(ARGV, 7))
+if KEYS[2] and rank >= 2 then expire_parts(KEYS[1], KEYS[2], ttl(KEYS[1], ARGV[3])) end
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[3]))
 if rank >= 2 then
   release(KEYS[1], nil)
@@ -227,7 +241,7 @@ static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local cur = redis.call('HMGET', KEYS[1], 'status', 'rank', 'digest', 'webhook_url')
 if not cur[1] then return {'missing', 0, 0} end
 if cur[3] and cur[3] ~= ARGV[2] then return {'forged', 0, 0} end
-local hook = cur[4] and 1 or 0
+local hook = (cur[4] and cur[1] ~= 'cancelled') and 1 or 0
 if (tonumber(cur[2]) or 0) >= 2 then return {'skip', hook, 0} end
 local deadline = tonumber(ARGV[3])
 if deadline > 0 and tonumber(ARGV[4]) > deadline then
@@ -257,8 +271,11 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
 for i = 5, #ARGV do
   if st == ARGV[i] then
+    redis.call('HDEL', KEYS[1], 'error')
     redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'finished_at', ARGV[1])
-    redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[4]))
+    local keep = ttl(KEYS[1], ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], keep)
+    if KEYS[2] then expire_parts(KEYS[1], KEYS[2], keep) end
     release(KEYS[1], nil)
     redis.call('PUBLISH', ARGV[2], ARGV[3])
     return 'ok'
@@ -283,10 +300,10 @@ static CLAIM_CHUNK: LazyLock<Script> = LazyLock::new(|| {
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'webhook_url')
 local st = f[1]
 if not st then return {'missing', 0} end
+if st == 'cancelled' or st == 'failed' or st == 'expired' then return {'skip', 0} end
 local misfit = chunk_misfit(f, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 if misfit then return {misfit, 0} end
 local hook = f[7] and 1 or 0
-if st == 'cancelled' or st == 'failed' or st == 'expired' then return {'skip', 0} end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   if st == 'succeeded' then return {'skip', hook} end
   return {'skip', 0}
@@ -364,12 +381,14 @@ return 'dup'
 /// Reopens a dead-lettered job for a replay: `failed` with code
 /// `dead_lettered` goes back to `queued`, and `reopened` counts it (its
 /// next terminal state is a new webhook event); nothing else changes.
-/// KEYS[1] job. Returns 'ok', 'missing' or the status that refused.
+/// KEYS[1] job; ARGV[1] the dead letter's digest, which must be the
+/// record's. Returns 'ok', 'missing', 'forged' or the status that refused.
 static REOPEN_JOB: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local cur = redis.call('HMGET', KEYS[1], 'status', 'error')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'error', 'digest')
 if not cur[1] then return 'missing' end
+if cur[3] and cur[3] ~= ARGV[1] then return 'forged' end
 if cur[1] ~= 'failed' or not cur[2] or not string.find(cur[2], '"code":"dead_lettered"', 1, true) then
   return cur[1]
 end
@@ -383,15 +402,21 @@ return 'ok'
 });
 
 /// Reopens a dead-lettered chunk for a replay: its dead-letter results are
-/// removed and uncounted, and its batch runs again. KEYS[1] batch; KEYS[2]
-/// chunk. Returns 'ok', 'missing', 'not_dead', or the status of a batch
-/// that was cancelled or failed (and so is not reopened).
+/// removed and uncounted, and its batch runs again (its stored chunks
+/// kept while it is open again). KEYS[1] batch; KEYS[2] chunk; KEYS[3]
+/// chunk 0; ARGV[1] index; ARGV[2] first row; ARGV[3] model; ARGV[4]
+/// version, as the dead letter says. Returns 'ok', 'missing', 'not_dead',
+/// why the chunk does not fit its batch, or the status of a batch that
+/// was cancelled or failed (and so is not reopened).
 static REOPEN_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local st = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version')
+local st = f[1]
 if not st then return 'missing' end
 if st == 'cancelled' or st == 'failed' then return st end
+local misfit = chunk_misfit(f, ARGV[1], ARGV[2], '', ARGV[3], ARGV[4])
+if misfit then return misfit end
 local rows = tonumber(redis.call('GET', KEYS[2] .. ':dead'))
 if not rows then return 'not_dead' end
 redis.call('DEL', KEYS[2], KEYS[2] .. ':dead')
@@ -401,7 +426,9 @@ if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
   redis.call('HDEL', KEYS[1], 'finished_at')
   redis.call('HINCRBY', KEYS[1], 'reopened', 1)
-  redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], 0))
+  local keep = ttl(KEYS[1], 0)
+  redis.call('PEXPIRE', KEYS[1], keep)
+  expire_parts(KEYS[1], KEYS[3], keep)
 end
 return 'ok'
 ",
@@ -724,6 +751,18 @@ pub struct BatchRecord {
     pub outputs: Vec<String>,
 }
 
+/// What a replay's reopen did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reopened {
+    /// Reopened: the job or chunk runs again.
+    Yes,
+    /// Not dead-lettered (any more, or yet): nothing reopened.
+    No,
+    /// The dead letter is not the message its job was accepted with, or
+    /// does not fit its batch: it names nothing to reopen.
+    Forged(String),
+}
+
 /// What a cancellation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
@@ -966,6 +1005,10 @@ impl JobStore {
         from: &[JobStatus],
     ) -> Result<Cancelled, StoreError> {
         let mut inv = CANCEL.key(key);
+        if key == self.batch_key(id) {
+            // Its stored chunks get its retention too.
+            inv.key(self.chunk_key(id, 0));
+        }
         inv.arg(crate::job::now_ms())
             .arg(self.done_channel())
             .arg(id.to_string())
@@ -1025,7 +1068,8 @@ impl JobStore {
     /// Marks a batch failed (e.g. its chunks could not all be enqueued).
     pub async fn fail_batch(&self, id: &JobId, error: &JobError) -> Result<(), StoreError> {
         let mut inv = TRANSITION.key(self.batch_key(id));
-        inv.arg("failed")
+        inv.key(self.chunk_key(id, 0))
+            .arg("failed")
             .arg(2)
             .arg(self.ttl_ms)
             .arg(self.done_channel())
@@ -1192,21 +1236,37 @@ impl JobStore {
         Ok(v.as_ref().and_then(text_of).as_deref() == Some("ok"))
     }
 
-    /// Reopens a dead-lettered job or chunk before a replay; `Ok(true)` if
-    /// it can run again.
-    pub async fn reopen(&self, id: &JobId, chunk: Option<u32>) -> Result<bool, StoreError> {
-        let inv = match chunk {
-            None => REOPEN_JOB.key(self.job_key(id)),
-            Some(index) => {
+    /// Reopens the job or chunk a dead letter names before a replay, if
+    /// the dead letter is the one its record was accepted with (or fits
+    /// its batch).
+    pub async fn reopen(&self, msg: &crate::message::JobMessage) -> Result<Reopened, StoreError> {
+        let id = &msg.id;
+        let inv = match msg.chunk {
+            None => {
+                let mut inv = REOPEN_JOB.key(self.job_key(id));
+                inv.arg(msg.digest());
+                inv
+            }
+            Some(c) => {
                 let mut inv = REOPEN_CHUNK.key(self.batch_key(id));
-                inv.key(self.chunk_key(id, index));
+                inv.key(self.chunk_key(id, c.index))
+                    .key(self.chunk_key(id, 0))
+                    .arg(c.index)
+                    .arg(c.first_row)
+                    .arg(&msg.model)
+                    .arg(&msg.version);
                 inv
             }
         };
         let mut pipe = redis::pipe();
         pipe.invoke_script(&inv);
         let v = self.run(&pipe).await?.pop();
-        Ok(v.as_ref().and_then(text_of).as_deref() == Some("ok"))
+        Ok(match v.as_ref().and_then(text_of).as_deref() {
+            Some("ok") => Reopened::Yes,
+            Some("forged") => Reopened::Forged("it does not match the job its record holds".into()),
+            Some(r) if r.starts_with("chunk ") => Reopened::Forged(r.to_string()),
+            _ => Reopened::No,
+        })
     }
 
     /// Runs a pipeline of script calls; after a Redis restart the scripts

@@ -190,10 +190,11 @@ end
 ";
 
 /// The longest an open subject counts against its tenant's `max_queued`
-/// when it never ends (its record expired, its message was dropped): its
-/// retention, and at least a day, so a short retention does not free the
-/// quota of jobs still waiting in the queue.
-pub const QUOTA_HORIZON_MS: u64 = 24 * 3600 * 1000;
+/// when it never ends (its message was dropped): its retention, and at
+/// least as long as a record of open work is kept
+/// ([`OPEN_TTL_MS`](crate::store::OPEN_TTL_MS)), so a long backlog does not
+/// free the quota of jobs still waiting in the queue.
+pub const QUOTA_HORIZON_MS: u64 = crate::store::OPEN_TTL_MS;
 
 /// [`ADMIT_FN`] alone. KEYS: the three [`QuotaCheck::keys`]; ARGV: its
 /// seven args.

@@ -381,6 +381,11 @@ impl Topology {
 /// it refused the message (see [`crate::dead`]), else the broker's, from
 /// its `x-first-death-*` headers.
 pub fn death_reason(props: &BasicProperties) -> String {
+    // The headers are the publisher's to write: a reason is cut short.
+    crate::dead::cut(&death_reason_uncut(props), crate::dead::MAX_REASON_BYTES)
+}
+
+fn death_reason_uncut(props: &BasicProperties) -> String {
     if let Some(reason) = crate::dead::reason_of(props) {
         let queue = crate::dead::queue_of(props).unwrap_or_else(|| "a queue".into());
         return format!("refused by infq on {queue}: {reason}");

@@ -18,6 +18,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use infq_common::job::JobStatus;
 use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::store::Reopened;
 use infq_common::topology::{death_reason, Topology};
 use infq_common::webhooks::event::decode_all;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
@@ -39,6 +40,9 @@ enum Reopen {
     /// Its record ended otherwise, or is gone: the dead letter has nothing
     /// left to do.
     Settled,
+    /// The dead letter is not the message its job was accepted with (or
+    /// does not fit its batch): it is removed, and nothing is reopened.
+    Forged(String),
 }
 
 /// Reopens `msg`'s job or chunk if it is recorded as dead-lettered. A
@@ -50,17 +54,18 @@ async fn reopen(
     state: &AppState,
     msg: &JobMessage,
 ) -> Result<Reopen, infq_common::store::StoreError> {
-    let chunk = msg.chunk.map(|c| c.index);
-    if state.store.reopen(&msg.id, chunk).await? {
-        return Ok(Reopen::Reopened);
+    match state.store.reopen(msg).await? {
+        Reopened::Yes => return Ok(Reopen::Reopened),
+        Reopened::Forged(why) => return Ok(Reopen::Forged(why)),
+        Reopened::No => {}
     }
     if let Some(standing) = not_yet_recorded(state, msg).await? {
         return Ok(Reopen::NotYetRecorded(standing));
     }
-    Ok(if state.store.reopen(&msg.id, chunk).await? {
-        Reopen::Reopened
-    } else {
-        Reopen::Settled
+    Ok(match state.store.reopen(msg).await? {
+        Reopened::Yes => Reopen::Reopened,
+        Reopened::Forged(why) => Reopen::Forged(why),
+        Reopened::No => Reopen::Settled,
     })
 }
 
@@ -348,6 +353,13 @@ pub async fn replay(
                     "not recorded as dead-lettered yet ({standing}); kept for a later replay"
                 )}));
                 kept.push(d);
+                continue;
+            }
+            Ok(Reopen::Forged(why)) => {
+                problems.push(json!({"id": id, "reason": format!(
+                    "{why}: not replayed; removed"
+                )}));
+                let _ = d.acker.ack(BasicAckOptions::default()).await;
                 continue;
             }
             Ok(Reopen::Settled) => {

@@ -351,6 +351,26 @@ async fn route_job(
     ctx: &ConsumerCtx,
 ) -> bool {
     let (lane, route) = (queue.lane, &*queue.route);
+    if msg.model != route.name || msg.priority != lane {
+        // A message copied onto another model's queue must not run on
+        // that model: its output would be stored as the job's.
+        let reason = format!(
+            "it names {} ({}) but came from {}",
+            msg.model,
+            msg.priority.as_str(),
+            queue.name
+        );
+        let pending = Pending {
+            msg,
+            delivery,
+            lane,
+            received: Instant::now(),
+            span,
+            webhook: false,
+        };
+        ctx.requeuer.dead_letter(vec![(pending, reason)]).await;
+        return true;
+    }
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name.clone()).record(queue_wait);
     let Ok(found) = route.lanes_of(&msg.version).await else {
@@ -453,12 +473,9 @@ async fn fail_or_dead_letter(
         }
     };
     match applied {
-        Applied::Yes => {}
-        Applied::Refused(_) => {
-            // Ended before: nothing more to do.
-            let _ = pending.delivery.ack().await;
-            return true;
-        }
+        // Failed now, or ended before (perhaps by this very message, whose
+        // event could not be published then): announce it if due.
+        Applied::Yes | Applied::Refused(_) => {}
         _ => {
             let why = "it matches no job record".to_string();
             ctx.requeuer
@@ -467,10 +484,19 @@ async fn fail_or_dead_letter(
             return true;
         }
     }
-    pending.webhook = matches!(
-        ctx.store.get(&pending.msg.id).await,
-        Ok(Some(rec)) if rec.webhook_url.is_some()
-    );
+    pending.webhook = match ctx.store.get(&pending.msg.id).await {
+        Ok(Some(rec)) => {
+            rec.webhook_url.is_some()
+                && rec.status.is_terminal()
+                && rec.status != infq_common::job::JobStatus::Cancelled
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a failed job's record");
+            let _ = pending.delivery.reject(true).await;
+            return true;
+        }
+    };
     let due: Vec<_> = pending.event().into_iter().collect();
     if ctx.events.publish(due).await.is_ok() {
         let _ = pending.delivery.ack().await;

@@ -8,9 +8,9 @@
 
 use crate::webhooks::events::Events;
 use futures_util::StreamExt;
-use infq_common::job::JobError;
+use infq_common::job::{JobError, JobStatus};
 use infq_common::message::JobMessage;
-use infq_common::store::{Applied, JobStore};
+use infq_common::store::{Applied, JobStore, StoreError};
 use infq_common::topology::death_reason;
 use infq_common::webhooks::event::{EventMessage, SubjectKind};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -19,7 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Records one dead letter; `Err` means Redis could not take it now.
+/// Longest reason stored with each row of a dead-lettered chunk.
+const MAX_ROW_REASON_BYTES: usize = 256;
+
+/// Records one dead letter; `Err` means Redis could not take it.
 ///
 /// A dead letter is as untrusted as any message (anyone who can publish to
 /// the broker can publish to `<ns>.dead`): a job is recorded only if its
@@ -30,47 +33,42 @@ pub async fn record(
     store: &JobStore,
     data: &[u8],
     props: &BasicProperties,
-) -> Result<Vec<EventMessage>, String> {
+) -> Result<Vec<EventMessage>, StoreError> {
     let Ok(msg) = JobMessage::decode(data) else {
         return Ok(Vec::new());
     };
     let reason = death_reason(props);
-    let (applied, kind) = match msg.chunk {
-        None => (
-            store
-                .fail_matching(&msg, &JobError::new("dead_lettered", reason))
-                .await,
-            SubjectKind::Job,
-        ),
-        Some(_) => (
-            store
-                .dead_chunk(&msg, &format!("dead_lettered: {reason}"))
-                .await,
-            SubjectKind::Batch,
-        ),
-    };
-    let due = match applied.map_err(|e| e.to_string())? {
-        Applied::Yes if kind == SubjectKind::Job => true,
-        Applied::Completed => true,
-        _ => false,
+    let due = match msg.chunk {
+        None => {
+            let error = JobError::new("dead_lettered", reason);
+            match store.fail_matching(&msg, &error).await? {
+                // Recorded now, or before (a redelivery after a failed
+                // publish): the event is due either way, and the
+                // dispatcher sends it once.
+                Applied::Yes => true,
+                Applied::Refused(st) => st.is_terminal() && st != JobStatus::Cancelled,
+                _ => false,
+            }
+        }
+        Some(_) => {
+            let error = format!(
+                "dead_lettered: {}",
+                infq_common::dead::cut(&reason, MAX_ROW_REASON_BYTES)
+            );
+            store.dead_chunk(&msg, &error).await? == Applied::Completed
+        }
     };
     if !due {
         return Ok(Vec::new());
     }
-    // The event goes out if the record asks for one; a redelivery after a
-    // failed publish finds the write done already, and the dispatcher
-    // sends nothing twice.
+    let kind = match msg.chunk {
+        None => SubjectKind::Job,
+        Some(_) => SubjectKind::Batch,
+    };
     let webhook = match kind {
-        SubjectKind::Job => store
-            .get(&msg.id)
-            .await
-            .map(|r| r.and_then(|r| r.webhook_url)),
-        SubjectKind::Batch => store
-            .get_batch(&msg.id)
-            .await
-            .map(|r| r.and_then(|r| r.webhook_url)),
-    }
-    .map_err(|e| e.to_string())?;
+        SubjectKind::Job => store.get(&msg.id).await?.and_then(|r| r.webhook_url),
+        SubjectKind::Batch => store.get_batch(&msg.id).await?.and_then(|r| r.webhook_url),
+    };
     Ok(webhook
         .map(|_| EventMessage::new(kind, msg.id))
         .into_iter()
@@ -96,14 +94,23 @@ pub async fn recorder_task(
             None => return "consumer closed",
         };
         let recorded = match record(&store, &delivery.data, &delivery.properties).await {
-            Ok(due) => events.publish(due).await,
-            Err(e) => Err(e),
+            Ok(due) => events.publish(due).await.map_err(|e| (e, true)),
+            Err(e) => {
+                let retry = e.is_retryable();
+                Err((e.to_string(), retry))
+            }
         };
         match recorded {
             Ok(()) => {
                 let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             }
-            Err(e) => {
+            Err((e, false)) => {
+                // Redis refused it for good: trying again would stall every
+                // dead letter behind it. The copy in `<ns>.dead` stays.
+                tracing::warn!(error = %e, "a dead letter cannot be recorded; skipping it");
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            }
+            Err((e, true)) => {
                 tracing::warn!(error = %e, "could not record a dead letter; it stays queued");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let _ = delivery

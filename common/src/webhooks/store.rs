@@ -195,7 +195,9 @@ fn script(body: &str) -> Script {
 
 /// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
 /// url; ARGV[3] TTL (ms); ARGV[4] kind; ARGV[5] attempts the message says
-/// were made; ARGV[6] '1' if the record may be created. Returns {verdict,
+/// were made; ARGV[6] '1' if the record may be created (only ever by a
+/// chain's first attempt: a made-up later one must not shorten the
+/// schedule of the event it names). Returns {verdict,
 /// id, type, body}. A message of an older chain, or a copy of one whose
 /// attempt was already made, is 'stale'; one whose subject was erased is
 /// 'erased', one that finds no record it may not create 'missing' (and
@@ -205,7 +207,7 @@ static BEGIN: LazyLock<Script> = LazyLock::new(|| {
         r"
 if erased(KEYS[1]) then return {'erased'} end
 local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body', 'tries')
-if not r[1] and ARGV[6] ~= '1' then return {'missing'} end
+if not r[1] and (ARGV[6] ~= '1' or ARGV[5] ~= '0') then return {'missing'} end
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4], 'tries', 0)
   redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))

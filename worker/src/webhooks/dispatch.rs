@@ -467,6 +467,12 @@ impl Dispatcher {
                     .map_err(|e| e.to_string())?;
                 e
             }
+            (Begin::Missing, _) if msg.attempt > 0 => {
+                return Ok(Step::Refused(format!(
+                    "attempt {} of an event chain that was never begun",
+                    msg.attempt
+                )))
+            }
             (Begin::Go(None), None) | (Begin::Missing, _) => {
                 return Ok(Step::Refused(subject::superseded(msg, gen)))
             }
