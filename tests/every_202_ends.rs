@@ -292,8 +292,14 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         for (index, first_row) in [
             (rec.chunks, u64::from(rec.chunks * rec.chunk_rows) + 1),
             (0, 5),
+            (1, u64::from(rec.chunk_rows) + 1),
         ] {
-            let mut m = job_message(model, &version(model), vec![0.5; spec.width()]);
+            let rows = if index == 1 {
+                rec.chunk_rows as usize
+            } else {
+                1
+            };
+            let mut m = job_message(model, &version(model), vec![0.5; spec.width() * rows]);
             m.id = rec.id;
             m.priority = Priority::Bulk;
             m.chunk = Some(ChunkRef { index, first_row });

@@ -152,10 +152,11 @@ impl JobMessage {
         }
     }
 
-    /// The digest a job's record keeps of the work its message names:
-    /// model, version, lane, deadline and every input, bit for bit. A
-    /// message for the job's id whose digest differs was not published by
-    /// the producer that accepted the job, and does not run.
+    /// The digest a job's record (or a chunk's batch) keeps of the work its
+    /// message names: model, version, lane, deadline, the chunk's place and
+    /// every input, bit for bit. A message for the job's id (or the
+    /// chunk's place) whose digest differs was not published by the
+    /// producer that accepted the job, and does not run.
     pub fn digest(&self) -> String {
         let mut bytes = Vec::with_capacity(64 + self.inputs.len() * 4);
         for part in [self.model.as_bytes(), self.version.as_bytes()] {
@@ -164,6 +165,10 @@ impl JobMessage {
         }
         bytes.push(self.priority as u8);
         bytes.extend_from_slice(&self.deadline_at_ms.unwrap_or(0).to_le_bytes());
+        if let Some(c) = self.chunk {
+            bytes.extend_from_slice(&c.index.to_le_bytes());
+            bytes.extend_from_slice(&c.first_row.to_le_bytes());
+        }
         for v in &self.inputs {
             bytes.extend_from_slice(&v.to_bits().to_le_bytes());
         }

@@ -102,9 +102,11 @@ end
 
 /// Checks that a chunk message's place agrees with its batch (fields
 /// `total`, `chunk_rows`, `chunks`, `model`, `version` in `f[2..6]`):
-/// index, first row, row count and model. Returns why not, or nil. A chunk
-/// message is untrusted: a made-up index must not finish a batch early or
-/// count rows twice.
+/// index, first row, row count and model (`chunk_misfit`); and that its
+/// digest is the one the producer noted for that place (`chunk_forged`; a
+/// batch of an earlier release has none). Each returns why not, or nil. A
+/// chunk message is untrusted: a made-up one must not finish a batch
+/// early, count rows twice, or run other inputs as the batch's.
 const CHUNK_CHECK: &str = r"
 local function chunk_misfit(f, index, first_row, rows, model, version)
   local total, per, chunks = tonumber(f[2]) or 0, tonumber(f[3]) or 0, tonumber(f[4]) or 0
@@ -114,6 +116,11 @@ local function chunk_misfit(f, index, first_row, rows, model, version)
   local want = math.min(per, total - index * per)
   if rows ~= '' and tonumber(rows) ~= want then return 'chunk row count does not match its batch' end
   if f[5] ~= model or f[6] ~= version then return 'chunk model does not match its batch' end
+  return nil
+end
+local function chunk_forged(digests, index, digest)
+  local want = redis.call('HGET', digests, index)
+  if want and want ~= digest then return 'chunk inputs do not match its batch' end
   return nil
 end
 ";
@@ -287,8 +294,9 @@ return st
 });
 
 /// A worker takes a bulk chunk. KEYS[1] batch; KEYS[2] chunk result;
-/// ARGV[1] now (ms); ARGV[2] TTL (ms); ARGV[3] chunk index; ARGV[4] its
-/// first row; ARGV[5] its rows; ARGV[6] model; ARGV[7] version. Returns
+/// KEYS[3] the batch's chunk digests; ARGV[1] now (ms); ARGV[2] TTL (ms);
+/// ARGV[3] chunk index; ARGV[4] its first row; ARGV[5] its rows; ARGV[6]
+/// model; ARGV[7] version; ARGV[8] the message's digest. Returns
 /// {what, webhook}: what is 'run', 'skip' (stored before, or the batch
 /// ended), 'missing' (no batch) or the reason the chunk does not fit its
 /// batch; webhook is 1 when the batch asks for a callback (announced once
@@ -302,6 +310,7 @@ local st = f[1]
 if not st then return {'missing', 0} end
 if st == 'cancelled' or st == 'failed' or st == 'expired' then return {'skip', 0} end
 local misfit = chunk_misfit(f, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+  or chunk_forged(KEYS[3], ARGV[3], ARGV[8])
 if misfit then return {misfit, 0} end
 local hook = f[7] and 1 or 0
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -347,10 +356,10 @@ return 'dup'
 
 /// Records a dead-lettered chunk: every row of it fails with the given
 /// error, once, and the batch counts them. KEYS[1] batch; KEYS[2] chunk;
-/// KEYS[3] chunk 0; ARGV[1] chunk index; ARGV[2] the error as a JSON
-/// string; ARGV[3] TTL (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6]
-/// batch id; ARGV[7] the message's first row; ARGV[8] model; ARGV[9]
-/// version. Returns 'done' (the batch has completed), 'ok', 'dup',
+/// KEYS[3] chunk 0; KEYS[4] the batch's chunk digests; ARGV[1] chunk
+/// index; ARGV[2] the error as a JSON string; ARGV[3] TTL (ms); ARGV[4]
+/// now (ms); ARGV[5] channel; ARGV[6] batch id; ARGV[7] the message's
+/// first row; ARGV[8] model; ARGV[9] version; ARGV[10] its digest. Returns 'done' (the batch has completed), 'ok', 'dup',
 /// 'missing', or why the chunk does not fit its batch.
 static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -358,6 +367,7 @@ static DEAD_CHUNK: LazyLock<Script> = LazyLock::new(|| {
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'erased')
 if not f[1] or f[7] then return 'missing' end
 local misfit = chunk_misfit(f, ARGV[1], ARGV[7], '', ARGV[8], ARGV[9])
+  or chunk_forged(KEYS[4], ARGV[1], ARGV[10])
 if misfit then return misfit end
 local keep = ttl(KEYS[1], ARGV[3])
 local per = tonumber(f[3])
@@ -404,8 +414,9 @@ return 'ok'
 /// Reopens a dead-lettered chunk for a replay: its dead-letter results are
 /// removed and uncounted, and its batch runs again (its stored chunks
 /// kept while it is open again). KEYS[1] batch; KEYS[2] chunk; KEYS[3]
-/// chunk 0; ARGV[1] index; ARGV[2] first row; ARGV[3] model; ARGV[4]
-/// version, as the dead letter says. Returns 'ok', 'missing', 'not_dead',
+/// chunk 0; KEYS[4] the batch's chunk digests; ARGV[1] index; ARGV[2]
+/// first row; ARGV[3] model; ARGV[4] version; ARGV[5] digest, as the dead
+/// letter says. Returns 'ok', 'missing', 'not_dead',
 /// why the chunk does not fit its batch, or the status of a batch that
 /// was cancelled or failed (and so is not reopened).
 static REOPEN_CHUNK: LazyLock<Script> = LazyLock::new(|| {
@@ -416,6 +427,7 @@ local st = f[1]
 if not st then return 'missing' end
 if st == 'cancelled' or st == 'failed' then return st end
 local misfit = chunk_misfit(f, ARGV[1], ARGV[2], '', ARGV[3], ARGV[4])
+  or chunk_forged(KEYS[4], ARGV[1], ARGV[5])
 if misfit then return misfit end
 local rows = tonumber(redis.call('GET', KEYS[2] .. ':dead'))
 if not rows then return 'not_dead' end
@@ -457,7 +469,7 @@ local base = string.match(KEYS[1], '^(.*):[a-z]+$')
 for i = 0, (tonumber(f[2]) or 0) - 1 do
   redis.call('DEL', base .. ':chunk:' .. i, base .. ':chunk:' .. i .. ':dead')
 end
-redis.call('DEL', base .. ':webhook', base .. ':deliveries')
+redis.call('DEL', base .. ':webhook', base .. ':deliveries', base .. ':digests')
 for i = 1, tonumber(f[3]) or 0 do redis.call('DEL', base .. ':webhook:' .. i) end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'erased', 1)
@@ -816,6 +828,12 @@ impl JobStore {
         format!("{}:{{{id}}}:chunk:{index}", self.ns)
     }
 
+    /// The key of a batch's chunk digests (chunk index -> digest of the
+    /// message the producer published for it).
+    pub fn chunk_digests_key(&self, id: &JobId) -> String {
+        format!("{}:{{{id}}}:digests", self.ns)
+    }
+
     /// The channel terminal job ids are published on.
     pub fn done_channel(&self) -> String {
         format!("{}:done", self.ns)
@@ -981,13 +999,15 @@ impl JobStore {
                     });
                     let mut inv = CLAIM_CHUNK.key(self.batch_key(&msg.id));
                     inv.key(self.chunk_key(&msg.id, c.index))
+                        .key(self.chunk_digests_key(&msg.id))
                         .arg(now)
                         .arg(self.ttl_ms)
                         .arg(c.index)
                         .arg(c.first_row)
                         .arg(*rows)
                         .arg(&msg.model)
-                        .arg(&msg.version);
+                        .arg(&msg.version)
+                        .arg(msg.digest());
                     pipe.invoke_script(&inv);
                 }
             }
@@ -1063,6 +1083,32 @@ impl JobStore {
         let mut c = self.conn.clone();
         let created: i64 = inv.invoke_async(&mut c).await?;
         Ok(created == 1)
+    }
+
+    /// Notes the digest of the message of chunk `index` of a batch, before
+    /// it is published: a message for that place with other work is then
+    /// refused. Kept as long as open work is ([`OPEN_TTL_MS`]): it only
+    /// matters while the chunk may still be queued.
+    pub async fn note_chunk_digest(
+        &self,
+        batch: &JobId,
+        index: u32,
+        digest: &str,
+    ) -> Result<(), StoreError> {
+        let key = self.chunk_digests_key(batch);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(index)
+            .arg(digest)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(OPEN_TTL_MS)
+            .ignore();
+        let mut c = self.conn.clone();
+        pipe.query_async::<()>(&mut c).await?;
+        Ok(())
     }
 
     /// Marks a batch failed (e.g. its chunks could not all be enqueued).
@@ -1143,7 +1189,7 @@ impl JobStore {
 
     /// Deletes a batch's record and results (after a failed enqueue).
     pub async fn delete_batch(&self, id: &JobId, chunks: u32) -> Result<(), StoreError> {
-        let mut keys = vec![self.batch_key(id)];
+        let mut keys = vec![self.batch_key(id), self.chunk_digests_key(id)];
         keys.extend((0..chunks).map(|i| self.chunk_key(id, i)));
         let mut c = self.conn.clone();
         for part in keys.chunks(1000) {
@@ -1168,6 +1214,7 @@ impl JobStore {
         let mut inv = DEAD_CHUNK.key(self.batch_key(batch));
         inv.key(self.chunk_key(batch, c.index))
             .key(self.chunk_key(batch, 0))
+            .key(self.chunk_digests_key(batch))
             .arg(c.index)
             .arg(serde_json::to_string(error).expect("a string serialises"))
             .arg(self.ttl_ms)
@@ -1176,7 +1223,8 @@ impl JobStore {
             .arg(batch.to_string())
             .arg(c.first_row)
             .arg(&msg.model)
-            .arg(&msg.version);
+            .arg(&msg.version)
+            .arg(msg.digest());
         let mut pipe = redis::pipe();
         pipe.invoke_script(&inv);
         let v = self.run(&pipe).await?.pop();
@@ -1251,10 +1299,12 @@ impl JobStore {
                 let mut inv = REOPEN_CHUNK.key(self.batch_key(id));
                 inv.key(self.chunk_key(id, c.index))
                     .key(self.chunk_key(id, 0))
+                    .key(self.chunk_digests_key(id))
                     .arg(c.index)
                     .arg(c.first_row)
                     .arg(&msg.model)
-                    .arg(&msg.version);
+                    .arg(&msg.version)
+                    .arg(msg.digest());
                 inv
             }
         };

@@ -412,6 +412,12 @@ async fn publish_chunks(
                 tenant: None,
                 retention_ms: None,
             };
+            // Noted before it is published, so no other message for this
+            // place of the batch can run.
+            state
+                .store
+                .note_chunk_digest(&batch.id, index as u32, &msg.digest())
+                .await?;
             state.publisher.publish(&msg).await.map_err(ApiError::from)
         })
         .buffer_unordered(window)
