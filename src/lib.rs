@@ -11,6 +11,7 @@ pub mod tls;
 
 use anyhow::Context;
 use infq_common::config::Settings;
+use infq_common::message::JobMessage;
 use infq_common::registry::Registry;
 use infq_common::shutdown::CancellationToken;
 use infq_worker::WorkerHandle;
@@ -342,6 +343,27 @@ pub fn txn_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
             row
         })
         .collect()
+}
+
+/// A job message for `model@version` with `inputs`, made up as anyone with
+/// access to the broker could (an interactive job with a new id): the
+/// tests of what a worker does with messages it did not get from a
+/// producer start from it.
+pub fn made_up_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessage {
+    JobMessage {
+        id: infq_common::job::new_job_id(),
+        model: model.into(),
+        version: version.into(),
+        priority: infq_common::job::Priority::Interactive,
+        inputs,
+        created_at_ms: infq_common::job::now_ms(),
+        deadline_at_ms: None,
+        chunk: None,
+        retries: 0,
+        webhook_url: None,
+        tenant: None,
+        retention_ms: None,
+    }
 }
 
 /// Submits a job body to `POST /v1/jobs`, asserts `202`, returns its id.

@@ -15,7 +15,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use infq::procs::start_pair;
 use infq_common::job::{new_job_id, JobId, Priority};
-use infq_common::message::{ChunkRef, JobMessage};
+use infq_common::message::ChunkRef;
 use infq_common::tenants::TenantStore;
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{EventMessage, SubjectKind};
@@ -86,23 +86,6 @@ async fn publish(ch: &lapin::Channel, exchange: &str, key: &str, id: &str, body:
     .unwrap()
     .await
     .unwrap();
-}
-
-fn job_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessage {
-    JobMessage {
-        id: new_job_id(),
-        model: model.into(),
-        version: version.into(),
-        priority: Priority::Interactive,
-        inputs,
-        created_at_ms: infq_common::job::now_ms(),
-        deadline_at_ms: None,
-        chunk: None,
-        retries: 0,
-        webhook_url: None,
-        tenant: None,
-        retention_ms: None,
-    }
 }
 
 /// Work a tenant submitted: single jobs (id, model, row) and batches (id,
@@ -255,7 +238,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
     ] {
         let key = Topology::routing_key(model, lane);
         publish(&ch, &jobs_x, &key, "garbage", b"\x00\x01 not a message").await;
-        let mut m = job_message(
+        let mut m = infq::made_up_message(
             model,
             &version(model),
             vec![0.0; registry.resolve(model).unwrap().width()],
@@ -269,7 +252,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         forged_to_queues += 3;
     }
     for (id, model, row) in fast.jobs.iter().step_by(10) {
-        let mut m = job_message(
+        let mut m = infq::made_up_message(
             model,
             &version(model),
             row.iter().map(|v| v + 1.0).collect(),
@@ -299,7 +282,8 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
             } else {
                 1
             };
-            let mut m = job_message(model, &version(model), vec![0.5; spec.width() * rows]);
+            let mut m =
+                infq::made_up_message(model, &version(model), vec![0.5; spec.width() * rows]);
             m.id = rec.id;
             m.priority = Priority::Bulk;
             m.chunk = Some(ChunkRef { index, first_row });
@@ -309,7 +293,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         }
     }
     // A retry tier: it hands what it holds back to the job queues.
-    let mut m = job_message(
+    let mut m = infq::made_up_message(
         "credit-default",
         &version("credit-default"),
         vec![1.0, 2.0, 3.0],
@@ -345,14 +329,14 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
     // Dead letters nobody dead-lettered: a job's with other inputs, and a
     // chunk out of range. The recorder must change nothing for either.
     let (id, model, row) = &fast.jobs[1];
-    let mut m = job_message(
+    let mut m = infq::made_up_message(
         model,
         &version(model),
         row.iter().map(|v| v * 2.0).collect(),
     );
     m.id = JobId::parse_str(id).unwrap();
     publish(&ch, &topology.dead_exchange(), "", id, &m.encode()).await;
-    let mut m = job_message("credit-default", &version("credit-default"), vec![0.5; 3]);
+    let mut m = infq::made_up_message("credit-default", &version("credit-default"), vec![0.5; 3]);
     m.id = JobId::parse_str(&fast.batches[0].0).unwrap();
     m.chunk = Some(ChunkRef {
         index: 9_999,

@@ -8,7 +8,7 @@
 
 use infq::{test_settings, TestEnv};
 use infq_common::job::{new_job_id, JobError, JobStatus, Priority};
-use infq_common::message::{ChunkRef, JobMessage};
+use infq_common::message::ChunkRef;
 use infq_common::store::{Applied, ChunkResult, JobStore, NewBatch, Transition, Write};
 use infq_common::topology::Topology;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -81,23 +81,6 @@ async fn wait_dead(env: &TestEnv, n: u32) {
     panic!("fewer than {n} dead letters");
 }
 
-fn message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessage {
-    JobMessage {
-        id: new_job_id(),
-        model: model.into(),
-        version: version.into(),
-        priority: Priority::Interactive,
-        inputs,
-        created_at_ms: infq_common::job::now_ms(),
-        deadline_at_ms: None,
-        chunk: None,
-        retries: 0,
-        webhook_url: None,
-        tenant: None,
-        retention_ms: None,
-    }
-}
-
 async fn start_worker(env: &mut TestEnv) {
     let registry = env.settings.registry().unwrap();
     let shutdown = env.shutdown_token();
@@ -129,11 +112,12 @@ async fn hostile_job_messages_cost_only_themselves() {
     )
     .await;
     let victim_id = infq_common::job::JobId::parse_str(&victim).unwrap();
-    let mut forged_tenant = message("credit-default", &version, row.to_vec());
+    let mut forged_tenant = infq::made_up_message("credit-default", &version, row.to_vec());
     forged_tenant.id = victim_id;
     forged_tenant.tenant = Some("intruder".into());
     forged_tenant.webhook_url = Some("http://127.0.0.1:9/steal".into());
-    let mut forged_inputs = message("credit-default", &version, vec![1.0, 2500.0, 10.0]);
+    let mut forged_inputs =
+        infq::made_up_message("credit-default", &version, vec![1.0, 2500.0, 10.0]);
     forged_inputs.id = victim_id;
     for m in [&forged_tenant, &forged_inputs] {
         publish_raw(
@@ -156,14 +140,14 @@ async fn hostile_job_messages_cost_only_themselves() {
     // every job of its batch), a job nobody accepted, and garbage.
     let mut hostile = Vec::new();
     for _ in 0..5 {
-        let mut m = message("credit-default", &version, row.to_vec());
+        let mut m = infq::made_up_message("credit-default", &version, row.to_vec());
         m.retention_ms = Some(u64::MAX);
         hostile.push(m.encode());
     }
-    let mut m = message("credit-default", &version, row.to_vec());
+    let mut m = infq::made_up_message("credit-default", &version, row.to_vec());
     m.retries = u32::MAX;
     hostile.push(m.encode());
-    let unknown = message("credit-default", &version, row.to_vec());
+    let unknown = infq::made_up_message("credit-default", &version, row.to_vec());
     hostile.push(unknown.encode());
     hostile.push(b"\xff\xfe not json".to_vec());
     hostile.push(b"{\"id\":\"x\"}".to_vec());
@@ -251,7 +235,7 @@ async fn forged_chunks_neither_finish_a_batch_nor_count_twice() {
     let (chunks, per) = (rec.chunks, rec.chunk_rows);
     assert!(chunks >= 2);
     let forge = |index: u32, first_row: u64, n: usize| {
-        let mut m = message("credit-default", &version, vec![0.5; 3 * n]);
+        let mut m = infq::made_up_message("credit-default", &version, vec![0.5; 3 * n]);
         m.id = id;
         m.priority = Priority::Bulk;
         m.chunk = Some(ChunkRef { index, first_row });
@@ -605,7 +589,7 @@ async fn a_replay_reopens_only_what_its_dead_letter_really_names() {
         .write_many(&[Write::Chunk(&chunk(&b, 0, 2))])
         .await
         .unwrap();
-    let mut dead = message("credit-default", "1", vec![0.5; 6]);
+    let mut dead = infq::made_up_message("credit-default", "1", vec![0.5; 6]);
     dead.id = b.id;
     dead.priority = Priority::Bulk;
     dead.chunk = Some(ChunkRef {
@@ -662,7 +646,7 @@ async fn a_replay_of_a_forged_job_dead_letter_reopens_nothing() {
         &json!({"model": "credit-default", "inputs": row}),
     )
     .await;
-    let mut genuine = message("credit-default", &version, row.clone());
+    let mut genuine = infq::made_up_message("credit-default", &version, row.clone());
     genuine.id = infq_common::job::JobId::parse_str(&id).unwrap();
     let error = JobError::new("dead_lettered", "test");
     assert_eq!(

@@ -351,6 +351,15 @@ async fn route_job(
     ctx: &ConsumerCtx,
 ) -> bool {
     let (lane, route) = (queue.lane, &*queue.route);
+    let pending = Pending {
+        msg,
+        delivery,
+        lane,
+        received: Instant::now(),
+        span,
+        webhook: false,
+    };
+    let msg = &pending.msg;
     if msg.model != route.name || msg.priority != lane {
         // A message copied onto another model's queue must not run on
         // that model: its output would be stored as the job's.
@@ -360,14 +369,6 @@ async fn route_job(
             msg.priority.as_str(),
             queue.name
         );
-        let pending = Pending {
-            msg,
-            delivery,
-            lane,
-            received: Instant::now(),
-            span,
-            webhook: false,
-        };
         ctx.requeuer.dead_letter(vec![(pending, reason)]).await;
         return true;
     }
@@ -377,14 +378,6 @@ async fn route_job(
         // Listed but not loadable now, or shutting down: the job waits in
         // a retry tier (another worker, or a later reload, may serve it),
         // and goes to the dead-letter queue once out of retries.
-        let pending = Pending {
-            msg,
-            delivery,
-            lane,
-            received: Instant::now(),
-            span,
-            webhook: false,
-        };
         match route.reload.get() {
             Some((_, requeuer)) => {
                 requeuer
@@ -401,14 +394,6 @@ async fn route_job(
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);
-        let pending = Pending {
-            msg,
-            delivery,
-            lane,
-            received: Instant::now(),
-            span,
-            webhook: false,
-        };
         return fail_or_dead_letter(pending, "unknown_model_version", reason, ctx).await;
     };
     if !msg.inputs.len().is_multiple_of(spec.width())
@@ -419,27 +404,11 @@ async fn route_job(
             msg.inputs.len(),
             spec.width()
         );
-        let pending = Pending {
-            msg,
-            delivery,
-            lane,
-            received: Instant::now(),
-            span,
-            webhook: false,
-        };
         return fail_or_dead_letter(pending, "invalid_input", reason, ctx).await;
     }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,
         Priority::Bulk => &lanes.bulk,
-    };
-    let pending = Pending {
-        msg,
-        delivery,
-        lane,
-        received: Instant::now(),
-        span,
-        webhook: false,
     };
     tx.send(pending).await.is_ok()
 }
