@@ -174,7 +174,7 @@ impl TestEnv {
         let client = self.settings.redis.client()?;
         let mut c = client.get_multiplexed_async_connection().await?;
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.settings.namespace))
+            .arg(infq_common::keys::Keys::new(&self.settings.namespace).everything())
             .query_async(&mut c)
             .await?;
         Ok(keys)
@@ -211,7 +211,7 @@ pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
         let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
             .cursor_arg(0)
             .arg("MATCH")
-            .arg(format!("{}:*", settings.namespace))
+            .arg(infq_common::keys::Keys::new(&settings.namespace).everything())
             .arg("COUNT")
             .arg(1000)
             .clone()

@@ -260,7 +260,7 @@ async fn oversized_uploads_get_413() {
 /// Redis keys of the test's namespace other than the tenants' quota state
 /// (a refused upload still counts against the rate).
 async fn records(env: &TestEnv) -> Vec<String> {
-    let quota = format!("{}:quota:", env.settings.namespace);
+    let quota = infq_common::keys::Keys::new(&env.settings.namespace).quota_prefix();
     let mut keys = env.redis_keys().await.unwrap();
     keys.retain(|k| !k.starts_with(&quota));
     keys

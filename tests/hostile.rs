@@ -337,7 +337,7 @@ async fn an_open_batch_outlives_its_retention_and_ends_with_it() {
     let b = new_batch(5, 2, 1_000);
     assert!(store.create_batch(&b).await.unwrap());
     let open = infq_common::store::OPEN_TTL_MS as i64;
-    let key = store.batch_key(&b.id);
+    let key = store.keys().batch(&b.id);
     assert!(
         pttl(&store, &key).await > open - 60_000,
         "a queued batch outlives its retention"
@@ -351,7 +351,7 @@ async fn an_open_batch_outlives_its_retention_and_ends_with_it() {
         store.write_many(&w).await.unwrap(),
         vec![Applied::Yes, Applied::Yes]
     );
-    assert!(pttl(&store, &store.chunk_key(&b.id, 0)).await > open - 60_000);
+    assert!(pttl(&store, &store.keys().chunk_results(&b.id)).await > open - 60_000);
     assert!(pttl(&store, &key).await > open - 60_000);
     // ...and the last one completes it.
     assert_eq!(
@@ -363,8 +363,8 @@ async fn an_open_batch_outlives_its_retention_and_ends_with_it() {
     );
     for k in [
         key.clone(),
-        store.chunk_key(&b.id, 0),
-        store.chunk_key(&b.id, 2),
+        store.keys().chunk_results(&b.id),
+        store.keys().chunk_results(&b.id),
     ] {
         let t = pttl(&store, &k).await;
         assert!((1..=1_000).contains(&t), "{k}: {t} ms once ended");
@@ -480,7 +480,7 @@ async fn every_state_carries_its_own_error() {
     .unwrap();
     assert_eq!(store.transition(&id, &retry).await.unwrap(), Applied::Yes);
     let cancelled = store
-        .cancel(&store.job_key(&id), &id, &[JobStatus::Retrying])
+        .cancel(infq_common::keys::Subject::Job(id), &[JobStatus::Retrying])
         .await
         .unwrap();
     assert_eq!(cancelled, infq_common::store::Cancelled::Yes);
@@ -550,14 +550,16 @@ async fn a_batch_that_ends_otherwise_gives_its_chunks_its_retention() {
         .write_many(&[Write::Chunk(&chunk(&b, 0, 2))])
         .await
         .unwrap();
-    assert!(pttl(&store, &store.chunk_key(&b.id, 0)).await > open - 60_000);
-    let key = store.batch_key(&b.id);
+    assert!(pttl(&store, &store.keys().chunk_results(&b.id)).await > open - 60_000);
     let c = store
-        .cancel(&key, &b.id, &[JobStatus::Queued, JobStatus::Running])
+        .cancel(
+            infq_common::keys::Subject::Batch(b.id),
+            &[JobStatus::Queued, JobStatus::Running],
+        )
         .await
         .unwrap();
     assert_eq!(c, infq_common::store::Cancelled::Yes);
-    let t = pttl(&store, &store.chunk_key(&b.id, 0)).await;
+    let t = pttl(&store, &store.keys().chunk_results(&b.id)).await;
     assert!(
         (1..=1_000).contains(&t),
         "a cancelled batch's chunk: {t} ms"
@@ -573,7 +575,7 @@ async fn a_batch_that_ends_otherwise_gives_its_chunks_its_retention() {
         .fail_batch(&b.id, &JobError::new("not_enqueued", "test"))
         .await
         .unwrap();
-    let t = pttl(&store, &store.chunk_key(&b.id, 0)).await;
+    let t = pttl(&store, &store.keys().chunk_results(&b.id)).await;
     assert!((1..=1_000).contains(&t), "a failed batch's chunk: {t} ms");
     infq::delete_namespace_named(&settings.namespace).await;
 }
@@ -623,7 +625,7 @@ async fn a_replay_reopens_only_what_its_dead_letter_really_names() {
         store.reopen(&dead).await.unwrap(),
         infq_common::store::Reopened::Yes
     );
-    assert!(pttl(&store, &store.chunk_key(&b.id, 0)).await > open - 60_000);
+    assert!(pttl(&store, &store.keys().chunk_results(&b.id)).await > open - 60_000);
     infq::delete_namespace_named(&settings.namespace).await;
 }
 

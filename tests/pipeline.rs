@@ -314,12 +314,16 @@ async fn broker_down_means_503_promptly_and_the_record_says_so() {
     let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", settings.namespace))
+        .arg(infq_common::keys::Keys::new(&settings.namespace).everything())
         .query_async(&mut c)
         .await
         .unwrap();
     // Job records only: the tenant's quota state is there too.
-    let keys: Vec<String> = keys.into_iter().filter(|k| k.ends_with(":job")).collect();
+    let schema = infq_common::keys::Keys::new(&settings.namespace);
+    let keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| schema.is_job_record(k))
+        .collect();
     assert_eq!(keys.len(), 3);
     for k in keys {
         let (status, error): (String, String) = redis::cmd("HMGET")

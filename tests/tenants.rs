@@ -162,11 +162,11 @@ async fn keys_are_required_and_revocable() {
     // Keys are stored only as hashes.
     let mut c = redis(&env).await;
     let stored: Vec<String> = c
-        .hkeys(format!("{}:keys", env.settings.namespace))
+        .hkeys(infq_common::keys::Keys::new(&env.settings.namespace).api_keys())
         .await
         .unwrap();
     let dump: Vec<String> = c
-        .hvals(format!("{}:keys", env.settings.namespace))
+        .hvals(infq_common::keys::Keys::new(&env.settings.namespace).api_keys())
         .await
         .unwrap();
     assert!(!stored.iter().chain(&dump).any(|s| s.contains(&key2)));
@@ -455,7 +455,7 @@ async fn erased_data_is_gone_and_retention_is_per_tenant() {
     let v = get_json(&short, &env, &format!("/v1/jobs/{job}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     let ns = &env.settings.namespace;
-    let key = format!("{ns}:{{{job}}}:job");
+    let key = infq_common::keys::Keys::new(ns).job(&job.parse().unwrap());
     let mut c = redis(&env).await;
     let ttl: i64 = c.pttl(&key).await.unwrap();
     assert!(
@@ -472,7 +472,7 @@ async fn erased_data_is_gone_and_retention_is_per_tenant() {
     let batch = id_of(r).await;
     let v = get_json(&short, &env, &format!("/v1/batches/{batch}?wait=20")).await;
     assert_eq!(v["status"], "succeeded", "{v}");
-    let chunk = format!("{ns}:{{{batch}}}:chunk:0");
+    let chunk = infq_common::keys::Keys::new(ns).chunk_results(&batch.parse().unwrap());
     assert!(c.exists::<_, bool>(&chunk).await.unwrap());
 
     for (what, id) in [("jobs", &job), ("batches", &batch)] {
@@ -559,7 +559,7 @@ async fn an_erased_queued_job_never_runs() {
     assert_eq!(stats.rows.load(Ordering::Relaxed), 0, "the model never ran");
     assert_eq!(env.queue_depth(&queue).await.unwrap(), 0);
     let mut c = redis(&env).await;
-    let key = format!("{}:{{{job}}}:job", env.settings.namespace);
+    let key = infq_common::keys::Keys::new(&env.settings.namespace).job(&job.parse().unwrap());
     let left: std::collections::HashMap<String, String> = c.hgetall(&key).await.unwrap();
     assert_eq!(left.get("status").map(String::as_str), Some("cancelled"));
     assert!(!left.contains_key("output"), "{left:?}");

@@ -328,7 +328,7 @@ async fn endpoints_disabled_under_the_earlier_layout_stay_disabled_and_expire() 
     let mut c = redis_of(&s).await;
     // One hash of URL -> when it answered 410, as an earlier version kept
     // it: one endpoint gone an hour ago, one gone 31 days ago.
-    let old = format!("{}:webhooks:disabled", s.namespace);
+    let old = infq_common::keys::Keys::new(&s.namespace).webhooks_disabled_legacy();
     let now = infq_common::job::now_ms();
     let day = 24 * 3600 * 1000;
     let _: () = redis::cmd("HSET")
@@ -641,7 +641,7 @@ async fn finished_job(env: &TestEnv, inputs: Value) -> uuid::Uuid {
 async fn set_webhook_url(env: &TestEnv, id: &uuid::Uuid, url: &str) {
     let mut c = redis_of(&env.settings).await;
     let _: () = redis::cmd("HSET")
-        .arg(env.store().job_key(id))
+        .arg(env.store().keys().job(id))
         .arg("webhook_url")
         .arg(url)
         .query_async(&mut c)
@@ -999,8 +999,8 @@ async fn an_erased_job_s_pending_webhook_is_dropped_and_not_kept() {
     let ns = &env.settings.namespace;
     let keys = env.redis_keys().await.unwrap();
     for k in [
-        format!("{ns}:{{{id}}}:webhook"),
-        format!("{ns}:{{{id}}}:deliveries"),
+        infq_common::keys::Keys::new(ns).webhook(&id.parse().unwrap(), 0),
+        infq_common::keys::Keys::new(ns).deliveries(&id.parse().unwrap()),
     ] {
         assert!(!keys.contains(&k), "{k} was written again: {keys:?}");
     }

@@ -51,6 +51,8 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicBool::new(false));
     let counter = consumed.clone();
     let stop = done.clone();
+    // Job records of a namespace of its own, as the writer stores them.
+    let ceiling_keys = infq_common::keys::Keys::new("ceiling");
     let consume = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(64);
         while !stop.load(Ordering::Relaxed) {
@@ -67,7 +69,7 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
             let mut pipe = redis::pipe();
             for d in &batch {
                 let msg = JobMessage::decode(&d.data)?;
-                pipe.set_ex(format!("ceiling:{{{}}}:job", msg.id), r#"{"p":0.5}"#, 60)
+                pipe.set_ex(ceiling_keys.job(&msg.id), r#"{"p":0.5}"#, 60)
                     .ignore();
             }
             pipe.query_async::<()>(&mut rc).await?;

@@ -9,6 +9,7 @@
 //! key behind, so the client may retry it. Only the owner finishes or frees
 //! a key, so a request whose pending key expired cannot disturb the next.
 
+use crate::keys::Keys;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use sha2::{Digest, Sha256};
@@ -117,7 +118,7 @@ impl BodyHasher {
 #[derive(Clone)]
 pub struct IdempotencyStore {
     conn: ConnectionManager,
-    ns: String,
+    keys: Keys,
     ttl_ms: u64,
 }
 
@@ -126,18 +127,14 @@ impl IdempotencyStore {
     pub fn new(conn: ConnectionManager, ns: &str, ttl_secs: u64) -> Self {
         Self {
             conn,
-            ns: ns.to_string(),
+            keys: Keys::new(ns),
             ttl_ms: ttl_secs * 1000,
         }
     }
 
     /// The Redis key of a client's key (hashed: clients choose its bytes).
     pub fn redis_key(&self, scope: &str, key: &str) -> String {
-        format!(
-            "{}:idem:{{{}}}",
-            self.ns,
-            digest(format!("{scope}\n{key}").as_bytes())
-        )
+        self.keys.idempotency(scope, key)
     }
 
     /// Claims `key` for a request whose body hashes to `body` ('' if not

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dead;
 pub mod idempotency;
 pub mod job;
+pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod queue_stats;

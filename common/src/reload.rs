@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 /// The Redis channel reload requests are published on.
 pub fn channel(ns: &str) -> String {
-    format!("{ns}:registry:reload")
+    crate::keys::Keys::new(ns).registry_reload()
 }
 
 /// Watches the file and the channel until `shutdown`.

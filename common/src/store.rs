@@ -16,6 +16,7 @@
 
 use crate::config::RedisConfig;
 use crate::job::{JobError, JobId, JobStatus, Priority};
+use crate::keys::{Keys, Subject};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Pipeline, Script, Value};
 use std::sync::LazyLock;
@@ -130,13 +131,9 @@ end
 /// again when it is reopened. `chunk0` is the key of chunk 0, from which
 /// the others' are named.
 const EXPIRE_PARTS: &str = r"
-local function expire_parts(batch, chunk0, keep)
-  local chunks = tonumber(redis.call('HGET', batch, 'chunks')) or 0
-  local base = string.sub(chunk0, 1, -2)
-  for i = 0, chunks - 1 do
-    redis.call('PEXPIRE', base .. i, keep)
-    redis.call('PEXPIRE', base .. i .. ':dead', keep)
-  end
+local function expire_parts(results, dead, keep)
+  redis.call('PEXPIRE', results, keep)
+  redis.call('PEXPIRE', dead, keep)
 end
 ";
 
@@ -146,7 +143,7 @@ end
 /// reply must still announce it). KEYS: the batch; `chunk0` the key of
 /// chunk 0, from which the others' are named.
 const COMPLETE: &str = r"
-local function complete(batch, chunk0, now, channel, id, default)
+local function complete(batch, results, dead, now, channel, id, default)
   local f = redis.call('HMGET', batch, 'status', 'done_chunks', 'chunks')
   local chunks = tonumber(f[3]) or 0
   if (tonumber(f[2]) or 0) >= chunks and (f[1] == 'queued' or f[1] == 'running') then
@@ -154,7 +151,7 @@ local function complete(batch, chunk0, now, channel, id, default)
     release(batch, nil)
     local keep = ttl(batch, default)
     redis.call('PEXPIRE', batch, keep)
-    expire_parts(batch, chunk0, keep)
+    expire_parts(results, dead, keep)
     redis.call('PUBLISH', channel, id)
     return true
   end
@@ -223,7 +220,7 @@ local cur_rank = tonumber(cur[2]) or 0
 if cur_rank >= 2 or rank < cur_rank then return cur[1] end
 redis.call('HDEL', KEYS[1], 'error')
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], unpack(ARGV, 7))
-if KEYS[2] and rank >= 2 then expire_parts(KEYS[1], KEYS[2], ttl(KEYS[1], ARGV[3])) end
+if KEYS[2] and rank >= 2 then expire_parts(KEYS[2], KEYS[3], ttl(KEYS[1], ARGV[3])) end
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[3]))
 if rank >= 2 then
   release(KEYS[1], nil)
@@ -282,7 +279,7 @@ for i = 5, #ARGV do
     redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'finished_at', ARGV[1])
     local keep = ttl(KEYS[1], ARGV[4])
     redis.call('PEXPIRE', KEYS[1], keep)
-    if KEYS[2] then expire_parts(KEYS[1], KEYS[2], keep) end
+    if KEYS[2] then expire_parts(KEYS[2], KEYS[3], keep) end
     release(KEYS[1], nil)
     redis.call('PUBLISH', ARGV[2], ARGV[3])
     return 'ok'
@@ -313,7 +310,7 @@ local misfit = chunk_misfit(f, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
   or chunk_forged(KEYS[3], ARGV[3], ARGV[8])
 if misfit then return {misfit, 0} end
 local hook = f[7] and 1 or 0
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
   if st == 'succeeded' then return {'skip', hook} end
   return {'skip', 0}
 end
@@ -339,15 +336,16 @@ static STORE_CHUNK: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
 local keep = ttl(KEYS[1], ARGV[4])
-local fresh = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', keep)
+local fresh = redis.call('HSETNX', KEYS[2], ARGV[8], ARGV[1]) == 1
 if fresh then
+  redis.call('PEXPIRE', KEYS[2], keep)
   redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('HINCRBY', KEYS[1], 'succeeded', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
   release(KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
   redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 end
-if complete(KEYS[1], KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[4]) then return 'done' end
+if complete(KEYS[1], KEYS[2], KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[4]) then return 'done' end
 if fresh then return 'ok' end
 return 'dup'
 ",
@@ -373,15 +371,17 @@ local keep = ttl(KEYS[1], ARGV[3])
 local per = tonumber(f[3])
 local rows = math.min(per, tonumber(f[2]) - tonumber(ARGV[1]) * per)
 local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
-local fresh = redis.call('SET', KEYS[2], body, 'NX', 'PX', keep)
+local fresh = redis.call('HSETNX', KEYS[2], ARGV[1], body) == 1
 if fresh then
+  redis.call('PEXPIRE', KEYS[2], keep)
   redis.call('PEXPIRE', KEYS[1], keep)
   redis.call('HINCRBY', KEYS[1], 'failed', rows)
   release(KEYS[1], rows)
-  redis.call('SET', KEYS[2] .. ':dead', rows, 'PX', keep)
+  redis.call('HSET', KEYS[3], ARGV[1], rows)
+  redis.call('PEXPIRE', KEYS[3], keep)
   redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 end
-if complete(KEYS[1], KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[3]) then return 'done' end
+if complete(KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[3]) then return 'done' end
 if fresh then return 'ok' end
 return 'dup'
 ",
@@ -429,9 +429,10 @@ if st == 'cancelled' or st == 'failed' then return st end
 local misfit = chunk_misfit(f, ARGV[1], ARGV[2], '', ARGV[3], ARGV[4])
   or chunk_forged(KEYS[4], ARGV[1], ARGV[5])
 if misfit then return misfit end
-local rows = tonumber(redis.call('GET', KEYS[2] .. ':dead'))
+local rows = tonumber(redis.call('HGET', KEYS[3], ARGV[1]))
 if not rows then return 'not_dead' end
-redis.call('DEL', KEYS[2], KEYS[2] .. ':dead')
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'failed', -rows)
 redis.call('HINCRBY', KEYS[1], 'done_chunks', -1)
 if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
@@ -440,7 +441,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'succeeded' then
   redis.call('HINCRBY', KEYS[1], 'reopened', 1)
   local keep = ttl(KEYS[1], 0)
   redis.call('PEXPIRE', KEYS[1], keep)
-  expire_parts(KEYS[1], KEYS[3], keep)
+  expire_parts(KEYS[2], KEYS[3], keep)
 end
 return 'ok'
 ",
@@ -455,27 +456,26 @@ pub const TOMBSTONE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Erases a job or batch: its results, delivery logs and every field but
 /// its tenant, leaving a `cancelled` tombstone marked `erased` (so a
 /// message still queued for it does not run) for its retention, and at
-/// least [`TOMBSTONE_MS`]. KEYS[1] record; ARGV[1] channel; ARGV[2] TTL
-/// (ms); ARGV[3] the tombstone's least lifetime (ms). Returns 'ok' or
-/// 'missing'.
+/// least [`TOMBSTONE_MS`]. KEYS[1] record; KEYS[2..] the keys to delete
+/// with it (its results, dead marks, digests, event records and delivery
+/// log); ARGV[1] channel; ARGV[2] TTL (ms); ARGV[3] the tombstone's least
+/// lifetime (ms); ARGV[4] its id; ARGV[5] how often it was reopened, as
+/// the caller counted its event records. Returns 'ok', 'missing', or
+/// 'moved' (it was reopened since: nothing done, count again).
 static ERASE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local f = redis.call('HMGET', KEYS[1], 'tenant', 'chunks', 'reopened')
+local f = redis.call('HMGET', KEYS[1], 'tenant', 'reopened')
+if (tonumber(f[2]) or 0) ~= tonumber(ARGV[5]) then return 'moved' end
 local keep = math.max(ttl(KEYS[1], ARGV[2]), tonumber(ARGV[3]))
 release(KEYS[1], nil)
-local base = string.match(KEYS[1], '^(.*):[a-z]+$')
-for i = 0, (tonumber(f[2]) or 0) - 1 do
-  redis.call('DEL', base .. ':chunk:' .. i, base .. ':chunk:' .. i .. ':dead')
-end
-redis.call('DEL', base .. ':webhook', base .. ':deliveries', base .. ':digests')
-for i = 1, tonumber(f[3]) or 0 do redis.call('DEL', base .. ':webhook:' .. i) end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'erased', 1)
 if f[1] then redis.call('HSET', KEYS[1], 'tenant', f[1]) end
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PUBLISH', ARGV[1], string.match(KEYS[1], ':{([^}]*)}:'))
+redis.call('PUBLISH', ARGV[1], ARGV[4])
 return 'ok'
 ",
     )
@@ -790,7 +790,7 @@ pub enum Cancelled {
 #[derive(Clone)]
 pub struct JobStore {
     conn: ConnectionManager,
-    ns: String,
+    keys: Keys,
     ttl_ms: u64,
 }
 
@@ -808,35 +808,14 @@ impl JobStore {
         let conn = ConnectionManager::new_lazy_with_config(client, mgr_cfg)?;
         Ok(Self {
             conn,
-            ns: ns.to_string(),
+            keys: Keys::new(ns),
             ttl_ms: cfg.result_ttl_secs * 1000,
         })
     }
 
-    /// The key of a job's record.
-    pub fn job_key(&self, id: &JobId) -> String {
-        format!("{}:{{{id}}}:job", self.ns)
-    }
-
-    /// The key of a batch's record.
-    pub fn batch_key(&self, id: &JobId) -> String {
-        format!("{}:{{{id}}}:batch", self.ns)
-    }
-
-    /// The key of a chunk's results.
-    pub fn chunk_key(&self, id: &JobId, index: u32) -> String {
-        format!("{}:{{{id}}}:chunk:{index}", self.ns)
-    }
-
-    /// The key of a batch's chunk digests (chunk index -> digest of the
-    /// message the producer published for it).
-    pub fn chunk_digests_key(&self, id: &JobId) -> String {
-        format!("{}:{{{id}}}:digests", self.ns)
-    }
-
-    /// The channel terminal job ids are published on.
-    pub fn done_channel(&self) -> String {
-        format!("{}:done", self.ns)
+    /// The key schema of the store's namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// A clone of the underlying connection, for callers with needs of
@@ -859,7 +838,7 @@ impl JobStore {
         job: &NewJob,
         quota: &crate::tenants::QuotaCheck,
     ) -> Result<crate::tenants::Admission, StoreError> {
-        let mut inv = CREATE_ADMITTED.key(self.job_key(&job.id));
+        let mut inv = CREATE_ADMITTED.key(self.keys.job(&job.id));
         for k in &quota.keys {
             inv.key(k);
         }
@@ -895,7 +874,7 @@ impl JobStore {
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let mut c = self.conn.clone();
         let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.job_key(id))
+            .arg(self.keys.job(id))
             .query_async(&mut c)
             .await?;
         if fields.is_empty() {
@@ -923,12 +902,12 @@ impl JobStore {
     /// Stores job transitions and chunk results in one round trip.
     pub async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Applied>, StoreError> {
         let mut pipe = redis::pipe();
-        let channel = self.done_channel();
+        let channel = self.keys.done_channel();
         let now = crate::job::now_ms();
         for w in writes {
             match w {
                 Write::Job(id, t) => {
-                    let mut inv = TRANSITION.key(self.job_key(id));
+                    let mut inv = TRANSITION.key(self.keys.job(id));
                     inv.arg(t.status.as_str())
                         .arg(t.status.rank())
                         .arg(self.ttl_ms)
@@ -948,16 +927,17 @@ impl JobStore {
                     pipe.invoke_script(&inv);
                 }
                 Write::Chunk(c) => {
-                    let mut inv = STORE_CHUNK.key(self.batch_key(&c.batch));
-                    inv.key(self.chunk_key(&c.batch, c.index))
-                        .key(self.chunk_key(&c.batch, 0))
+                    let mut inv = STORE_CHUNK.key(self.keys.batch(&c.batch));
+                    inv.key(self.keys.chunk_results(&c.batch))
+                        .key(self.keys.chunk_dead(&c.batch))
                         .arg(&c.rows_json)
                         .arg(c.succeeded)
                         .arg(c.failed)
                         .arg(self.ttl_ms)
                         .arg(now)
                         .arg(&channel)
-                        .arg(c.batch.to_string());
+                        .arg(c.batch.to_string())
+                        .arg(c.index);
                     pipe.invoke_script(&inv);
                 }
             }
@@ -979,11 +959,11 @@ impl JobStore {
     pub async fn claim_many(&self, items: &[ClaimOf<'_>]) -> Result<Vec<Claim>, StoreError> {
         let mut pipe = redis::pipe();
         let now = crate::job::now_ms();
-        let channel = self.done_channel();
+        let channel = self.keys.done_channel();
         for item in items {
             match item {
                 ClaimOf::Job(msg) => {
-                    let mut inv = CLAIM.key(self.job_key(&msg.id));
+                    let mut inv = CLAIM.key(self.keys.job(&msg.id));
                     inv.arg(self.ttl_ms)
                         .arg(msg.digest())
                         .arg(msg.deadline_at_ms.unwrap_or(0))
@@ -997,9 +977,9 @@ impl JobStore {
                         index: u32::MAX,
                         first_row: 0,
                     });
-                    let mut inv = CLAIM_CHUNK.key(self.batch_key(&msg.id));
-                    inv.key(self.chunk_key(&msg.id, c.index))
-                        .key(self.chunk_digests_key(&msg.id))
+                    let mut inv = CLAIM_CHUNK.key(self.keys.batch(&msg.id));
+                    inv.key(self.keys.chunk_results(&msg.id))
+                        .key(self.keys.chunk_digests(&msg.id))
                         .arg(now)
                         .arg(self.ttl_ms)
                         .arg(c.index)
@@ -1016,21 +996,21 @@ impl JobStore {
         values.into_iter().map(parse_claim).collect()
     }
 
-    /// Cancels a job or batch (`key` from [`Self::job_key`] or
-    /// [`Self::batch_key`]) if its status is one of `from`.
+    /// Cancels a job or batch if its status is one of `from`.
     pub async fn cancel(
         &self,
-        key: &str,
-        id: &JobId,
+        subject: Subject,
         from: &[JobStatus],
     ) -> Result<Cancelled, StoreError> {
-        let mut inv = CANCEL.key(key);
-        if key == self.batch_key(id) {
+        let id = subject.id();
+        let mut inv = CANCEL.key(self.keys.record(&subject));
+        if let Subject::Batch(id) = &subject {
             // Its stored chunks get its retention too.
-            inv.key(self.chunk_key(id, 0));
+            inv.key(self.keys.chunk_results(id))
+                .key(self.keys.chunk_dead(id));
         }
         inv.arg(crate::job::now_ms())
-            .arg(self.done_channel())
+            .arg(self.keys.done_channel())
             .arg(id.to_string())
             .arg(self.ttl_ms);
         for st in from {
@@ -1052,7 +1032,7 @@ impl JobStore {
 
     /// Records a batch whose rows are all validated, as `queued`.
     pub async fn create_batch(&self, b: &NewBatch) -> Result<bool, StoreError> {
-        let mut inv = CREATE.key(self.batch_key(&b.id));
+        let mut inv = CREATE.key(self.keys.batch(&b.id));
         inv.arg(self.ttl_ms);
         for (k, v) in [
             ("status", "queued".to_string()),
@@ -1095,7 +1075,7 @@ impl JobStore {
         index: u32,
         digest: &str,
     ) -> Result<(), StoreError> {
-        let key = self.chunk_digests_key(batch);
+        let key = self.keys.chunk_digests(batch);
         let mut pipe = redis::pipe();
         pipe.cmd("HSET")
             .arg(&key)
@@ -1113,12 +1093,13 @@ impl JobStore {
 
     /// Marks a batch failed (e.g. its chunks could not all be enqueued).
     pub async fn fail_batch(&self, id: &JobId, error: &JobError) -> Result<(), StoreError> {
-        let mut inv = TRANSITION.key(self.batch_key(id));
-        inv.key(self.chunk_key(id, 0))
+        let mut inv = TRANSITION.key(self.keys.batch(id));
+        inv.key(self.keys.chunk_results(id))
+            .key(self.keys.chunk_dead(id))
             .arg("failed")
             .arg(2)
             .arg(self.ttl_ms)
-            .arg(self.done_channel())
+            .arg(self.keys.done_channel())
             .arg(id.to_string())
             .arg("")
             .arg("finished_at")
@@ -1135,7 +1116,7 @@ impl JobStore {
     pub async fn get_batch(&self, id: &JobId) -> Result<Option<BatchRecord>, StoreError> {
         let mut c = self.conn.clone();
         let f: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.batch_key(id))
+            .arg(self.keys.batch(id))
             .query_async(&mut c)
             .await?;
         if f.is_empty() {
@@ -1182,19 +1163,43 @@ impl JobStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = (from..to).map(|i| self.chunk_key(id, i)).collect();
         let mut c = self.conn.clone();
-        Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
+        let mut out: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.chunk_results(id))
+            .arg((from..to).collect::<Vec<u32>>())
+            .query_async(&mut c)
+            .await?;
+        // A batch stored before chunk results were kept in one hash has
+        // them under keys of their own.
+        let missing: Vec<u32> = (from..to)
+            .zip(&out)
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        if !missing.is_empty() {
+            let legacy: Vec<String> = missing
+                .iter()
+                .map(|&i| self.keys.legacy_chunk(id, i))
+                .collect();
+            let found: Vec<Option<String>> =
+                redis::cmd("MGET").arg(legacy).query_async(&mut c).await?;
+            for (i, r) in missing.into_iter().zip(found) {
+                out[(i - from) as usize] = r;
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes a batch's record and results (after a failed enqueue).
-    pub async fn delete_batch(&self, id: &JobId, chunks: u32) -> Result<(), StoreError> {
-        let mut keys = vec![self.batch_key(id), self.chunk_digests_key(id)];
-        keys.extend((0..chunks).map(|i| self.chunk_key(id, i)));
+    pub async fn delete_batch(&self, id: &JobId) -> Result<(), StoreError> {
+        let keys = [
+            self.keys.batch(id),
+            self.keys.chunk_digests(id),
+            self.keys.chunk_results(id),
+            self.keys.chunk_dead(id),
+        ];
         let mut c = self.conn.clone();
-        for part in keys.chunks(1000) {
-            let _: i64 = redis::cmd("DEL").arg(part).query_async(&mut c).await?;
-        }
+        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
         Ok(())
     }
 
@@ -1211,15 +1216,15 @@ impl JobStore {
             return Ok(Applied::Forged);
         };
         let batch = &msg.id;
-        let mut inv = DEAD_CHUNK.key(self.batch_key(batch));
-        inv.key(self.chunk_key(batch, c.index))
-            .key(self.chunk_key(batch, 0))
-            .key(self.chunk_digests_key(batch))
+        let mut inv = DEAD_CHUNK.key(self.keys.batch(batch));
+        inv.key(self.keys.chunk_results(batch))
+            .key(self.keys.chunk_dead(batch))
+            .key(self.keys.chunk_digests(batch))
             .arg(c.index)
             .arg(serde_json::to_string(error).expect("a string serialises"))
             .arg(self.ttl_ms)
             .arg(crate::job::now_ms())
-            .arg(self.done_channel())
+            .arg(self.keys.done_channel())
             .arg(batch.to_string())
             .arg(c.first_row)
             .arg(&msg.model)
@@ -1244,11 +1249,11 @@ impl JobStore {
         msg: &crate::message::JobMessage,
         error: &JobError,
     ) -> Result<Applied, StoreError> {
-        let mut inv = TRANSITION.key(self.job_key(&msg.id));
+        let mut inv = TRANSITION.key(self.keys.job(&msg.id));
         inv.arg(JobStatus::Failed.as_str())
             .arg(JobStatus::Failed.rank())
             .arg(self.ttl_ms)
-            .arg(self.done_channel())
+            .arg(self.keys.done_channel())
             .arg(msg.id.to_string())
             .arg(msg.digest())
             .arg("finished_at")
@@ -1270,18 +1275,54 @@ impl JobStore {
         }
     }
 
-    /// Erases a job or batch (`key` from [`Self::job_key`] or
-    /// [`Self::batch_key`]) at once: see [`ERASE`]. `false` if there is no
-    /// such record.
-    pub async fn erase(&self, key: &str) -> Result<bool, StoreError> {
-        let mut inv = ERASE.key(key);
-        inv.arg(self.done_channel())
-            .arg(self.ttl_ms)
-            .arg(TOMBSTONE_MS);
-        let mut pipe = redis::pipe();
-        pipe.invoke_script(&inv);
-        let v = self.run(&pipe).await?.pop();
-        Ok(v.as_ref().and_then(text_of).as_deref() == Some("ok"))
+    /// Erases a job or batch at once: see [`ERASE`]. `false` if there is
+    /// no such record.
+    pub async fn erase(&self, subject: Subject) -> Result<bool, StoreError> {
+        let id = subject.id();
+        let record = self.keys.record(&subject);
+        // The keys to delete depend on how often the subject was reopened
+        // (one event record per end) and, for a batch stored under the
+        // earlier layout, on its chunks; the script refuses ('moved') if
+        // the count changed meanwhile, and this is tried again.
+        for _ in 0..8 {
+            let mut c = self.conn.clone();
+            let (reopened, chunks): (Option<u32>, Option<u32>) = redis::cmd("HMGET")
+                .arg(&record)
+                .arg("reopened")
+                .arg("chunks")
+                .query_async(&mut c)
+                .await?;
+            let reopened = reopened.unwrap_or(0);
+            let mut inv = ERASE.key(&record);
+            inv.key(self.keys.deliveries(id));
+            for gen in 0..=reopened {
+                inv.key(self.keys.webhook(id, gen));
+            }
+            if let Subject::Batch(id) = &subject {
+                inv.key(self.keys.chunk_results(id))
+                    .key(self.keys.chunk_dead(id))
+                    .key(self.keys.chunk_digests(id));
+                for i in 0..chunks.unwrap_or(0) {
+                    inv.key(self.keys.legacy_chunk(id, i))
+                        .key(self.keys.legacy_chunk_dead(id, i));
+                }
+            }
+            inv.arg(self.keys.done_channel())
+                .arg(self.ttl_ms)
+                .arg(TOMBSTONE_MS)
+                .arg(id.to_string())
+                .arg(reopened);
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&inv);
+            let v = self.run(&pipe).await?.pop();
+            match v.as_ref().and_then(text_of).as_deref() {
+                Some("moved") => continue,
+                answer => return Ok(answer == Some("ok")),
+            }
+        }
+        Err(StoreError::Reply(format!(
+            "{id} kept being reopened while it was erased"
+        )))
     }
 
     /// Reopens the job or chunk a dead letter names before a replay, if
@@ -1291,15 +1332,15 @@ impl JobStore {
         let id = &msg.id;
         let inv = match msg.chunk {
             None => {
-                let mut inv = REOPEN_JOB.key(self.job_key(id));
+                let mut inv = REOPEN_JOB.key(self.keys.job(id));
                 inv.arg(msg.digest());
                 inv
             }
             Some(c) => {
-                let mut inv = REOPEN_CHUNK.key(self.batch_key(id));
-                inv.key(self.chunk_key(id, c.index))
-                    .key(self.chunk_key(id, 0))
-                    .key(self.chunk_digests_key(id))
+                let mut inv = REOPEN_CHUNK.key(self.keys.batch(id));
+                inv.key(self.keys.chunk_results(id))
+                    .key(self.keys.chunk_dead(id))
+                    .key(self.keys.chunk_digests(id))
                     .arg(c.index)
                     .arg(c.first_row)
                     .arg(&msg.model)

@@ -17,6 +17,7 @@
 use crate::config::{valid_tenant_name, Limits, Settings, TENANT_NAME_RULE};
 use crate::idempotency::digest;
 use crate::job::{now_ms, JobId};
+use crate::keys::Keys;
 use crate::store::StoreError;
 use base64::Engine;
 use redis::aio::ConnectionManager;
@@ -268,7 +269,7 @@ return 'ok'
 #[derive(Clone)]
 pub struct TenantStore {
     conn: ConnectionManager,
-    ns: String,
+    keys: Keys,
     defaults: Limits,
     statics: Arc<HashMap<String, Arc<Tenant>>>,
     cache: moka::sync::Cache<String, Option<Arc<Tenant>>>,
@@ -296,7 +297,7 @@ impl TenantStore {
             .collect();
         Self {
             conn,
-            ns: settings.namespace.clone(),
+            keys: Keys::new(&settings.namespace),
             defaults: t.defaults.clone(),
             statics: Arc::new(statics),
             cache: moka::sync::Cache::builder()
@@ -311,17 +312,11 @@ impl TenantStore {
     }
 
     fn tenants_key(&self) -> String {
-        format!("{}:tenants", self.ns)
+        self.keys.tenants()
     }
 
     fn keys_key(&self) -> String {
-        format!("{}:keys", self.ns)
-    }
-
-    /// The quota keys of a tenant: the hash, open subjects, their expiry.
-    pub fn quota_keys(&self, tenant: &str) -> [String; 3] {
-        let q = format!("{}:quota:{{{tenant}}}", self.ns);
-        [q.clone(), format!("{q}:open"), format!("{q}:due")]
+        self.keys.api_keys()
     }
 
     /// The active tenant a bearer key belongs to; `None` for an unknown or
@@ -516,7 +511,7 @@ impl TenantStore {
             0.0
         };
         QuotaCheck {
-            keys: self.quota_keys(&tenant.name),
+            keys: self.keys.quota(&tenant.name),
             args: [
                 (l.retention_secs * 1000).max(QUOTA_HORIZON_MS).to_string(),
                 interval_us.to_string(),
@@ -583,7 +578,7 @@ impl TenantStore {
     /// Gives back what `subject` holds of `tenant`'s queued limit (one that
     /// was counted but never recorded); nothing if it holds nothing.
     pub async fn release(&self, tenant: &str, subject: &JobId) -> Result<(), StoreError> {
-        let [q, open, due] = self.quota_keys(tenant);
+        let [q, open, due] = self.keys.quota(tenant);
         let mut conn = self.conn.clone();
         let _: i64 = RELEASE
             .key(q)
@@ -597,7 +592,7 @@ impl TenantStore {
 
     /// Jobs and rows of `tenant` accepted and not finished.
     pub async fn queued(&self, tenant: &str) -> Result<u64, StoreError> {
-        let [q, _, _] = self.quota_keys(tenant);
+        let [q, _, _] = self.keys.quota(tenant);
         let mut conn = self.conn.clone();
         let n: Option<i64> = conn.hget(q, "sum").await?;
         Ok(n.unwrap_or(0).max(0) as u64)

@@ -493,7 +493,11 @@ pub async fn delete_batch(
 ) -> Result<StatusCode, ApiError> {
     let batch_id = parse_id(&id, "batch")?;
     owned_batch(&state, &caller, &batch_id, &id).await?;
-    if !state.store.erase(&state.store.batch_key(&batch_id)).await? {
+    if !state
+        .store
+        .erase(infq_common::keys::Subject::Batch(batch_id))
+        .await?
+    {
         return Err(ApiError::NotFound(format!("batch {id}")));
     }
     tracing::info!(batch_id = %batch_id, tenant = caller.name(), "batch erased");
@@ -517,10 +521,12 @@ pub async fn cancel_batch(
 ) -> Result<Json<BatchView>, ApiError> {
     let batch_id = parse_id(&id, "batch")?;
     owned_batch(&state, &caller, &batch_id, &id).await?;
-    let key = state.store.batch_key(&batch_id);
     match state
         .store
-        .cancel(&key, &batch_id, &[JobStatus::Queued, JobStatus::Running])
+        .cancel(
+            infq_common::keys::Subject::Batch(batch_id),
+            &[JobStatus::Queued, JobStatus::Running],
+        )
         .await?
     {
         Cancelled::Yes => {}

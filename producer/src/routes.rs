@@ -382,7 +382,11 @@ pub async fn delete_job(
 ) -> Result<StatusCode, ApiError> {
     let job_id = parse_id(&id, "job")?;
     owned_job(&state, &caller, &job_id, &id).await?;
-    if !state.store.erase(&state.store.job_key(&job_id)).await? {
+    if !state
+        .store
+        .erase(infq_common::keys::Subject::Job(job_id))
+        .await?
+    {
         return Err(ApiError::NotFound(format!("job {id}")));
     }
     tracing::info!(job_id = %job_id, tenant = caller.name(), "job erased");
@@ -406,10 +410,12 @@ pub async fn cancel_job(
 ) -> Result<Json<JobView>, ApiError> {
     let job_id = parse_id(&id, "job")?;
     owned_job(&state, &caller, &job_id, &id).await?;
-    let key = state.store.job_key(&job_id);
     match state
         .store
-        .cancel(&key, &job_id, &[JobStatus::Queued, JobStatus::Retrying])
+        .cancel(
+            infq_common::keys::Subject::Job(job_id),
+            &[JobStatus::Queued, JobStatus::Retrying],
+        )
         .await?
     {
         Cancelled::Yes => {}

@@ -9,6 +9,7 @@
 
 use super::event::{Event, SubjectKind};
 use crate::job::JobId;
+use crate::keys::Keys;
 use crate::store::StoreError;
 use redis::aio::ConnectionManager;
 use redis::Script;
@@ -295,7 +296,7 @@ return 1
 #[derive(Clone)]
 pub struct DeliveryStore {
     conn: ConnectionManager,
-    ns: String,
+    keys: Keys,
     ttl_ms: u64,
 }
 
@@ -320,30 +321,23 @@ impl DeliveryStore {
     pub fn new(conn: ConnectionManager, ns: &str, ttl_ms: u64) -> Self {
         Self {
             conn,
-            ns: ns.to_string(),
+            keys: Keys::new(ns),
             ttl_ms,
         }
     }
 
     /// The key of the event record of a subject's `gen`-th end.
     pub fn record_key(&self, id: &JobId, gen: u32) -> String {
-        match gen {
-            0 => format!("{}:{{{id}}}:webhook", self.ns),
-            n => format!("{}:{{{id}}}:webhook:{n}", self.ns),
-        }
+        self.keys.webhook(id, gen)
     }
 
     /// The key of a subject's delivery log.
     pub fn log_key(&self, id: &JobId) -> String {
-        format!("{}:{{{id}}}:deliveries", self.ns)
+        self.keys.deliveries(id)
     }
 
     fn disabled_key(&self, url: &str) -> String {
-        format!(
-            "{}:webhooks:disabled:{}",
-            self.ns,
-            crate::idempotency::digest(url.as_bytes())
-        )
+        self.keys.webhook_disabled(url)
     }
 
     /// Starts or continues the chain of an event message that says
@@ -452,7 +446,7 @@ impl DeliveryStore {
     /// the hash; returns how many were moved. Idempotent, so every
     /// dispatcher may run it at start.
     pub async fn migrate_disabled(&self) -> Result<u64, StoreError> {
-        let old = format!("{}:webhooks:disabled", self.ns);
+        let old = self.keys.webhooks_disabled_legacy();
         let mut c = self.conn.clone();
         let entries: Vec<(String, u64)> =
             redis::cmd("HGETALL").arg(&old).query_async(&mut c).await?;
