@@ -2,7 +2,7 @@
 //! `Idempotency-Key` and the same body gets the original answer and no
 //! second job; the same key with another body is a conflict.
 //!
-//! Each key is one Redis hash, `<ns>:idem:{<sha256 of the key>}`: `state`
+//! Each key is one Redis hash ([`crate::keys::Keys::idempotency`]): `state`
 //! (`pending` while the first request runs, then `done`), `owner` (the
 //! request that holds it), `body` (a hash of the request body), and once
 //! done the answer's `status` and `response`. A request that fails leaves no
@@ -15,47 +15,18 @@ use redis::{Script, Value};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
-/// Claims a key or reports what it holds. KEYS[1] key; ARGV[1] body hash
-/// ('' when not known yet); ARGV[2] pending TTL (ms); ARGV[3] owner.
-static BEGIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local cur = redis.call('HMGET', KEYS[1], 'state', 'body', 'status', 'response')
-if not cur[1] then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'body', ARGV[1], 'owner', ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {'new'}
-end
-if ARGV[1] ~= '' and cur[2] ~= '' and cur[2] ~= ARGV[1] then return {'mismatch'} end
-if cur[1] == 'pending' then return {'pending'} end
-return {'done', cur[2], cur[3], cur[4]}
-",
-    )
-});
+/// Claims a key or reports what it holds: `lua/idempotency_begin.lua`.
+static BEGIN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/idempotency_begin.lua")));
 
-/// Stores the answer, if the caller still owns the key. KEYS[1] key;
-/// ARGV[1] owner; ARGV[2] body hash; ARGV[3] status; ARGV[4] response;
-/// ARGV[5] TTL (ms).
-static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'done', 'body', ARGV[2], 'status', ARGV[3], 'response', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-",
-    )
-});
+/// Stores the answer, if the caller still owns the key:
+/// `lua/idempotency_finish.lua`.
+static FINISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/idempotency_finish.lua")));
 
-/// Frees the key, if the caller still owns it. KEYS[1] key; ARGV[1] owner.
-static ABANDON: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-",
-    )
-});
+/// Frees the key, if the caller still owns it: `lua/idempotency_abandon.lua`.
+static ABANDON: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/idempotency_abandon.lua")));
 
 /// A claimed key: who holds it and under which Redis key.
 #[derive(Debug, Clone, PartialEq, Eq)]

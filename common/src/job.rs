@@ -1,8 +1,8 @@
 //! Job identity, priority and the job state machine.
 //!
 //! The state machine is the contract behind "terminal states are final":
-//! [`JobStatus::rank`] orders the states, and the Redis scripts in
-//! [`crate::store`] apply a transition only when it does not lower the rank
+//! [`JobStatus::rank`] orders the states, and the Redis scripts of the job
+//! store (`store/lua/`) apply a transition only when it does not lower the rank
 //! and the stored state is not terminal.
 
 use serde::{Deserialize, Serialize};

@@ -2,26 +2,26 @@
 //!
 //! A tenant is one client firm. It reaches the API with bearer keys, which
 //! are stored only as SHA-256 hashes: a key is 32 random bytes, so a plain
-//! digest cannot be reversed or guessed. Redis holds the tenants in
-//! `<ns>:tenants` (name -> JSON) and the keys in `<ns>:keys` (hash -> JSON);
+//! digest cannot be reversed or guessed. Redis holds the tenants in one
+//! hash (name -> JSON) and the keys in another (hash -> JSON; see
+//! [`crate::keys`]);
 //! keys named in the configuration (`tenants.static_keys`, the development
 //! tenant) need no record.
 //!
-//! Quotas live in `<ns>:quota:{<tenant>}`: a GCRA rate limiter (`tat`) and
-//! the count of jobs and rows accepted but not finished (`sum`), with the
-//! open subjects in `...:open` (id -> rows) and their expiry in `...:due`.
-//! The store's scripts release a subject when it ends; one that never ends
-//! (its record expired) is released when its expiry passes, so the count
-//! cannot drift upwards for good.
+//! Each tenant has a quota (a rate and a count of open jobs and rows):
+//! see [`crate::store::quota`], which this store applies.
 
 use crate::config::{valid_tenant_name, Limits, Settings, TENANT_NAME_RULE};
 use crate::idempotency::digest;
 use crate::job::{now_ms, JobId};
 use crate::keys::Keys;
+use crate::store::quota;
 use crate::store::StoreError;
 use base64::Engine;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+
+pub use crate::store::quota::{Admission, QuotaCheck, QUOTA_HORIZON_MS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -95,22 +95,6 @@ impl From<redis::RedisError> for TenantError {
     }
 }
 
-/// What [`TenantStore::admit`] decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
-    /// Counted; go ahead.
-    Admitted,
-    /// Over the rate; the next submission is allowed after this long.
-    RateLimited(Duration),
-    /// Over `max_queued` with this many jobs and rows open.
-    Full {
-        /// Jobs and rows open now.
-        queued: u64,
-        /// The limit.
-        max: u64,
-    },
-}
-
 /// The hex SHA-256 under which a key is stored.
 pub fn key_hash(key: &str) -> String {
     digest(key.as_bytes())
@@ -131,138 +115,9 @@ pub fn generate_key() -> String {
     )
 }
 
-/// The Lua function `admit(q, open, due, a)` that takes a submission's
-/// share of its tenant's quota: `q` the quota hash, `open` the open
-/// subjects (id -> rows), `due` their expiry (zset); `a` the six
-/// [`QuotaCheck::args`]: how long the subject counts at most (ms), us per
-/// submission (0: no rate check), burst, max open rows, rows (0: nothing
-/// to count), subject id. Time is Redis's (`TIME`), so producers with
-/// skewed clocks share one limiter; the GCRA state is kept in whole
-/// microseconds. Returns {'ok', 0}, {'rate', ms to wait} or
-/// {'full', open rows}. Shared by [`ADMIT`] and the store's script that
-/// admits and creates a job in one step.
-pub(crate) const ADMIT_FN: &str = r"
-local function admit(q, open, due, a)
-  local t = redis.call('TIME')
-  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local now = math.floor(now_us / 1000)
-  local cur = redis.call('HMGET', q, 'sum', 'tat_us', 'prune_at')
-  local sum = math.max(tonumber(cur[1]) or 0, 0)
-  -- Subjects past their horizon are released, at most once a second.
-  if now >= (tonumber(cur[3]) or 0) then
-    local old = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 256)
-    for _, id in ipairs(old) do
-      sum = sum - (tonumber(redis.call('HGET', open, id)) or 0)
-      redis.call('HDEL', open, id)
-      redis.call('ZREM', due, id)
-    end
-    sum = math.max(sum, 0)
-    redis.call('HSET', q, 'sum', sum, 'prune_at', now + 1000)
-  end
-  local rows = tonumber(a[5])
-  if rows > 0 and sum + rows > tonumber(a[4]) then return {'full', sum} end
-  local interval = tonumber(a[2])
-  local tat = nil
-  if interval > 0 then
-    tat = tonumber(cur[2]) or now_us
-    if tat < now_us then tat = now_us end
-    local allow_at = tat + interval - tonumber(a[3]) * interval
-    if allow_at > now_us then return {'rate', math.ceil((allow_at - now_us) / 1000)} end
-    tat = tat + interval
-  end
-  local expiry = now + tonumber(a[1])
-  if rows > 0 then
-    redis.call('HSET', open, a[6], rows)
-    redis.call('ZADD', due, expiry, a[6])
-    redis.call('PEXPIREAT', open, expiry + 3600000)
-    redis.call('PEXPIREAT', due, expiry + 3600000)
-  end
-  if tat and rows > 0 then
-    redis.call('HSET', q, 'sum', sum + rows, 'tat_us', string.format('%.0f', tat))
-  elseif rows > 0 then
-    redis.call('HSET', q, 'sum', sum + rows)
-  elseif tat then
-    redis.call('HSET', q, 'tat_us', string.format('%.0f', tat))
-  end
-  -- An idle tenant's quota state goes an hour after its last subject would.
-  redis.call('PEXPIREAT', q, expiry + 3600000)
-  return {'ok', 0}
-end
-";
-
-/// The longest an open subject counts against its tenant's `max_queued`
-/// when it never ends (its message was dropped): its retention, and at
-/// least as long as a record of open work is kept
-/// ([`OPEN_TTL_MS`](crate::store::OPEN_TTL_MS)), so a long backlog does not
-/// free the quota of jobs still waiting in the queue.
-pub const QUOTA_HORIZON_MS: u64 = crate::store::OPEN_TTL_MS;
-
-/// [`ADMIT_FN`] alone. KEYS: the three [`QuotaCheck::keys`]; ARGV: its
-/// seven args.
-static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{ADMIT_FN}\nreturn admit(KEYS[1], KEYS[2], KEYS[3], ARGV)"
-    ))
-});
-
-/// One submission's claim on its tenant's quota: the keys and arguments of
-/// [`ADMIT_FN`], and how to read its answer.
-#[derive(Debug, Clone)]
-pub struct QuotaCheck {
-    /// Quota hash, open subjects, their expiry.
-    pub keys: [String; 3],
-    /// Counting horizon (ms), us per submission, burst, max open rows,
-    /// rows, subject.
-    pub args: [String; 6],
-    max: u64,
-}
-
-impl QuotaCheck {
-    /// What the script's reply `{what, n}` means.
-    pub fn answer(&self, what: &str, n: f64) -> Result<Admission, StoreError> {
-        Ok(match what {
-            "ok" => Admission::Admitted,
-            "rate" => Admission::RateLimited(Duration::from_millis(n.max(1.0) as u64)),
-            "full" => Admission::Full {
-                queued: n as u64,
-                max: self.max,
-            },
-            other => return Err(StoreError::Reply(format!("admit: {other}"))),
-        })
-    }
-}
-
-/// Gives back an open subject's rows. KEYS: the three quota keys; ARGV[1]
-/// the subject. Returns the rows given back.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local rows = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
-if not rows then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'sum', -rows)
-return rows
-",
-    )
-});
-
-/// Sets an active tenant's webhook secrets. KEYS[1] tenants hash; ARGV[1]
-/// name; ARGV[2] the secrets (a JSON array, not empty). Returns 'ok',
-/// 'unknown' or 'revoked'.
-static SET_SECRETS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 'unknown' end
-local t = cjson.decode(raw)
-if t.revoked then return 'revoked' end
-t.webhook_secrets = cjson.decode(ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(t))
-return 'ok'
-",
-    )
-});
+/// Sets an active tenant's webhook secrets: `lua/tenant_set_secrets.lua`.
+static SET_SECRETS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/tenant_set_secrets.lua")));
 
 /// Tenants, keys and quotas in Redis, with a short in-process cache of
 /// what keys resolve to.
@@ -504,40 +359,21 @@ impl TenantStore {
     /// and rows, registering `subject` as open until it ends or its
     /// retention passes.
     pub fn check(&self, tenant: &Tenant, subject: &JobId, rows: u64, rate: bool) -> QuotaCheck {
-        let l = &tenant.limits;
-        let interval_us = if rate {
-            (1e6 / l.rate_per_sec).round().max(1.0)
-        } else {
-            0.0
-        };
-        QuotaCheck {
-            keys: self.keys.quota(&tenant.name),
-            args: [
-                (l.retention_secs * 1000).max(QUOTA_HORIZON_MS).to_string(),
-                interval_us.to_string(),
-                l.burst.to_string(),
-                l.max_queued.to_string(),
-                rows.to_string(),
-                subject.to_string(),
-            ],
-            max: l.max_queued,
-        }
+        QuotaCheck::new(
+            &self.keys,
+            &tenant.name,
+            &tenant.limits,
+            subject,
+            rows,
+            rate,
+        )
     }
 
     /// Applies a [`Self::check`] on its own (uploads: the rate before
     /// reading, the rows once counted; single jobs go through
     /// [`crate::store::JobStore::create_admitted`] instead).
     pub async fn admit(&self, check: &QuotaCheck) -> Result<Admission, StoreError> {
-        let mut inv = ADMIT.prepare_invoke();
-        for k in &check.keys {
-            inv.key(k);
-        }
-        for a in &check.args {
-            inv.arg(a);
-        }
-        let mut conn = self.conn.clone();
-        let (what, n): (String, f64) = inv.invoke_async(&mut conn).await?;
-        check.answer(&what, n)
+        quota::admit(&self.conn, check).await
     }
 
     /// Replaces a tenant's webhook secrets (rotation: add the new one,
@@ -578,24 +414,12 @@ impl TenantStore {
     /// Gives back what `subject` holds of `tenant`'s queued limit (one that
     /// was counted but never recorded); nothing if it holds nothing.
     pub async fn release(&self, tenant: &str, subject: &JobId) -> Result<(), StoreError> {
-        let [q, open, due] = self.keys.quota(tenant);
-        let mut conn = self.conn.clone();
-        let _: i64 = RELEASE
-            .key(q)
-            .key(open)
-            .key(due)
-            .arg(subject.to_string())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
+        quota::release(&self.conn, &self.keys, tenant, subject).await
     }
 
     /// Jobs and rows of `tenant` accepted and not finished.
     pub async fn queued(&self, tenant: &str) -> Result<u64, StoreError> {
-        let [q, _, _] = self.keys.quota(tenant);
-        let mut conn = self.conn.clone();
-        let n: Option<i64> = conn.hget(q, "sum").await?;
-        Ok(n.unwrap_or(0).max(0) as u64)
+        quota::queued(&self.conn, &self.keys, tenant).await
     }
 }
 

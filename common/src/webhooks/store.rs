@@ -1,11 +1,11 @@
 //! What Redis keeps about events: per subject, the event record of each
-//! end (`<ns>:{id}:webhook`, then `<ns>:{id}:webhook:<n>` after the n-th
-//! reopening: webhook-id, type, body, url, state, current chain) and the
-//! delivery log (`<ns>:{id}:deliveries`, one JSON entry per
-//! attempt); per deployment, each endpoint disabled by a `410 Gone`
-//! (`<ns>:webhooks:disabled:<sha256 of the URL>`, kept for
-//! [`DISABLED_MS`], so URLs that answer 410 cannot grow Redis without
-//! bound).
+//! end (its first, then one after each reopening: webhook-id, type, body,
+//! url, state, current chain) and the delivery log (one JSON entry per
+//! attempt); per deployment, each endpoint disabled by a `410 Gone` (kept
+//! for [`DISABLED_MS`], so URLs that answer 410 cannot grow Redis without
+//! bound). The keys are [`crate::keys::Keys`]'s; every script is given its
+//! subject's job and batch record keys, which say its retention and
+//! whether it was erased.
 
 use super::event::{Event, SubjectKind};
 use crate::job::JobId;
@@ -164,131 +164,30 @@ pub enum Redeliver {
     Missing,
 }
 
-/// Functions of the scripts here. `keep(rec, default)`: how long an event
-/// record or log lives after a change: its subject's retention (a tenant's,
-/// stored on the job or batch, same hash tag, if it is a sane TTL: at most
-/// ten years) or the store's. `erased(rec)`:
-/// whether its subject was erased (then nothing more is sent or kept).
-const PRELUDE: &str = r"
-local function base(rec) return string.match(rec, '^(.-):webhook') or string.match(rec, '^(.-):deliveries') end
-local function sane(ms)
-  ms = tonumber(ms)
-  if ms and ms >= 1 and ms <= 315360000000 then return math.floor(ms) end
-  return nil
-end
-local function keep(rec, default)
-  local b = base(rec)
-  return sane(redis.call('HGET', b .. ':job', 'retention_ms'))
-    or sane(redis.call('HGET', b .. ':batch', 'retention_ms'))
-    or tonumber(default)
-end
-local function erased(rec)
-  local b = base(rec)
-  return redis.call('HEXISTS', b .. ':job', 'erased') == 1
-    or redis.call('HEXISTS', b .. ':batch', 'erased') == 1
-end
-";
+/// Functions of the scripts here (`lua/prelude.lua`): how long an event
+/// record or log lives, and whether its subject was erased.
+const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 /// A script of this module: [`PRELUDE`] and `body`.
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-/// Starts (or continues) a chain. KEYS[1] record; ARGV[1] chain; ARGV[2]
-/// url; ARGV[3] TTL (ms); ARGV[4] kind; ARGV[5] attempts the message says
-/// were made; ARGV[6] '1' if the record may be created (only ever by a
-/// chain's first attempt: a made-up later one must not shorten the
-/// schedule of the event it names). Returns {verdict,
-/// id, type, body}. A message of an older chain, or a copy of one whose
-/// attempt was already made, is 'stale'; one whose subject was erased is
-/// 'erased', one that finds no record it may not create 'missing' (and
-/// then nothing is written).
-static BEGIN: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-if erased(KEYS[1]) then return {'erased'} end
-local r = redis.call('HMGET', KEYS[1], 'state', 'chain', 'id', 'type', 'body', 'tries')
-if not r[1] and (ARGV[6] ~= '1' or ARGV[5] ~= '0') then return {'missing'} end
-if not r[1] then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[1], 'url', ARGV[2], 'kind', ARGV[4], 'tries', 0)
-  redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
-  return {'go'}
-end
-if r[1] ~= 'pending' then return {r[1]} end
-if r[2] ~= ARGV[1] then return {'stale'} end
-if (tonumber(r[6]) or 0) > tonumber(ARGV[5]) then return {'stale'} end
-redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
-if r[5] then return {'go', r[3], r[4], r[5]} end
-return {'go'}
-",
-    )
-});
+/// Starts (or continues) a chain: `lua/begin.lua`.
+static BEGIN: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/begin.lua")));
 
-/// Logs an attempt and, if the chain is current, still pending and not
-/// past this attempt (a late copy must not move it back), sets the state
-/// and the chain's attempt count. KEYS[1] record; KEYS[2] log; ARGV[1] chain;
-/// ARGV[2] state; ARGV[3] attempt JSON; ARGV[4] TTL (ms); ARGV[5] log
-/// length; ARGV[6] attempt number.
-static ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-if erased(KEYS[1]) then return 0 end
-local t = keep(KEYS[1], ARGV[4])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-redis.call('PEXPIRE', KEYS[2], t)
-local r = redis.call('HMGET', KEYS[1], 'chain', 'state', 'tries')
-redis.call('PEXPIRE', KEYS[1], t)
-if r[1] == ARGV[1] and r[2] == 'pending' and (tonumber(r[3]) or 0) < tonumber(ARGV[6]) then
-  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'tries', ARGV[6])
-  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  return 1
-end
-return 0
-",
-    )
-});
+/// Logs an attempt and moves the event on if its chain is current:
+/// `lua/attempt.lua`.
+static ATTEMPT: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/attempt.lua")));
 
-/// Starts a manual redelivery. KEYS[1] record; ARGV[1] event ref
-/// (webhook-id or type); ARGV[2] new chain; ARGV[3] TTL (ms). Returns
-/// {id, type, body, url} or nil.
-static REDELIVER: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-local r = redis.call('HMGET', KEYS[1], 'id', 'type', 'body', 'url', 'state', 'chain', 'tries')
-if not r[3] then return nil end
-if ARGV[1] ~= r[1] and ARGV[1] ~= r[2] then return nil end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'chain', ARGV[2], 'tries', 0)
-redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[3]))
-return {r[1], r[2], r[3], r[4], r[5] or 'pending', r[6] or '', r[7] or '0'}
-",
-    )
-});
+/// Starts a manual redelivery: `lua/redeliver.lua`.
+static REDELIVER: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/redeliver.lua")));
 
-/// Keeps a built event with its record, unless its subject was erased.
-/// KEYS[1] record; ARGV[1..3] id, type, body; ARGV[4] TTL (ms).
-static SAVE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r"
-if erased(KEYS[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'type', ARGV[2], 'body', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], keep(KEYS[1], ARGV[4]))
-return 1
-",
-    )
-});
+/// Keeps a built event with its record: `lua/save.lua`.
+static SAVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/save.lua")));
 
-/// Undoes a redelivery that could not be queued. KEYS[1] record; ARGV[1]
-/// the redelivery's chain; ARGV[2..4] state, chain and tries before.
-static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('HGET', KEYS[1], 'chain') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'chain', ARGV[3], 'tries', ARGV[4])
-return 1
-",
-    )
-});
+/// Undoes a redelivery that could not be queued: `lua/restore.lua`.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/restore.lua")));
 
 /// Typed access to event records and delivery logs. Records and logs of a
 /// tenant's job or batch live for its retention after their last change;
@@ -336,6 +235,12 @@ impl DeliveryStore {
         self.keys.deliveries(id)
     }
 
+    /// The record keys of a subject (one of them exists), which the
+    /// scripts read its retention and erasure from.
+    fn subject_keys(&self, id: &JobId) -> [String; 2] {
+        [self.keys.job(id), self.keys.batch(id)]
+    }
+
     fn disabled_key(&self, url: &str) -> String {
         self.keys.webhook_disabled(url)
     }
@@ -351,6 +256,7 @@ impl DeliveryStore {
         let mut c = self.conn.clone();
         let r: Vec<String> = BEGIN
             .key(self.record_key(b.subject, b.gen))
+            .key(&self.subject_keys(b.subject))
             .arg(b.chain.to_string())
             .arg(b.url)
             .arg(self.ttl_ms)
@@ -383,6 +289,7 @@ impl DeliveryStore {
         let mut c = self.conn.clone();
         let _: i64 = SAVE
             .key(self.record_key(subject, event.gen))
+            .key(&self.subject_keys(subject))
             .arg(&event.id)
             .arg(&event.kind)
             .arg(&event.body)
@@ -406,6 +313,7 @@ impl DeliveryStore {
         let current: i64 = ATTEMPT
             .key(self.record_key(subject, gen))
             .key(self.log_key(subject))
+            .key(&self.subject_keys(subject))
             .arg(chain.to_string())
             .arg(state.as_str())
             .arg(serde_json::to_string(attempt).expect("an attempt serialises"))
@@ -542,6 +450,7 @@ impl DeliveryStore {
         let mut c = self.conn.clone();
         let r: Option<Vec<String>> = REDELIVER
             .key(self.record_key(subject, gen))
+            .key(&self.subject_keys(subject))
             .arg(event)
             .arg(chain.to_string())
             .arg(self.ttl_ms)
