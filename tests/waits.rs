@@ -70,7 +70,7 @@ async fn an_accepted_job_gets_202_whatever_redis_does_during_the_wait() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|k| k.ends_with(":job"))
+        .filter(|k| infq_common::keys::Keys::new(&env.settings.namespace).is_job_record(k))
         .collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     let client = env.settings.redis.client().unwrap();

@@ -309,7 +309,7 @@ async fn disabled_endpoints(env: &TestEnv) -> Vec<(String, i64)> {
     let mut c = redis_of(&env.settings).await;
     let mut out = Vec::new();
     for key in env.redis_keys().await.unwrap() {
-        if key.contains(":webhooks:disabled:") {
+        if infq_common::keys::Keys::new(&env.settings.namespace).is_webhook_disabled(&key) {
             let pttl: i64 = redis::cmd("PTTL")
                 .arg(&key)
                 .query_async(&mut c)

@@ -200,6 +200,14 @@ impl Keys {
         format!("{}:*", self.ns)
     }
 
+    /// Whether `key` is the mark of a disabled endpoint (see
+    /// [`Self::webhook_disabled`]).
+    pub fn is_webhook_disabled(&self, key: &str) -> bool {
+        key.strip_prefix(&self.webhooks_disabled_legacy())
+            .and_then(|k| k.strip_prefix(':'))
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
     /// Whether `key` is the record of a job (of this namespace).
     pub fn is_job_record(&self, key: &str) -> bool {
         key.strip_prefix(&self.ns)
@@ -305,5 +313,8 @@ mod tests {
         assert!(!k.is_job_record(&k.batch(&i)));
         assert!(!k.is_job_record(&Keys::new("other").job(&i)));
         assert!(!k.is_job_record(&k.quota("acme")[0]));
+        assert!(k.is_webhook_disabled(&k.webhook_disabled("https://x.example")));
+        assert!(!k.is_webhook_disabled(&k.webhooks_disabled_legacy()));
+        assert!(!k.is_webhook_disabled(&k.job(&i)));
     }
 }

@@ -26,7 +26,8 @@
 //! - `job.rs`: single jobs (create as admitted, read, claim, transition);
 //! - `batch.rs`: batches (create, digests, chunk results, dead chunks);
 //! - `pipeline.rs`: claims and writes in bulk, cancel and reopen of either;
-//! - `quota.rs`: tenants' quotas, and how the scripts get their keys;
+//! - `quota.rs`: tenants' quotas; `tenant_of.rs`: how the scripts that
+//!   give quota back learn whose keys to take;
 //! - `erase.rs`: erasure on a tenant's request;
 //! - `ttl.rs` and `error.rs`: retention floors and the error type.
 
@@ -40,6 +41,7 @@ mod pipeline;
 pub mod quota;
 mod record;
 mod scripts;
+mod tenant_of;
 mod ttl;
 
 pub use error::StoreError;
