@@ -8,6 +8,9 @@
 //! client (`INFQ_CLIENT_*`), is in [`env`](self::env).
 
 mod env;
+mod error;
+
+pub use error::ConfigError;
 
 pub use env::{
     CLIENT_API_KEY_ENV, CLIENT_ENV_PREFIX, CLIENT_URL_ENV, CONFIG_ENV, ENV_PREFIX,
@@ -21,20 +24,6 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The named config file does not exist.
-    #[error("config file {0} not found")]
-    Missing(PathBuf),
-    /// A layer could not be read or a value has the wrong type.
-    #[error("{0}")]
-    Load(String),
-    /// Values that parse but cannot work, each named by its key.
-    #[error("invalid configuration: {}", .0.join("; "))]
-    Invalid(Vec<String>),
-}
 
 /// RabbitMQ connection and queue settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,6 +273,15 @@ impl WebhooksConfig {
     /// Whether callbacks are on: there is a secret to sign them with.
     pub fn enabled(&self) -> bool {
         !self.secrets.is_empty()
+    }
+}
+
+impl<'a> From<&'a WebhooksConfig> for crate::webhooks::guard::Policy<'a> {
+    fn from(cfg: &'a WebhooksConfig) -> Self {
+        Self {
+            allow_http: cfg.allow_http,
+            allow_hosts: &cfg.allow_hosts,
+        }
     }
 }
 
@@ -727,5 +725,33 @@ mod tests {
     fn missing_file_is_an_error() {
         let err = Settings::load(Some(Path::new("/no/such/infq.toml")), &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Missing(_)));
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn every_documented_kind_of_setting_passes_against_the_real_defaults() {
+        let known = serde_json::to_value(RawSettings::default()).unwrap();
+        let ok = vars(&[
+            ("INFQ_NAMESPACE", "t1"),
+            ("INFQ_MODELS_FILE", "m.toml"),
+            ("INFQ_MODELS_POLL_MS", "0"),
+            ("INFQ_REDIS__URL", "redis://127.0.0.1:6379/"),
+            ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000"),
+            ("INFQ_AMQP__CA_FILE", "/ca.pem"),
+            ("INFQ_PRODUCER__SPOOL_DIR", "/tmp"),
+            ("INFQ_WEBHOOKS__ALLOW_HOSTS", "[\"127.0.0.1\"]"),
+            ("INFQ_TENANTS__DEFAULTS__BURST", "3"),
+            ("INFQ_LOG__FILTER", "debug"),
+            ("INFQ_CLIENT_URL", "http://127.0.0.1:8080"),
+            ("INFQ_URL", "http://127.0.0.1:8080"),
+        ]);
+        env::check(ok, &known).unwrap();
+        let err = env::check(vars(&[("INFQ_PRODUCR__PORT", "1")]), &known)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("producer"), "the sections are listed: {err}");
     }
 }

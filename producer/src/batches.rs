@@ -14,10 +14,11 @@ use crate::auth::Caller;
 use crate::bulk::{read_rows, Format, SpoolReader};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
+use crate::lookup::{owned_batch, parse_id};
 use crate::record_limit::RecordTooLong;
-use crate::routes::{parse_id, poll_until, WaitQuery};
 use crate::spool::{SpoolFile, SpoolRefused};
-use crate::AppState;
+use crate::state::AppState;
+use crate::wait::{poll_until, WaitQuery};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
@@ -215,7 +216,7 @@ async fn create(
     body: Body,
 ) -> Result<(Accepted, String), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let field = |f: &str, m: String| ApiError::Invalid(vec![crate::error::Detail::field(f, m)]);
+    let field = |f: &str, m: String| ApiError::Invalid(vec![crate::detail::Detail::field(f, m)]);
     let model = q
         .model
         .ok_or_else(|| field("model", "the query parameter `model` is required".into()))?;
@@ -238,7 +239,7 @@ async fn create(
                 return Err(ApiError::Invalid(problems));
             }
             if let Some(url) = &url {
-                crate::deliveries::check_url_resolves(&state, url).await?;
+                crate::callback::check_url_resolves(&state, url).await?;
             }
             url
         }
@@ -295,7 +296,10 @@ async fn create(
     let chunk_rows = spec.chunk_rows(cfg.chunk_rows);
     let chunks = report.rows.div_ceil(u64::from(chunk_rows));
     let chunks = u32::try_from(chunks).map_err(|_| {
-        ApiError::Invalid(vec![crate::error::Detail::field("rows", "too many chunks")])
+        ApiError::Invalid(vec![crate::detail::Detail::field(
+            "rows",
+            "too many chunks",
+        )])
     })?;
     crate::auth::admit(&state, caller, &id, report.rows, false).await?;
     let batch = NewBatch {
@@ -459,24 +463,6 @@ pub async fn get_batch(
     Ok(Json(rec.into()))
 }
 
-/// The caller's batch `batch_id` (`id` as written); 404 when unknown,
-/// erased or another tenant's.
-pub async fn owned_batch(
-    state: &AppState,
-    caller: &Caller,
-    batch_id: &infq_common::job::JobId,
-    id: &str,
-) -> Result<BatchRecord, ApiError> {
-    let rec = state
-        .store
-        .get_batch(batch_id)
-        .await?
-        .filter(|r| !r.erased)
-        .ok_or_else(|| ApiError::NotFound(format!("batch {id}")))?;
-    caller.check_owner(rec.tenant.as_deref(), "batch", id)?;
-    Ok(rec)
-}
-
 /// `DELETE /v1/batches/{id}`: erases the batch at once, every stored
 /// result included; chunks not yet run never will. `204`.
 #[utoipa::path(delete, path = "/v1/batches/{id}", tag = "batches",
@@ -578,7 +564,7 @@ pub async fn batch_results(
             _ => Format::Csv,
         }),
     }
-    .map_err(|m| ApiError::Invalid(vec![crate::error::Detail::field("format", m)]))?;
+    .map_err(|m| ApiError::Invalid(vec![crate::detail::Detail::field("format", m)]))?;
     let rec = owned_batch(&state, &caller, &batch_id, &id).await?;
     if !rec.status.is_terminal() {
         return Err(ApiError::Conflict(format!(
@@ -726,12 +712,6 @@ impl Renderer {
             out = csv.into_inner().map_err(|e| e.into_error())?;
         }
         Ok(out)
-    }
-}
-
-impl From<std::io::Error> for ApiError {
-    fn from(e: std::io::Error) -> Self {
-        ApiError::Internal(e.to_string())
     }
 }
 

@@ -2,7 +2,8 @@
 //! I/O: every problem in a request is collected, so a client fixes them all
 //! at once.
 
-use crate::error::{ApiError, Detail};
+use crate::detail::Detail;
+use crate::error::ApiError;
 use infq_common::job::Priority;
 use infq_common::registry::{ModelSpec, Registry};
 use infq_common::webhooks::guard::Guard;
