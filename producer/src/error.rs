@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Serialize;
 
 pub use crate::detail::Detail;
+use crate::validate::ValidationError;
 
 /// Everything the API can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,17 @@ impl From<crate::publisher::PublishError> for ApiError {
                 retry_after: std::time::Duration::from_secs(5),
             },
             other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        match e {
+            ValidationError::Malformed(m) => ApiError::Malformed(m),
+            ValidationError::LimitExceeded(m) => ApiError::LimitExceeded(m),
+            ValidationError::UnknownModel(m) => ApiError::UnknownModel(m),
+            ValidationError::Invalid(problems) => ApiError::Invalid(problems),
         }
     }
 }

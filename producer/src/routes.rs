@@ -183,7 +183,7 @@ async fn submit(
         Ok(job) => job,
         Err(e) => {
             metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if let Some(url) = &job.webhook_url {

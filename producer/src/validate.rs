@@ -1,14 +1,33 @@
 //! Checking a job submission against the model registry. Plain logic, no
 //! I/O: every problem in a request is collected, so a client fixes them all
-//! at once.
+//! at once. Its errors are its own ([`ValidationError`]); the HTTP layer
+//! turns them into answers ([`crate::error`]).
 
 use crate::detail::Detail;
-use crate::error::ApiError;
 use infq_common::job::Priority;
 use infq_common::registry::{ModelSpec, Registry};
 use infq_common::webhooks::guard::Guard;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// Why a job submission was refused: the body's shape, its syntax, its
+/// model, or its values (every problem listed).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    /// The body is not JSON of the expected shape.
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    /// A structural limit of the body (nesting depth, string length) is
+    /// passed; the message names it.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The model (or version) is not in the registry.
+    #[error("unknown model `{0}`")]
+    UnknownModel(String),
+    /// The body parsed but values are wrong; every problem is listed.
+    #[error("the request has {} invalid field(s)", .0.len())]
+    Invalid(Vec<Detail>),
+}
 
 /// Longest deadline a job may ask for: a week.
 pub const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -23,7 +42,11 @@ pub const MAX_STRING_BYTES: usize = 4096;
 /// Checks a JSON text's nesting depth and string lengths before it is
 /// parsed, so a hostile body costs a linear scan and nothing more.
 /// Malformed JSON passes here and fails in the parser.
-pub fn check_shape(body: &[u8], max_depth: usize, max_string: usize) -> Result<(), ApiError> {
+pub fn check_shape(
+    body: &[u8],
+    max_depth: usize,
+    max_string: usize,
+) -> Result<(), ValidationError> {
     let (mut depth, mut in_string, mut escaped, mut run) = (0usize, false, false, 0usize);
     for &b in body {
         if in_string {
@@ -37,7 +60,7 @@ pub fn check_shape(body: &[u8], max_depth: usize, max_string: usize) -> Result<(
             }
             run += 1;
             if run > max_string {
-                return Err(ApiError::LimitExceeded(format!(
+                return Err(ValidationError::LimitExceeded(format!(
                     "a string is longer than {max_string} bytes"
                 )));
             }
@@ -51,7 +74,7 @@ pub fn check_shape(body: &[u8], max_depth: usize, max_string: usize) -> Result<(
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max_depth {
-                    return Err(ApiError::LimitExceeded(format!(
+                    return Err(ValidationError::LimitExceeded(format!(
                         "JSON nested deeper than {max_depth} levels"
                     )));
                 }
@@ -127,13 +150,13 @@ pub fn validate<'r>(
     body: &[u8],
     registry: &'r Registry,
     guard: Option<&Guard>,
-) -> Result<ValidJob<'r>, ApiError> {
+) -> Result<ValidJob<'r>, ValidationError> {
     check_shape(body, MAX_JSON_DEPTH, MAX_STRING_BYTES)?;
     let req: JobRequest =
-        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| ValidationError::Malformed(e.to_string()))?;
     let spec = registry
         .resolve(&req.model)
-        .ok_or_else(|| ApiError::UnknownModel(req.model.clone()))?;
+        .ok_or_else(|| ValidationError::UnknownModel(req.model.clone()))?;
     let mut problems = Vec::new();
     let inputs = features(spec, &req.inputs, &mut problems);
     let webhook_url = req
@@ -167,7 +190,7 @@ pub fn validate<'r>(
     };
     if !problems.is_empty() {
         problems.truncate(MAX_PROBLEMS);
-        return Err(ApiError::Invalid(problems));
+        return Err(ValidationError::Invalid(problems));
     }
     Ok(ValidJob {
         spec,
@@ -505,18 +528,19 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ApiError;
 
     #[test]
     fn hostile_shapes_are_refused_before_parsing() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(
             check_shape(deep.as_bytes(), 16, 4096),
-            Err(ApiError::LimitExceeded(m)) if m.contains("16 levels")
+            Err(ValidationError::LimitExceeded(m)) if m.contains("16 levels")
         ));
         let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(5000));
         assert!(matches!(
             check_shape(long.as_bytes(), 16, 4096),
-            Err(ApiError::LimitExceeded(m)) if m.contains("4096 bytes")
+            Err(ValidationError::LimitExceeded(m)) if m.contains("4096 bytes")
         ));
         // Brackets and escaped quotes inside strings do not count.
         let ok = r#"{"a":"[[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{{{{{{{{{{{{","b":[[1]]}"#;
@@ -547,7 +571,7 @@ outputs = [{ name = "p" }]
 
     fn details(body: &str) -> Vec<Detail> {
         match validate(body.as_bytes(), &registry(), None) {
-            Err(ApiError::Invalid(d)) => d,
+            Err(ValidationError::Invalid(d)) => d,
             other => panic!("expected invalid, got {other:?}"),
         }
     }
@@ -610,7 +634,7 @@ outputs = [{ name = "p" }]
         ] {
             assert!(matches!(
                 validate(body.as_bytes(), &registry(), None),
-                Err(ApiError::Malformed(_))
+                Err(ValidationError::Malformed(_))
             ));
         }
     }
@@ -634,18 +658,23 @@ outputs = [{ name = "p" }]
             deep,
         ] {
             let err = validate(body.as_bytes(), &r, None).unwrap_err();
-            assert!(err.status().is_client_error(), "{body:.40}: {err:?}");
+            assert!(
+                ApiError::from(err.clone()).status().is_client_error(),
+                "{body:.40}: {err:?}"
+            );
         }
         // A key past the string limit is refused before parsing (413).
         let err = validate(long_key.as_bytes(), &r, None).unwrap_err();
-        assert!(matches!(err, ApiError::LimitExceeded(_)), "{err:?}");
+        assert!(matches!(err, ValidationError::LimitExceeded(_)), "{err:?}");
         // One within it is an unknown feature, named without echoing it all.
         let key = format!(
             r#"{{"model":"credit-default","inputs":{{"{}":1}}}}"#,
             "k".repeat(4000)
         );
         let err = validate(key.as_bytes(), &r, None).unwrap_err();
-        let ApiError::Invalid(d) = err else { panic!() };
+        let ValidationError::Invalid(d) = err else {
+            panic!()
+        };
         assert!(d.iter().all(|d| d.field.as_ref().unwrap().len() < 100));
     }
 
@@ -680,7 +709,8 @@ outputs = [{ name = "p" }]
             ("https://u:p@hooks.example.com/", "user name"),
             ("hooks.example.com", "not a valid URL"),
         ] {
-            let Err(ApiError::Invalid(d)) = validate(body(url).as_bytes(), &r, Some(&guard)) else {
+            let Err(ValidationError::Invalid(d)) = validate(body(url).as_bytes(), &r, Some(&guard))
+            else {
                 panic!("{url} passed")
             };
             assert_eq!(d[0].field.as_deref(), Some("webhook_url"));
@@ -692,7 +722,7 @@ outputs = [{ name = "p" }]
     fn unknown_model_and_options() {
         assert!(matches!(
             validate(br#"{"model":"nope","inputs":[1,2,3]}"#, &registry(), None),
-            Err(ApiError::UnknownModel(_))
+            Err(ValidationError::UnknownModel(_))
         ));
         let d = details(
             r#"{"model":"credit-default","inputs":[1,2,3],"deadline_ms":0,"metadata":[1]}"#,
@@ -720,7 +750,7 @@ outputs = [{ name = "p" }]
     fn row(body: &str, r: &Registry) -> Result<Vec<f32>, Vec<Detail>> {
         match validate(body.as_bytes(), r, None) {
             Ok(j) => Ok(j.inputs),
-            Err(ApiError::Invalid(d)) => Err(d),
+            Err(ValidationError::Invalid(d)) => Err(d),
             Err(e) => panic!("{e:?}"),
         }
     }
