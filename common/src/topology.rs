@@ -25,11 +25,15 @@
 //! Producer and worker both declare the topology, idempotently, so either
 //! may start first.
 
+pub(crate) mod death;
+
 use crate::config::AmqpConfig;
 use crate::job::Priority;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
+
+pub use death::death_reason;
 
 /// Deliveries of one webhook message before it is dead-lettered.
 pub const WEBHOOK_DELIVERY_LIMIT: i64 = 50;
@@ -374,43 +378,6 @@ impl Topology {
                 .await?;
         }
         Ok(())
-    }
-}
-
-/// Why a message was dead-lettered, in words: the reason infq gave when
-/// it refused the message (see [`crate::dead`]), else the broker's, from
-/// its `x-first-death-*` headers.
-pub fn death_reason(props: &BasicProperties) -> String {
-    // The headers are the publisher's to write: a reason is cut short.
-    crate::dead::cut(&death_reason_uncut(props), crate::dead::MAX_REASON_BYTES)
-}
-
-fn death_reason_uncut(props: &BasicProperties) -> String {
-    if let Some(reason) = crate::dead::reason_of(props) {
-        let queue = crate::dead::queue_of(props).unwrap_or_else(|| "a queue".into());
-        return format!("refused by infq on {queue}: {reason}");
-    }
-    let header = |name: &str| -> Option<String> {
-        props
-            .headers()
-            .as_ref()?
-            .inner()
-            .get(name)
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                AMQPValue::ShortString(s) => Some(s.to_string()),
-                _ => None,
-            })
-    };
-    let queue = header("x-first-death-queue").unwrap_or_else(|| "a job queue".into());
-    match header("x-first-death-reason").as_deref() {
-        Some("delivery_limit") => {
-            format!("delivered too many times from {queue} without being acknowledged")
-        }
-        Some("rejected") => format!("rejected by a worker on {queue}"),
-        Some("expired") => format!("expired in {queue}"),
-        Some(other) => format!("{other} in {queue}"),
-        None => "dead-lettered".into(),
     }
 }
 

@@ -12,7 +12,7 @@
 //! cancelled, expired, or gone) is removed.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
@@ -304,7 +304,7 @@ pub async fn replay(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::Malformed(e.body_text()))?;
     if req.ids.is_empty() && !req.all {
-        return Err(ApiError::Invalid(vec![crate::error::Detail::field(
+        return Err(ApiError::Invalid(vec![crate::detail::Detail::field(
             "ids",
             "name the dead letters to replay, or set \"all\": true",
         )]));
@@ -402,7 +402,7 @@ pub async fn replay(
                 // Not replayed after all: the job is dead-lettered again, so
                 // its record matches the message kept in the queue.
                 let reason = format!("not published: {e}");
-                if let Err(e) = crate::admin::kill_again(&state, &msg).await {
+                if let Err(e) = kill_again(&state, &msg).await {
                     tracing::warn!(error = %e, "could not restore a dead letter's record");
                 }
                 problems.push(json!({"id": id, "reason": reason}));

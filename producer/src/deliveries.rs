@@ -6,33 +6,17 @@
 //! disabled by `410 Gone` enables it again: the operator has fixed it.
 
 use crate::auth::Caller;
-use crate::error::{ApiError, Detail};
-use crate::routes::parse_id;
-use crate::AppState;
+use crate::error::ApiError;
+use crate::lookup::{owned_batch, owned_job, parse_id};
+use crate::state::AppState;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use infq_common::job::JobId;
 use infq_common::webhooks::event::{generation_of, EventMessage, SubjectKind};
-use infq_common::webhooks::guard::GuardError;
 use infq_common::webhooks::store::Redeliver;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-/// The submit-time lookup of a callback host: a name that resolves to a
-/// forbidden address is refused now rather than at the first attempt.
-pub async fn check_url_resolves(state: &AppState, url: &str) -> Result<(), ApiError> {
-    let Some(guard) = &state.guard else {
-        return Ok(());
-    };
-    match guard.check_submitted(url).await {
-        Ok(_) | Err(GuardError::Unresolvable { .. }) => Ok(()),
-        Err(e) => Err(ApiError::Invalid(vec![Detail::field(
-            "webhook_url",
-            e.to_string(),
-        )])),
-    }
-}
 
 async fn list(
     state: &AppState,
@@ -60,16 +44,8 @@ async fn reopened(
 ) -> Result<u32, ApiError> {
     let raw = id.to_string();
     Ok(match kind {
-        SubjectKind::Job => {
-            crate::routes::owned_job(state, caller, id, &raw)
-                .await?
-                .reopened
-        }
-        SubjectKind::Batch => {
-            crate::batches::owned_batch(state, caller, id, &raw)
-                .await?
-                .reopened
-        }
+        SubjectKind::Job => owned_job(state, caller, id, &raw).await?.reopened,
+        SubjectKind::Batch => owned_batch(state, caller, id, &raw).await?.reopened,
     })
 }
 

@@ -7,29 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-/// One problem with a request, located by field path or line number.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Detail {
-    /// Where: a field path such as `inputs.balance`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// Where: a line of an uploaded file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Detail {
-    /// A problem with a field.
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.into()),
-            line: None,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::detail::Detail;
+use crate::validate::ValidationError;
 
 /// Everything the API can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +178,23 @@ impl From<crate::publisher::PublishError> for ApiError {
             },
             other => ApiError::Unavailable(other.to_string()),
         }
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        match e {
+            ValidationError::Malformed(m) => ApiError::Malformed(m),
+            ValidationError::LimitExceeded(m) => ApiError::LimitExceeded(m),
+            ValidationError::UnknownModel(m) => ApiError::UnknownModel(m),
+            ValidationError::Invalid(problems) => ApiError::Invalid(problems),
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

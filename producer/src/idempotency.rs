@@ -21,7 +21,7 @@ pub fn key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         return Ok(None);
     };
     let bad = || {
-        ApiError::Invalid(vec![crate::error::Detail::field(
+        ApiError::Invalid(vec![crate::detail::Detail::field(
             "Idempotency-Key",
             "use 1 to 255 printable ASCII characters",
         )])
@@ -76,7 +76,12 @@ pub const PENDING_BATCH_MS: u64 = 6 * 3600 * 1000;
 /// Stores an accepted submission's answer under its key. The job is
 /// accepted whatever happens here: if Redis fails now, repeats get `409`
 /// until the pending key expires.
-pub async fn remember(state: &crate::AppState, claimed: &Claimed, hash: &str, accepted: &Accepted) {
+pub async fn remember(
+    state: &crate::state::AppState,
+    claimed: &Claimed,
+    hash: &str,
+    accepted: &Accepted,
+) {
     if let Err(e) = state
         .idempotency
         .finish(claimed, hash, 202, &accepted.body.to_string())

@@ -9,15 +9,20 @@ pub mod admin;
 pub mod auth;
 pub mod batches;
 pub mod bulk;
+pub mod callback;
 pub mod deliveries;
+pub mod detail;
 pub mod error;
 pub mod idempotency;
+pub mod lookup;
 pub mod openapi;
 pub mod publisher;
 pub mod record_limit;
 pub mod routes;
 pub mod spool;
+pub mod state;
 pub mod validate;
+pub mod wait;
 pub mod waiters;
 
 use axum::extract::DefaultBodyLimit;
@@ -25,101 +30,17 @@ use axum::middleware;
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
 use axum::Router;
-use infq_common::config::Settings;
 use infq_common::job::Priority;
 use infq_common::registry::Registry;
 use infq_common::shutdown::CancellationToken;
-use infq_common::store::JobStore;
 use infq_common::topology::Topology;
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::IntoFuture;
 use std::sync::Arc;
 
+pub use state::AppState;
+
 /// How long requests in flight may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// What every handler shares.
-pub struct AppState {
-    /// The whole configuration.
-    pub settings: Settings,
-    /// Models and their schemas; swapped whole by a hot reload.
-    pub registry: arc_swap::ArcSwap<Registry>,
-    /// The model names the producer started with: it declared their
-    /// queues, and a reload keeps to them.
-    pub model_names: Vec<String>,
-    /// Job records.
-    pub store: JobStore,
-    /// Idempotency keys.
-    pub idempotency: infq_common::idempotency::IdempotencyStore,
-    /// The broker link.
-    pub publisher: publisher::Publisher,
-    /// Long-poll wake-ups.
-    pub waiters: Arc<waiters::Waiters>,
-    /// Disk held by the spool files of uploads in flight.
-    pub spool: Arc<spool::SpoolBudget>,
-    /// Checks callback URLs; `None` when callbacks are off (no secret).
-    pub guard: Option<infq_common::webhooks::guard::Guard>,
-    /// Tenants, API keys and quotas.
-    pub tenants: infq_common::tenants::TenantStore,
-    /// Webhook events and their delivery logs.
-    pub deliveries: infq_common::webhooks::store::DeliveryStore,
-    /// Renders `/metrics`; `None` where no recorder is installed (tests).
-    pub prometheus: Option<PrometheusHandle>,
-    /// Cancelled when the server shuts down, so long-polls answer at once.
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    /// The registry as it is now.
-    pub fn registry(&self) -> Arc<Registry> {
-        self.registry.load_full()
-    }
-
-    /// Builds the state; nothing connects yet.
-    pub fn new(
-        settings: Settings,
-        registry: Registry,
-        prometheus: Option<PrometheusHandle>,
-    ) -> anyhow::Result<Self> {
-        let store = JobStore::new(&settings.redis, &settings.namespace)?;
-        let topology = Topology::of(&settings);
-        let models: Vec<String> = registry.names().iter().map(|s| s.to_string()).collect();
-        let publisher = publisher::Publisher::new(settings.amqp.clone(), topology, models.clone());
-        let idempotency = infq_common::idempotency::IdempotencyStore::new(
-            store.connection(),
-            &settings.namespace,
-            settings.producer.idempotency_ttl_secs,
-        );
-        let guard = settings
-            .webhooks
-            .enabled()
-            .then(|| infq_common::webhooks::guard::Guard::new(&settings.webhooks));
-        let deliveries = infq_common::webhooks::store::DeliveryStore::for_settings(
-            store.connection(),
-            &settings,
-        );
-        let tenants = infq_common::tenants::TenantStore::new(store.connection(), &settings);
-        let spool = spool::SpoolBudget::new(
-            settings.producer.spool_budget_bytes,
-            settings.producer.tenant_spool_bytes,
-        );
-        Ok(Self {
-            tenants,
-            guard,
-            deliveries,
-            settings,
-            registry: arc_swap::ArcSwap::from_pointee(registry),
-            model_names: models.clone(),
-            store,
-            idempotency,
-            publisher,
-            waiters: Arc::new(waiters::Waiters::default()),
-            spool,
-            prometheus,
-            shutdown: CancellationToken::new(),
-        })
-    }
-}
 
 /// The API's routes: `/v1` behind an API key, `/v1/admin` behind an
 /// admin tenant's key; health, metrics and `/openapi.json` open. Every
@@ -143,10 +64,10 @@ pub fn router_and_api(state: Arc<AppState>) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(routes::submit_job))
         .routes(routes!(routes::get_job, routes::delete_job))
         .routes(routes!(routes::cancel_job))
-        .routes(routes!(batches::create_batch))
+        .routes(routes!(batches::upload::create_batch))
         .routes(routes!(batches::get_batch, batches::delete_batch))
         .routes(routes!(batches::cancel_batch))
-        .routes(routes!(batches::batch_results))
+        .routes(routes!(batches::results::batch_results))
         .routes(routes!(deliveries::job_deliveries))
         .routes(routes!(deliveries::retry_job_event))
         .routes(routes!(deliveries::batch_deliveries))

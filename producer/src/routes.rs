@@ -3,8 +3,10 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
+use crate::lookup::{owned_job, parse_id};
+use crate::state::AppState;
 use crate::validate::validate;
-use crate::AppState;
+use crate::wait::{poll_until, WaitQuery};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
@@ -20,10 +22,8 @@ use infq_common::metrics as m;
 use infq_common::registry::ModelSpec;
 use infq_common::store::{Cancelled, JobRecord, NewJob, Transition};
 use infq_common::views::JobView;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::Instrument;
 
 pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
@@ -183,11 +183,11 @@ async fn submit(
         Ok(job) => job,
         Err(e) => {
             metrics::counter!(m::JOBS_REJECTED, "outcome" => "invalid").increment(1);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if let Some(url) = &job.webhook_url {
-        crate::deliveries::check_url_resolves(state, url).await?;
+        crate::callback::check_url_resolves(state, url).await?;
     }
     let id = new_job_id();
     let span = tracing::Span::current();
@@ -259,68 +259,6 @@ async fn submit(
     })
 }
 
-/// Query of `GET /v1/jobs/{id}` and `GET /v1/batches/{id}`.
-#[derive(Deserialize)]
-pub struct WaitQuery {
-    /// Seconds to wait for a terminal state.
-    #[serde(default)]
-    wait: Option<f64>,
-}
-
-impl WaitQuery {
-    /// The wait, checked and capped at `producer.max_wait_secs`.
-    pub fn seconds(&self, max: u64) -> Result<f64, ApiError> {
-        match self.wait {
-            None => Ok(0.0),
-            Some(w) if w.is_finite() && w >= 0.0 => Ok(w.min(max as f64)),
-            Some(_) => Err(ApiError::Invalid(vec![crate::error::Detail::field(
-                "wait",
-                "must be a non-negative number of seconds",
-            )])),
-        }
-    }
-}
-
-/// Reads a record until `done` says it is final or `wait` seconds pass,
-/// waking on the completion notice of `id` and re-reading every second.
-pub async fn poll_until<T, F, Fut>(
-    state: &AppState,
-    id: JobId,
-    wait: f64,
-    mut read: F,
-    done: impl Fn(&T) -> bool,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ApiError>>,
-{
-    if wait <= 0.0 {
-        return read().await;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
-    let guard = state.waiters.register(id);
-    loop {
-        let notified = guard.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let rec = read().await?;
-        if done(&rec) || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return Ok(rec);
-        }
-        let recheck = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(recheck) => {}
-            _ = state.shutdown.cancelled() => {}
-        }
-    }
-}
-
-/// Parses an id from a path; unknown shapes are simply not found.
-pub fn parse_id(id: &str, what: &str) -> Result<JobId, ApiError> {
-    JobId::parse_str(id).map_err(|_| ApiError::NotFound(format!("{what} {id}")))
-}
-
 /// `GET /v1/jobs/{id}`, optionally long-polling with `?wait=SECONDS`.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     security(("api_key" = [])),
@@ -346,24 +284,6 @@ pub async fn get_job(
     })
     .await?;
     Ok(Json(rec.into()))
-}
-
-/// The caller's job `job_id` (`id` as written); 404 when unknown, erased
-/// or another tenant's.
-pub async fn owned_job(
-    state: &AppState,
-    caller: &Caller,
-    job_id: &JobId,
-    id: &str,
-) -> Result<JobRecord, ApiError> {
-    let rec = state
-        .store
-        .get(job_id)
-        .await?
-        .filter(|r| !r.erased)
-        .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
-    caller.check_owner(rec.tenant.as_deref(), "job", id)?;
-    Ok(rec)
 }
 
 /// `DELETE /v1/jobs/{id}`: erases the job at once, its output and

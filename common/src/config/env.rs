@@ -11,7 +11,7 @@
 //! no server setting can ever be named after: the servers skip it whole,
 //! and still refuse everything else they do not know.
 
-use super::ConfigError;
+use super::error::ConfigError;
 use std::ffi::OsString;
 
 /// Prefix of every infq variable; `INFQ_<SECTION>__<KEY>` sets
@@ -199,30 +199,6 @@ mod tests {
             ("HOME", "/root"),
         ]);
         check(ok, &known()).unwrap();
-    }
-
-    #[test]
-    fn every_documented_kind_of_setting_passes_against_the_real_defaults() {
-        let known = serde_json::to_value(super::super::RawSettings::default()).unwrap();
-        let ok = vars(&[
-            ("INFQ_NAMESPACE", "t1"),
-            ("INFQ_MODELS_FILE", "m.toml"),
-            ("INFQ_MODELS_POLL_MS", "0"),
-            ("INFQ_REDIS__URL", "redis://127.0.0.1:6379/"),
-            ("INFQ_AMQP__QUEUE_EXPIRES_MS", "60000"),
-            ("INFQ_AMQP__CA_FILE", "/ca.pem"),
-            ("INFQ_PRODUCER__SPOOL_DIR", "/tmp"),
-            ("INFQ_WEBHOOKS__ALLOW_HOSTS", "[\"127.0.0.1\"]"),
-            ("INFQ_TENANTS__DEFAULTS__BURST", "3"),
-            ("INFQ_LOG__FILTER", "debug"),
-            ("INFQ_CLIENT_URL", "http://127.0.0.1:8080"),
-            ("INFQ_URL", "http://127.0.0.1:8080"),
-        ]);
-        check(ok, &known).unwrap();
-        let err = check(vars(&[("INFQ_PRODUCR__PORT", "1")]), &known)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("producer"), "the sections are listed: {err}");
     }
 
     #[test]

@@ -15,7 +15,6 @@
 //! those IPv4 addresses (mapped, compatible, NAT64, 6to4). Hosts listed in
 //! `webhooks.allow_hosts` skip the address checks.
 
-use crate::config::WebhooksConfig;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 use url::{Host, Url};
@@ -210,12 +209,24 @@ fn bare(host: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// What the configuration says about callback targets: the guard's input,
+/// so that the guard needs nothing else of the configuration
+/// (`webhooks` settings convert into it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy<'a> {
+    /// Allows `http://` callback URLs (development and tests only).
+    pub allow_http: bool,
+    /// Hosts exempt from the address checks, as written in URLs.
+    pub allow_hosts: &'a [String],
+}
+
 impl Guard {
-    /// The guard `cfg` describes.
-    pub fn new(cfg: &WebhooksConfig) -> Self {
+    /// The guard `policy` describes (the `webhooks` settings are one).
+    pub fn new<'a>(policy: impl Into<Policy<'a>>) -> Self {
+        let policy = policy.into();
         Self {
-            allow_http: cfg.allow_http,
-            allow_hosts: cfg.allow_hosts.iter().map(|h| bare(h)).collect(),
+            allow_http: policy.allow_http,
+            allow_hosts: policy.allow_hosts.iter().map(|h| bare(h)).collect(),
         }
     }
 
@@ -350,10 +361,9 @@ mod tests {
     }
 
     fn dev() -> Guard {
-        Guard::new(&WebhooksConfig {
+        Guard::new(Policy {
             allow_http: true,
-            allow_hosts: vec!["127.0.0.1".into(), "[::1]".into(), "Receiver.Local".into()],
-            ..Default::default()
+            allow_hosts: &["127.0.0.1".into(), "[::1]".into(), "Receiver.Local".into()],
         })
     }
 

@@ -1,0 +1,193 @@
+//! One model version as the registry describes it: its input features,
+//! its outputs, and how it is batched and run.
+
+use super::size::rows_per_message;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Element type of a feature. Only `f32` exists today; the field is in the
+/// schema so that files written now stay valid when more types arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit float, the model's input type.
+    #[default]
+    F32,
+}
+
+/// One named input feature, in the order the model expects it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// The feature's name, as clients send it.
+    pub name: String,
+    /// Element type.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// Dimensions of a tensor feature (`[12, 4]`: 12 rows of 4); empty
+    /// for a single number. Its values follow one another in row-major
+    /// order in the model's input row.
+    #[serde(default)]
+    pub shape: Vec<usize>,
+    /// Smallest accepted value, if the domain is bounded.
+    pub min: Option<f64>,
+    /// Largest accepted value, if the domain is bounded.
+    pub max: Option<f64>,
+    /// What the feature means, for `GET /v1/models`.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl FeatureSpec {
+    /// Number of values: the product of the shape (1 for a number).
+    pub fn size(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// One named output column of the model's `[N, outputs]` result.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The output's name in results.
+    pub name: String,
+    /// What the output means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One model version as the registry describes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name clients address it by; also part of its queue names.
+    pub name: String,
+    /// Version label; `name@version` pins it.
+    pub version: String,
+    /// Whether this is the version plain `name` resolves to. Without any
+    /// entry marked, the last listed version is the default.
+    #[serde(default)]
+    pub default: bool,
+    /// The TorchScript file, relative to the registry file.
+    pub path: PathBuf,
+    /// What the model does.
+    #[serde(default)]
+    pub description: String,
+    /// Input features in the order of the model's input columns.
+    pub inputs: Vec<FeatureSpec>,
+    /// Output columns in order.
+    pub outputs: Vec<OutputSpec>,
+    /// Most rows in one forward pass.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: usize,
+    /// Longest a batch waits to fill after its first job, in milliseconds.
+    #[serde(default = "default_max_batch_delay_ms")]
+    pub max_batch_delay_ms: u64,
+    /// `auto` (a GPU when present), `cpu`, or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Model threads on the device, each with its own copy of the model,
+    /// taking batches in turn.
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+    /// Arithmetic on a GPU: `f32`, `f16` or `bf16` (inputs and outputs stay
+    /// f32); on a CPU always `f32`.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// Floating-point precision a model runs in on a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// The name used in the registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+fn default_max_batch_size() -> usize {
+    64
+}
+fn default_max_batch_delay_ms() -> u64 {
+    2
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_instances() -> usize {
+    1
+}
+
+impl ModelSpec {
+    /// Number of values in one input row: every feature's, in order.
+    pub fn width(&self) -> usize {
+        self.inputs.iter().map(FeatureSpec::size).sum()
+    }
+
+    /// Where each feature's values start in the input row.
+    pub fn offsets(&self) -> Vec<usize> {
+        self.inputs
+            .iter()
+            .scan(0, |at, f| {
+                let start = *at;
+                *at += f.size();
+                Some(start)
+            })
+            .collect()
+    }
+
+    /// Whether every feature is a single number.
+    pub fn is_scalar(&self) -> bool {
+        self.inputs.iter().all(|f| f.shape.is_empty())
+    }
+
+    /// Names of the input row's values, for CSV headers: a number's name,
+    /// and `name[k]` for value k (row-major) of a tensor feature, each with
+    /// the index of its feature.
+    pub fn columns(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::with_capacity(self.width());
+        for (i, f) in self.inputs.iter().enumerate() {
+            if f.shape.is_empty() {
+                out.push((i, f.name.clone()));
+            } else {
+                out.extend((0..f.size()).map(|k| (i, format!("{}[{k}]", f.name))));
+            }
+        }
+        out
+    }
+
+    /// `name@version`, the model's full address.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// The longest a batch waits for more jobs.
+    pub fn max_batch_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_batch_delay_ms)
+    }
+
+    /// Rows per bulk chunk message of this model: `configured`
+    /// (`producer.chunk_rows`), or fewer where that many rows of this
+    /// model's width would not fit in one message. Every chunk of a batch
+    /// has this many rows but the last, so row `r` is in chunk
+    /// `r / chunk_rows`.
+    pub fn chunk_rows(&self, configured: u32) -> u32 {
+        let fits = u32::try_from(rows_per_message(self.width())).unwrap_or(u32::MAX);
+        configured.clamp(1, fits.max(1))
+    }
+}

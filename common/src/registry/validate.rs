@@ -1,0 +1,202 @@
+//! The checks of a registry file's entries: a bad value stops start-up
+//! with the file, the model and the field.
+
+use super::device::{parse_device, DeviceChoice};
+use super::error::RegistryError;
+use super::size::{rows_per_message, F16_MAX, MAX_WIDTH};
+use super::spec::{ModelSpec, Precision};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// Model names become queue names and URL segments, so they are kept to a
+/// safe alphabet.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+fn valid_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+}
+
+/// Checks every entry, naming the first bad value by model and field.
+pub(super) fn validate(models: &[ModelSpec], path: &Path) -> Result<(), RegistryError> {
+    let invalid = |model: String, field: &str, message: String| RegistryError::Invalid {
+        path: path.to_path_buf(),
+        model,
+        field: field.to_string(),
+        message,
+    };
+    if models.is_empty() {
+        return Err(RegistryError::Parse {
+            path: path.to_path_buf(),
+            message: "no [[model]] entries".into(),
+        });
+    }
+    let mut ids = HashSet::new();
+    let mut defaults = HashSet::new();
+    for (i, m) in models.iter().enumerate() {
+        let label = if m.name.is_empty() {
+            format!("#{}", i + 1)
+        } else {
+            m.id()
+        };
+        if !valid_name(&m.name) {
+            return Err(invalid(
+                label,
+                "name",
+                "use 1 to 64 of a-z, 0-9, '-' and '_', starting with a letter or digit".into(),
+            ));
+        }
+        if !valid_version(&m.version) {
+            return Err(invalid(
+                label,
+                "version",
+                "use 1 to 32 of A-Z, a-z, 0-9, '.', '-' and '_'".into(),
+            ));
+        }
+        if !ids.insert(m.id()) {
+            return Err(invalid(label, "version", "listed twice".into()));
+        }
+        if m.default && !defaults.insert(m.name.clone()) {
+            return Err(invalid(
+                label,
+                "default",
+                "another version of this model is already the default".into(),
+            ));
+        }
+        if m.inputs.is_empty() {
+            return Err(invalid(
+                label,
+                "inputs",
+                "at least one input is needed".into(),
+            ));
+        }
+        let mut names = HashSet::new();
+        for f in &m.inputs {
+            if f.name.is_empty() || !names.insert(f.name.as_str()) {
+                return Err(invalid(
+                    label,
+                    "inputs",
+                    format!("input names must be non-empty and unique (`{}`)", f.name),
+                ));
+            }
+            if f.shape.iter().any(|d| !(1..=MAX_WIDTH).contains(d))
+                || f.shape.len() > 4
+                || f.shape
+                    .iter()
+                    .try_fold(1usize, |a, d| a.checked_mul(*d))
+                    .is_none_or(|n| n > MAX_WIDTH)
+            {
+                return Err(invalid(
+                    label,
+                    "inputs.shape",
+                    format!(
+                        "`{}`: at most 4 dimensions of at least 1, and at most {MAX_WIDTH} values",
+                        f.name
+                    ),
+                ));
+            }
+            match (f.min, f.max) {
+                (Some(lo), _) if !lo.is_finite() => {
+                    return Err(invalid(label, "inputs.min", "must be finite".into()))
+                }
+                (_, Some(hi)) if !hi.is_finite() => {
+                    return Err(invalid(label, "inputs.max", "must be finite".into()))
+                }
+                (Some(lo), Some(hi)) if lo > hi => {
+                    return Err(invalid(
+                        label,
+                        "inputs",
+                        format!("`{}`: min is above max", f.name),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if m.width() > MAX_WIDTH {
+            return Err(invalid(
+                label,
+                "inputs",
+                format!("{} values in all; at most {MAX_WIDTH}", m.width()),
+            ));
+        }
+        if rows_per_message(m.width()) == 0 {
+            return Err(invalid(
+                label,
+                "inputs",
+                format!(
+                    "{} values in all: one row would not fit in a job message of {} bytes",
+                    m.width(),
+                    crate::message::MAX_MESSAGE_BYTES
+                ),
+            ));
+        }
+        if m.outputs.is_empty() {
+            return Err(invalid(
+                label,
+                "outputs",
+                "at least one output is needed".into(),
+            ));
+        }
+        if !(1..=65_536).contains(&m.max_batch_size) {
+            return Err(invalid(
+                label,
+                "max_batch_size",
+                "must be between 1 and 65536".into(),
+            ));
+        }
+        if m.max_batch_delay_ms > 10_000 {
+            return Err(invalid(
+                label,
+                "max_batch_delay_ms",
+                "must be at most 10000".into(),
+            ));
+        }
+        if parse_device(&m.device).is_none() {
+            return Err(invalid(
+                label,
+                "device",
+                format!("`{}`: use auto, cpu or cuda:N", m.device),
+            ));
+        }
+        if !(1..=16).contains(&m.instances) {
+            return Err(invalid(
+                label,
+                "instances",
+                "must be between 1 and 16".into(),
+            ));
+        }
+        if m.precision != Precision::F32 && parse_device(&m.device) == Some(DeviceChoice::Cpu) {
+            return Err(invalid(
+                label,
+                "precision",
+                format!("`{}` needs a GPU; device is cpu", m.precision.as_str()),
+            ));
+        }
+        // f16 inputs are converted with the weights: a value past the
+        // largest f16 would reach the model as infinity, so every input
+        // must be bounded within it (bf16 has f32's range).
+        if m.precision == Precision::F16 {
+            if let Some(f) = m.inputs.iter().find(|f| {
+                !matches!((f.min, f.max), (Some(lo), Some(hi)) if lo >= -F16_MAX && hi <= F16_MAX)
+            }) {
+                return Err(invalid(
+                    label,
+                    "precision",
+                    format!(
+                        "`f16` takes inputs within ±{F16_MAX}, and `{}` is not bounded so: give it min and max in that range, or use bf16",
+                        f.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

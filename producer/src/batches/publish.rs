@@ -1,0 +1,78 @@
+//! Publishing a batch's spooled rows, `chunk_rows` rows per message, with
+//! publisher confirms.
+
+use crate::bulk::SpoolReader;
+use crate::error::ApiError;
+use crate::spool::SpoolFile;
+use crate::state::AppState;
+use futures_util::{StreamExt, TryStreamExt};
+use infq_common::job::Priority;
+use infq_common::message::{ChunkRef, JobMessage};
+use infq_common::registry::ModelSpec;
+use infq_common::store::NewBatch;
+use std::sync::Arc;
+
+/// Publishes the spooled rows as chunk messages, `publish_window` awaiting
+/// their confirms at once; the first failure stops the upload.
+pub(super) async fn publish_chunks(
+    state: &Arc<AppState>,
+    spec: &ModelSpec,
+    batch: &NewBatch,
+    spool: SpoolFile<std::fs::File>,
+) -> Result<(), ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<f32>>>(64);
+    let width = spec.width();
+    let rows = batch.total;
+    let chunk_rows = batch.chunk_rows as usize;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut r = SpoolReader::new(spool, width, rows);
+        loop {
+            let next = r.next_chunk(chunk_rows).transpose();
+            let Some(item) = next else { break };
+            if tx.blocking_send(item).is_err() {
+                break;
+            }
+        }
+    });
+    let window = state.settings.producer.publish_window.max(1);
+    let result = tokio_stream_of(rx)
+        .enumerate()
+        .map(|(index, inputs)| async move {
+            let inputs = inputs.map_err(|e| ApiError::Internal(format!("spool: {e}")))?;
+            let msg = JobMessage {
+                id: batch.id,
+                model: batch.model.clone(),
+                version: batch.version.clone(),
+                priority: Priority::Bulk,
+                inputs,
+                created_at_ms: batch.created_at_ms,
+                deadline_at_ms: None,
+                chunk: Some(ChunkRef {
+                    index: index as u32,
+                    first_row: index as u64 * batch.chunk_rows as u64 + 1,
+                }),
+                retries: 0,
+                webhook_url: None,
+                tenant: None,
+                retention_ms: None,
+            };
+            // Noted before it is published, so no other message for this
+            // place of the batch can run.
+            state
+                .store
+                .note_chunk_digest(&batch.id, index as u32, &msg.digest())
+                .await?;
+            state.publisher.publish(&msg).await.map_err(ApiError::from)
+        })
+        .buffer_unordered(window)
+        .try_for_each(|()| async { Ok(()) })
+        .await;
+    reader.abort();
+    result
+}
+
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,363 @@
+//! `POST /v1/batches`: an upload is read as it streams in and validated
+//! row by row on a blocking thread ([`crate::bulk`]); valid rows wait in a
+//! spool file, within the producer's spool budget ([`crate::spool`]). Only
+//! when the whole file has passed is the batch recorded and its rows
+//! published ([`super::publish`]); the client gets `202` once the broker
+//! holds every chunk.
+
+use super::publish::publish_chunks;
+use crate::auth::Caller;
+use crate::bulk::{read_rows, Format};
+use crate::error::ApiError;
+use crate::idempotency::{self, Accepted};
+use crate::record_limit::RecordTooLong;
+use crate::spool::{SpoolFile, SpoolRefused};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
+use infq_common::idempotency::{Begin, BodyHasher};
+use infq_common::job::{new_job_id, now_ms, JobError, JobStatus, Priority};
+use infq_common::store::{BatchRecord, NewBatch};
+use infq_common::views::BatchView;
+use serde::Deserialize;
+use std::io::{Read, Seek};
+use std::sync::Arc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+/// Query of `POST /v1/batches`.
+#[derive(Deserialize)]
+pub struct CreateQuery {
+    /// `name` or `name@version`.
+    model: Option<String>,
+    /// `csv` or `jsonl`; else the `Content-Type` decides.
+    format: Option<String>,
+    /// Where `batch.completed` is sent.
+    webhook_url: Option<String>,
+}
+
+/// Reads from an upload stream, hashing what passes, and failing once more
+/// than `limit` bytes came.
+struct UploadRead<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    hash: BodyHasher,
+}
+
+impl<R: Read> Read for UploadRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("upload over the limit of {} bytes", self.limit),
+            ));
+        }
+        self.left -= n as u64;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// How long a client whose upload found the spool budget spent waits
+/// before trying again: other uploads end and give theirs back.
+const SPOOL_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The answer to an upload that could not be read to its end.
+fn upload_error(e: std::io::Error, limit: u64) -> ApiError {
+    if let Some(too_long) = RecordTooLong::of(&e) {
+        return ApiError::LimitExceeded(too_long.to_string());
+    }
+    match SpoolRefused::of(&e) {
+        Some(r @ SpoolRefused::TooLarge { .. }) => return ApiError::LimitExceeded(r.to_string()),
+        Some(r @ SpoolRefused::Busy { .. }) => {
+            return ApiError::TooMany {
+                message: r.to_string(),
+                retry_after: SPOOL_RETRY_AFTER,
+            }
+        }
+        None => {}
+    }
+    if e.kind() == std::io::ErrorKind::FileTooLarge {
+        return ApiError::TooLarge(limit as usize);
+    }
+    ApiError::Malformed(format!("reading the upload failed: {e}"))
+}
+
+/// An error response that also closes the connection: the rest of the
+/// upload is not read, so the connection cannot carry another request.
+fn closing(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `POST /v1/batches?model=...`: stream, validate, spool, publish, `202`.
+/// With an `Idempotency-Key`, a repeat of the same file gets the original
+/// answer and no second batch.
+#[utoipa::path(post, path = "/v1/batches", tag = "batches",
+    security(("api_key" = [])),
+    params(("model" = String, Query, description = "`name` or `name@version`"),
+           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
+           ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
+           ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
+    request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
+    responses(
+        (status = 202, description = "Every row is with the broker", body = infq_common::views::BatchView),
+        (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Over the size, record or row limit, or the spool space one upload may hold", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Bad rows (each listed with its line) or unknown model", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Over the tenant's rate or quota, or the spool space is taken by other uploads (with Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Broker or Redis unavailable", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // The work runs to its end even if the client goes away, so a batch is
+    // never left half published and no key is left pending.
+    let task = tokio::spawn(create_idempotent(state, caller, query, headers, body));
+    match task.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => closing(e),
+        Err(e) => closing(ApiError::Internal(format!("upload task: {e}"))),
+    }
+}
+
+async fn create_idempotent(
+    state: Arc<AppState>,
+    caller: Caller,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(key) = idempotency::key(&headers)? else {
+        let (accepted, _) = create(state, &caller, query, headers, body).await?;
+        return Ok(accepted.response(false));
+    };
+    let scope = format!("{}/batches", caller.name());
+    let redis_key = state.idempotency.redis_key(&scope, key);
+    // The body's hash is known only once it is read, so the key is claimed
+    // first and compared after.
+    match state
+        .idempotency
+        .begin(&redis_key, "", idempotency::PENDING_BATCH_MS)
+        .await?
+    {
+        Begin::New(claimed) => match create(state.clone(), &caller, query, headers, body).await {
+            Ok((accepted, hash)) => {
+                idempotency::remember(&state, &claimed, &hash, &accepted).await;
+                Ok(accepted.response(false))
+            }
+            Err(e) => {
+                let _ = state.idempotency.abandon(&claimed).await;
+                Err(e)
+            }
+        },
+        Begin::Pending => Err(idempotency::in_progress()),
+        Begin::Mismatch => Err(idempotency::mismatch()),
+        Begin::Done {
+            body: stored,
+            response,
+            ..
+        } => {
+            let hash = hash_upload(&state, body).await?;
+            if hash != stored {
+                return Err(idempotency::mismatch());
+            }
+            Ok(Accepted::stored("/v1/batches", &response)?.response(true))
+        }
+    }
+}
+
+/// Reads a whole upload only to hash it (a repeat of a finished request).
+async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
+    let limit = state.settings.producer.max_upload_bytes;
+    let mut hash = BodyHasher::default();
+    let mut seen = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(part) = stream.next().await {
+        let bytes =
+            part.map_err(|e| ApiError::Malformed(format!("reading the upload failed: {e}")))?;
+        seen += bytes.len() as u64;
+        if seen > limit {
+            return Err(ApiError::TooLarge(limit as usize));
+        }
+        hash.update(&bytes);
+    }
+    Ok(hash.finish())
+}
+
+/// Reads, validates, records and publishes an upload; returns the answer
+/// and the hash of the bytes read.
+async fn create(
+    state: Arc<AppState>,
+    caller: &Caller,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Accepted, String), ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let field = |f: &str, m: String| ApiError::Invalid(vec![crate::detail::Detail::field(f, m)]);
+    let model = q
+        .model
+        .ok_or_else(|| field("model", "the query parameter `model` is required".into()))?;
+    let spec = state
+        .registry()
+        .resolve(&model)
+        .ok_or_else(|| ApiError::UnknownModel(model.clone()))?
+        .clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let format =
+        Format::detect(q.format.as_deref(), content_type).map_err(|m| field("format", m))?;
+    let webhook_url = match q.webhook_url.as_deref() {
+        None => None,
+        Some(u) => {
+            let mut problems = Vec::new();
+            let url = crate::validate::webhook_url(u, state.guard.as_ref(), &mut problems);
+            if !problems.is_empty() {
+                return Err(ApiError::Invalid(problems));
+            }
+            if let Some(url) = &url {
+                crate::callback::check_url_resolves(&state, url).await?;
+            }
+            url
+        }
+    };
+
+    // The upload counts against the rate before a byte is read, and its
+    // rows against the queued limit once they are counted.
+    let id = new_job_id();
+    crate::auth::admit(&state, caller, &id, 0, true).await?;
+    let cfg = &state.settings.producer;
+    let file = match &cfg.spool_dir {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+    .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
+    // The file grows within the producer's spool budget, and gives its
+    // share back when dropped, however the upload ends.
+    let spool = SpoolFile::new(file, state.spool.lease(caller.name()));
+    let upload = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let limit = cfg.max_upload_bytes;
+    let max_rows = cfg.max_batch_rows;
+    let parse_spec = spec.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let mut input = UploadRead {
+            inner: SyncIoBridge::new(upload),
+            left: limit,
+            limit,
+            hash: BodyHasher::default(),
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
+        let report = read_rows(format, &mut input, &parse_spec, &mut out, max_rows)?;
+        let mut spool = out.into_inner().map_err(|e| e.into_error())?;
+        spool.rewind()?;
+        Ok::<_, std::io::Error>((report, spool, input.hash.finish()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("upload reader: {e}")))?;
+    let (report, spool, hash) = parsed.map_err(|e| upload_error(e, limit))?;
+    if let Some(limit) = report.over_limit {
+        return Err(ApiError::LimitExceeded(limit));
+    }
+    if !report.problems.is_empty() {
+        metrics::counter!(infq_common::metrics::JOBS_REJECTED, "model" => spec.name.clone(), "outcome" => "invalid")
+            .increment(1);
+        return Err(ApiError::InvalidFile {
+            problems: report.problems,
+            truncated: report.truncated,
+        });
+    }
+
+    let created_at_ms = now_ms();
+    // Fewer rows per chunk for a wide model, so every chunk fits in a
+    // message a worker decodes.
+    let chunk_rows = spec.chunk_rows(cfg.chunk_rows);
+    let chunks = report.rows.div_ceil(u64::from(chunk_rows));
+    let chunks = u32::try_from(chunks).map_err(|_| {
+        ApiError::Invalid(vec![crate::detail::Detail::field(
+            "rows",
+            "too many chunks",
+        )])
+    })?;
+    crate::auth::admit(&state, caller, &id, report.rows, false).await?;
+    let batch = NewBatch {
+        id,
+        model: spec.name.clone(),
+        version: spec.version.clone(),
+        total: report.rows,
+        chunks,
+        chunk_rows,
+        created_at_ms,
+        webhook_url,
+        tenant: Some(caller.name().to_string()),
+        retention_ms: Some(caller.retention_ms()),
+        outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
+    };
+    match state.store.create_batch(&batch).await {
+        Ok(true) => {}
+        // The rows were counted: give them back (a batch failed later
+        // gives them back through its record).
+        other => {
+            if let Err(e) = state.tenants.release(caller.name(), &id).await {
+                tracing::warn!(batch_id = %id, error = %e, "could not give back the quota of a batch not recorded");
+            }
+            other?;
+            return Err(ApiError::Internal(format!("batch id {id} exists")));
+        }
+    }
+    if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
+        let err = JobError::new("not_enqueued", e.to_string());
+        if let Err(se) = state.store.fail_batch(&id, &err).await {
+            tracing::warn!(batch_id = %id, error = %se, "could not record the failed enqueue");
+        }
+        return Err(e);
+    }
+    metrics::counter!(infq_common::metrics::JOBS_SUBMITTED, "model" => spec.name.clone(), "priority" => Priority::Bulk.as_str())
+        .increment(report.rows);
+    tracing::info!(batch_id = %id, rows = report.rows, chunks, "batch accepted");
+    // Every chunk is with the broker: the answer is built from what is
+    // known, since a failed read now must not turn an accepted batch into
+    // an error the client would retry.
+    let rec = BatchRecord {
+        id,
+        status: JobStatus::Queued,
+        model: batch.model,
+        version: batch.version,
+        total: batch.total,
+        chunks: batch.chunks,
+        chunk_rows: batch.chunk_rows,
+        done_chunks: 0,
+        succeeded: 0,
+        failed: 0,
+        created_at_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        error: None,
+        webhook_url: batch.webhook_url,
+        reopened: 0,
+        tenant: batch.tenant,
+        erased: false,
+        outputs: batch.outputs,
+    };
+    let body = serde_json::to_value(BatchView::from(rec))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        Accepted {
+            location: format!("/v1/batches/{id}"),
+            body,
+        },
+        hash,
+    ))
+}
