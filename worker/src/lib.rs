@@ -8,13 +8,18 @@
 #![forbid(unsafe_code)]
 
 pub mod batcher;
+pub mod completion;
 pub mod consumer;
+pub mod context;
 pub mod deadletter;
 pub mod health;
 pub mod model;
+pub mod outcome;
 pub mod pending;
 pub mod reload;
 pub mod requeue;
+pub mod route;
+pub mod session;
 pub mod settle;
 pub mod stats;
 pub mod webhooks;
@@ -95,19 +100,12 @@ pub async fn start_with(
         .store(specs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
     let topology = Topology::of(&settings);
-    let requeuer = Arc::new(requeue::Requeuer::new(
-        topology.clone(),
-        settings.worker.max_retries,
-        stats.clone(),
-    ));
-    let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
     let dispatching = settings.webhooks.dispatch && settings.webhooks.enabled();
     let breakers = dispatching.then(|| {
         Arc::new(webhooks::breaker::Breakers::new(
             usize::from(settings.webhooks.concurrency).div_ceil(4),
         ))
     });
-    let events = Arc::new(webhooks::events::Events::new(topology.clone()));
     let dispatcher = if let Some(breakers) = breakers {
         Some(Arc::new(
             webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone(), breakers)
@@ -119,33 +117,49 @@ pub async fn start_with(
         }
         None
     };
+    let names: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let job_queues: Vec<String> = names
+        .iter()
+        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
+        .collect();
+    let heads = Arc::new(HeadTimes::new(job_queues.iter().map(String::as_str)));
+    let ctx = Arc::new(context::WorkerCtx {
+        settings: settings.clone(),
+        topology: topology.clone(),
+        store,
+        stats: stats.clone(),
+        heads: heads.clone(),
+        consuming: CancellationToken::new(),
+    });
 
     // Short, so that backpressure reaches the batchers (which favour
     // interactive jobs) instead of results queueing behind bulk chunks.
-    let (writer_tx, writer_rx) = mpsc::channel(4);
+    let (completion_tx, completion_rx) = mpsc::channel(4);
     let batchers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let versions = reload::Versions {
-        settings: settings.clone(),
-        writer: writer_tx,
-        store: store.clone(),
-        requeuer: requeuer.clone(),
-        stats: stats.clone(),
+        ctx: ctx.clone(),
+        completion: completion_tx.clone(),
         batchers: batchers.clone(),
     };
-    let mut routes: HashMap<String, Arc<consumer::ModelRoute>> = HashMap::new();
+    let (reload_handle, reload_requests) = route::ReloadHandle::channel();
+    let mut routes: HashMap<String, Arc<route::ModelRoute>> = HashMap::new();
     for spec in specs {
         let spec = Arc::new(spec);
         let senders = versions.start(spec.clone()).await?;
         routes
             .entry(spec.name.clone())
-            .or_insert_with(|| Arc::new(consumer::ModelRoute::new(spec.clone())))
+            .or_insert_with(|| {
+                Arc::new(route::ModelRoute::new(spec.clone(), reload_handle.clone()))
+            })
             .add_version(spec.clone(), senders);
     }
+    drop(reload_handle);
     stats
         .models_loaded
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The reloader holds the last writer sender besides the batchers'; it
-    // stops at shutdown, so the writer ends once the batchers have.
+    // The reloader holds a completion sender besides the batchers' and the
+    // consumers'; it stops at shutdown, so the completion stage ends once
+    // they all have.
     let (trigger_tx, trigger_rx) = mpsc::channel(1);
     tokio::spawn(infq_common::reload::triggers(
         settings.redis.clone(),
@@ -155,46 +169,27 @@ pub async fn start_with(
         trigger_tx,
         shutdown.clone(),
     ));
-    let (reload_handle, reloader) =
-        reload::Reloader::new(versions, routes.clone()).spawn(trigger_rx, shutdown.clone());
-    for route in routes.values() {
-        route.set_reload(reload_handle.clone(), requeuer.clone());
-    }
+    let reloader = reload::Reloader::new(versions, routes.clone()).spawn(
+        trigger_rx,
+        reload_requests,
+        shutdown.clone(),
+    );
 
-    let writer = tokio::spawn(writer::writer_task(
-        writer_rx,
-        store.clone(),
-        stats.clone(),
-        requeuer.clone(),
-        events.clone(),
-        store_retry,
-    ));
-    let job_queues: Vec<String> = routes
-        .keys()
-        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
-        .collect();
-    let heads = Arc::new(HeadTimes::new(job_queues.iter().map(String::as_str)));
+    let completion = tokio::spawn(completion::completion_task(completion_rx, ctx.clone()));
     tokio::spawn(queue_stats::watch(
         settings.amqp.clone(),
         queue_stats::Watched {
             queues: job_queues,
             dead: topology.dead_queue(),
         },
-        Some(heads.clone()),
+        Some(heads),
         shutdown.clone(),
     ));
     tokio::spawn(gauges_task(stats.clone(), shutdown.clone()));
-    let consumer_shutdown = CancellationToken::new();
     let supervisor = tokio::spawn(consumer::supervisor_task(
-        settings.amqp.clone(),
-        topology,
+        ctx.clone(),
         routes.into_values().collect(),
-        store.clone(),
-        stats.clone(),
-        requeuer,
-        events,
-        heads,
-        consumer_shutdown.clone(),
+        completion_tx,
     ));
     let drain = Duration::from_secs(settings.worker.drain_timeout_secs);
     let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(shutdown.clone(), drain)));
@@ -202,10 +197,11 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("draining: consuming stopped, finishing batches in flight");
-        consumer_shutdown.cancel();
+        ctx.consuming.cancel();
         // The supervisor returns once its consumers are cancelled; it drops
         // its channel senders, so the batchers flush and stop, the model
-        // threads stop, and the writer stores, acknowledges and stops.
+        // threads stop, and the completion stage stores, acknowledges and
+        // stops.
         let finished = tokio::time::timeout(drain, async {
             let conn = supervisor.await.ok().flatten();
             // No version is added from here on; every lane sender is gone
@@ -218,7 +214,7 @@ pub async fn start_with(
             for b in started {
                 let _ = b.await;
             }
-            let _ = writer.await;
+            let _ = completion.await;
             conn
         })
         .await;

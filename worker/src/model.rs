@@ -4,13 +4,16 @@
 //!
 //! The instances take batches from one channel of capacity `instances`
 //! (the batcher reserves a slot before it takes the next batch), run the
-//! forward pass under `no_grad`, and send the outputs to the writer. If a
+//! forward pass under `no_grad`, and send the outputs to the completion
+//! stage. If a
 //! batch fails as a whole, its rows are run one by one, so one bad row fails
 //! only its own row.
 
 use crate::pending::Pending;
 use crate::stats::WorkerStats;
-use crate::writer::WriterCommand;
+
+use crate::outcome::CompletionCommand;
+pub use crate::outcome::ModelOutcome;
 use infq_common::registry::{parse_device, DeviceChoice, ModelSpec, Precision};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -54,16 +57,6 @@ pub struct Batch {
     pub formed: Instant,
 }
 
-/// The result of a forward pass.
-#[derive(Debug)]
-pub enum ModelOutcome {
-    /// The whole batch ran: `rows x outputs` values, row-major.
-    Batch(Vec<f32>),
-    /// The batch failed and its rows were run one by one; one entry per
-    /// row, each the row's outputs or its error.
-    PerRow(Vec<Result<Vec<f32>, String>>),
-}
-
 /// The batcher's end of a model's threads.
 pub struct ModelHandle {
     /// Capacity `instances`: that many batches run or wait at once.
@@ -93,7 +86,7 @@ pub async fn spawn(
     spec: Arc<ModelSpec>,
     device_override: Option<&str>,
     threads: usize,
-    writer: mpsc::Sender<WriterCommand>,
+    completion: mpsc::Sender<CompletionCommand>,
     stats: Arc<WorkerStats>,
 ) -> Result<ModelHandle, ModelError> {
     let device = resolve_device(&spec, device_override)?;
@@ -104,7 +97,8 @@ pub async fn spawn(
     for instance in 0..spec.instances {
         let (ready_tx, ready_rx) = oneshot::channel();
         ready.push(ready_rx);
-        let (spec, rx, writer, stats) = (spec.clone(), rx.clone(), writer.clone(), stats.clone());
+        let (spec, rx, completion, stats) =
+            (spec.clone(), rx.clone(), completion.clone(), stats.clone());
         std::thread::Builder::new()
             .name(format!("m{instance}-{}", spec.name))
             .spawn(move || {
@@ -115,7 +109,7 @@ pub async fn spawn(
                 }) {
                     Ok(runner) => {
                         let _ = ready_tx.send(Ok(()));
-                        model_thread(runner, spec, rx, writer, stats);
+                        model_thread(runner, spec, rx, completion, stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -293,7 +287,7 @@ fn model_thread(
     runner: Runner,
     spec: Arc<ModelSpec>,
     rx: Arc<Mutex<mpsc::Receiver<ModelCommand>>>,
-    writer: mpsc::Sender<WriterCommand>,
+    completion: mpsc::Sender<CompletionCommand>,
     stats: Arc<WorkerStats>,
 ) {
     let width = spec.width();
@@ -347,12 +341,12 @@ fn model_thread(
             .increment(batch.rows as u64);
         tracing::debug!(rows = batch.rows, ?elapsed, "batch ran");
         drop(_enter);
-        let cmd = WriterCommand::Store {
+        let cmd = CompletionCommand::Store {
             spec: spec.clone(),
             jobs: batch.jobs,
             outcome,
         };
-        if writer.blocking_send(cmd).is_err() {
+        if completion.blocking_send(cmd).is_err() {
             break;
         }
     }

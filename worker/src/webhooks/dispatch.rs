@@ -365,7 +365,9 @@ impl Dispatcher {
                 }
                 if !queued {
                     if let Some((x, next, wait)) = &made.retry {
-                        publish_on(publish, x, std::slice::from_ref(next), *wait).await?;
+                        publish_on(publish, x, std::slice::from_ref(next), *wait)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                     queued = true;
                 }
