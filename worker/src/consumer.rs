@@ -215,7 +215,7 @@ async fn consumer_task(
                 match route_job(pending, &queue).await {
                     Routed::Sent => continue,
                     Routed::BatcherGone => return "batcher gone",
-                    Routed::Not(cmd) => cmd,
+                    Routed::Not(cmd) => *cmd,
                 }
             }
             Err(e) => CompletionCommand::Undecodable {
@@ -241,7 +241,7 @@ enum Routed {
     /// Nowhere: the batcher is gone.
     BatcherGone,
     /// It does not run: this is its end, for the completion stage.
-    Not(CompletionCommand),
+    Not(Box<CompletionCommand>),
 }
 
 /// Sends a decoded job to its version's lane, or says why it cannot run.
@@ -257,7 +257,7 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
             msg.priority.as_str(),
             queue.name
         );
-        return Routed::Not(CompletionCommand::Refuse(vec![(pending, reason)]));
+        return Routed::Not(Box::new(CompletionCommand::Refuse(vec![(pending, reason)])));
     }
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name().to_string())
@@ -266,20 +266,20 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
         // Listed but not loadable now, or shutting down: the job waits in
         // a retry tier (another worker, or a later reload, may serve it),
         // and goes to the dead-letter queue once out of retries.
-        return Routed::Not(CompletionCommand::Retry {
+        return Routed::Not(Box::new(CompletionCommand::Retry {
             jobs: vec![pending],
             reason: "model version not loaded".into(),
-        });
+        }));
     };
     let Some((spec, lanes)) = found else {
         // A version this worker does not serve: final for a single job; a
         // chunk goes to the dead-letter queue, where it can be replayed.
         let reason = format!("{}@{} is not served", msg.model, msg.version);
-        return Routed::Not(CompletionCommand::CannotRun {
+        return Routed::Not(Box::new(CompletionCommand::CannotRun {
             job: pending,
             code: "unknown_model_version",
             reason,
-        });
+        }));
     };
     if !msg.inputs.len().is_multiple_of(spec.width())
         || (msg.chunk.is_none() && msg.inputs.len() != spec.width())
@@ -289,11 +289,11 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
             msg.inputs.len(),
             spec.width()
         );
-        return Routed::Not(CompletionCommand::CannotRun {
+        return Routed::Not(Box::new(CompletionCommand::CannotRun {
             job: pending,
             code: "invalid_input",
             reason,
-        });
+        }));
     }
     let tx = match lane {
         Priority::Interactive => &lanes.interactive,

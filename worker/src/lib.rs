@@ -1,10 +1,44 @@
-//! The infq worker: consumer -> batcher -> model thread -> writer.
+//! The infq worker: consumer -> batcher -> model thread -> completion
+//! stage, plus the dead-letter recorder and the webhook dispatcher.
 //!
-//! A [`consumer`] per queue feeds deliveries through bounded channels to one
-//! [`batcher`] per model version, which forms batches (interactive jobs
-//! first) and hands them to that version's [`model`] thread. The thread owns
-//! the TorchScript module and sends outputs to the [`writer`], which stores
-//! each result in Redis and only then acknowledges the delivery.
+//! The stages, in the order a job meets them, and their files:
+//!
+//! - **Consumer** ([`consumer`], `consumer.rs`): a supervisor keeps one
+//!   broker connection with a consumer per job queue; each decodes
+//!   deliveries and routes them by model version ([`route`], `route.rs`)
+//!   to a batcher's lanes. What cannot run goes to the completion stage.
+//!   Each connection's publishers (retry tiers, dead letters, webhook
+//!   events) are its [`session`] (`session.rs`); each channel's deliveries
+//!   are settled, many at a time, by its [`settle::Settler`] (`settle.rs`).
+//! - **Batcher** ([`batcher`], `batcher.rs`): one per model version; forms
+//!   batches (interactive jobs first), claims their jobs in Redis in one
+//!   round trip, and hands the batch to its model thread.
+//! - **Model thread** ([`model`], `model.rs`): `instances` OS threads per
+//!   version own the TorchScript module and run forward passes; outcomes
+//!   ([`outcome`], `outcome.rs`) go to the completion stage.
+//! - **Completion stage** ([`completion`], `completion/`): the only code
+//!   that writes a terminal state and settles a delivery: it stores a
+//!   batch's results in one pipelined round trip (`completion/write.rs`,
+//!   what to store being worked out by [`writer`], `writer.rs`), then
+//!   publishes the webhook events due, then acknowledges
+//!   (`completion/finish.rs`: store, then ack, written once). It also
+//!   ends what does not run (`completion/refused.rs`) and records dead
+//!   letters (`completion/dead.rs`).
+//! - **Requeuer** ([`requeue`], `requeue.rs`): publishes a job to its next
+//!   retry tier, or a refused message to the dead-letter queue, for the
+//!   completion stage.
+//! - **Dead-letter recorder** ([`deadletter`], `deadletter.rs`): consumes
+//!   `<ns>.dead.record` and sends each dead letter to the completion stage.
+//! - **Reloader** ([`reload`], `reload.rs`): loads versions added to the
+//!   registry and adds them to the routes.
+//! - **Webhook dispatcher** ([`webhooks`], `webhooks/`): consumes
+//!   `<ns>.webhooks` on a connection of its own and sends signed events
+//!   (`webhooks/dispatch.rs`; event publishing in `webhooks/events.rs`).
+//! - **Health** ([`health`], `health.rs`) and counters ([`stats`],
+//!   `stats.rs`).
+//!
+//! The handles the stages share are one [`context::WorkerCtx`]
+//! (`context.rs`), built once at start.
 #![forbid(unsafe_code)]
 
 pub mod batcher;

@@ -13,7 +13,7 @@ use crate::pending::Pending;
 use crate::stats::WorkerStats;
 
 use crate::outcome::CompletionCommand;
-pub use crate::outcome::ModelOutcome;
+pub use crate::outcome::{InferError, ModelOutcome};
 use infq_common::registry::{parse_device, DeviceChoice, ModelSpec, Precision};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -190,7 +190,7 @@ pub fn forward(
     inputs: &[f32],
     rows: usize,
     width: usize,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, InferError> {
     forward_as(module, device, Kind::Float, inputs, rows, width)
 }
 
@@ -202,28 +202,26 @@ pub fn forward_as(
     inputs: &[f32],
     rows: usize,
     width: usize,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, InferError> {
     let x = Tensor::from_slice(inputs)
         .f_reshape([rows as i64, width as i64])
-        .and_then(|t| t.f_to_device_(device, kind, false, false))
-        .map_err(|e| e.to_string())?;
+        .and_then(|t| t.f_to_device_(device, kind, false, false))?;
     outputs_of(module, x, rows)
 }
 
 /// Runs `x` through the module and brings `rows x outputs` f32 back.
-fn outputs_of(module: &CModule, x: Tensor, rows: usize) -> Result<Vec<f32>, String> {
-    let y = module.forward_ts(&[x]).map_err(|e| e.to_string())?;
+fn outputs_of(module: &CModule, x: Tensor, rows: usize) -> Result<Vec<f32>, InferError> {
+    let y = module.forward_ts(&[x])?;
     let size = y.size();
     if size.len() != 2 || size[0] != rows as i64 {
-        return Err(format!("output shape {size:?}, expected [{rows}, outputs]"));
+        return Err(InferError::Shape { shape: size, rows });
     }
     let y = y
         .f_to_device(Device::Cpu)
         .and_then(|t| t.f_to_kind(Kind::Float))
         .and_then(|t| t.f_contiguous())
-        .and_then(|t| t.f_view([-1]))
-        .map_err(|e| e.to_string())?;
-    Vec::<f32>::try_from(&y).map_err(|e| e.to_string())
+        .and_then(|t| t.f_view([-1]))?;
+    Ok(Vec::<f32>::try_from(&y)?)
 }
 
 /// One model instance: its module, device and precision, and on a GPU a
@@ -263,19 +261,15 @@ impl Runner {
     }
 
     /// One forward pass of `rows x width` inputs.
-    pub fn run(&self, inputs: &[f32], rows: usize, width: usize) -> Result<Vec<f32>, String> {
+    pub fn run(&self, inputs: &[f32], rows: usize, width: usize) -> Result<Vec<f32>, InferError> {
         match &self.staging {
             Some(buf) if rows as i64 <= buf.size()[0] => {
-                let host = Tensor::from_slice(inputs)
-                    .f_reshape([rows as i64, width as i64])
-                    .map_err(|e| e.to_string())?;
-                let mut pinned = buf.f_narrow(0, 0, rows as i64).map_err(|e| e.to_string())?;
-                pinned.f_copy_(&host).map_err(|e| e.to_string())?;
+                let host = Tensor::from_slice(inputs).f_reshape([rows as i64, width as i64])?;
+                let mut pinned = buf.f_narrow(0, 0, rows as i64)?;
+                pinned.f_copy_(&host)?;
                 // The copy to the device overlaps nothing else here, but is
                 // issued without a host sync; reading the outputs back syncs.
-                let x = pinned
-                    .f_to_device_(self.device, self.kind, true, false)
-                    .map_err(|e| e.to_string())?;
+                let x = pinned.f_to_device_(self.device, self.kind, true, false)?;
                 outputs_of(&self.module, x, rows)
             }
             _ => forward_as(&self.module, self.device, self.kind, inputs, rows, width),
@@ -309,8 +303,11 @@ fn model_thread(
         let outcome = match runner.run(&batch.inputs, batch.rows, width) {
             Ok(out) if out.len() == batch.rows * outputs => ModelOutcome::Batch(out),
             Ok(out) => {
-                let msg = format!("{} outputs for {} rows", out.len(), batch.rows);
-                ModelOutcome::PerRow(vec![Err(msg); batch.rows])
+                let e = InferError::Outputs {
+                    values: out.len(),
+                    rows: batch.rows,
+                };
+                ModelOutcome::PerRow(vec![Err(e); batch.rows])
             }
             Err(e) => {
                 tracing::warn!(error = %e, "batch failed; running its rows one by one");
@@ -323,7 +320,7 @@ fn model_thread(
                                 if out.len() == outputs {
                                     Ok(out)
                                 } else {
-                                    Err(format!("{} outputs for one row", out.len()))
+                                    Err(InferError::RowOutputs(out.len()))
                                 }
                             })
                         })

@@ -9,6 +9,62 @@ use infq_common::registry::ModelSpec;
 use lapin::BasicProperties;
 use std::sync::Arc;
 
+/// Why a forward pass (of a batch or of one row) gave no outputs.
+///
+/// libtorch reports every failure as a message; it is classified here,
+/// once, where the error is created ([`From<tch::TchError>`]), and
+/// everything after matches on the variant.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferError {
+    /// The device ran out of memory: that depends on what else ran at the
+    /// time, not on the input, so another attempt may pass.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// libtorch refused the input or the module failed on it.
+    #[error("{0}")]
+    Torch(String),
+    /// The module returned a tensor of another shape than `[rows, outputs]`.
+    #[error("output shape {shape:?}, expected [{rows}, outputs]")]
+    Shape {
+        /// The shape returned.
+        shape: Vec<i64>,
+        /// The rows run.
+        rows: usize,
+    },
+    /// The module returned another number of values than the schema's
+    /// outputs for the rows run.
+    #[error("{values} outputs for {rows} rows")]
+    Outputs {
+        /// Values returned.
+        values: usize,
+        /// Rows run.
+        rows: usize,
+    },
+    /// The same, for one row run alone (after its batch failed).
+    #[error("{0} outputs for one row")]
+    RowOutputs(usize),
+}
+
+impl InferError {
+    /// Whether another attempt may pass: only running out of memory.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, InferError::OutOfMemory(_))
+    }
+}
+
+impl From<tch::TchError> for InferError {
+    fn from(e: tch::TchError) -> Self {
+        let message = e.to_string();
+        // libtorch raises out-of-memory (CUDA's or the host's) as a plain
+        // error whose message says so; there is no other sign of it.
+        if message.to_ascii_lowercase().contains("out of memory") {
+            InferError::OutOfMemory(message)
+        } else {
+            InferError::Torch(message)
+        }
+    }
+}
+
 /// The result of a forward pass.
 #[derive(Debug)]
 pub enum ModelOutcome {
@@ -16,7 +72,7 @@ pub enum ModelOutcome {
     Batch(Vec<f32>),
     /// The batch failed and its rows were run one by one; one entry per
     /// row, each the row's outputs or its error.
-    PerRow(Vec<Result<Vec<f32>, String>>),
+    PerRow(Vec<Result<Vec<f32>, InferError>>),
 }
 
 /// What the stages send the completion stage ([`crate::completion`]): an

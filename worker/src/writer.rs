@@ -4,7 +4,7 @@
 //! logic, no I/O: [`crate::completion`] does the writing and the
 //! acknowledging.
 
-use crate::outcome::ModelOutcome;
+use crate::outcome::{InferError, ModelOutcome};
 use crate::pending::Pending;
 use infq_common::job::{JobError, JobStatus};
 use infq_common::registry::ModelSpec;
@@ -12,18 +12,29 @@ use infq_common::results::{output_json, RowOut};
 use infq_common::store::{Applied, ChunkResult, Transition};
 use infq_common::webhooks::event::EventMessage;
 
+/// Why one row has no result.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+enum RowError<'a> {
+    /// The forward pass failed.
+    #[error("{0}")]
+    Model(&'a InferError),
+    /// It returned NaN or an infinity.
+    #[error("the model returned a non-finite value")]
+    NonFinite,
+}
+
 /// What one job's rows came to: outputs (`n_out` values each) or errors.
 fn row_results<'a>(
     outcome: &'a ModelOutcome,
     first_row: usize,
     rows: usize,
     n_out: usize,
-) -> Vec<Result<&'a [f32], &'a str>> {
+) -> Vec<Result<&'a [f32], RowError<'a>>> {
     let check = |values: &'a [f32]| {
         if values.iter().all(|v| v.is_finite()) {
             Ok(values)
         } else {
-            Err("the model returned a non-finite value")
+            Err(RowError::NonFinite)
         }
     };
     match outcome {
@@ -35,17 +46,10 @@ fn row_results<'a>(
             .iter()
             .map(|r| match r {
                 Ok(values) => check(values),
-                Err(e) => Err(e.as_str()),
+                Err(e) => Err(RowError::Model(e)),
             })
             .collect(),
     }
-}
-
-/// Whether a model error may pass on another attempt: running out of
-/// (GPU) memory depends on what else ran at the time, not on the input.
-pub fn is_transient_model_error(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("out of memory")
 }
 
 /// What to store for one job of a forward pass.
@@ -56,7 +60,7 @@ pub enum Outcome {
     /// A bulk chunk's results.
     Chunk(ChunkResult),
     /// A transient model error: send the job back for another attempt.
-    Retry(String),
+    Retry(InferError),
 }
 
 impl Outcome {
@@ -81,25 +85,32 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
             let rows = j.rows(width);
             let results = row_results(outcome, row, rows, n_out);
             row += rows;
-            if let Some(Err(e)) = results
+            if let Some(Err(RowError::Model(e))) = results
                 .iter()
-                .find(|r| matches!(r, Err(e) if is_transient_model_error(e)))
+                .find(|r| matches!(r, Err(RowError::Model(e)) if e.is_retryable()))
             {
-                return Outcome::Retry((*e).to_string());
+                return Outcome::Retry((*e).clone());
             }
             match j.msg.chunk {
                 None => Outcome::Job(match results.first() {
                     Some(Ok(values)) => Transition::succeeded(output_json(&spec.outputs, values)),
-                    Some(Err(e)) => Transition::failed(JobError::new("model_error", *e)),
+                    Some(Err(e)) => Transition::failed(JobError::new("model_error", e.to_string())),
                     None => Transition::failed(JobError::new("model_error", "no output")),
                 }),
                 Some(chunk) => {
                     let failed = results.iter().filter(|r| r.is_err()).count() as u32;
+                    // Texts of the failed rows only: none is made (or
+                    // allocated) for a chunk whose rows all ran.
+                    let errors: Vec<String> = results
+                        .iter()
+                        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+                        .collect();
+                    let mut texts = errors.iter();
                     let rows_json: Vec<RowOut> = results
                         .iter()
                         .map(|r| match r {
                             Ok(v) => RowOut::Values(v),
-                            Err(e) => RowOut::Error(e),
+                            Err(_) => RowOut::Error(texts.next().map_or("", String::as_str)),
                         })
                         .collect();
                     Outcome::Chunk(ChunkResult {
@@ -230,7 +241,7 @@ mod tests {
         let jobs = vec![pending(2, Some(0)), pending(1, None)];
         let per_row = ModelOutcome::PerRow(vec![
             Ok(vec![0.5]),
-            Err("bad row".into()),
+            Err(InferError::Torch("bad row".into())),
             Ok(vec![f32::NAN]),
         ]);
         let out = outcomes(&spec, &jobs, &per_row);
