@@ -38,7 +38,8 @@ impl WorkerCtx {
         Duration::from_secs(self.settings.worker.store_retry_secs)
     }
 
-    /// Whether the job `msg` may be retried again.
+    /// Whether the job `msg` may be retried again (see
+    /// [`crate::completion::retry`]).
     pub fn can_retry(&self, msg: &JobMessage) -> bool {
         msg.retries < self.settings.worker.max_retries
     }

@@ -30,6 +30,15 @@ impl Settle {
             settler: Settler::detached(),
         }
     }
+
+    /// A delivery that settles nothing but whose end publishes on
+    /// `session`, for jobs made up in tests.
+    pub fn detached_on(tag: u64, session: Arc<crate::session::Session>) -> Self {
+        Self {
+            tag,
+            settler: Settler::detached_on(session),
+        }
+    }
 }
 
 /// A decoded delivery: the job, and how to settle it once its result is

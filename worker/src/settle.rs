@@ -125,6 +125,18 @@ impl Settler {
         })
     }
 
+    /// A settler that sends nothing but names `session`, whose publishers
+    /// a made-up delivery's end then uses (tests of the retry path).
+    pub fn detached_on(session: Arc<Session>) -> Arc<Self> {
+        Arc::new(Self {
+            channel: None,
+            session: Some(session),
+            window: Mutex::new(Window::default()),
+            received: AtomicU64::new(0),
+            held: None,
+        })
+    }
+
     /// Acknowledges deliveries; the frame goes out once every earlier
     /// delivery is settled too.
     pub async fn ack(&self, tags: &[u64]) -> lapin::Result<()> {

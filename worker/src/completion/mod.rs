@@ -115,7 +115,7 @@ async fn store(ctx: &Arc<WorkerCtx>, jobs: Vec<Pending>, updates: Vec<Outcome>) 
         Ok(a) => a,
         Err(e) => {
             let reason = format!("the store is unreachable: {e}");
-            retry(ctx, jobs, &reason).await;
+            refused::retry_task(ctx.clone(), jobs, reason).await;
             return None;
         }
     };
@@ -173,7 +173,8 @@ impl Cycle {
         }
         ack_all(&jobs).await;
         if !retries.is_empty() {
-            retry(&self.ctx, retries, "transient model error").await;
+            let reason = "transient model error".to_string();
+            refused::retry_task(self.ctx.clone(), retries, reason).await;
         }
         self.ctx
             .stats

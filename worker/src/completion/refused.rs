@@ -6,6 +6,7 @@ use crate::context::WorkerCtx;
 use crate::outcome::RawDelivery;
 use crate::pending::Pending;
 use crate::requeue::{RequeueError, Requeued};
+use crate::stats::WorkerStats;
 use infq_common::job::{JobError, JobStatus};
 use infq_common::metrics as m;
 use infq_common::store::Applied;
@@ -14,22 +15,27 @@ use std::sync::Arc;
 
 /// [`retry`] as a task of its own.
 pub(super) async fn retry_task(ctx: Arc<WorkerCtx>, jobs: Vec<Pending>, reason: String) {
-    retry(&ctx, jobs, &reason).await;
+    retry(jobs, &reason, ctx.settings.worker.max_retries, &ctx.stats).await;
 }
 
 /// Sends each job to its next retry tier (on the broker session it came
 /// from) and acknowledges it once the broker confirms; jobs out of
 /// retries are rejected to the dead-letter queue; jobs that could not be
 /// sent go back to their queue now, rather than holding a prefetch slot
-/// until the channel dies.
-pub async fn retry(ctx: &WorkerCtx, jobs: Vec<Pending>, reason: &str) -> Requeued {
+/// until the channel dies. A job may be retried `max_retries` times.
+pub async fn retry(
+    jobs: Vec<Pending>,
+    reason: &str,
+    max_retries: u32,
+    stats: &WorkerStats,
+) -> Requeued {
     let mut out = Requeued::default();
     let (again, spent): (Vec<Pending>, Vec<Pending>) =
-        jobs.into_iter().partition(|j| ctx.can_retry(&j.msg));
+        jobs.into_iter().partition(|j| j.msg.retries < max_retries);
     for job in spent {
         tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
         settle(&job.delivery, Verdict::Reject).await;
-        ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         out.dead_lettered += 1;
     }
     // All publishes go out at once; each job is settled by its confirm.
@@ -44,7 +50,7 @@ pub async fn retry(ctx: &WorkerCtx, jobs: Vec<Pending>, reason: &str) -> Requeue
         match result {
             Ok(()) => {
                 settle(&job.delivery, Verdict::Ack).await;
-                ctx.stats.jobs_retried.fetch_add(1, Ordering::Relaxed);
+                stats.jobs_retried.fetch_add(1, Ordering::Relaxed);
                 out.sent += 1;
             }
             Err(e) => {
