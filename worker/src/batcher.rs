@@ -5,14 +5,15 @@
 //! fills the batch until `max_batch_size` rows or `max_batch_delay` has
 //! passed, always taking interactive jobs before bulk ones. Before handing
 //! the batch over it claims its jobs and chunks in Redis in one round trip:
-//! those already terminal or stored (redeliveries, cancelled work) are
-//! acknowledged without running, and messages that name no record (or do
-//! not match it) are dead-lettered with the reason.
+//! those already terminal or stored (redeliveries, cancelled work) go to
+//! the completion stage to be acknowledged without running, and messages
+//! that name no record (or do not match it) go there to be dead-lettered
+//! with the reason.
 
+use crate::context::WorkerCtx;
 use crate::model::{Batch, ModelCommand, ModelHandle};
+use crate::outcome::CompletionCommand;
 use crate::pending::Pending;
-use crate::requeue::Requeuer;
-use crate::writer::WriterCommand;
 use infq_common::job::JobStatus;
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
@@ -128,25 +129,14 @@ impl Lanes {
     }
 }
 
-/// What the batcher needs to claim jobs: the store, and where jobs go when
-/// the store stays unreachable for longer than `patience`.
-pub struct Claims {
-    /// Job records.
-    pub store: JobStore,
-    /// The retry tiers.
-    pub requeuer: Arc<Requeuer>,
-    /// How long to keep trying an unreachable store.
-    pub patience: Duration,
-}
-
 /// Forms batches for one model version until its lanes close (shutdown)
 /// or its model thread stops.
 pub async fn batcher_task(
     spec: Arc<ModelSpec>,
     mut lanes: Lanes,
     model: ModelHandle,
-    claims: Claims,
-    writer: Sender<WriterCommand>,
+    ctx: Arc<WorkerCtx>,
+    completion: Sender<CompletionCommand>,
 ) {
     let width = spec.width();
     let mut builder = BatchBuilder::new(spec.max_batch_size);
@@ -185,7 +175,7 @@ pub async fn batcher_task(
         let jobs = builder.take();
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
-        let runnable = prepare(jobs, width, &claims, &writer).await;
+        let runnable = prepare(jobs, width, &ctx, &completion).await;
         if runnable.is_empty() {
             continue;
         }
@@ -221,25 +211,27 @@ pub async fn batcher_task(
 static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Claims a batch's jobs and chunks in one round trip and sorts them:
-/// those to run are returned; those already ended (or expired now) go to
-/// the writer to be announced and acknowledged; those whose message names
-/// no record or does not match it are dead-lettered with the reason. A
+/// those to run are returned; the others go to the completion stage:
+/// those already ended (or expired now) to be announced and acknowledged,
+/// those whose message names no record or does not match it to be
+/// dead-lettered with the reason, and all of them, if the store stays
+/// unreachable past `worker.store_retry_secs`, to the retry tiers. A
 /// refused store command costs only the item it was for: the claims are
 /// then made one by one.
 async fn prepare(
     jobs: Vec<Pending>,
     width: usize,
-    claims: &Claims,
-    writer: &Sender<WriterCommand>,
+    ctx: &WorkerCtx,
+    completion: &Sender<CompletionCommand>,
 ) -> Vec<Pending> {
     if jobs.is_empty() {
         return jobs;
     }
     let mut schedule = Schedule::exponential(Duration::from_millis(50), Duration::from_secs(2));
-    let give_up = tokio::time::Instant::now() + claims.patience;
+    let give_up = tokio::time::Instant::now() + ctx.patience();
     let found = loop {
-        let attempt = match claim(&claims.store, &jobs, width).await {
-            Err(e) if !e.is_retryable() => claim_each(&claims.store, &jobs, width).await,
+        let attempt = match claim(&ctx.store, &jobs, width).await {
+            Err(e) if !e.is_retryable() => claim_each(&ctx.store, &jobs, width).await,
             other => other,
         };
         match attempt {
@@ -251,7 +243,9 @@ async fn prepare(
             }
             Err(e) => {
                 let reason = format!("the store is unreachable: {e}");
-                claims.requeuer.requeue_all(jobs, &reason).await;
+                let _ = completion
+                    .send(CompletionCommand::Retry { jobs, reason })
+                    .await;
                 return Vec::new();
             }
         }
@@ -277,10 +271,10 @@ async fn prepare(
         }
     }
     if !refused.is_empty() {
-        claims.requeuer.dead_letter(refused).await;
+        let _ = completion.send(CompletionCommand::Refuse(refused)).await;
     }
     if !ended.is_empty() {
-        let _ = writer.send(WriterCommand::Ended(ended)).await;
+        let _ = completion.send(CompletionCommand::Ended(ended)).await;
     }
     run
 }

@@ -1,20 +1,59 @@
-//! The infq worker: consumer -> batcher -> model thread -> writer.
+//! The infq worker: consumer -> batcher -> model thread -> completion
+//! stage, plus the dead-letter recorder and the webhook dispatcher.
 //!
-//! A [`consumer`] per queue feeds deliveries through bounded channels to one
-//! [`batcher`] per model version, which forms batches (interactive jobs
-//! first) and hands them to that version's [`model`] thread. The thread owns
-//! the TorchScript module and sends outputs to the [`writer`], which stores
-//! each result in Redis and only then acknowledges the delivery.
+//! The stages, in the order a job meets them, and their files:
+//!
+//! - **Consumer** ([`consumer`], `consumer.rs`): a supervisor keeps one
+//!   broker connection with a consumer per job queue; each decodes
+//!   deliveries and routes them by model version ([`route`], `route.rs`)
+//!   to a batcher's lanes. What cannot run goes to the completion stage.
+//!   Each connection's publishers (retry tiers, dead letters, webhook
+//!   events) are its [`session`] (`session.rs`); each channel's deliveries
+//!   are settled, many at a time, by its [`settle::Settler`] (`settle.rs`).
+//! - **Batcher** ([`batcher`], `batcher.rs`): one per model version; forms
+//!   batches (interactive jobs first), claims their jobs in Redis in one
+//!   round trip, and hands the batch to its model thread.
+//! - **Model thread** ([`model`], `model.rs`): `instances` OS threads per
+//!   version own the TorchScript module and run forward passes; outcomes
+//!   ([`outcome`], `outcome.rs`) go to the completion stage.
+//! - **Completion stage** ([`completion`], `completion/`): the only code
+//!   that writes a terminal state and settles a delivery: it stores a
+//!   batch's results in one pipelined round trip (`completion/write.rs`,
+//!   what to store being worked out by [`writer`], `writer.rs`), then
+//!   publishes the webhook events due, then acknowledges
+//!   (`completion/finish.rs`: store, then ack, written once). It also
+//!   ends what does not run (`completion/refused.rs`) and records dead
+//!   letters (`completion/dead.rs`).
+//! - **Requeuer** ([`requeue`], `requeue.rs`): publishes a job to its next
+//!   retry tier, or a refused message to the dead-letter queue, for the
+//!   completion stage.
+//! - **Dead-letter recorder** ([`deadletter`], `deadletter.rs`): consumes
+//!   `<ns>.dead.record` and sends each dead letter to the completion stage.
+//! - **Reloader** ([`reload`], `reload.rs`): loads versions added to the
+//!   registry and adds them to the routes.
+//! - **Webhook dispatcher** ([`webhooks`], `webhooks/`): consumes
+//!   `<ns>.webhooks` on a connection of its own and sends signed events
+//!   (`webhooks/dispatch.rs`; event publishing in `webhooks/events.rs`).
+//! - **Health** ([`health`], `health.rs`) and counters ([`stats`],
+//!   `stats.rs`).
+//!
+//! The handles the stages share are one [`context::WorkerCtx`]
+//! (`context.rs`), built once at start.
 #![forbid(unsafe_code)]
 
 pub mod batcher;
+pub mod completion;
 pub mod consumer;
+pub mod context;
 pub mod deadletter;
 pub mod health;
 pub mod model;
+pub mod outcome;
 pub mod pending;
 pub mod reload;
 pub mod requeue;
+pub mod route;
+pub mod session;
 pub mod settle;
 pub mod stats;
 pub mod webhooks;
@@ -95,19 +134,12 @@ pub async fn start_with(
         .store(specs.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let store = JobStore::new(&settings.redis, &settings.namespace)?;
     let topology = Topology::of(&settings);
-    let requeuer = Arc::new(requeue::Requeuer::new(
-        topology.clone(),
-        settings.worker.max_retries,
-        stats.clone(),
-    ));
-    let store_retry = Duration::from_secs(settings.worker.store_retry_secs);
     let dispatching = settings.webhooks.dispatch && settings.webhooks.enabled();
     let breakers = dispatching.then(|| {
         Arc::new(webhooks::breaker::Breakers::new(
             usize::from(settings.webhooks.concurrency).div_ceil(4),
         ))
     });
-    let events = Arc::new(webhooks::events::Events::new(topology.clone()));
     let dispatcher = if let Some(breakers) = breakers {
         Some(Arc::new(
             webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone(), breakers)
@@ -119,33 +151,49 @@ pub async fn start_with(
         }
         None
     };
+    let names: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let job_queues: Vec<String> = names
+        .iter()
+        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
+        .collect();
+    let heads = Arc::new(HeadTimes::new(job_queues.iter().map(String::as_str)));
+    let ctx = Arc::new(context::WorkerCtx {
+        settings: settings.clone(),
+        topology: topology.clone(),
+        store,
+        stats: stats.clone(),
+        heads: heads.clone(),
+        consuming: CancellationToken::new(),
+    });
 
     // Short, so that backpressure reaches the batchers (which favour
     // interactive jobs) instead of results queueing behind bulk chunks.
-    let (writer_tx, writer_rx) = mpsc::channel(4);
+    let (completion_tx, completion_rx) = mpsc::channel(4);
     let batchers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let versions = reload::Versions {
-        settings: settings.clone(),
-        writer: writer_tx,
-        store: store.clone(),
-        requeuer: requeuer.clone(),
-        stats: stats.clone(),
+        ctx: ctx.clone(),
+        completion: completion_tx.clone(),
         batchers: batchers.clone(),
     };
-    let mut routes: HashMap<String, Arc<consumer::ModelRoute>> = HashMap::new();
+    let (reload_handle, reload_requests) = route::ReloadHandle::channel();
+    let mut routes: HashMap<String, Arc<route::ModelRoute>> = HashMap::new();
     for spec in specs {
         let spec = Arc::new(spec);
         let senders = versions.start(spec.clone()).await?;
         routes
             .entry(spec.name.clone())
-            .or_insert_with(|| Arc::new(consumer::ModelRoute::new(spec.clone())))
+            .or_insert_with(|| {
+                Arc::new(route::ModelRoute::new(spec.clone(), reload_handle.clone()))
+            })
             .add_version(spec.clone(), senders);
     }
+    drop(reload_handle);
     stats
         .models_loaded
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The reloader holds the last writer sender besides the batchers'; it
-    // stops at shutdown, so the writer ends once the batchers have.
+    // The reloader holds a completion sender besides the batchers' and the
+    // consumers'; it stops at shutdown, so the completion stage ends once
+    // they all have.
     let (trigger_tx, trigger_rx) = mpsc::channel(1);
     tokio::spawn(infq_common::reload::triggers(
         settings.redis.clone(),
@@ -155,46 +203,27 @@ pub async fn start_with(
         trigger_tx,
         shutdown.clone(),
     ));
-    let (reload_handle, reloader) =
-        reload::Reloader::new(versions, routes.clone()).spawn(trigger_rx, shutdown.clone());
-    for route in routes.values() {
-        route.set_reload(reload_handle.clone(), requeuer.clone());
-    }
+    let reloader = reload::Reloader::new(versions, routes.clone()).spawn(
+        trigger_rx,
+        reload_requests,
+        shutdown.clone(),
+    );
 
-    let writer = tokio::spawn(writer::writer_task(
-        writer_rx,
-        store.clone(),
-        stats.clone(),
-        requeuer.clone(),
-        events.clone(),
-        store_retry,
-    ));
-    let job_queues: Vec<String> = routes
-        .keys()
-        .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
-        .collect();
-    let heads = Arc::new(HeadTimes::new(job_queues.iter().map(String::as_str)));
+    let completion = tokio::spawn(completion::completion_task(completion_rx, ctx.clone()));
     tokio::spawn(queue_stats::watch(
         settings.amqp.clone(),
         queue_stats::Watched {
             queues: job_queues,
             dead: topology.dead_queue(),
         },
-        Some(heads.clone()),
+        Some(heads),
         shutdown.clone(),
     ));
     tokio::spawn(gauges_task(stats.clone(), shutdown.clone()));
-    let consumer_shutdown = CancellationToken::new();
     let supervisor = tokio::spawn(consumer::supervisor_task(
-        settings.amqp.clone(),
-        topology,
+        ctx.clone(),
         routes.into_values().collect(),
-        store.clone(),
-        stats.clone(),
-        requeuer,
-        events,
-        heads,
-        consumer_shutdown.clone(),
+        completion_tx,
     ));
     let drain = Duration::from_secs(settings.worker.drain_timeout_secs);
     let dispatcher = dispatcher.map(|d| tokio::spawn(d.run(shutdown.clone(), drain)));
@@ -202,10 +231,11 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("draining: consuming stopped, finishing batches in flight");
-        consumer_shutdown.cancel();
+        ctx.consuming.cancel();
         // The supervisor returns once its consumers are cancelled; it drops
         // its channel senders, so the batchers flush and stop, the model
-        // threads stop, and the writer stores, acknowledges and stops.
+        // threads stop, and the completion stage stores, acknowledges and
+        // stops.
         let finished = tokio::time::timeout(drain, async {
             let conn = supervisor.await.ok().flatten();
             // No version is added from here on; every lane sender is gone
@@ -218,7 +248,7 @@ pub async fn start_with(
             for b in started {
                 let _ = b.await;
             }
-            let _ = writer.await;
+            let _ = completion.await;
             conn
         })
         .await;

@@ -4,13 +4,16 @@
 //!
 //! The instances take batches from one channel of capacity `instances`
 //! (the batcher reserves a slot before it takes the next batch), run the
-//! forward pass under `no_grad`, and send the outputs to the writer. If a
+//! forward pass under `no_grad`, and send the outputs to the completion
+//! stage. If a
 //! batch fails as a whole, its rows are run one by one, so one bad row fails
 //! only its own row.
 
 use crate::pending::Pending;
 use crate::stats::WorkerStats;
-use crate::writer::WriterCommand;
+
+use crate::outcome::CompletionCommand;
+pub use crate::outcome::{InferError, ModelOutcome};
 use infq_common::registry::{parse_device, DeviceChoice, ModelSpec, Precision};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -54,16 +57,6 @@ pub struct Batch {
     pub formed: Instant,
 }
 
-/// The result of a forward pass.
-#[derive(Debug)]
-pub enum ModelOutcome {
-    /// The whole batch ran: `rows x outputs` values, row-major.
-    Batch(Vec<f32>),
-    /// The batch failed and its rows were run one by one; one entry per
-    /// row, each the row's outputs or its error.
-    PerRow(Vec<Result<Vec<f32>, String>>),
-}
-
 /// The batcher's end of a model's threads.
 pub struct ModelHandle {
     /// Capacity `instances`: that many batches run or wait at once.
@@ -93,7 +86,7 @@ pub async fn spawn(
     spec: Arc<ModelSpec>,
     device_override: Option<&str>,
     threads: usize,
-    writer: mpsc::Sender<WriterCommand>,
+    completion: mpsc::Sender<CompletionCommand>,
     stats: Arc<WorkerStats>,
 ) -> Result<ModelHandle, ModelError> {
     let device = resolve_device(&spec, device_override)?;
@@ -104,7 +97,8 @@ pub async fn spawn(
     for instance in 0..spec.instances {
         let (ready_tx, ready_rx) = oneshot::channel();
         ready.push(ready_rx);
-        let (spec, rx, writer, stats) = (spec.clone(), rx.clone(), writer.clone(), stats.clone());
+        let (spec, rx, completion, stats) =
+            (spec.clone(), rx.clone(), completion.clone(), stats.clone());
         std::thread::Builder::new()
             .name(format!("m{instance}-{}", spec.name))
             .spawn(move || {
@@ -115,7 +109,7 @@ pub async fn spawn(
                 }) {
                     Ok(runner) => {
                         let _ = ready_tx.send(Ok(()));
-                        model_thread(runner, spec, rx, writer, stats);
+                        model_thread(runner, spec, rx, completion, stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -196,7 +190,7 @@ pub fn forward(
     inputs: &[f32],
     rows: usize,
     width: usize,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, InferError> {
     forward_as(module, device, Kind::Float, inputs, rows, width)
 }
 
@@ -208,28 +202,26 @@ pub fn forward_as(
     inputs: &[f32],
     rows: usize,
     width: usize,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, InferError> {
     let x = Tensor::from_slice(inputs)
         .f_reshape([rows as i64, width as i64])
-        .and_then(|t| t.f_to_device_(device, kind, false, false))
-        .map_err(|e| e.to_string())?;
+        .and_then(|t| t.f_to_device_(device, kind, false, false))?;
     outputs_of(module, x, rows)
 }
 
 /// Runs `x` through the module and brings `rows x outputs` f32 back.
-fn outputs_of(module: &CModule, x: Tensor, rows: usize) -> Result<Vec<f32>, String> {
-    let y = module.forward_ts(&[x]).map_err(|e| e.to_string())?;
+fn outputs_of(module: &CModule, x: Tensor, rows: usize) -> Result<Vec<f32>, InferError> {
+    let y = module.forward_ts(&[x])?;
     let size = y.size();
     if size.len() != 2 || size[0] != rows as i64 {
-        return Err(format!("output shape {size:?}, expected [{rows}, outputs]"));
+        return Err(InferError::Shape { shape: size, rows });
     }
     let y = y
         .f_to_device(Device::Cpu)
         .and_then(|t| t.f_to_kind(Kind::Float))
         .and_then(|t| t.f_contiguous())
-        .and_then(|t| t.f_view([-1]))
-        .map_err(|e| e.to_string())?;
-    Vec::<f32>::try_from(&y).map_err(|e| e.to_string())
+        .and_then(|t| t.f_view([-1]))?;
+    Ok(Vec::<f32>::try_from(&y)?)
 }
 
 /// One model instance: its module, device and precision, and on a GPU a
@@ -269,19 +261,15 @@ impl Runner {
     }
 
     /// One forward pass of `rows x width` inputs.
-    pub fn run(&self, inputs: &[f32], rows: usize, width: usize) -> Result<Vec<f32>, String> {
+    pub fn run(&self, inputs: &[f32], rows: usize, width: usize) -> Result<Vec<f32>, InferError> {
         match &self.staging {
             Some(buf) if rows as i64 <= buf.size()[0] => {
-                let host = Tensor::from_slice(inputs)
-                    .f_reshape([rows as i64, width as i64])
-                    .map_err(|e| e.to_string())?;
-                let mut pinned = buf.f_narrow(0, 0, rows as i64).map_err(|e| e.to_string())?;
-                pinned.f_copy_(&host).map_err(|e| e.to_string())?;
+                let host = Tensor::from_slice(inputs).f_reshape([rows as i64, width as i64])?;
+                let mut pinned = buf.f_narrow(0, 0, rows as i64)?;
+                pinned.f_copy_(&host)?;
                 // The copy to the device overlaps nothing else here, but is
                 // issued without a host sync; reading the outputs back syncs.
-                let x = pinned
-                    .f_to_device_(self.device, self.kind, true, false)
-                    .map_err(|e| e.to_string())?;
+                let x = pinned.f_to_device_(self.device, self.kind, true, false)?;
                 outputs_of(&self.module, x, rows)
             }
             _ => forward_as(&self.module, self.device, self.kind, inputs, rows, width),
@@ -293,7 +281,7 @@ fn model_thread(
     runner: Runner,
     spec: Arc<ModelSpec>,
     rx: Arc<Mutex<mpsc::Receiver<ModelCommand>>>,
-    writer: mpsc::Sender<WriterCommand>,
+    completion: mpsc::Sender<CompletionCommand>,
     stats: Arc<WorkerStats>,
 ) {
     let width = spec.width();
@@ -315,8 +303,11 @@ fn model_thread(
         let outcome = match runner.run(&batch.inputs, batch.rows, width) {
             Ok(out) if out.len() == batch.rows * outputs => ModelOutcome::Batch(out),
             Ok(out) => {
-                let msg = format!("{} outputs for {} rows", out.len(), batch.rows);
-                ModelOutcome::PerRow(vec![Err(msg); batch.rows])
+                let e = InferError::Outputs {
+                    values: out.len(),
+                    rows: batch.rows,
+                };
+                ModelOutcome::PerRow(vec![Err(e); batch.rows])
             }
             Err(e) => {
                 tracing::warn!(error = %e, "batch failed; running its rows one by one");
@@ -329,7 +320,7 @@ fn model_thread(
                                 if out.len() == outputs {
                                     Ok(out)
                                 } else {
-                                    Err(format!("{} outputs for one row", out.len()))
+                                    Err(InferError::RowOutputs(out.len()))
                                 }
                             })
                         })
@@ -347,12 +338,12 @@ fn model_thread(
             .increment(batch.rows as u64);
         tracing::debug!(rows = batch.rows, ?elapsed, "batch ran");
         drop(_enter);
-        let cmd = WriterCommand::Store {
+        let cmd = CompletionCommand::Store {
             spec: spec.clone(),
             jobs: batch.jobs,
             outcome,
         };
-        if writer.blocking_send(cmd).is_err() {
+        if completion.blocking_send(cmd).is_err() {
             break;
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A delivery to settle: its tag on the channel whose [`Settler`] settles it.
+/// Only the completion stage ([`crate::completion`]) settles it.
 #[derive(Clone)]
 pub struct Settle {
     /// The delivery tag.
@@ -22,21 +23,20 @@ impl std::fmt::Debug for Settle {
 }
 
 impl Settle {
-    /// Acknowledges it (with the channel's next multiple ack).
-    pub async fn ack(&self) -> lapin::Result<()> {
-        self.settler.ack(&[self.tag]).await
-    }
-
-    /// Returns it to its queue (`requeue`) or dead-letters it.
-    pub async fn reject(&self, requeue: bool) -> lapin::Result<()> {
-        self.settler.reject(self.tag, requeue).await
-    }
-
     /// A delivery that settles nothing, for jobs made up in tests.
     pub fn detached(tag: u64) -> Self {
         Self {
             tag,
             settler: Settler::detached(),
+        }
+    }
+
+    /// A delivery that settles nothing but whose end publishes on
+    /// `session`, for jobs made up in tests.
+    pub fn detached_on(tag: u64, session: Arc<crate::session::Session>) -> Self {
+        Self {
+            tag,
+            settler: Settler::detached_on(session),
         }
     }
 }

@@ -11,35 +11,25 @@
 //! says so in the log.
 
 use crate::batcher;
-use crate::consumer::ModelRoute;
+use crate::context::WorkerCtx;
 use crate::model;
-use crate::requeue::Requeuer;
-use crate::stats::WorkerStats;
-use crate::writer::WriterCommand;
+use crate::outcome::CompletionCommand;
+use crate::route::{Answer, ModelRoute, ReloadRequest};
 use anyhow::Context;
-use infq_common::config::Settings;
 use infq_common::registry::{ModelSpec, Registry};
 use infq_common::shutdown::CancellationToken;
-use infq_common::store::JobStore;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Brings up model versions: model threads and a batcher each.
 pub struct Versions {
-    /// The configuration (device override, libtorch threads).
-    pub settings: Settings,
+    /// The worker's shared handles (configuration, store, counters).
+    pub ctx: Arc<WorkerCtx>,
     /// Where batches' results go.
-    pub writer: mpsc::Sender<WriterCommand>,
-    /// Claims before a batch runs.
-    pub store: JobStore,
-    /// Sends jobs through a retry tier.
-    pub requeuer: Arc<Requeuer>,
-    /// Counters.
-    pub stats: Arc<WorkerStats>,
+    pub completion: mpsc::Sender<CompletionCommand>,
     /// Every batcher started, for the drain at shutdown.
     pub batchers: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -47,62 +37,29 @@ pub struct Versions {
 impl Versions {
     /// Loads `spec` and starts its batcher; returns its lanes' senders.
     pub async fn start(&self, spec: Arc<ModelSpec>) -> anyhow::Result<batcher::LaneSenders> {
+        let settings = &self.ctx.settings;
         let handle = model::spawn(
             spec.clone(),
-            self.settings.worker.device.as_deref(),
-            self.settings.worker.intra_op_threads,
-            self.writer.clone(),
-            self.stats.clone(),
+            settings.worker.device.as_deref(),
+            settings.worker.intra_op_threads,
+            self.completion.clone(),
+            self.ctx.stats.clone(),
         )
         .await
         .with_context(|| format!("loading model {} from {}", spec.id(), spec.path.display()))?;
-        let (senders, lanes) =
-            batcher::Lanes::new(usize::from(crate::consumer::prefetch_for(&spec)));
+        let (senders, lanes) = batcher::Lanes::new(usize::from(crate::route::prefetch_for(&spec)));
         let task = tokio::spawn(batcher::batcher_task(
             spec,
             lanes,
             handle,
-            batcher::Claims {
-                store: self.store.clone(),
-                requeuer: self.requeuer.clone(),
-                patience: Duration::from_secs(self.settings.worker.store_retry_secs),
-            },
-            self.writer.clone(),
+            self.ctx.clone(),
+            self.completion.clone(),
         ));
         if let Ok(mut b) = self.batchers.lock() {
             b.push(task);
         }
-        self.stats.models_ready.fetch_add(1, Ordering::Relaxed);
+        self.ctx.stats.models_ready.fetch_add(1, Ordering::Relaxed);
         Ok(senders)
-    }
-}
-
-/// What a reload says of a version a consumer asked about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// Loaded: route the job.
-    Served,
-    /// The registry, read whole, does not list it: the job cannot run.
-    Unlisted,
-    /// Listed but not loaded (its file did not load), or the registry
-    /// cannot be read right now: the job waits for another try.
-    NotReady,
-}
-
-/// A consumer's way to ask for a reload and wait for it.
-#[derive(Clone)]
-pub struct ReloadHandle {
-    tx: mpsc::Sender<(String, oneshot::Sender<Answer>)>,
-}
-
-impl ReloadHandle {
-    /// Asks about version `id` (`name@version`), reloading first if the
-    /// registry file changed since the last reload that read it whole;
-    /// `None` if the reloader is gone (shutting down).
-    pub async fn ask(&self, id: String) -> Option<Answer> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send((id, tx)).await.ok()?;
-        rx.await.ok()
     }
 }
 
@@ -138,7 +95,7 @@ impl Reloader {
     /// file's content differs from the last read, never more.
     async fn answer(&mut self, id: &str) -> Answer {
         if !self.loaded.contains(id) {
-            let now = tokio::fs::read(&self.versions.settings.models_file)
+            let now = tokio::fs::read(&self.versions.ctx.settings.models_file)
                 .await
                 .ok();
             if now.is_none() || now != self.seen {
@@ -158,7 +115,7 @@ impl Reloader {
     /// A bad file or a model that does not load is logged and changes
     /// nothing else.
     pub async fn reload(&mut self) {
-        let path = self.versions.settings.models_file.clone();
+        let path = self.versions.ctx.settings.models_file.clone();
         let text = tokio::fs::read(&path).await.ok();
         self.seen_ok = false;
         self.seen = text.clone();
@@ -184,7 +141,7 @@ impl Reloader {
         let mut failed = false;
         for spec in registry.models() {
             let Some(route) = self.routes.get(&spec.name) else {
-                if self.versions.settings.worker.models.is_empty() {
+                if self.versions.ctx.settings.worker.models.is_empty() {
                     tracing::warn!(model = %spec.id(), "a new model name needs a worker restart to be served");
                 }
                 continue;
@@ -194,6 +151,7 @@ impl Reloader {
             }
             let spec = Arc::new(spec.clone());
             self.versions
+                .ctx
                 .stats
                 .models_total
                 .fetch_add(1, Ordering::Relaxed);
@@ -207,6 +165,7 @@ impl Reloader {
                 Err(e) => {
                     failed = true;
                     self.versions
+                        .ctx
                         .stats
                         .models_total
                         .fetch_sub(1, Ordering::Relaxed);
@@ -223,15 +182,16 @@ impl Reloader {
         tracing::info!(added, "registry reloaded");
     }
 
-    /// Runs until `shutdown`, reloading on each trigger and request; then
-    /// drops its senders, so the drain can finish.
+    /// Runs until `shutdown`, reloading on each trigger and answering
+    /// each request (from the [`crate::route::ReloadHandle`] the routes
+    /// hold); then drops its senders, so the drain can finish.
     pub fn spawn(
         mut self,
         mut triggers: mpsc::Receiver<()>,
+        mut requests: mpsc::Receiver<ReloadRequest>,
         shutdown: CancellationToken,
-    ) -> (ReloadHandle, JoinHandle<()>) {
-        let (tx, mut requests) = mpsc::channel::<(String, oneshot::Sender<Answer>)>(64);
-        let task = tokio::spawn(async move {
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
             loop {
                 tokio::select! {
                     biased;
@@ -245,7 +205,6 @@ impl Reloader {
                     }
                 }
             }
-        });
-        (ReloadHandle { tx }, task)
+        })
     }
 }

@@ -7,6 +7,7 @@
 //! settled: one frame per batch instead of one per job, and much less work
 //! for the broker. Rejections and requeues go out at once, one by one.
 
+use crate::session::Session;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::Channel;
 use std::collections::BTreeMap;
@@ -59,9 +60,13 @@ impl Window {
 }
 
 /// Settles the deliveries of one channel, and keeps the worker's count of
-/// deliveries held (received, not settled) up to date.
+/// deliveries held (received, not settled) up to date. It also names the
+/// broker session the channel belongs to, whose publishers send what a
+/// delivery's end calls for (a retry, a dead letter, a webhook event) on
+/// the same connection.
 pub struct Settler {
     channel: Option<Channel>,
+    session: Option<Arc<Session>>,
     window: Mutex<Window>,
     /// Deliveries received on the channel.
     received: AtomicU64,
@@ -70,14 +75,21 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// A settler for `channel`.
-    pub fn new(channel: Channel, held: Arc<AtomicI64>) -> Arc<Self> {
+    /// A settler for `channel` of `session`, counting its deliveries into
+    /// `held` if given.
+    pub fn new(channel: Channel, session: Arc<Session>, held: Option<Arc<AtomicI64>>) -> Arc<Self> {
         Arc::new(Self {
             channel: Some(channel),
+            session: Some(session),
             window: Mutex::new(Window::default()),
             received: AtomicU64::new(0),
-            held: Some(held),
+            held,
         })
+    }
+
+    /// The broker session of the channel; `None` for a detached settler.
+    pub fn session(&self) -> Option<&Arc<Session>> {
+        self.session.as_ref()
     }
 
     /// Counts a delivery received on the channel.
@@ -106,6 +118,19 @@ impl Settler {
     pub fn detached() -> Arc<Self> {
         Arc::new(Self {
             channel: None,
+            session: None,
+            window: Mutex::new(Window::default()),
+            received: AtomicU64::new(0),
+            held: None,
+        })
+    }
+
+    /// A settler that sends nothing but names `session`, whose publishers
+    /// a made-up delivery's end then uses (tests of the retry path).
+    pub fn detached_on(session: Arc<Session>) -> Arc<Self> {
+        Arc::new(Self {
+            channel: None,
+            session: Some(session),
             window: Mutex::new(Window::default()),
             received: AtomicU64::new(0),
             held: None,

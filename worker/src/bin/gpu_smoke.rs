@@ -200,7 +200,7 @@ fn instances_check(
     cpu: &[f32],
 ) -> anyhow::Result<(f32, f64)> {
     use infq_worker::model::{Batch, ModelCommand, ModelOutcome};
-    use infq_worker::writer::WriterCommand;
+    use infq_worker::outcome::CompletionCommand;
     let mut spec = spec.clone();
     spec.instances = 2;
     spec.device = device.to_string();
@@ -247,7 +247,7 @@ fn instances_check(
         };
         let mut worst = 0f32;
         for _ in 0..batches.len() {
-            let Some(WriterCommand::Store { jobs, outcome, .. }) = results.recv().await else {
+            let Some(CompletionCommand::Store { jobs, outcome, .. }) = results.recv().await else {
                 anyhow::bail!("the model threads stopped before every batch ran");
             };
             let i = jobs.first().map_or(0, |j| j.delivery.tag) as usize;

@@ -23,6 +23,7 @@
 
 use super::breaker::{deferral_tier, host_of, Breakers, Outcome, Take};
 use super::client::{Sender, Verdict};
+use super::error::AttemptError;
 use super::events::publish_on;
 use super::signers::Signers;
 use super::subject::{self, Resolution};
@@ -358,10 +359,7 @@ impl Dispatcher {
         loop {
             let settled = async {
                 if made.gone {
-                    self.deliveries
-                        .disable(&made.url, now_ms())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    self.deliveries.disable(&made.url, now_ms()).await?;
                 }
                 if !queued {
                     if let Some((x, next, wait)) = &made.retry {
@@ -378,10 +376,9 @@ impl Dispatcher {
                             &made.log,
                             made.state,
                         )
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 }
-                Ok::<(), String>(())
+                Ok::<(), AttemptError>(())
             }
             .await;
             match settled {
@@ -429,12 +426,10 @@ impl Dispatcher {
 
     /// One attempt, up to the request; `Err` when it must be made again as
     /// it is (nothing was sent).
-    async fn attempt(&self, msg: &EventMessage) -> Result<Step, String> {
+    async fn attempt(&self, msg: &EventMessage) -> Result<Step, AttemptError> {
         let schedule = &self.settings.webhooks.schedule_ms;
         let public_url = self.settings.webhooks.public_url.as_deref();
-        let resolved = subject::resolve(&self.jobs, public_url, msg, schedule.len())
-            .await
-            .map_err(|e| e.to_string())?;
+        let resolved = subject::resolve(&self.jobs, public_url, msg, schedule.len()).await?;
         let target = match resolved {
             Resolution::Go(t) => t,
             Resolution::Erased => return Ok(Step::Nothing),
@@ -456,15 +451,11 @@ impl Dispatcher {
                 attempts: msg.attempt,
                 create: target.built.is_some(),
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let event = match (begun, target.built) {
             (Begin::Go(Some(saved)), _) => saved,
             (Begin::Go(None), Some(e)) => {
-                self.deliveries
-                    .save_event(&msg.subject, &e)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.deliveries.save_event(&msg.subject, &e).await?;
                 e
             }
             (Begin::Missing, _) if msg.attempt > 0 => {
@@ -495,12 +486,7 @@ impl Dispatcher {
             retry: None,
             deferred: false,
         };
-        if let Some(since) = self
-            .deliveries
-            .disabled_since(url)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if let Some(since) = self.deliveries.disabled_since(url).await? {
             made.log.outcome = "disabled".into();
             made.log.error = Some(format!(
                 "the endpoint answered 410 Gone at {} and is disabled",
@@ -523,7 +509,7 @@ impl Dispatcher {
             let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
                 return Ok(Step::Defer(Some(gen), Duration::ZERO));
             };
-            let _all = all.map_err(|e| e.to_string())?;
+            let _all = all?;
             self.sender.send(url, &event, signer.as_deref()).await
         };
         let outcome = match sent.verdict {

@@ -1,14 +1,15 @@
 //! Publishing event messages to `<ns>.webhooks`, with publisher confirms
 //! and `mandatory` (a message the broker returns, or does not confirm, is
-//! not published), on the channel of the current broker session.
+//! not published), on the channel of one broker session (see
+//! [`crate::session`]).
 
-use infq_common::amqp::publish_confirmed;
+use infq_common::amqp::{publish_confirmed, PublishError};
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
     encode_all, EventMessage, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
 };
 use lapin::{BasicProperties, Channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -17,9 +18,25 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// stores one event message for several batches of results, not one each.
 const FLUSHES: usize = 2;
 
-/// The event publisher of one worker: a handle on its flusher task.
+/// Why events were not published: they may not have been taken.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventsError {
+    /// The flusher task is gone (its session ended).
+    #[error("event publisher stopped")]
+    Stopped,
+    /// The broker did not take the message.
+    #[error("event publish to {exchange}: {source}")]
+    Publish {
+        /// Where it went.
+        exchange: String,
+        /// What the broker said.
+        source: PublishError,
+    },
+}
+
+/// The event publisher of one broker session: a handle on its flusher
+/// task, which ends when the handle is dropped.
 pub struct Events {
-    routes: Arc<Routes>,
     asks: mpsc::UnboundedSender<Ask>,
 }
 
@@ -27,45 +44,35 @@ pub struct Events {
 /// how it went.
 struct Ask {
     msgs: Vec<EventMessage>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), EventsError>>,
 }
 
 /// Where events go, and the channel they go on.
 struct Routes {
     topology: Topology,
-    channel: Mutex<Option<Channel>>,
+    channel: Channel,
 }
 
 impl Events {
-    /// A publisher with no channel yet; starts its flusher task.
-    pub fn new(topology: Topology) -> Self {
-        let routes = Arc::new(Routes {
-            topology,
-            channel: Mutex::new(None),
-        });
+    /// A publisher on `channel` (in confirm mode); starts its flusher task.
+    pub fn new(topology: Topology, channel: Channel) -> Self {
+        let routes = Arc::new(Routes { topology, channel });
         let (asks, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flush(routes.clone(), rx));
-        Self { routes, asks }
-    }
-
-    /// Installs the channel (in confirm mode) of a new broker session.
-    pub fn set_channel(&self, ch: Option<Channel>) {
-        *self.routes.channel.lock().expect("events channel lock") = ch;
+        tokio::spawn(flush(routes, rx));
+        Self { asks }
     }
 
     /// Publishes the events persistently (possibly in one message with
     /// other cycles' events) and waits for the broker's confirm; an error
     /// means they may not have been taken.
-    pub async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), String> {
+    pub async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), EventsError> {
         if msgs.is_empty() {
             return Ok(());
         }
         let (done, answer) = oneshot::channel();
         let ask = Ask { msgs, done };
-        self.asks.send(ask).map_err(|_| "event publisher stopped")?;
-        answer
-            .await
-            .unwrap_or_else(|_| Err("event publisher stopped".into()))
+        self.asks.send(ask).map_err(|_| EventsError::Stopped)?;
+        answer.await.unwrap_or(Err(EventsError::Stopped))
     }
 }
 
@@ -109,17 +116,12 @@ impl Routes {
     /// Publishes the events to the dispatchers' queue, in persistent
     /// messages of at most [`MAX_EVENTS_PER_MESSAGE`], and waits for the
     /// broker's confirms.
-    async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), String> {
-        let ch = self
-            .channel
-            .lock()
-            .expect("events channel lock")
-            .clone()
-            .ok_or("no broker session")?;
+    async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), EventsError> {
+        let ch = &self.channel;
         let main = self.topology.webhooks_exchange();
         let sends = msgs
             .chunks(MAX_EVENTS_PER_MESSAGE)
-            .map(|part| publish_on(&ch, &main, part, None));
+            .map(|part| publish_on(ch, &main, part, None));
         futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 }
@@ -133,7 +135,7 @@ pub async fn publish_on(
     exchange: &str,
     msgs: &[EventMessage],
     expiration_ms: Option<u64>,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_type(MESSAGE_TYPE.into())
@@ -144,5 +146,8 @@ pub async fn publish_on(
     let body = encode_all(msgs);
     publish_confirmed(ch, exchange, "", &body, props, Duration::from_secs(5))
         .await
-        .map_err(|e| format!("event publish to {exchange}: {e}"))
+        .map_err(|source| EventsError::Publish {
+            exchange: exchange.to_string(),
+            source,
+        })
 }

@@ -7,6 +7,7 @@
 pub mod breaker;
 pub mod client;
 pub mod dispatch;
+pub mod error;
 pub mod events;
 pub mod signers;
 pub mod subject;

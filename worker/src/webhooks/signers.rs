@@ -1,6 +1,7 @@
 //! The signers of tenants' webhook secrets, built once per set of secrets
 //! and rebuilt when a tenant rotates them.
 
+use crate::webhooks::error::AttemptError;
 use infq_common::tenants::TenantStore;
 use infq_common::webhooks::sign::Signer;
 use std::collections::HashMap;
@@ -29,11 +30,11 @@ impl Signers {
 
     /// The signer of `tenant` (the record's, never a message's), if it has
     /// secrets of its own; `None`: the deployment's secrets sign.
-    pub async fn of(&self, tenant: Option<&str>) -> Result<Option<Arc<Signer>>, String> {
+    pub async fn of(&self, tenant: Option<&str>) -> Result<Option<Arc<Signer>>, AttemptError> {
         let Some(name) = tenant else {
             return Ok(None);
         };
-        let tenant = self.tenants.cached(name).await.map_err(|e| e.to_string())?;
+        let tenant = self.tenants.cached(name).await?;
         let Some(t) = tenant.filter(|t| !t.webhook_secrets.is_empty()) else {
             return Ok(None);
         };
@@ -43,7 +44,7 @@ impl Signers {
                 return Ok(Some(s.clone()));
             }
         }
-        let s = Arc::new(Signer::new(&t.webhook_secrets)?);
+        let s = Arc::new(Signer::new(&t.webhook_secrets).map_err(AttemptError::Secrets)?);
         if cache.len() >= MAX_TENANTS {
             cache.clear();
         }

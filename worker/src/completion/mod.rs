@@ -1,0 +1,203 @@
+//! The completion stage: the only code that writes a delivery's end (a
+//! result stored, a job failed, a dead letter recorded) and settles the
+//! delivery.
+//!
+//! Every other stage sends it a [`CompletionCommand`]: the model threads
+//! the outcomes of forward passes, the batcher the jobs its claim ended,
+//! refused, or could not claim, the consumers the messages that cannot
+//! run, the dead-letter recorder its dead letters. The rule is written
+//! once, here: **store, then acknowledge**. A delivery is acknowledged only
+//! once what its end calls for is held by Redis, or by the broker (a retry,
+//! a dead letter, a webhook event), each with a confirm; otherwise it is
+//! returned to its queue.
+//!
+//! Results of a batch are written in one pipelined round trip
+//! ([`write`]); the webhook events due are published and the deliveries
+//! acknowledged alongside the next batches ([`Cycle`]). The rarer ends
+//! ([`refused`], [`dead`]) run as tasks of their own, so they never hold
+//! up results.
+
+mod dead;
+mod finish;
+mod refused;
+mod write;
+
+use crate::context::WorkerCtx;
+use crate::outcome::CompletionCommand;
+use crate::pending::Pending;
+use crate::writer::{due_events, failed_for_good, outcomes, Outcome};
+use finish::{ack_all, announce};
+use infq_common::job::{now_ms, JobStatus};
+use infq_common::metrics as m;
+use infq_common::webhooks::event::EventMessage;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinSet;
+
+pub use finish::Verdict;
+pub use refused::retry;
+
+/// Batches whose events are being published at once.
+const MAX_ANNOUNCING: usize = 8;
+
+/// Stores, announces and acknowledges until every sender is gone; then
+/// finishes what is under way.
+pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<WorkerCtx>) {
+    let mut announcing = JoinSet::new();
+    let mut aside = JoinSet::new();
+    while let Some(cmd) = rx.recv().await {
+        while aside.try_join_next().is_some() {}
+        match cmd {
+            CompletionCommand::Store {
+                spec,
+                jobs,
+                outcome,
+            } => {
+                // Jobs out of retries fail for good; the others wait as
+                // `retrying`.
+                let updates: Vec<Outcome> = outcomes(&spec, &jobs, &outcome)
+                    .into_iter()
+                    .zip(&jobs)
+                    .map(|(o, job)| match o {
+                        Outcome::Retry(e) if !ctx.can_retry(&job.msg) => {
+                            failed_for_good(job, job.rows(spec.width()), &e.to_string())
+                        }
+                        other => other,
+                    })
+                    .collect();
+                if let Some(cycle) = store(&ctx, jobs, updates).await {
+                    if cycle.due.iter().all(Option::is_none) {
+                        cycle.run().await;
+                    } else {
+                        // Events go out with publisher confirms; waiting
+                        // for them here would hold up the next batch's
+                        // results, so the publish and the
+                        // acknowledgements that follow it run alongside
+                        // (a few at a time, for backpressure).
+                        while announcing.len() >= MAX_ANNOUNCING {
+                            announcing.join_next().await;
+                        }
+                        announcing.spawn(cycle.run());
+                    }
+                }
+            }
+            CompletionCommand::Ended(ended) => ended_jobs(&ctx, ended).await,
+            CompletionCommand::Retry { jobs, reason } => {
+                aside.spawn(refused::retry_task(ctx.clone(), jobs, reason));
+            }
+            CompletionCommand::Refuse(jobs) => {
+                aside.spawn(refused::dead_letter(jobs));
+            }
+            CompletionCommand::CannotRun { job, code, reason } => {
+                aside.spawn(refused::cannot_run(ctx.clone(), job, code, reason));
+            }
+            CompletionCommand::Undecodable { raw, queue, reason } => {
+                aside.spawn(refused::undecodable(raw, queue, reason));
+            }
+            CompletionCommand::DeadLetter(raw) => {
+                aside.spawn(dead::record_task(ctx.clone(), raw));
+            }
+        }
+    }
+    while announcing.join_next().await.is_some() {}
+    while aside.join_next().await.is_some() {}
+    tracing::debug!("completion stage stopped");
+}
+
+/// Stores a forward pass's outcomes; what is left to do (announce,
+/// acknowledge, count) is the returned [`Cycle`]. `None` when the store
+/// stayed unreachable: the jobs went back through the retry tiers.
+async fn store(ctx: &Arc<WorkerCtx>, jobs: Vec<Pending>, updates: Vec<Outcome>) -> Option<Cycle> {
+    let started = Instant::now();
+    let applied = match write::store_all(&ctx.store, &jobs, &updates, ctx.patience()).await {
+        Ok(a) => a,
+        Err(e) => {
+            let reason = format!("the store is unreachable: {e}");
+            refused::retry_task(ctx.clone(), jobs, reason).await;
+            return None;
+        }
+    };
+    let due = due_events(&jobs, &updates, &applied);
+    Some(Cycle {
+        ctx: ctx.clone(),
+        pairs: jobs.into_iter().zip(updates).collect(),
+        due,
+        started,
+    })
+}
+
+/// Jobs their claim ended without running: counted, announced again (the
+/// dispatcher drops what was announced before), acknowledged.
+async fn ended_jobs(ctx: &WorkerCtx, ended: Vec<(Pending, Option<JobStatus>)>) {
+    for (job, status) in &ended {
+        match status {
+            Some(st) => metrics::counter!(m::JOBS_COMPLETED, "model" => job.msg.model.clone(), "priority" => job.lane.as_str(), "outcome" => st.as_str())
+                .increment(1),
+            None => {
+                ctx.stats.jobs_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    // Ended, perhaps by a worker that stopped before its event was out.
+    let due: Vec<Option<EventMessage>> = ended.iter().map(|(j, _)| j.event()).collect();
+    let pairs = announce(ended, due, |_| true).await;
+    let jobs: Vec<Pending> = pairs.into_iter().map(|(j, _)| j).collect();
+    ack_all(&jobs).await;
+}
+
+/// What is left of a batch once its results are stored: publish its
+/// events, acknowledge, send transient failures back, count.
+struct Cycle {
+    ctx: Arc<WorkerCtx>,
+    pairs: Vec<(Pending, Outcome)>,
+    /// The event due for each job, in the order of `pairs`.
+    due: Vec<Option<EventMessage>>,
+    started: Instant,
+}
+
+impl Cycle {
+    async fn run(self) {
+        let pairs = announce(self.pairs, self.due, |o| !matches!(o, Outcome::Retry(_))).await;
+        let mut retries = Vec::new();
+        let mut jobs = Vec::with_capacity(pairs.len());
+        let mut updates = Vec::with_capacity(pairs.len());
+        for (job, out) in pairs {
+            if matches!(out, Outcome::Retry(_)) {
+                retries.push(job);
+            } else {
+                jobs.push(job);
+                updates.push(out);
+            }
+        }
+        ack_all(&jobs).await;
+        if !retries.is_empty() {
+            let reason = "transient model error".to_string();
+            refused::retry_task(self.ctx.clone(), retries, reason).await;
+        }
+        self.ctx
+            .stats
+            .jobs_stored
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let now = now_ms();
+        for (job, out) in jobs.iter().zip(&updates) {
+            if !job.span.is_disabled() {
+                job.span.record("outcome", out.label());
+                job.span
+                    .record("e2e_ms", now.saturating_sub(job.msg.created_at_ms));
+            }
+            let model = job.msg.model.clone();
+            metrics::counter!(m::JOBS_COMPLETED, "model" => model.clone(), "priority" => job.lane.as_str(), "outcome" => out.label())
+                .increment(1);
+            if matches!(out, Outcome::Job(t) if t.status == JobStatus::Succeeded) {
+                let e2e = now.saturating_sub(job.msg.created_at_ms) as f64 / 1000.0;
+                metrics::histogram!(m::JOB_END_TO_END_SECONDS, "model" => model).record(e2e);
+            }
+        }
+        if let Some(job) = jobs.first() {
+            metrics::histogram!(m::STORE_SECONDS, "model" => job.msg.model.clone())
+                .record(self.started.elapsed().as_secs_f64());
+        }
+    }
+}

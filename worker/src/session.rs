@@ -1,0 +1,47 @@
+//! One broker connection's publishers: the retry tiers and dead letters
+//! ([`Requeuer`]) and webhook events ([`Events`]), each on a confirm-mode
+//! channel of that connection.
+//!
+//! A session is built when its connection is, before the first delivery
+//! arrives, and every delivery of the connection names it (through its
+//! [`crate::settle::Settler`]), so what a delivery's end publishes goes out
+//! on the connection the delivery came from. It is gone with the last
+//! delivery that names it.
+
+use crate::requeue::Requeuer;
+use crate::stats::WorkerStats;
+use crate::webhooks::events::Events;
+use infq_common::topology::Topology;
+use lapin::options::ConfirmSelectOptions;
+use lapin::Connection;
+use std::sync::Arc;
+
+/// The publishers of one broker connection.
+pub struct Session {
+    /// Publishes to the retry tiers and the dead-letter queue.
+    pub requeuer: Requeuer,
+    /// Publishes webhook events.
+    pub events: Events,
+}
+
+impl Session {
+    /// Opens the session's channels (in confirm mode) on `conn`.
+    pub async fn open(
+        conn: &Connection,
+        topology: &Topology,
+        stats: Arc<WorkerStats>,
+    ) -> lapin::Result<Arc<Self>> {
+        let retry = conn.create_channel().await?;
+        retry
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let announce = conn.create_channel().await?;
+        announce
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Arc::new(Self {
+            requeuer: Requeuer::new(topology.clone(), retry, stats),
+            events: Events::new(topology.clone(), announce),
+        }))
+    }
+}
