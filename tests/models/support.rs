@@ -45,7 +45,7 @@ pub(crate) async fn upload(
         .unwrap();
     assert_eq!(r.status(), 202, "{:?}", r.text().await);
     let id = infq::id_of(r).await;
-    let b: Value = infq::get_json(&http, &format!("{base}/v1/batches/{id}?wait=120")).await;
+    let b: Value = infq::get_json(http, &format!("{base}/v1/batches/{id}?wait=120")).await;
     assert_eq!(b["status"], "succeeded", "{b}");
     let text = http
         .get(format!("{base}/v1/batches/{id}/results?format=jsonl"))
