@@ -5,9 +5,11 @@
 //! tests run side by side without seeing each other's queues or keys.
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod procs;
 pub mod redis_server;
 pub mod tls;
+pub mod wait;
 
 use anyhow::Context;
 use infq_common::config::Settings;
@@ -128,6 +130,17 @@ impl TestEnv {
         anyhow::bail!("test environment did not become ready")
     }
 
+    /// Starts a worker in an environment started without one; [`Self::stop`]
+    /// drains it like the first.
+    pub async fn start_worker(&mut self) {
+        let registry = self.settings.registry().unwrap();
+        self.worker = Some(
+            infq_worker::start(self.settings.clone(), registry, self.shutdown_token())
+                .await
+                .unwrap(),
+        );
+    }
+
     /// The token that stops this environment: a worker started later with
     /// it is drained by [`Self::stop`] like the first.
     pub fn shutdown_token(&self) -> CancellationToken {
@@ -169,6 +182,16 @@ impl TestEnv {
         Ok(q.message_count())
     }
 
+    /// `GET path` with the environment's client, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        get_json(&self.http, &self.url(path)).await
+    }
+
+    /// A connection to the environment's Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis_of(&self.settings).await
+    }
+
     /// Redis keys under this environment's namespace.
     pub async fn redis_keys(&self) -> anyhow::Result<Vec<String>> {
         let client = self.settings.redis.client()?;
@@ -194,6 +217,12 @@ impl TestEnv {
             .context("the producer did not stop")???;
         delete_namespace(&self.settings).await
     }
+}
+
+/// A connection to the Redis of `settings`.
+pub async fn redis_of(settings: &Settings) -> redis::aio::MultiplexedConnection {
+    let client = settings.redis.client().unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
 }
 
 /// Deletes a test or benchmark namespace: its exchanges and queues, and
@@ -364,6 +393,17 @@ pub fn made_up_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessa
         tenant: None,
         retention_ms: None,
     }
+}
+
+/// `GET url` with `http`, as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `id` of an accepted job or batch.
+pub async fn id_of(r: reqwest::Response) -> String {
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["id"].as_str().expect("an id").to_string()
 }
 
 /// Submits a job body to `POST /v1/jobs`, asserts `202`, returns its id.

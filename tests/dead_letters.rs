@@ -2,12 +2,12 @@
 //! before the recorder keeps them, listings never use up their delivery
 //! limit, and the dead-letter queues of an earlier version keep working.
 
+use infq::wait::wait_until;
 use infq::{test_settings, TestEnv};
 use infq_common::job::Priority;
 use infq_common::topology::Topology;
 use lapin::options::BasicGetOptions;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 async fn post_job(env: &TestEnv, body: &str) -> reqwest::Response {
     env.http
@@ -17,27 +17,6 @@ async fn post_job(env: &TestEnv, body: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-async fn get(env: &TestEnv, path: &str) -> Value {
-    env.http
-        .get(env.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, f: F) {
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// Takes the message at the head of `queue` and dead-letters it with
@@ -92,10 +71,7 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = infq::id_of(r).await;
     let csv = "student,balance,income\n".to_string() + &"0,100,20000\n".repeat(300);
     let r = env
         .http
@@ -105,10 +81,7 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let batch = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch = infq::id_of(r).await;
     let chunk = format!("{batch}:0");
 
     // Both dead-lettered with a reason of infq's, and no worker running to
@@ -126,7 +99,7 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         reason,
     )
     .await;
-    let dead = get(&env, "/v1/admin/dead-letters").await;
+    let dead = env.get_json("/v1/admin/dead-letters").await;
     let ids = listed_ids(&dead);
     assert!(ids.contains(&id) && ids.contains(&chunk), "{dead}");
     for d in dead["dead_letters"].as_array().unwrap() {
@@ -136,7 +109,7 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         );
     }
     assert_eq!(
-        get(&env, &format!("/v1/jobs/{id}")).await["status"],
+        env.get_json(&format!("/v1/jobs/{id}")).await["status"],
         "queued"
     );
 
@@ -154,10 +127,10 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         2,
         "an early replay deletes no dead letter"
     );
-    let ids = listed_ids(&get(&env, "/v1/admin/dead-letters").await);
+    let ids = listed_ids(&env.get_json("/v1/admin/dead-letters").await);
     assert!(ids.contains(&id) && ids.contains(&chunk), "{ids:?}");
     assert_eq!(
-        get(&env, &format!("/v1/jobs/{id}")).await["status"],
+        env.get_json(&format!("/v1/jobs/{id}")).await["status"],
         "queued"
     );
 
@@ -167,19 +140,19 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     let worker = infq_worker::start(env.settings.clone(), registry, shutdown.clone())
         .await
         .unwrap();
-    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    let job = env.get_json(&format!("/v1/jobs/{id}?wait=10")).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "dead_lettered");
     wait_until("the batch to complete with its dead chunk", || async {
-        get(&env, &format!("/v1/batches/{batch}")).await["status"] == "succeeded"
+        env.get_json(&format!("/v1/batches/{batch}")).await["status"] == "succeeded"
     })
     .await;
     let r = replay(&env, &[&id, &chunk]).await;
     assert_eq!(r["count"], 2, "{r}");
-    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    let job = env.get_json(&format!("/v1/jobs/{id}?wait=10")).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     wait_until("the replayed chunk", || async {
-        let b = get(&env, &format!("/v1/batches/{batch}")).await;
+        let b = env.get_json(&format!("/v1/batches/{batch}")).await;
         b["status"] == "succeeded" && b["failed"] == 0 && b["succeeded"] == 300
     })
     .await;
@@ -260,7 +233,7 @@ async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
         .unwrap();
     }
     for n in 0..25 {
-        let dead = get(&env, "/v1/admin/dead-letters").await;
+        let dead = env.get_json("/v1/admin/dead-letters").await;
         assert_eq!(dead["count"], 3, "listing {n}: {dead}");
     }
     // Each listing counted as a delivery: past 20, and none was dropped.
@@ -325,6 +298,6 @@ async fn dead_letter_queues_of_an_earlier_version_are_kept_as_they_are() {
     )
     .await;
     assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 1);
-    assert_eq!(get(&env, "/v1/admin/dead-letters").await["count"], 1);
+    assert_eq!(env.get_json("/v1/admin/dead-letters").await["count"], 1);
     env.stop().await.unwrap();
 }

@@ -4,6 +4,7 @@
 //! through the retry tiers.
 
 use infq::redis_server::RedisServer;
+use infq::wait::wait_until;
 use infq::{test_settings, TestEnv};
 use infq_common::job::Priority;
 use infq_common::topology::Topology;
@@ -22,27 +23,6 @@ async fn post_job(env: &TestEnv, body: &str, key: Option<&str>) -> reqwest::Resp
         req = req.header("idempotency-key", k);
     }
     req.send().await.unwrap()
-}
-
-async fn get(env: &TestEnv, path: &str) -> Value {
-    env.http
-        .get(env.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn wait_until<F: Fn() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, f: F) {
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn worker_start(
@@ -156,20 +136,14 @@ async fn expired_and_cancelled_jobs_never_run() {
         None,
     )
     .await;
-    let expiring = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let expiring = infq::id_of(r).await;
     let r = post_job(
         &env,
         r#"{"model":"credit-default","inputs":[0,1600,40000]}"#,
         None,
     )
     .await;
-    let cancelled = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cancelled = infq::id_of(r).await;
     let r = env
         .http
         .post(env.url(&format!("/v1/jobs/{cancelled}/cancel")))
@@ -196,14 +170,14 @@ async fn expired_and_cancelled_jobs_never_run() {
 
     let (shutdown, start) = worker_start(&env);
     let worker = start.await.unwrap();
-    let v = get(&env, &format!("/v1/jobs/{expiring}?wait=10")).await;
+    let v = env.get_json(&format!("/v1/jobs/{expiring}?wait=10")).await;
     assert_eq!(v["status"], "expired", "{v}");
     wait_until("the cancelled job to be taken", || async {
         worker.stats.jobs_skipped.load(Ordering::Relaxed) == 1
     })
     .await;
     assert_eq!(
-        get(&env, &format!("/v1/jobs/{cancelled}")).await["status"],
+        env.get_json(&format!("/v1/jobs/{cancelled}")).await["status"],
         "cancelled"
     );
     assert_eq!(worker.stats.rows.load(Ordering::Relaxed), 0, "neither ran");
@@ -238,10 +212,7 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
         None,
     )
     .await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = infq::id_of(r).await;
     let csv = "student,balance,income\n".to_string() + &"0,100,20000\n".repeat(300);
     let r = env
         .http
@@ -251,10 +222,7 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let batch = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let batch = infq::id_of(r).await;
 
     // Every delivery "crashes its worker" until the broker gives up.
     let interactive = topology.job_queue("credit-default", Priority::Interactive);
@@ -273,7 +241,7 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
         "delivered delivery_limit + 1 times, then dead-lettered"
     );
 
-    let dead = get(&env, "/v1/admin/dead-letters").await;
+    let dead = env.get_json("/v1/admin/dead-letters").await;
     let ids: Vec<&str> = dead["dead_letters"]
         .as_array()
         .unwrap()
@@ -299,10 +267,10 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
     // first chunk's rows failed.
     let (shutdown, start) = worker_start(&env);
     let worker = start.await.unwrap();
-    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    let job = env.get_json(&format!("/v1/jobs/{id}?wait=10")).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "dead_lettered");
-    let b = get(&env, &format!("/v1/batches/{batch}?wait=10")).await;
+    let b = env.get_json(&format!("/v1/batches/{batch}?wait=10")).await;
     assert_eq!(b["status"], "succeeded", "{b}");
     assert_eq!(
         (b["succeeded"].as_u64(), b["failed"].as_u64()),
@@ -319,14 +287,14 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["count"], 2);
-    let job = get(&env, &format!("/v1/jobs/{id}?wait=10")).await;
+    let job = env.get_json(&format!("/v1/jobs/{id}?wait=10")).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     wait_until("the replayed chunk", || async {
-        let b = get(&env, &format!("/v1/batches/{batch}")).await;
+        let b = env.get_json(&format!("/v1/batches/{batch}")).await;
         b["status"] == "succeeded" && b["failed"] == 0
     })
     .await;
-    let b = get(&env, &format!("/v1/batches/{batch}")).await;
+    let b = env.get_json(&format!("/v1/batches/{batch}")).await;
     assert_eq!(b["succeeded"], 300);
     assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 0);
     let r = env
@@ -358,10 +326,7 @@ async fn a_store_outage_sends_jobs_through_the_retry_tiers() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = infq::id_of(r).await;
 
     redis.stop();
     let (shutdown, start) = worker_start(&env);
@@ -374,7 +339,7 @@ async fn a_store_outage_sends_jobs_through_the_retry_tiers() {
     // The first requests after the restart may get 503 while connections
     // are rebuilt; a client retries.
     wait_until("the job to succeed", || async {
-        get(&env, &format!("/v1/jobs/{id}?wait=1")).await["status"] == "succeeded"
+        env.get_json(&format!("/v1/jobs/{id}?wait=1")).await["status"] == "succeeded"
     })
     .await;
     assert_eq!(

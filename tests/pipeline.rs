@@ -197,9 +197,6 @@ async fn bad_requests_get_json_errors_and_enqueue_nothing() {
 async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
     let env = TestEnv::start().await.unwrap();
     let topology = infq_common::topology::Topology::of(&env.settings);
-    let conn = env.amqp().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
     let poisoned_id = uuid::Uuid::now_v7();
     let garbage: Vec<(Vec<u8>, Option<String>)> = vec![
         (b"not json at all".to_vec(), None),
@@ -209,25 +206,13 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
             Some(poisoned_id.to_string()),
         ),
     ];
+    let key = infq_common::topology::Topology::routing_key("credit-default", Priority::Interactive);
     for (body, message_id) in &garbage {
-        let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
-        if let Some(id) = message_id {
-            props = props.with_message_id(id.as_str().into());
-        }
-        ch.basic_publish(
-            topology.jobs_exchange().as_str().into(),
-            infq_common::topology::Topology::routing_key("credit-default", Priority::Interactive)
-                .as_str()
-                .into(),
-            lapin::options::BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        env.publish(&topology.jobs_exchange(), &key, body, message_id.as_deref())
+            .await;
     }
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
     let mut dead = 0;
     for _ in 0..100 {
         dead = env.queue_depth(&topology.dead_queue()).await.unwrap();
@@ -265,10 +250,7 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = infq::id_of(r).await;
     let v = wait_job(&env, &id).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     infq_common::amqp::close(&conn, "done").await;
@@ -349,10 +331,7 @@ async fn long_poll_returns_as_soon_as_the_job_finishes() {
         .to_str()
         .unwrap()
         .starts_with("/v1/jobs/"));
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = infq::id_of(r).await;
     let started = std::time::Instant::now();
     let v = wait_job(&env, &id).await;
     assert_eq!(v["status"], "succeeded");

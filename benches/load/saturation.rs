@@ -1,0 +1,126 @@
+//! Interactive jobs at saturation, then latency at fixed shares of it,
+//! each next to the ceiling measured in the same run.
+
+use crate::ceiling;
+use crate::report::{median, thousands, Report};
+use crate::stack::{settings, Stack};
+use crate::Args;
+
+pub(crate) async fn ceiling_rate(args: &Args) -> anyhow::Result<f64> {
+    let secs = if args.smoke { 1.0 } else { 4.0 };
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        runs.push(ceiling::ceiling(&settings()?, secs).await?);
+    }
+    Ok(median(runs))
+}
+
+/// Figures of one fixed-rate load level, one entry per run.
+#[derive(Default)]
+pub(crate) struct Level {
+    pub(crate) share: f64,
+    pub(crate) rates: Vec<f64>,
+    pub(crate) p50: Vec<f64>,
+    pub(crate) p99: Vec<f64>,
+    pub(crate) mean_batch: Vec<f64>,
+    pub(crate) histogram: String,
+}
+
+pub(crate) async fn saturation(
+    args: &Args,
+    clients: usize,
+    seconds: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let delay = settings()?
+        .registry()?
+        .resolve("credit-default")
+        .map_or(0, |m| m.max_batch_delay_ms);
+    let ceiling = ceiling_rate(args).await?;
+    report.row(
+        "ceiling: bare durable path (confirmed publish to a quorum queue, prefetch 512, pipelined Redis SET, ack 64 at once)",
+        format!("{} jobs/s", thousands(ceiling)),
+        "-".into(),
+        "-".into(),
+    );
+    let (mut sat, mut sat_p50, mut sat_p99, mut sat_mean) = (vec![], vec![], vec![], vec![]);
+    let mut sat_hist = String::new();
+    let mut levels: Vec<Level> = Vec::new();
+    for run in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        stack.closed_loop(clients.min(32), 1).await?;
+        let before = stack.batch_sizes().await?;
+        let (rate, h) = stack.closed_loop(clients, seconds).await?;
+        let sizes = stack.batch_sizes().await?.since(&before);
+        eprintln!(
+            "saturation run {}: {rate:.0} jobs/s, mean batch {:.1}",
+            run + 1,
+            sizes.mean()
+        );
+        sat.push(rate);
+        sat_p50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        sat_p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        sat_mean.push(sizes.mean());
+        sat_hist = sizes.histogram();
+        for (i, share) in [0.1, 0.5].into_iter().enumerate() {
+            let rate = (share * rate).max(1.0) as u32;
+            let before = stack.batch_sizes().await?;
+            let h = stack.interactive(rate, seconds).await?;
+            let sizes = stack.batch_sizes().await?.since(&before);
+            if levels.len() <= i {
+                levels.push(Level {
+                    share,
+                    ..Level::default()
+                });
+            }
+            let l = &mut levels[i];
+            l.rates.push(f64::from(rate));
+            l.p50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+            l.p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+            l.mean_batch.push(sizes.mean());
+            l.histogram = sizes.histogram();
+        }
+        stack.stop().await?;
+    }
+    let s = median(sat);
+    report.row(
+        &format!("interactive jobs at saturation ({clients} clients, submit then wait, HTTP, reference model)"),
+        format!("{} jobs/s; p50 {:.1} ms, p99 {:.1} ms", thousands(s), median(sat_p50), median(sat_p99)),
+        format!("ceiling: {} jobs/s", thousands(ceiling)),
+        format!("{:.0}% (target: 25%)", 100.0 * s / ceiling),
+    );
+    for l in &levels {
+        report.row(
+            &format!(
+                "interactive latency at {:.0}% of saturation ({} jobs/s)",
+                l.share * 100.0,
+                thousands(median(l.rates.clone()))
+            ),
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms",
+                median(l.p50.clone()),
+                median(l.p99.clone())
+            ),
+            format!(
+                "target: p50 <= {} ms (batch delay + 5), p99 <= 25 ms",
+                delay + 5
+            ),
+            "-".into(),
+        );
+    }
+    for l in &levels {
+        report.row(
+            &format!("batch sizes at {:.0}% of saturation", l.share * 100.0),
+            format!("mean {:.1} rows", median(l.mean_batch.clone())),
+            l.histogram.clone(),
+            "-".into(),
+        );
+    }
+    report.row(
+        "batch sizes at saturation",
+        format!("mean {:.1} rows", median(sat_mean)),
+        sat_hist,
+        "-".into(),
+    );
+    Ok(())
+}

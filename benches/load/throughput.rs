@@ -1,0 +1,213 @@
+//! Throughput: the model run directly, a bulk upload end to end, and
+//! interactive latency idle and beside a bulk batch.
+
+use crate::report::{mb, median, thousands, Report};
+use crate::stack::Stack;
+use crate::Args;
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use infq::{load_default_csv, root};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A CSV of `rows` borrowers (Default.csv, cycled), cached under target/.
+pub(crate) fn portfolio(rows: usize) -> anyhow::Result<PathBuf> {
+    let dir = infq::procs::bin_dir("bench-data");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("portfolio-{rows}.csv"));
+    if path.exists() {
+        return Ok(path);
+    }
+    let base = load_default_csv(&root().join("data/Default.csv"))?;
+    let tmp = path.with_extension("tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    writeln!(w, "student,balance,income")?;
+    for i in 0..rows {
+        let b = base[i % base.len()];
+        writeln!(
+            w,
+            "{},{},{}",
+            b.student,
+            b.balance + (i / base.len()) as f32,
+            b.income
+        )?;
+    }
+    w.flush()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Rows per second of the model run directly, at `batch` rows per forward
+/// pass, on `threads` threads, for about `secs` seconds.
+pub(crate) fn raw_model(batch: usize, threads: usize, secs: f64) -> anyhow::Result<f64> {
+    let registry =
+        infq_common::config::Settings::load(Some(&root().join("config/default.toml")), &[])?
+            .registry()?;
+    let spec = registry.resolve("credit-default").context("model")?;
+    tch::set_num_threads(threads as i32);
+    let module = infq_worker::model::load(spec, tch::Device::Cpu)?;
+    let _g = tch::no_grad_guard();
+    let base = load_default_csv(&root().join("data/Default.csv"))?;
+    let inputs: Vec<f32> = base
+        .iter()
+        .cycle()
+        .take(batch)
+        .flat_map(|b| b.features())
+        .collect();
+    for _ in 0..20 {
+        infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, batch, 3)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let start = Instant::now();
+    let mut rows = 0usize;
+    while start.elapsed().as_secs_f64() < secs {
+        infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, batch, 3)
+            .map_err(anyhow::Error::msg)?;
+        rows += batch;
+    }
+    Ok(rows as f64 / start.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn model(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let secs = if args.smoke { 0.2 } else { 1.0 };
+    for batch in [1usize, 8, 64, 256] {
+        let runs: anyhow::Result<Vec<f64>> =
+            (0..args.runs).map(|_| raw_model(batch, 1, secs)).collect();
+        let r = median(runs?);
+        report.row(
+            &format!("raw model through tch, batch {batch}, 1 thread"),
+            format!("{} rows/s", thousands(r)),
+            "-".into(),
+            format!("{:.2} us/row", 1e6 / r),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyhow::Result<()> {
+    let file = portfolio(rows)?;
+    let size = std::fs::metadata(&file)?.len() as f64;
+    let (mut e2e, mut processing, mut upload_s, mut peak) = (vec![], vec![], vec![], vec![]);
+    for run in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        let (_, base_peak) = stack.producer.rss().unwrap_or((0, 0));
+        let t0 = Instant::now();
+        let accepted = stack.upload(&file).await?;
+        let up = t0.elapsed().as_secs_f64();
+        let (_, hwm) = stack.producer.rss().unwrap_or((0, 0));
+        let done = stack
+            .wait_batch(accepted["id"].as_str().unwrap_or_default())
+            .await?;
+        let total = t0.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            done["succeeded"].as_u64() == Some(rows as u64),
+            "rows lost: {done}"
+        );
+        e2e.push(rows as f64 / total);
+        processing.push(done["rows_per_second"].as_f64().unwrap_or(f64::NAN));
+        upload_s.push(up);
+        peak.push(hwm as f64);
+        eprintln!(
+            "bulk run {}: upload {up:.2} s, total {total:.2} s, {:.0} rows/s end to end, producer peak {} (idle {})",
+            run + 1,
+            rows as f64 / total,
+            mb(hwm as f64),
+            mb(base_peak as f64)
+        );
+        stack.stop().await?;
+    }
+    let raw = median(
+        (0..args.runs)
+            .map(|_| raw_model(256, 1, 1.0))
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let e2e = median(e2e);
+    let n = thousands(rows as f64);
+    report.row(
+        &format!("bulk, {n} rows, upload to last result"),
+        format!("{} rows/s", thousands(e2e)),
+        format!("raw model, batch 256, 1 thread: {} rows/s", thousands(raw)),
+        format!("{:.0}%", 100.0 * e2e / raw),
+    );
+    let proc_rate = median(processing);
+    report.row(
+        &format!("bulk, {n} rows, first chunk taken to last stored"),
+        format!("{} rows/s", thousands(proc_rate)),
+        format!("raw model: {} rows/s", thousands(raw)),
+        format!("{:.0}%", 100.0 * proc_rate / raw),
+    );
+    let up = median(upload_s);
+    report.row(
+        &format!(
+            "bulk upload of {n} rows ({}): streamed, validated, published",
+            mb(size)
+        ),
+        format!("{up:.2} s ({:.0} MB/s)", size / up / 1e6),
+        "-".into(),
+        "-".into(),
+    );
+    let p = median(peak);
+    report.row(
+        &format!("producer peak RSS while uploading {n} rows"),
+        mb(p),
+        "target: under 200 MB".into(),
+        format!("{:.0}%", 100.0 * p / 200e6),
+    );
+    Ok(())
+}
+
+pub(crate) async fn interactive(
+    args: &Args,
+    rate: u32,
+    seconds: u64,
+    bulk_rows: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let file = portfolio(bulk_rows)?;
+    let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
+    let mut samples = Vec::new();
+    for _ in 0..args.runs {
+        let stack = Stack::start(&args.profile).await?;
+        // Warm-up, then the idle measurement.
+        stack.interactive(rate, 1).await?;
+        let h = stack.interactive(rate, seconds).await?;
+        idle50.push(h.value_at_quantile(0.5) as f64 / 1e3);
+        idle99.push(h.value_at_quantile(0.99) as f64 / 1e3);
+        // The same load while bulk batches run: each batch is uploaded
+        // first (not measured), then jobs are offered until it has ended.
+        let mut busy = Histogram::<u64>::new(3)?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            let accepted = stack.upload(&file).await?;
+            let id = accepted["id"].as_str().unwrap_or_default().to_string();
+            let done = async {
+                let _ = stack.wait_batch(&id).await;
+            };
+            stack.interactive_until(rate, done, &mut busy).await?;
+        }
+        samples.push(busy.len() as f64);
+        busy50.push(busy.value_at_quantile(0.5) as f64 / 1e3);
+        busy99.push(busy.value_at_quantile(0.99) as f64 / 1e3);
+        stack.stop().await?;
+    }
+    let (i50, i99) = (median(idle50), median(idle99));
+    report.row(
+        &format!("interactive latency, {rate} jobs/s, no bulk load"),
+        format!("p50 {i50:.1} ms, p99 {i99:.1} ms"),
+        "-".into(),
+        "-".into(),
+    );
+    let (b50, b99) = (median(busy50), median(busy99));
+    report.row(
+        &format!(
+            "interactive latency, {rate} jobs/s, while a {}-row batch runs ({} jobs)",
+            thousands(bulk_rows as f64),
+            median(samples)
+        ),
+        format!("p50 {b50:.1} ms, p99 {b99:.1} ms"),
+        format!("no bulk: p50 {i50:.1} ms, p99 {i99:.1} ms"),
+        format!("p99 x{:.2}", b99 / i99),
+    );
+    Ok(())
+}
