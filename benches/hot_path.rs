@@ -21,14 +21,15 @@ fn messages() -> Vec<Vec<u8>> {
     (0..BATCH)
         .map(|i| {
             JobMessage {
-                id: infq_common::job::new_job_id(),
+                work: infq_common::message::Work::Job {
+                    id: infq_common::job::new_job_id(),
+                },
                 model: "credit-default".into(),
                 version: "1".into(),
                 priority: Priority::Interactive,
                 inputs: vec![(i % 2) as f32, 500.0 + i as f32 * 3.7, 40_000.0 - i as f32],
                 created_at_ms: 1,
                 deadline_at_ms: None,
-                chunk: None,
                 retries: 0,
                 webhook_url: None,
                 tenant: Some("dev".into()),

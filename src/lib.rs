@@ -380,14 +380,15 @@ pub fn txn_rows(n: usize, seed: u64) -> Vec<Vec<f32>> {
 /// producer start from it.
 pub fn made_up_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessage {
     JobMessage {
-        id: infq_common::job::new_job_id(),
+        work: infq_common::message::Work::Job {
+            id: infq_common::job::new_job_id(),
+        },
         model: model.into(),
         version: version.into(),
         priority: infq_common::job::Priority::Interactive,
         inputs,
         created_at_ms: infq_common::job::now_ms(),
         deadline_at_ms: None,
-        chunk: None,
         retries: 0,
         webhook_url: None,
         tenant: None,

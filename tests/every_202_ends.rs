@@ -15,7 +15,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use infq::procs::start_pair;
 use infq_common::job::{new_job_id, JobId, Priority};
-use infq_common::message::ChunkRef;
+use infq_common::message::Work;
 use infq_common::tenants::TenantStore;
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{EventMessage, SubjectKind};
@@ -245,10 +245,10 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         );
         m.priority = lane;
         m.retention_ms = Some(u64::MAX);
-        publish(&ch, &jobs_x, &key, &m.id.to_string(), &m.encode()).await;
+        publish(&ch, &jobs_x, &key, &m.record().to_string(), &m.encode()).await;
         m.retention_ms = None;
         m.created_at_ms = u64::MAX;
-        publish(&ch, &jobs_x, &key, &m.id.to_string(), &m.encode()).await;
+        publish(&ch, &jobs_x, &key, &m.record().to_string(), &m.encode()).await;
         forged_to_queues += 3;
     }
     for (id, model, row) in fast.jobs.iter().step_by(10) {
@@ -257,7 +257,9 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
             &version(model),
             row.iter().map(|v| v + 1.0).collect(),
         );
-        m.id = JobId::parse_str(id).unwrap();
+        m.work = Work::Job {
+            id: JobId::parse_str(id).unwrap(),
+        };
         m.tenant = Some("slowco".into());
         m.webhook_url = Some(format!("{hook_base}/stolen/job"));
         let key = Topology::routing_key(model, Priority::Interactive);
@@ -284,9 +286,12 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
             };
             let mut m =
                 infq::made_up_message(model, &version(model), vec![0.5; spec.width() * rows]);
-            m.id = rec.id;
+            m.work = Work::Chunk {
+                batch: rec.id,
+                index,
+                first_row,
+            };
             m.priority = Priority::Bulk;
-            m.chunk = Some(ChunkRef { index, first_row });
             let key = Topology::routing_key(model, Priority::Bulk);
             publish(&ch, &jobs_x, &key, &m.message_id().to_string(), &m.encode()).await;
             forged_to_queues += 1;
@@ -303,7 +308,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         &ch,
         &topology.retry_exchange(0),
         &Topology::routing_key("credit-default", Priority::Interactive),
-        &m.id.to_string(),
+        &m.record().to_string(),
         &m.encode(),
     )
     .await;
@@ -334,14 +339,16 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         &version(model),
         row.iter().map(|v| v * 2.0).collect(),
     );
-    m.id = JobId::parse_str(id).unwrap();
+    m.work = Work::Job {
+        id: JobId::parse_str(id).unwrap(),
+    };
     publish(&ch, &topology.dead_exchange(), "", id, &m.encode()).await;
     let mut m = infq::made_up_message("credit-default", &version("credit-default"), vec![0.5; 3]);
-    m.id = JobId::parse_str(&fast.batches[0].0).unwrap();
-    m.chunk = Some(ChunkRef {
+    m.work = Work::Chunk {
+        batch: JobId::parse_str(&fast.batches[0].0).unwrap(),
         index: 9_999,
         first_row: 1,
-    });
+    };
     publish(&ch, &topology.dead_exchange(), "", "chunk", &m.encode()).await;
     let forged_to_dead = 2u32;
 

@@ -69,7 +69,7 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
             let mut pipe = redis::pipe();
             for d in &batch {
                 let msg = JobMessage::decode(&d.data)?;
-                pipe.set_ex(ceiling_keys.job(&msg.id), r#"{"p":0.5}"#, 60)
+                pipe.set_ex(ceiling_keys.job(&msg.record()), r#"{"p":0.5}"#, 60)
                     .ignore();
             }
             pipe.query_async::<()>(&mut rc).await?;
@@ -92,14 +92,15 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
         }
         while in_flight.len() < 1024 {
             let msg = JobMessage {
-                id: infq_common::job::new_job_id(),
+                work: infq_common::message::Work::Job {
+                    id: infq_common::job::new_job_id(),
+                },
                 model: "credit-default".into(),
                 version: "1".into(),
                 priority: Priority::Interactive,
                 inputs: vec![0.0, 1500.0, 40000.0],
                 created_at_ms: infq_common::job::now_ms(),
                 deadline_at_ms: None,
-                chunk: None,
                 retries: 0,
                 webhook_url: None,
                 tenant: None,

@@ -13,7 +13,11 @@
 //! batch; a message that fails any check is dead-lettered with its reason.
 
 use crate::job::{JobId, Priority};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
+
+mod wire;
 
 /// Content type set on every job message.
 pub const CONTENT_TYPE: &str = "application/json";
@@ -34,44 +38,99 @@ pub const MAX_NAME_BYTES: usize = 2048;
 pub const MAX_ROW: u64 = 1 << 53;
 
 /// A unit of work on a job queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// On the wire it is the JSON object it has always been (`id`, and a
+/// `chunk` object on bulk chunks); in memory, what the work is (a job, or a
+/// chunk of a batch) is [`Work`], so no code reads an id without knowing
+/// which kind it names.
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobMessage {
-    /// The job's id; also the AMQP `message_id`.
-    pub id: JobId,
+    /// What the work is: a job, or which rows of which batch `inputs` holds.
+    pub work: Work,
     /// Model name.
     pub model: String,
     /// Model version the job is pinned to.
     pub version: String,
     /// Lane the job travels in.
     pub priority: Priority,
-    /// One row of features in schema order.
+    /// One row of features in schema order (several rows on a chunk).
     pub inputs: Vec<f32>,
     /// When the producer accepted the job (epoch ms), for end-to-end timing.
     pub created_at_ms: u64,
     /// After this instant (epoch ms) the job expires instead of running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_at_ms: Option<u64>,
-    /// Set on bulk chunks: which rows of which batch `inputs` holds. Then
-    /// `id` is the batch id and `inputs` holds several rows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chunk: Option<ChunkRef>,
     /// Times a worker sent it back through a retry queue after a transient
     /// failure.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
-    /// Where the job's terminal event (or, on chunks, the batch's
-    /// `batch.completed`) is sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not used: the stored record names the webhook. Still read (and
+    /// range-checked), so messages of earlier releases decode.
     pub webhook_url: Option<String>,
     /// Not used: the stored record names the tenant. Still read (and
     /// range-checked), so messages of earlier releases decode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Not used: the stored record keeps the retention. Still read (and
     /// range-checked), so messages of earlier releases decode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+}
+
+/// What a job message asks for: one job, or one chunk of a bulk batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// A single job.
+    Job {
+        /// The job.
+        id: JobId,
+    },
+    /// Some consecutive rows of a batch.
+    Chunk {
+        /// The batch.
+        batch: JobId,
+        /// Chunk number, from 0, in input order.
+        index: u32,
+        /// Number (from 1) of the chunk's first data row in the uploaded
+        /// file.
+        first_row: u64,
+    },
+}
+
+impl Work {
+    /// The id of the stored record the work belongs to: the job's, or the
+    /// chunk's batch's.
+    pub fn record(&self) -> JobId {
+        match *self {
+            Work::Job { id } => id,
+            Work::Chunk { batch, .. } => batch,
+        }
+    }
+
+    /// What the message's AMQP `message_id` names.
+    pub fn message_id(&self) -> MessageId {
+        match *self {
+            Work::Job { id } => MessageId::Job(id),
+            Work::Chunk { batch, index, .. } => MessageId::Chunk { batch, index },
+        }
+    }
+
+    /// The chunk's place in its batch, if the work is a chunk.
+    pub fn chunk(&self) -> Option<ChunkRef> {
+        match *self {
+            Work::Job { .. } => None,
+            Work::Chunk {
+                index, first_row, ..
+            } => Some(ChunkRef { index, first_row }),
+        }
+    }
+
+    /// Whether the work is a chunk of a batch.
+    pub fn is_chunk(&self) -> bool {
+        matches!(self, Work::Chunk { .. })
+    }
+}
+
+/// Routing key of a model's lane: what a job message is published with and
+/// what the lane's queue is bound by.
+pub fn routing_key(model: &str, lane: Priority) -> String {
+    format!("{model}.{}", lane.as_str())
 }
 
 /// What an AMQP `message_id` names: a job, or one chunk of a batch (so a
@@ -143,12 +202,41 @@ pub enum DecodeError {
 impl JobMessage {
     /// What the message names; its AMQP `message_id` is this, written out.
     pub fn message_id(&self) -> MessageId {
-        match self.chunk {
-            Some(c) => MessageId::Chunk {
-                batch: self.id,
-                index: c.index,
-            },
-            None => MessageId::Job(self.id),
+        self.work.message_id()
+    }
+
+    /// The id of the stored record the message's work belongs to: the
+    /// job's, or the chunk's batch's.
+    pub fn record(&self) -> JobId {
+        self.work.record()
+    }
+
+    /// The routing key the message is published with (see [`routing_key`]).
+    pub fn routing_key(&self) -> String {
+        routing_key(&self.model, self.priority)
+    }
+
+    /// The AMQP properties every publisher of a job message sets: durable,
+    /// typed, and named by [`Self::message_id`] (a chunk is never taken for
+    /// a job of its batch's id), with the client's W3C `traceparent` in the
+    /// headers when there is one.
+    pub fn properties(&self, traceparent: Option<&str>) -> BasicProperties {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(MESSAGE_TYPE.into())
+            .with_message_id(self.message_id().to_string().into())
+            .with_timestamp(self.created_at_ms / 1000);
+        match traceparent {
+            None => props,
+            Some(tp) => {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    crate::trace::TRACEPARENT.into(),
+                    AMQPValue::LongString(tp.into()),
+                );
+                props.with_headers(headers)
+            }
         }
     }
 
@@ -165,7 +253,7 @@ impl JobMessage {
         }
         bytes.push(self.priority as u8);
         bytes.extend_from_slice(&self.deadline_at_ms.unwrap_or(0).to_le_bytes());
-        if let Some(c) = self.chunk {
+        if let Some(c) = self.work.chunk() {
             bytes.extend_from_slice(&c.index.to_le_bytes());
             bytes.extend_from_slice(&c.first_row.to_le_bytes());
         }
@@ -222,7 +310,7 @@ impl JobMessage {
         {
             return Err(DecodeError::Invalid("tenant or webhook_url too long"));
         }
-        if let Some(c) = self.chunk {
+        if let Some(c) = self.work.chunk() {
             if c.first_row == 0 || c.first_row > MAX_ROW {
                 return Err(DecodeError::Invalid("chunk first_row out of range"));
             }
@@ -240,14 +328,15 @@ mod tests {
 
     fn sample() -> JobMessage {
         JobMessage {
-            id: crate::job::new_job_id(),
+            work: Work::Job {
+                id: crate::job::new_job_id(),
+            },
             model: "credit-default".into(),
             version: "1".into(),
             priority: Priority::Interactive,
             inputs: vec![1.0, 1_234.567_9, 0.1],
             created_at_ms: 1,
             deadline_at_ms: None,
-            chunk: None,
             retries: 0,
             webhook_url: None,
             tenant: Some("acme".into()),
@@ -271,10 +360,11 @@ mod tests {
         let mut m = sample();
         m.priority = Priority::Bulk;
         m.inputs = (0..768).map(|i| i as f32 * 0.5).collect();
-        m.chunk = Some(ChunkRef {
+        m.work = Work::Chunk {
+            batch: m.record(),
             index: 7,
             first_row: 1793,
-        });
+        };
         assert_eq!(JobMessage::decode(&m.encode()).unwrap(), m);
         let plain = String::from_utf8(sample().encode()).unwrap();
         assert!(!plain.contains("chunk"), "single jobs carry no chunk field");
@@ -376,12 +466,13 @@ mod tests {
             assert_eq!(MessageId::parse(bad), None, "{bad}");
         }
         let mut m = sample();
-        assert_eq!(m.message_id(), MessageId::Job(m.id));
-        m.chunk = Some(ChunkRef {
+        assert_eq!(m.message_id(), MessageId::Job(m.record()));
+        m.work = Work::Chunk {
+            batch: m.record(),
             index: 3,
             first_row: 769,
-        });
-        assert_eq!(m.message_id().to_string(), format!("{}:3", m.id));
+        };
+        assert_eq!(m.message_id().to_string(), format!("{}:3", m.record()));
     }
 
     #[test]

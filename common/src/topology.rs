@@ -136,9 +136,10 @@ impl Topology {
         format!("{}.retry.{delay}ms", self.ns)
     }
 
-    /// Routing key of a model's lane.
+    /// Routing key of a model's lane (the rule is
+    /// [`crate::message::routing_key`]'s).
     pub fn routing_key(model: &str, lane: Priority) -> String {
-        format!("{model}.{}", lane.as_str())
+        crate::message::routing_key(model, lane)
     }
 
     /// Queue of a model's lane.

@@ -17,7 +17,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::Json;
 use infq_common::job::JobStatus;
-use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::message::{JobMessage, CONTENT_TYPE};
 use infq_common::store::Reopened;
 use infq_common::topology::{death_reason, Topology};
 use infq_common::webhooks::event::decode_all;
@@ -75,15 +75,15 @@ async fn not_yet_recorded(
     state: &AppState,
     msg: &JobMessage,
 ) -> Result<Option<String>, infq_common::store::StoreError> {
-    let Some(c) = msg.chunk else {
+    let Some(c) = msg.work.chunk() else {
         return Ok(state
             .store
-            .get(&msg.id)
+            .get(&msg.record())
             .await?
             .filter(|job| !job.status.is_terminal())
             .map(|job| format!("its job is still {}", job.status.as_str())));
     };
-    let Some(batch) = state.store.get_batch(&msg.id).await? else {
+    let Some(batch) = state.store.get_batch(&msg.record()).await? else {
         return Ok(None);
     };
     if c.index >= batch.chunks || matches!(batch.status, JobStatus::Cancelled | JobStatus::Failed) {
@@ -91,7 +91,7 @@ async fn not_yet_recorded(
     }
     let stored = state
         .store
-        .get_chunks(&msg.id, c.index, c.index + 1)
+        .get_chunks(&msg.record(), c.index, c.index + 1)
         .await?;
     Ok(match stored.first() {
         Some(Some(_)) => None,
@@ -109,12 +109,12 @@ async fn kill_again(
     msg: &JobMessage,
 ) -> Result<(), infq_common::store::StoreError> {
     let reason = "dead_lettered: a replay could not be published";
-    match msg.chunk {
+    match msg.work.chunk() {
         Some(_) => state.store.dead_chunk(msg, reason).await.map(|_| ()),
         None => {
             let err = infq_common::job::JobError::new("dead_lettered", reason);
             let t = infq_common::store::Transition::failed(err);
-            state.store.transition(&msg.id, &t).await.map(|_| ())
+            state.store.transition(&msg.record(), &t).await.map(|_| ())
         }
     }
 }
@@ -146,9 +146,9 @@ fn describe(data: &[u8], props: &BasicProperties) -> DeadLetter {
     let reason = death_reason(props);
     match JobMessage::decode(data) {
         Ok(m) => DeadLetter {
-            id: Some(address(&m)),
-            kind: if m.chunk.is_some() { "chunk" } else { "job" },
-            rows: m.chunk.map(|_| m.inputs.len()),
+            id: Some(m.message_id().to_string()),
+            kind: if m.work.is_chunk() { "chunk" } else { "job" },
+            rows: m.work.is_chunk().then_some(m.inputs.len()),
             model: Some(format!("{}@{}", m.model, m.version)),
             reason,
             bytes: data.len(),
@@ -181,13 +181,6 @@ fn webhook_address(data: &[u8], props: &BasicProperties) -> Option<String> {
         .map(|m| m.to_string())
         .unwrap_or_else(|| events[0].subject.to_string());
     Some(format!("webhook:{id}"))
-}
-
-fn address(m: &JobMessage) -> String {
-    match m.chunk {
-        Some(c) => format!("{}:{}", m.id, c.index),
-        None => m.id.to_string(),
-    }
 }
 
 /// Takes up to `limit` messages off the dead-letter queue, unacknowledged.
@@ -339,7 +332,7 @@ pub async fn replay(
             }
             continue;
         };
-        let id = address(&msg);
+        let id = msg.message_id().to_string();
         if !(req.all || req.ids.contains(&id)) {
             kept.push(d);
             continue;
@@ -378,11 +371,8 @@ pub async fn replay(
             }
         }
         msg.retries = 0;
-        let props = BasicProperties::default()
-            .with_content_type(CONTENT_TYPE.into())
-            .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.message_id().to_string().into());
-        let key = Topology::routing_key(&msg.model, msg.priority);
+        let props = msg.properties(None);
+        let key = msg.routing_key();
         let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
         let published = infq_common::amqp::publish_confirmed(
             &ch,

@@ -10,7 +10,7 @@
 
 use infq_common::amqp;
 use infq_common::config::AmqpConfig;
-use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::message::{JobMessage, CONTENT_TYPE};
 use infq_common::retry::Schedule;
 use infq_common::topology::Topology;
 use lapin::options::ConfirmSelectOptions;
@@ -135,23 +135,14 @@ impl Publisher {
         msg: &JobMessage,
         traceparent: Option<String>,
     ) -> Result<(), PublishError> {
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(CONTENT_TYPE.into())
-            .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.message_id().to_string().into())
-            .with_timestamp(msg.created_at_ms / 1000);
-        if let Some(tp) = traceparent {
-            let mut headers = lapin::types::FieldTable::default();
-            headers.insert(
-                infq_common::trace::TRACEPARENT.into(),
-                lapin::types::AMQPValue::LongString(tp.into()),
-            );
-            props = props.with_headers(headers);
-        }
-        let key = Topology::routing_key(&msg.model, msg.priority);
-        self.publish_to(self.topology.jobs_exchange(), key, msg.encode(), props)
-            .await
+        let props = msg.properties(traceparent.as_deref());
+        self.publish_to(
+            self.topology.jobs_exchange(),
+            msg.routing_key(),
+            msg.encode(),
+            props,
+        )
+        .await
     }
 
     /// Publishes a webhook event message (a manual redelivery), mandatory,

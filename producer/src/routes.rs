@@ -17,7 +17,7 @@ use bytes::Bytes;
 use infq_common::idempotency::Begin;
 use infq_common::job::JobStatus;
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
-use infq_common::message::JobMessage;
+use infq_common::message::{JobMessage, Work};
 use infq_common::metrics as m;
 use infq_common::registry::ModelSpec;
 use infq_common::store::{Cancelled, JobRecord, NewJob, Transition};
@@ -203,14 +203,13 @@ async fn submit(
     // it, where its callback goes and how long it is kept, and keeps the
     // message's digest so that no other message runs as this job.
     let msg = JobMessage {
-        id,
+        work: Work::Job { id },
         model: job.spec.name.clone(),
         version: job.spec.version.clone(),
         priority: job.priority,
         inputs: job.inputs,
         created_at_ms,
         deadline_at_ms: job.deadline_ms.map(|d| created_at_ms + d),
-        chunk: None,
         retries: 0,
         webhook_url: None,
         tenant: None,

@@ -4,7 +4,7 @@
 use crate::support::*;
 use infq::{test_settings, TestEnv};
 use infq_common::job::{JobError, JobStatus, Priority};
-use infq_common::message::ChunkRef;
+use infq_common::message::Work;
 use infq_common::store::Applied;
 use infq_common::topology::Topology;
 use lapin::options::ConfirmSelectOptions;
@@ -34,12 +34,12 @@ async fn hostile_job_messages_cost_only_themselves() {
     .await;
     let victim_id = infq_common::job::JobId::parse_str(&victim).unwrap();
     let mut forged_tenant = infq::made_up_message("credit-default", &version, row.to_vec());
-    forged_tenant.id = victim_id;
+    forged_tenant.work = Work::Job { id: victim_id };
     forged_tenant.tenant = Some("intruder".into());
     forged_tenant.webhook_url = Some("http://127.0.0.1:9/steal".into());
     let mut forged_inputs =
         infq::made_up_message("credit-default", &version, vec![1.0, 2500.0, 10.0]);
-    forged_inputs.id = victim_id;
+    forged_inputs.work = Work::Job { id: victim_id };
     for m in [&forged_tenant, &forged_inputs] {
         publish_raw(
             &env,
@@ -109,7 +109,7 @@ async fn hostile_job_messages_cost_only_themselves() {
     assert_eq!(rec.tenant.as_deref(), Some("dev"));
     assert_eq!(rec.webhook_url, None);
     // Nothing was made up for the job nobody accepted.
-    assert!(env.store().get(&unknown.id).await.unwrap().is_none());
+    assert!(env.store().get(&unknown.record()).await.unwrap().is_none());
     // Every forgery is a dead letter with its reason.
     // The copy naming another tenant has the job's own work: it runs like
     // a redelivery, changing nothing; the one with other inputs does not.
@@ -157,9 +157,12 @@ async fn forged_chunks_neither_finish_a_batch_nor_count_twice() {
     assert!(chunks >= 2);
     let forge = |index: u32, first_row: u64, n: usize| {
         let mut m = infq::made_up_message("credit-default", &version, vec![0.5; 3 * n]);
-        m.id = id;
+        m.work = Work::Chunk {
+            batch: id,
+            index,
+            first_row,
+        };
         m.priority = Priority::Bulk;
-        m.chunk = Some(ChunkRef { index, first_row });
         m
     };
     let forged = [
@@ -276,7 +279,9 @@ async fn a_replay_of_a_forged_job_dead_letter_reopens_nothing() {
     )
     .await;
     let mut genuine = infq::made_up_message("credit-default", &version, row.clone());
-    genuine.id = infq_common::job::JobId::parse_str(&id).unwrap();
+    genuine.work = Work::Job {
+        id: infq_common::job::JobId::parse_str(&id).unwrap(),
+    };
     let error = JobError::new("dead_lettered", "test");
     assert_eq!(
         store.fail_matching(&genuine, &error).await.unwrap(),
@@ -289,7 +294,7 @@ async fn a_replay_of_a_forged_job_dead_letter_reopens_nothing() {
         infq_common::store::Reopened::Forged(_)
     ));
     assert_eq!(
-        store.get(&genuine.id).await.unwrap().unwrap().status,
+        store.get(&genuine.record()).await.unwrap().unwrap().status,
         JobStatus::Failed
     );
     assert_eq!(
@@ -297,7 +302,7 @@ async fn a_replay_of_a_forged_job_dead_letter_reopens_nothing() {
         infq_common::store::Reopened::Yes
     );
     assert_eq!(
-        store.get(&genuine.id).await.unwrap().unwrap().status,
+        store.get(&genuine.record()).await.unwrap().unwrap().status,
         JobStatus::Queued
     );
     env.stop().await.unwrap();

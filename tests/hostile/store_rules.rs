@@ -6,7 +6,7 @@
 use crate::support::*;
 use infq::{test_settings, TestEnv};
 use infq_common::job::{new_job_id, JobError, JobStatus, Priority};
-use infq_common::message::ChunkRef;
+use infq_common::message::Work;
 use infq_common::store::{Applied, Transition, Write};
 use serde_json::{json, Value};
 
@@ -227,12 +227,12 @@ async fn a_replay_reopens_only_what_its_dead_letter_really_names() {
         .await
         .unwrap();
     let mut dead = infq::made_up_message("credit-default", "1", vec![0.5; 6]);
-    dead.id = b.id;
-    dead.priority = Priority::Bulk;
-    dead.chunk = Some(ChunkRef {
+    dead.work = Work::Chunk {
+        batch: b.id,
         index: 1,
         first_row: 3,
-    });
+    };
+    dead.priority = Priority::Bulk;
     assert_eq!(
         store
             .dead_chunk(&dead, "dead_lettered: test")
@@ -242,10 +242,11 @@ async fn a_replay_reopens_only_what_its_dead_letter_really_names() {
     );
     // A made-up place is not reopened...
     let mut forged = dead.clone();
-    forged.chunk = Some(ChunkRef {
+    forged.work = Work::Chunk {
+        batch: forged.record(),
         index: 1,
         first_row: 1,
-    });
+    };
     assert!(matches!(
         store.reopen(&forged).await.unwrap(),
         infq_common::store::Reopened::Forged(_)

@@ -306,7 +306,7 @@ async fn claim_each(
 }
 
 fn claim_of(job: &Pending, width: usize) -> ClaimOf<'_> {
-    match job.msg.chunk {
+    match job.msg.work.chunk() {
         Some(_) => ClaimOf::Chunk(&job.msg, job.rows(width) as u64),
         None => ClaimOf::Job(&job.msg),
     }

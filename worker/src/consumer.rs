@@ -282,7 +282,7 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
         }));
     };
     if !msg.inputs.len().is_multiple_of(spec.width())
-        || (msg.chunk.is_none() && msg.inputs.len() != spec.width())
+        || (!msg.work.is_chunk() && msg.inputs.len() != spec.width())
     {
         let reason = format!(
             "{} inputs do not make rows of {} features",

@@ -2,7 +2,7 @@
 
 use crate::settle::Settler;
 use infq_common::job::Priority;
-use infq_common::message::JobMessage;
+use infq_common::message::{JobMessage, Work};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,14 +70,15 @@ impl Pending {
     pub fn made_up(model: &str, version: &str, lane: Priority, inputs: Vec<f32>, tag: u64) -> Self {
         Self {
             msg: JobMessage {
-                id: infq_common::job::new_job_id(),
+                work: Work::Job {
+                    id: infq_common::job::new_job_id(),
+                },
                 model: model.into(),
                 version: version.into(),
                 priority: lane,
                 inputs,
                 created_at_ms: 0,
                 deadline_at_ms: None,
-                chunk: None,
                 retries: 0,
                 webhook_url: None,
                 tenant: None,
@@ -98,10 +99,10 @@ impl Pending {
             target: infq_common::trace::JOB_TARGET,
             "job",
             stage = "run",
-            job_id = %msg.id,
-            trace_id = %infq_common::trace::trace_id(trace_of(headers).as_deref(), &msg.id),
+            job_id = %msg.record(),
+            trace_id = %infq_common::trace::trace_id(trace_of(headers).as_deref(), &msg.record()),
             model = %msg.model,
-            chunk = msg.chunk.map(|c| c.index),
+            chunk = msg.work.chunk().map(|c| c.index),
             batch = tracing::field::Empty,
             outcome = tracing::field::Empty,
             e2e_ms = tracing::field::Empty,
@@ -117,11 +118,12 @@ impl Pending {
     /// has ended, if its record asks for one.
     pub fn event(&self) -> Option<infq_common::webhooks::event::EventMessage> {
         use infq_common::webhooks::event::{EventMessage, SubjectKind};
-        let kind = match self.msg.chunk {
+        let kind = match self.msg.work.chunk() {
             Some(_) => SubjectKind::Batch,
             None => SubjectKind::Job,
         };
-        self.webhook.then(|| EventMessage::new(kind, self.msg.id))
+        self.webhook
+            .then(|| EventMessage::new(kind, self.msg.record()))
     }
 }
 

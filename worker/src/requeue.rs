@@ -12,7 +12,7 @@
 use crate::stats::WorkerStats;
 use infq_common::amqp::PublishError;
 use infq_common::job::Priority;
-use infq_common::message::{JobMessage, CONTENT_TYPE, MESSAGE_TYPE};
+use infq_common::message::JobMessage;
 use infq_common::topology::Topology;
 use lapin::{BasicProperties, Channel};
 use std::sync::atomic::Ordering;
@@ -78,15 +78,13 @@ impl Requeuer {
         let delay = jittered_delay(
             self.topology.retry_delays_ms(),
             msg.retries,
-            msg.id.as_u128(),
+            msg.record().as_u128(),
         );
-        let props = BasicProperties::default()
-            .with_content_type(CONTENT_TYPE.into())
-            .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.message_id().to_string().into())
+        let props = msg
+            .properties(None)
             .with_expiration(delay.to_string().into());
         let exchange = self.topology.retry_exchange(msg.retries as usize - 1);
-        let key = Topology::routing_key(&msg.model, msg.priority);
+        let key = msg.routing_key();
         infq_common::amqp::publish_confirmed(
             &self.channel,
             &exchange,
@@ -133,11 +131,7 @@ impl Requeuer {
     /// [`Self::dead_letter_raw`] for a decoded job from `lane`.
     pub async fn dead_letter(&self, msg: &JobMessage, lane: Priority, reason: &str) -> bool {
         let queue = self.topology.job_queue(&msg.model, lane);
-        let props = BasicProperties::default()
-            .with_content_type(CONTENT_TYPE.into())
-            .with_type(MESSAGE_TYPE.into())
-            .with_message_id(msg.message_id().to_string().into());
-        self.dead_letter_raw(&queue, &msg.encode(), &props, reason)
+        self.dead_letter_raw(&queue, &msg.encode(), &msg.properties(None), reason)
             .await
     }
 }

@@ -7,6 +7,7 @@
 use crate::outcome::{InferError, ModelOutcome};
 use crate::pending::Pending;
 use infq_common::job::{JobError, JobStatus};
+use infq_common::message::Work;
 use infq_common::registry::ModelSpec;
 use infq_common::results::{output_json, RowOut};
 use infq_common::store::{Applied, ChunkResult, Transition};
@@ -91,13 +92,13 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
             {
                 return Outcome::Retry((*e).clone());
             }
-            match j.msg.chunk {
-                None => Outcome::Job(match results.first() {
+            match j.msg.work {
+                Work::Job { .. } => Outcome::Job(match results.first() {
                     Some(Ok(values)) => Transition::succeeded(output_json(&spec.outputs, values)),
                     Some(Err(e)) => Transition::failed(JobError::new("model_error", e.to_string())),
                     None => Transition::failed(JobError::new("model_error", "no output")),
                 }),
-                Some(chunk) => {
+                Work::Chunk { batch, index, .. } => {
                     let failed = results.iter().filter(|r| r.is_err()).count() as u32;
                     // Texts of the failed rows only: none is made (or
                     // allocated) for a chunk whose rows all ran.
@@ -114,8 +115,8 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
                         })
                         .collect();
                     Outcome::Chunk(ChunkResult {
-                        batch: j.msg.id,
-                        index: chunk.index,
+                        batch,
+                        index,
                         rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
                         succeeded: rows as u32 - failed,
                         failed,
@@ -129,14 +130,14 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
 /// The outcome of a job whose error is final: a failed job, or a chunk
 /// whose every row failed.
 pub fn failed_for_good(job: &Pending, rows: usize, error: &str) -> Outcome {
-    match job.msg.chunk {
-        None => Outcome::Job(Transition::failed(JobError::new("model_error", error))),
-        Some(c) => {
+    match job.msg.work {
+        Work::Job { .. } => Outcome::Job(Transition::failed(JobError::new("model_error", error))),
+        Work::Chunk { batch, index, .. } => {
             let row = RowOut::Error(error);
             let rows_json: Vec<&RowOut> = std::iter::repeat_n(&row, rows).collect();
             Outcome::Chunk(ChunkResult {
-                batch: job.msg.id,
-                index: c.index,
+                batch,
+                index,
                 rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
                 succeeded: 0,
                 failed: rows as u32,
@@ -196,10 +197,13 @@ mod tests {
             vec![0.0; rows * 2],
             1,
         );
-        p.msg.chunk = chunk.map(|index| infq_common::message::ChunkRef {
-            index,
-            first_row: 1,
-        });
+        if let Some(index) = chunk {
+            p.msg.work = Work::Chunk {
+                batch: p.msg.record(),
+                index,
+                first_row: 1,
+            };
+        }
         p
     }
 

@@ -149,10 +149,10 @@ impl JobStore {
     /// its batch has completed, `Ignored` if its results existed or the
     /// batch is gone, `Forged` if the chunk does not fit its batch.
     pub async fn dead_chunk(&self, msg: &JobMessage, error: &str) -> Result<Applied, StoreError> {
-        let Some(c) = msg.chunk else {
+        let Some(c) = msg.work.chunk() else {
             return Ok(Applied::Forged);
         };
-        let batch = &msg.id;
+        let batch = &msg.record();
         let quota = self.quota_of_one(Subject::Batch(*batch)).await?;
         let mut inv = DEAD_CHUNK.key(self.keys.batch(batch));
         inv.key(self.keys.chunk_results(batch))
@@ -203,13 +203,13 @@ impl JobStore {
         rows: u64,
         now: u64,
     ) -> ScriptInvocation<'static> {
-        let c = msg.chunk.unwrap_or(ChunkRef {
+        let c = msg.work.chunk().unwrap_or(ChunkRef {
             index: u32::MAX,
             first_row: 0,
         });
-        let mut inv = CLAIM_CHUNK.key(self.keys.batch(&msg.id));
-        inv.key(self.keys.chunk_results(&msg.id))
-            .key(self.keys.chunk_digests(&msg.id))
+        let mut inv = CLAIM_CHUNK.key(self.keys.batch(&msg.record()));
+        inv.key(self.keys.chunk_results(&msg.record()))
+            .key(self.keys.chunk_digests(&msg.record()))
             .arg(now)
             .arg(self.ttl_ms)
             .arg(c.index)

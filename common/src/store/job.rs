@@ -72,14 +72,14 @@ impl JobStore {
         msg: &JobMessage,
         error: &JobError,
     ) -> Result<Applied, StoreError> {
-        let quota = self.quota_of_one(Subject::Job(msg.id)).await?;
-        let mut inv = TRANSITION_JOB.key(self.keys.job(&msg.id));
+        let quota = self.quota_of_one(Subject::Job(msg.record())).await?;
+        let mut inv = TRANSITION_JOB.key(self.keys.job(&msg.record()));
         with_quota(&mut inv, &quota);
         inv.arg(JobStatus::Failed.as_str())
             .arg(JobStatus::Failed.rank())
             .arg(self.ttl_ms)
             .arg(self.keys.done_channel())
-            .arg(msg.id.to_string())
+            .arg(msg.record().to_string())
             .arg(msg.digest())
             .arg("finished_at")
             .arg(crate::job::now_ms())
@@ -121,8 +121,8 @@ impl JobStore {
     /// The call that claims the job `msg` names at `now`, with its tenant's
     /// quota keys if they are known (needed only to expire it).
     pub(super) fn claim_job(&self, msg: &JobMessage, now: u64) -> ScriptInvocation<'static> {
-        let mut inv = CLAIM.key(self.keys.job(&msg.id));
-        if let Some(quota) = self.cached_quota(&msg.id) {
+        let mut inv = CLAIM.key(self.keys.job(&msg.record()));
+        if let Some(quota) = self.cached_quota(&msg.record()) {
             with_quota(&mut inv, &quota);
         }
         inv.arg(self.ttl_ms)
@@ -130,7 +130,7 @@ impl JobStore {
             .arg(msg.deadline_at_ms.unwrap_or(0))
             .arg(now)
             .arg(self.keys.done_channel())
-            .arg(msg.id.to_string());
+            .arg(msg.record().to_string());
         inv
     }
 }

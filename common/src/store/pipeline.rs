@@ -87,7 +87,7 @@ impl JobStore {
             };
             let reply = parse_claim(v, chunk)?;
             if let Some(tenant) = &reply.tenant {
-                self.note_tenant(&msg.id, tenant.as_deref());
+                self.note_tenant(&msg.record(), tenant.as_deref());
             }
             if reply.wants_quota {
                 again.push((i, *msg));
@@ -104,7 +104,7 @@ impl JobStore {
                 if reply.wants_quota {
                     return Err(StoreError::Reply(format!(
                         "claim of {} still wants its quota keys",
-                        msg.id
+                        msg.record()
                     )));
                 }
                 out[*i] = reply.claim;
@@ -146,8 +146,8 @@ impl JobStore {
     /// the dead letter is the one its record was accepted with (or fits
     /// its batch).
     pub async fn reopen(&self, msg: &JobMessage) -> Result<Reopened, StoreError> {
-        let id = &msg.id;
-        let inv = match msg.chunk {
+        let id = &msg.record();
+        let inv = match msg.work.chunk() {
             None => {
                 let mut inv = REOPEN_JOB.key(self.keys.job(id));
                 inv.arg(msg.digest());

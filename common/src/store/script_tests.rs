@@ -54,14 +54,13 @@ fn limits() -> Limits {
 
 fn message(id: JobId, tenant: &str, deadline_at_ms: Option<u64>) -> JobMessage {
     JobMessage {
-        id,
+        work: crate::message::Work::Job { id },
         model: "m".into(),
         version: "1".into(),
         priority: Priority::Interactive,
         inputs: vec![0.5],
         created_at_ms: now_ms(),
         deadline_at_ms,
-        chunk: None,
         retries: 0,
         webhook_url: None,
         tenant: Some(tenant.into()),
@@ -71,9 +70,9 @@ fn message(id: JobId, tenant: &str, deadline_at_ms: Option<u64>) -> JobMessage {
 
 /// Records job `msg` for `tenant` as its quota admits it.
 async fn admitted(s: &JobStore, msg: &JobMessage, tenant: &str) {
-    let check = QuotaCheck::new(s.keys(), tenant, &limits(), &msg.id, 1, false);
+    let check = QuotaCheck::new(s.keys(), tenant, &limits(), &msg.record(), 1, false);
     let job = NewJob {
-        id: msg.id,
+        id: msg.record(),
         model: msg.model.clone(),
         version: msg.version.clone(),
         priority: msg.priority,
@@ -112,17 +111,23 @@ async fn ends_give_quota_back_whoever_learnt_the_tenant() {
     admitted(&s, &b, "acme").await;
     assert_eq!(open(&s, "acme").await, 2);
     let done = Transition::succeeded("{}".into());
-    assert_eq!(w.transition(&a.id, &done).await.unwrap(), Applied::Yes);
+    assert_eq!(
+        w.transition(&a.record(), &done).await.unwrap(),
+        Applied::Yes
+    );
     assert_eq!(open(&s, "acme").await, 1);
     let other = fresh(&s);
-    assert_eq!(other.transition(&b.id, &done).await.unwrap(), Applied::Yes);
+    assert_eq!(
+        other.transition(&b.record(), &done).await.unwrap(),
+        Applied::Yes
+    );
     assert_eq!(open(&s, "acme").await, 0);
     // A cancel by yet another process, too.
     let c = message(new_job_id(), "acme", None);
     admitted(&s, &c, "acme").await;
     assert_eq!(
         fresh(&s)
-            .cancel(Subject::Job(c.id), &[JobStatus::Queued])
+            .cancel(Subject::Job(c.record()), &[JobStatus::Queued])
             .await
             .unwrap(),
         Cancelled::Yes
@@ -144,7 +149,7 @@ async fn a_claim_that_expires_a_job_of_an_unknown_tenant_asks_for_its_keys() {
     );
     assert_eq!(open(&s, "acme").await, 0, "its quota is given back");
     assert_eq!(
-        s.get(&msg.id).await.unwrap().unwrap().status,
+        s.get(&msg.record()).await.unwrap().unwrap().status,
         JobStatus::Expired
     );
     cleanup(&s).await;
@@ -156,7 +161,7 @@ async fn erasure_deletes_every_key_it_is_given_and_nothing_else() {
     let k: Keys = s.keys().clone();
     let msg = message(new_job_id(), "acme", None);
     admitted(&s, &msg, "acme").await;
-    let id = msg.id;
+    let id = msg.record();
     let mut c = s.connection();
     // Two reopenings: three event records; and a delivery log.
     let _: () = redis::pipe()

@@ -7,7 +7,7 @@ use crate::spool::SpoolFile;
 use crate::state::AppState;
 use futures_util::{StreamExt, TryStreamExt};
 use infq_common::job::Priority;
-use infq_common::message::{ChunkRef, JobMessage};
+use infq_common::message::{JobMessage, Work};
 use infq_common::registry::ModelSpec;
 use infq_common::store::NewBatch;
 use std::sync::Arc;
@@ -40,17 +40,17 @@ pub(super) async fn publish_chunks(
         .map(|(index, inputs)| async move {
             let inputs = inputs.map_err(|e| ApiError::Internal(format!("spool: {e}")))?;
             let msg = JobMessage {
-                id: batch.id,
+                work: Work::Chunk {
+                    batch: batch.id,
+                    index: index as u32,
+                    first_row: index as u64 * batch.chunk_rows as u64 + 1,
+                },
                 model: batch.model.clone(),
                 version: batch.version.clone(),
                 priority: Priority::Bulk,
                 inputs,
                 created_at_ms: batch.created_at_ms,
                 deadline_at_ms: None,
-                chunk: Some(ChunkRef {
-                    index: index as u32,
-                    first_row: index as u64 * batch.chunk_rows as u64 + 1,
-                }),
                 retries: 0,
                 webhook_url: None,
                 tenant: None,

@@ -33,7 +33,7 @@ async fn record(
         return Ok(Vec::new());
     };
     let reason = death_reason(props);
-    let due = match msg.chunk {
+    let due = match msg.work.chunk() {
         None => {
             let error = JobError::new("dead_lettered", reason);
             match store.fail_matching(&msg, &error).await? {
@@ -56,16 +56,19 @@ async fn record(
     if !due {
         return Ok(Vec::new());
     }
-    let kind = match msg.chunk {
+    let kind = match msg.work.chunk() {
         None => SubjectKind::Job,
         Some(_) => SubjectKind::Batch,
     };
     let webhook = match kind {
-        SubjectKind::Job => store.get(&msg.id).await?.and_then(|r| r.webhook_url),
-        SubjectKind::Batch => store.get_batch(&msg.id).await?.and_then(|r| r.webhook_url),
+        SubjectKind::Job => store.get(&msg.record()).await?.and_then(|r| r.webhook_url),
+        SubjectKind::Batch => store
+            .get_batch(&msg.record())
+            .await?
+            .and_then(|r| r.webhook_url),
     };
     Ok(webhook
-        .map(|_| EventMessage::new(kind, msg.id))
+        .map(|_| EventMessage::new(kind, msg.record()))
         .into_iter()
         .collect())
 }

@@ -33,7 +33,7 @@ pub async fn retry(
     let (again, spent): (Vec<Pending>, Vec<Pending>) =
         jobs.into_iter().partition(|j| j.msg.retries < max_retries);
     for job in spent {
-        tracing::warn!(job_id = %job.msg.id, reason, "out of retries; dead-lettering");
+        tracing::warn!(job_id = %job.msg.record(), reason, "out of retries; dead-lettering");
         settle(&job.delivery, Verdict::Reject).await;
         stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         out.dead_lettered += 1;
@@ -54,7 +54,7 @@ pub async fn retry(
                 out.sent += 1;
             }
             Err(e) => {
-                tracing::warn!(job_id = %job.msg.id, error = %e, "could not send a job to retry");
+                tracing::warn!(job_id = %job.msg.record(), error = %e, "could not send a job to retry");
                 settle(&job.delivery, Verdict::Requeue).await;
                 out.left += 1;
             }
@@ -76,7 +76,7 @@ pub async fn retry(
 /// (the broker dead-letters it).
 pub(super) async fn dead_letter(jobs: Vec<(Pending, String)>) {
     for (job, reason) in jobs {
-        tracing::warn!(job_id = %job.msg.id, %reason, "message refused; dead-lettering");
+        tracing::warn!(job_id = %job.msg.record(), %reason, "message refused; dead-lettering");
         metrics::counter!(m::DEAD_LETTERED, "outcome" => "refused").increment(1);
         let published = match job.delivery.settler.session() {
             Some(s) => s.requeuer.dead_letter(&job.msg, job.lane, &reason).await,
@@ -128,8 +128,8 @@ pub(super) async fn cannot_run(
     code: &'static str,
     reason: String,
 ) {
-    tracing::warn!(job_id = %pending.msg.id, code, %reason, "message cannot run");
-    if pending.msg.chunk.is_some() {
+    tracing::warn!(job_id = %pending.msg.record(), code, %reason, "message cannot run");
+    if pending.msg.work.is_chunk() {
         dead_letter(vec![(pending, format!("{code}: {reason}"))]).await;
         return;
     }
@@ -154,7 +154,7 @@ pub(super) async fn cannot_run(
             return;
         }
     }
-    pending.webhook = match ctx.store.get(&pending.msg.id).await {
+    pending.webhook = match ctx.store.get(&pending.msg.record()).await {
         Ok(Some(rec)) => {
             rec.webhook_url.is_some()
                 && rec.status.is_terminal()

@@ -36,9 +36,11 @@ pub(super) async fn store_all(
         .zip(updates)
         .zip(&retrying)
         .map(|((j, u), r)| match (u, r) {
-            (Outcome::Job(t), _) => Some(Write::Job(j.msg.id, t)),
+            (Outcome::Job(t), _) => Some(Write::Job(j.msg.record(), t)),
             (Outcome::Chunk(c), _) => Some(Write::Chunk(c)),
-            (Outcome::Retry(_), Some(t)) if j.msg.chunk.is_none() => Some(Write::Job(j.msg.id, t)),
+            (Outcome::Retry(_), Some(t)) if !j.msg.work.is_chunk() => {
+                Some(Write::Job(j.msg.record(), t))
+            }
             (Outcome::Retry(_), _) => None,
         })
         .collect();
