@@ -4,6 +4,24 @@
 //! message types, the queue topology, the Redis key schema and its scripts,
 //! the model registry, configuration, metric names and the shutdown signal.
 //!
+//! A job's path, and the file that owns each step of it:
+//!
+//! - [`message`] (`message.rs`, wire form in `message/wire.rs`): the
+//!   message a job or a bulk chunk travels in. What the work is is a
+//!   [`message::Work`] (`Job { id }` or `Chunk { batch, index, first_row }`);
+//!   its AMQP properties, message id and routing key are methods of
+//!   [`message::JobMessage`], so every publisher agrees.
+//! - [`amqp`] (`amqp.rs`): connecting, and [`amqp::publish_confirmed`], the
+//!   one publish (mandatory, confirmed, bounded wait, returned = failed)
+//!   every publisher uses.
+//! - [`topology`] (`topology.rs`, `topology/death.rs`): exchanges, queues
+//!   and their arguments; why a message was dead-lettered.
+//! - [`dead`] (`dead.rs`): publishing a refused message to `<ns>.dead`
+//!   with its reason.
+//! - [`registry`] (`registry/`) and [`config`] (`config/`): the models and
+//!   the settings, validated at start.
+//! - [`webhooks`]: event messages, signing and the endpoint guard.
+//!
 //! Redis, one owner per concept:
 //!
 //! - [`keys`] (`keys.rs`): the key schema; the only code that names a key
