@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 mod wire;
 
+pub use wire::ChunkRef;
+
 /// Content type set on every job message.
 pub const CONTENT_TYPE: &str = "application/json";
 /// Message `type` property of a job message, versioned for rolling upgrades.
@@ -170,20 +172,6 @@ impl std::fmt::Display for MessageId {
     }
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-/// Where a bulk chunk's rows sit in their batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChunkRef {
-    /// Chunk number, from 0, in input order.
-    pub index: u32,
-    /// Number (from 1) of the chunk's first data row in the uploaded file.
-    pub first_row: u64,
-}
-
 /// Why a message could not be decoded. Such a message is dead-lettered:
 /// redelivering it would fail the same way.
 #[derive(Debug, thiserror::Error)]
@@ -319,6 +307,58 @@ impl JobMessage {
             }
         }
         Ok(())
+    }
+}
+
+impl From<wire::Wire> for JobMessage {
+    fn from(w: wire::Wire) -> Self {
+        let work = match w.chunk {
+            None => Work::Job { id: w.id },
+            Some(c) => Work::Chunk {
+                batch: w.id,
+                index: c.index,
+                first_row: c.first_row,
+            },
+        };
+        JobMessage {
+            work,
+            model: w.model,
+            version: w.version,
+            priority: w.priority,
+            inputs: w.inputs,
+            created_at_ms: w.created_at_ms,
+            deadline_at_ms: w.deadline_at_ms,
+            retries: w.retries,
+            webhook_url: w.webhook_url,
+            tenant: w.tenant,
+            retention_ms: w.retention_ms,
+        }
+    }
+}
+
+impl Serialize for JobMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        wire::WireRef {
+            id: self.work.record(),
+            model: &self.model,
+            version: &self.version,
+            priority: self.priority,
+            inputs: &self.inputs,
+            created_at_ms: self.created_at_ms,
+            deadline_at_ms: self.deadline_at_ms,
+            chunk: self.work.chunk(),
+            retries: self.retries,
+            webhook_url: self.webhook_url.as_deref(),
+            tenant: self.tenant.as_deref(),
+            retention_ms: self.retention_ms,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        wire::Wire::deserialize(d).map(JobMessage::from)
     }
 }
 

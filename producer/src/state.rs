@@ -67,7 +67,7 @@ impl AppState {
         let guard = settings
             .webhooks
             .enabled()
-            .then(|| infq_common::webhooks::guard::Guard::new(&settings.webhooks));
+            .then(|| infq_common::webhooks::guard::Guard::new(settings.webhooks.guard_policy()));
         let deliveries = infq_common::webhooks::store::DeliveryStore::for_settings(
             store.connection(),
             &settings,

@@ -64,13 +64,12 @@ impl WebhooksConfig {
     pub fn enabled(&self) -> bool {
         !self.secrets.is_empty()
     }
-}
 
-impl<'a> From<&'a WebhooksConfig> for Policy<'a> {
-    fn from(cfg: &'a WebhooksConfig) -> Self {
-        Self {
-            allow_http: cfg.allow_http,
-            allow_hosts: &cfg.allow_hosts,
+    /// What the guard against callback URLs is to enforce.
+    pub fn guard_policy(&self) -> Policy<'_> {
+        Policy {
+            allow_http: self.allow_http,
+            allow_hosts: &self.allow_hosts,
         }
     }
 }

@@ -114,7 +114,7 @@ pub fn retry_after_ms(value: &str, now: SystemTime) -> Option<u64> {
 impl Sender {
     /// A sender as `cfg` describes.
     pub fn new(cfg: &WebhooksConfig) -> anyhow::Result<Self> {
-        let guard = Guard::new(cfg);
+        let guard = Guard::new(cfg.guard_policy());
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
