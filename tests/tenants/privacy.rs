@@ -78,7 +78,10 @@ async fn erased_data_is_gone_and_retention_is_per_tenant() {
     assert!(!c.exists::<_, bool>(&chunk).await.unwrap());
     let keys = env.redis_keys().await.unwrap();
     let dump = format!("{keys:?}");
-    assert!(!dump.contains(&format!("{batch}}}:chunk")), "{dump}");
+    let dead = infq_common::keys::Keys::new(ns).chunk_dead(&batch.parse().unwrap());
+    for part in [&chunk, &dead] {
+        assert!(!dump.contains(part.as_str()), "{dump}");
+    }
     for k in keys {
         let t: String = redis::cmd("TYPE")
             .arg(&k)
