@@ -68,19 +68,15 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                     })
                     .collect();
                 if let Some(cycle) = store(&ctx, jobs, updates).await {
-                    if cycle.due.iter().all(Option::is_none) {
-                        cycle.run().await;
-                    } else {
-                        // Events go out with publisher confirms; waiting
-                        // for them here would hold up the next batch's
-                        // results, so the publish and the
-                        // acknowledgements that follow it run alongside
-                        // (a few at a time, for backpressure).
-                        while announcing.len() >= MAX_ANNOUNCING {
-                            announcing.join_next().await;
-                        }
-                        announcing.spawn(cycle.run());
+                    // The results are stored. Their events (published
+                    // with confirms) and the acknowledgements that follow
+                    // run alongside the next batch's store, a few at a
+                    // time for backpressure: waiting here would hold the
+                    // next batch up.
+                    while announcing.len() >= MAX_ANNOUNCING {
+                        announcing.join_next().await;
                     }
+                    announcing.spawn(cycle.run());
                 }
             }
             CompletionCommand::Ended(ended) => ended_jobs(&ctx, ended).await,
