@@ -16,10 +16,11 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
 });
 
 static GUARD: LazyLock<Guard> = LazyLock::new(|| {
-    Guard::new(&WebhooksConfig {
+    let cfg = WebhooksConfig {
         secrets: vec!["whsec_LlWcUn3fwix9VSGL3FJolkpztqwZERL8QxwYPtXJDYI=".into()],
         ..WebhooksConfig::default()
-    })
+    };
+    Guard::new(cfg.guard_policy())
 });
 
 fuzz_target!(|data: &[u8]| {
