@@ -457,5 +457,27 @@ async fn the_clients_variables_leave_the_servers_alone_and_typos_are_still_refus
     empty.push(("INFQ_REDIS__URL", text("")));
     let err = one_line_error(&run_with("infq", &empty, &["admin", "tenants", "list"]).await);
     assert!(err.contains("redis.url"), "{err}");
+    // The broker's node list: not a list, a node of another scheme, the
+    // same node twice, an empty entry; each named by its key.
+    for (value, names) in [
+        ("amqp://one-node-not-a-list", "amqp.urls"),
+        ("[\"http://127.0.0.1:5672/\"]", "amqp.urls[0]"),
+        (
+            "[\"amqp://127.0.0.1:5672/\",\"amqp://127.0.0.1:5672/\"]",
+            "amqp.urls[1]: lists the same node twice",
+        ),
+        ("[\"amqp://127.0.0.1:5672/\",\"\"]", "amqp.urls[1]"),
+        ("[1, 2]", "amqp.urls"),
+    ] {
+        let mut bad = vars.clone();
+        bad.push(("INFQ_AMQP__URLS", text(value)));
+        let err = one_line_error(&run_with("infq", &bad, &["admin", "tenants", "list"]).await);
+        // The loader names a key as the variable spells it (upper case).
+        assert!(err.to_lowercase().contains(names), "{value}: {err}");
+    }
+    let mut bad = vars.clone();
+    bad.push(("INFQ_AMQP__QUORUM_INITIAL_GROUP_SIZE", text("0")));
+    let err = one_line_error(&run_with("infq", &bad, &["admin", "tenants", "list"]).await);
+    assert!(err.contains("amqp.quorum_initial_group_size"), "{err}");
     infq::delete_namespace_named(&ns).await;
 }

@@ -351,3 +351,66 @@ async fn a_store_outage_sends_jobs_through_the_retry_tiers() {
     worker.join().await.unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_the_broker_cancels_subscribes_again_or_rebuilds_its_session() {
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let (shutdown, start) = worker_start(&env);
+    let worker = start.await.unwrap();
+    let stats = worker.stats.clone();
+    wait_until("the worker consumes", || async {
+        stats.broker_connected.load(Ordering::Relaxed)
+    })
+    .await;
+    let topology = env.topology();
+    let queue = topology.job_queue("credit-default", Priority::Interactive);
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let run_one = || async {
+        let body = r#"{"model":"credit-default","inputs":[0,1000,30000]}"#;
+        let r = post_job(&env, body, None).await;
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        let v = env.get_json(&format!("/v1/jobs/{id}?wait=20")).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+    };
+    let cancels = || stats.consumer_cancels.load(Ordering::Relaxed);
+    let sessions = || stats.broker_sessions.load(Ordering::Relaxed);
+
+    // The queue is deleted under the consumer: the broker cancels it, the
+    // consumer cannot subscribe again (no queue), and its session is
+    // rebuilt, which declares the queue again. Jobs run again, not a quiet
+    // stop.
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    wait_until("the session to be rebuilt", || async { sessions() == 2 }).await;
+    assert_eq!(cancels(), 1);
+    run_one().await;
+
+    // Deleted again and declared again while the consumer waits to
+    // subscribe again: it subscribes on its own channel, with no new
+    // session.
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    for _ in 0..3000 {
+        if cancels() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        cancels(),
+        2,
+        "the broker's cancel did not reach the consumer"
+    );
+    topology.declare(&conn, &["credit-default"]).await.unwrap();
+    run_one().await;
+    assert_eq!(sessions(), 2, "the consumer's session was rebuilt");
+    infq_common::amqp::close(&conn, "done").await;
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}

@@ -258,6 +258,35 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_list_with_dead_nodes_connects_to_the_live_one() {
+    let mut settings = test_settings();
+    // Two nodes that refuse connections and the live broker, in a shuffled
+    // order on each connect: producer, worker and dispatcher all find it.
+    settings.amqp.urls = vec![
+        "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+        settings.amqp.url.clone(),
+        "amqp://guest:guest@127.0.0.1:2/%2f".into(),
+    ];
+    settings.amqp.url = "amqp://guest:guest@127.0.0.1:3/%2f".into();
+    let env = TestEnv::start_with(settings, true).await.unwrap();
+    for _ in 0..5 {
+        let r = submit(
+            &env,
+            &json!({"model": "credit-default", "inputs": [0, 1000, 30000]}),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let v = wait_job(&env, &id).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_means_503_promptly_and_the_record_says_so() {
     let mut settings = test_settings();
     // Nothing listens on port 1: every connect fails at once.

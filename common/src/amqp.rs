@@ -22,10 +22,34 @@ pub enum ConnectError {
     /// `amqp.ca_file` cannot be read.
     #[error("amqp.ca_file: {0}")]
     CaFile(String),
+    /// The configuration lists no node.
+    #[error("no broker node is configured")]
+    NoNodes,
 }
 
-/// Opens a connection named `name` (shown in the broker's connection list).
+/// Opens a connection named `name` (shown in the broker's connection
+/// list) to one of the configured nodes. The nodes are tried in a new
+/// shuffled order on every call, each within the connect timeout, so a
+/// lost node costs one attempt and reconnects spread over the cluster; the
+/// last node's error is returned when none answers.
 pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, ConnectError> {
+    let mut nodes = cfg.nodes();
+    fastrand::shuffle(&mut nodes);
+    let mut last = None;
+    for url in nodes {
+        match connect_to(cfg, url, name).await {
+            Ok(conn) => return Ok(conn),
+            Err(e @ ConnectError::CaFile(_)) => return Err(e),
+            Err(e) => {
+                tracing::debug!(node = %crate::config::redacted(url), error = %e, "broker node did not answer");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(ConnectError::NoNodes))
+}
+
+async fn connect_to(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection, ConnectError> {
     let timeout = Duration::from_millis(cfg.connect_timeout_ms);
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let tls = match &cfg.ca_file {
@@ -39,7 +63,7 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, Connect
         },
     };
     let runtime = lapin::runtime::default_runtime()?;
-    let connecting = Connection::connect_with_config(&cfg.url, props, tls, runtime);
+    let connecting = Connection::connect_with_config(url, props, tls, runtime);
     match tokio::time::timeout(timeout, connecting).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(ConnectError::Timeout(timeout)),

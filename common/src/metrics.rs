@@ -39,6 +39,9 @@ pub const WEBHOOK_ATTEMPTS: &str = "infq_webhook_attempts_total";
 pub const WEBHOOK_SECONDS: &str = "infq_webhook_seconds";
 /// Connections re-established after a failure (`outcome`: the dependency).
 pub const RECONNECTS: &str = "infq_dependency_reconnects_total";
+/// Consumers the broker cancelled that subscribed again (a queue's leader
+/// moved, a node went away, the queue was deleted).
+pub const CONSUMER_CANCELS_TOTAL: &str = "infq_consumer_cancels_total";
 
 /// Rows run through a model (`model`); `rate()` of it is rows per second.
 pub const ROWS: &str = "infq_rows_total";
@@ -101,6 +104,7 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (BACKLOG_PER_CONSUMER, Kind::Gauge, Source::Both, "Ready messages of a job queue per consumer."),
     (DLQ_DEPTH, Kind::Gauge, Source::Both, "Messages in the dead-letter queue."),
     (RECONNECTS, Kind::Counter, Source::Both, "Connections re-established after a failure, by dependency."),
+    (CONSUMER_CANCELS_TOTAL, Kind::Counter, Source::Worker, "Consumers cancelled by the broker that subscribed again."),
     (REGISTRY_RELOADS, Kind::Counter, Source::Both, "Hot reloads of the model registry, by outcome."),
 ];
 
@@ -144,6 +148,7 @@ pub fn install(source: Source) -> Result<PrometheusHandle, String> {
     metrics::counter!(REGISTRY_RELOADS, "outcome" => "ok").absolute(0);
     if source == Source::Worker {
         metrics::counter!(JOBS_RETRIED).absolute(0);
+        metrics::counter!(CONSUMER_CANCELS_TOTAL).absolute(0);
     }
     Ok(handle)
 }

@@ -26,12 +26,12 @@
 //! may start first.
 
 pub(crate) mod death;
+mod declare;
 
 use crate::config::AmqpConfig;
 use crate::job::Priority;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::Channel;
 
 pub use death::death_reason;
 
@@ -153,6 +153,15 @@ impl Topology {
         if let Some(ms) = self.queue_expires_ms {
             args.insert("x-expires".into(), AMQPValue::LongLongInt(ms as i64));
         }
+        if self.amqp.clustered() {
+            args.insert("x-queue-leader-locator".into(), long_str("balanced"));
+            if let Some(n) = self.amqp.initial_group_size() {
+                args.insert(
+                    "x-quorum-initial-group-size".into(),
+                    AMQPValue::LongLongInt(i64::from(n)),
+                );
+            }
+        }
         args
     }
 
@@ -219,129 +228,6 @@ impl Topology {
         args
     }
 
-    /// Declares every exchange and queue, including both lanes of each
-    /// model. Idempotent; fails if an existing queue has other arguments.
-    pub async fn declare(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let exchange = |name: String, kind: ExchangeKind| async move {
-            ch.exchange_declare(name.into(), kind, durable, FieldTable::default())
-                .await
-        };
-        let queue = |name: String, args: FieldTable| async move {
-            ch.queue_declare(name.into(), QueueDeclareOptions::durable(), args)
-                .await
-        };
-        let bind = |q: String, x: String, key: String| async move {
-            ch.queue_bind(
-                q.into(),
-                x.into(),
-                ShortString::from(key),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-        };
-        exchange(self.jobs_exchange(), ExchangeKind::Direct).await?;
-        exchange(self.dead_exchange(), ExchangeKind::Fanout).await?;
-        self.declare_dead_letter_queues().await?;
-        for (tier, delay) in self.retry_delays_ms.iter().enumerate() {
-            let name = self.retry_exchange(tier);
-            exchange(name.clone(), ExchangeKind::Fanout).await?;
-            queue(name.clone(), self.retry_queue_args(*delay)).await?;
-            bind(name.clone(), name, String::new()).await?;
-        }
-        for model in models {
-            for lane in Priority::ALL {
-                let q = self.job_queue(model, lane);
-                queue(q.clone(), self.job_queue_args()).await?;
-                bind(q, self.jobs_exchange(), Self::routing_key(model, lane)).await?;
-            }
-        }
-        let hooks = self.webhooks_exchange();
-        exchange(hooks.clone(), ExchangeKind::Fanout).await?;
-        queue(hooks.clone(), self.webhook_queue_args()).await?;
-        bind(hooks.clone(), hooks.clone(), String::new()).await?;
-        for tier in 1..self.webhook_delays_ms.len() {
-            if let Some(name) = self.webhook_retry_exchange(tier) {
-                let mut args = self.dead_lettering_args(&hooks);
-                args.insert(
-                    "x-message-ttl".into(),
-                    AMQPValue::LongLongInt(self.webhook_delays_ms[tier] as i64),
-                );
-                exchange(name.clone(), ExchangeKind::Fanout).await?;
-                queue(name.clone(), args).await?;
-                bind(name.clone(), name, String::new()).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Topology {
-    /// Declares and binds `<ns>.dead` and `<ns>.dead.record` on a
-    /// connection of its own. A queue declared by an earlier version has
-    /// no delivery limit, and declaring it again with one is refused with
-    /// `406 PRECONDITION_FAILED`, which closes the channel it was sent on.
-    /// Such a queue is kept as it is (recreating it would lose its dead
-    /// letters; a policy can set its limit) with a warning, and every other
-    /// mismatch still fails as before.
-    async fn declare_dead_letter_queues(&self) -> lapin::Result<()> {
-        let conn = crate::amqp::connect(&self.amqp, "infq-declare")
-            .await
-            .map_err(|e| match e {
-                crate::amqp::ConnectError::Broker(e) => e,
-                other => lapin::Error::from(std::io::Error::other(other.to_string())),
-            })?;
-        let declared = self.declare_dead_letter_queues_on(&conn).await;
-        crate::amqp::close(&conn, "declared").await;
-        declared
-    }
-
-    async fn declare_dead_letter_queues_on(&self, conn: &Connection) -> lapin::Result<()> {
-        let mut ch = conn.create_channel().await?;
-        let durable = QueueDeclareOptions::durable();
-        for q in [self.dead_queue(), self.dead_record_queue()] {
-            let declared = ch
-                .queue_declare(q.as_str().into(), durable, self.dead_letter_queue_args())
-                .await;
-            if let Err(e) = declared {
-                if !is_precondition_failed(&e) {
-                    return Err(e);
-                }
-                // Exactly the earlier arguments, or the first error stands.
-                ch = conn.create_channel().await?;
-                if ch
-                    .queue_declare(q.as_str().into(), durable, self.quorum_args())
-                    .await
-                    .is_err()
-                {
-                    return Err(e);
-                }
-                tracing::warn!(
-                    queue = %q,
-                    limit = DEAD_LETTER_DELIVERY_LIMIT,
-                    "this dead-letter queue was declared by an earlier infq without a \
-                     delivery limit and is kept as it is; on RabbitMQ 4.0 to 4.2 it drops a \
-                     dead letter listed or replayed 20 times: set the limit with a policy \
-                     (README, Upgrading)"
-                );
-            }
-            ch.queue_bind(
-                q.as_str().into(),
-                self.dead_exchange().as_str().into(),
-                ShortString::from(String::new()),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
-        let _ = ch.close(200, "declared".into()).await;
-        Ok(())
-    }
-
     /// Deletes every exchange and queue of the namespace, messages and all:
     /// for tearing down test and benchmark namespaces.
     pub async fn delete(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
@@ -382,18 +268,7 @@ impl Topology {
     }
 }
 
-/// Whether the broker refused a declaration as inequivalent to an existing
-/// one (`406 PRECONDITION_FAILED`).
-fn is_precondition_failed(e: &lapin::Error) -> bool {
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    matches!(
-        e.kind(),
-        lapin::ErrorKind::ProtocolError(p)
-            if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED))
-    )
-}
-
-fn long_str(s: &str) -> AMQPValue {
+pub(crate) fn long_str(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 

@@ -111,12 +111,12 @@ impl Publisher {
         let conn = amqp::connect(&self.cfg, "infq-producer")
             .await
             .map_err(|e| e.to_string())?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
         let names: Vec<&str> = self.models.iter().map(String::as_str).collect();
         self.topology
-            .declare(&ch, &names)
+            .declare(&conn, &names)
             .await
             .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| e.to_string())?;

@@ -218,8 +218,8 @@ async fn a_retry_no_queue_takes_is_not_taken_for_sent() {
     let conn = infq_common::amqp::connect(&settings.amqp, "infq-test")
         .await
         .unwrap();
+    topology.declare(&conn, &["credit-default"]).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    topology.declare(&ch, &["credit-default"]).await.unwrap();
     // The retry tier's exchange is there, its queue is gone: a publish
     // to it is confirmed by the broker, but returned as unroutable.
     let tier = topology.retry_exchange(0);

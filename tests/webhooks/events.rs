@@ -256,8 +256,8 @@ async fn forged_event_messages_get_nothing_sent_or_signed_and_are_dead_lettered(
 async fn an_event_no_queue_takes_is_not_published() {
     let env = TestEnv::start_with(settings(), false).await.unwrap();
     let conn = env.amqp().await.unwrap();
+    env.topology().declare(&conn, &[]).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    env.topology().declare(&ch, &[]).await.unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
     let msgs = [EventMessage::new(SubjectKind::Job, uuid::Uuid::now_v7())];
     // The dispatchers' queue and a delay tier deleted behind their live

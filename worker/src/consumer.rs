@@ -76,10 +76,8 @@ async fn session(
 ) -> anyhow::Result<Connection> {
     let (topology, shutdown) = (&ctx.topology, &ctx.consuming);
     let conn = infq_common::amqp::connect(&ctx.settings.amqp, "infq-worker").await?;
-    let setup = conn.create_channel().await?;
     let names: Vec<&str> = routes.iter().map(|r| r.name()).collect();
-    topology.declare(&setup, &names).await?;
-    let _ = setup.close(200, "declared".into()).await;
+    topology.declare(&conn, &names).await?;
 
     // The publishers a delivery's end needs exist before the first
     // delivery arrives.
@@ -93,20 +91,15 @@ async fn session(
                 .await?;
             let queue = topology.job_queue(route.name(), lane);
             let tag = consumer_tag("infq-worker");
-            let consumer = ch
-                .basic_consume(
-                    queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let consumer = subscribe(&ch, &queue, &tag).await?;
             let settler =
                 Settler::new(ch.clone(), publishers.clone(), Some(ctx.stats.held.clone()));
-            consumers.push((ch, tag));
+            consumers.push((ch.clone(), tag.clone()));
             let queue = QueueCtx {
                 head: ctx.heads.slot(&queue),
                 name: queue,
+                channel: ch,
+                tag,
                 lane,
                 route: route.clone(),
                 settler,
@@ -138,6 +131,7 @@ async fn session(
     drop(publishers);
 
     ctx.stats.broker_connected.store(true, Ordering::Relaxed);
+    ctx.stats.broker_sessions.fetch_add(1, Ordering::Relaxed);
     schedule.reset();
     tracing::info!(queues = consumers.len(), "consuming");
 
@@ -159,10 +153,32 @@ async fn session(
     anyhow::bail!("a consumer stopped: {ended:?}")
 }
 
+/// Consumes `queue` on `ch` as `tag`, acknowledging explicitly.
+async fn subscribe(ch: &Channel, queue: &str, tag: &str) -> lapin::Result<lapin::Consumer> {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// Pause before re-subscribing after the broker cancelled a consumer.
+const RESUBSCRIBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+/// Re-subscriptions of one consumer in a row before its session is
+/// rebuilt (a new connection, the topology declared again).
+const RESUBSCRIBE_TRIES: u32 = 5;
+
 /// The queue one consumer reads, where its jobs go, and how its
 /// deliveries are settled.
 struct QueueCtx {
     name: String,
+    /// The channel the consumer reads on, to subscribe again after the
+    /// broker cancels it.
+    channel: Channel,
+    /// The consumer's tag, the same across re-subscriptions.
+    tag: String,
     head: Option<Arc<AtomicU64>>,
     lane: Priority,
     route: Arc<ModelRoute>,
@@ -172,13 +188,17 @@ struct QueueCtx {
     completion: Sender<CompletionCommand>,
 }
 
-/// Forwards one queue's deliveries to the batchers until the consumer ends
-/// (connection lost) or shutdown.
+/// Forwards one queue's deliveries to the batchers until the connection is
+/// lost or shutdown. A consumer the broker cancels (its queue's leader
+/// moved, a node went away, the queue was deleted) subscribes again on
+/// the same channel, whose unsettled deliveries stay valid; only when
+/// that keeps failing does the task end, which rebuilds the session.
 async fn consumer_task(
     mut consumer: lapin::Consumer,
     queue: QueueCtx,
     ctx: Arc<WorkerCtx>,
 ) -> &'static str {
+    let mut resubscribed = 0;
     loop {
         let delivery = tokio::select! {
             biased;
@@ -191,8 +211,32 @@ async fn consumer_task(
                 tracing::warn!(error = %e, "consumer error");
                 return "consumer error";
             }
-            None => return "consumer closed",
+            None => {
+                if !queue.channel.status().connected() {
+                    return "consumer closed";
+                }
+                if resubscribed == RESUBSCRIBE_TRIES {
+                    return "consumer cancelled by the broker, re-subscribing failed";
+                }
+                resubscribed += 1;
+                metrics::counter!(m::CONSUMER_CANCELS_TOTAL).increment(1);
+                ctx.stats.consumer_cancels.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = %queue.name, "the broker cancelled the consumer; subscribing again");
+                tokio::select! {
+                    _ = ctx.consuming.cancelled() => return "shutdown",
+                    _ = tokio::time::sleep(RESUBSCRIBE_PAUSE * resubscribed) => {}
+                }
+                match subscribe(&queue.channel, &queue.name, &queue.tag).await {
+                    Ok(c) => consumer = c,
+                    Err(e) => {
+                        tracing::warn!(queue = %queue.name, error = %e, "re-subscribing failed");
+                        return "consumer cancelled by the broker, re-subscribing failed";
+                    }
+                }
+                continue;
+            }
         };
+        resubscribed = 0;
         queue.settler.received();
         let settle = Settle {
             tag: delivery.delivery_tag,

@@ -17,6 +17,10 @@ pub struct WorkerStats {
     pub models_ready: AtomicU64,
     /// The broker connection and its consumers are up.
     pub broker_connected: AtomicBool,
+    /// Broker sessions (connection, topology, consumers) started.
+    pub broker_sessions: AtomicU64,
+    /// Consumers the broker cancelled that subscribed again.
+    pub consumer_cancels: AtomicU64,
     /// The worker has drained and stopped.
     pub stopped: AtomicBool,
     /// Forward passes run.

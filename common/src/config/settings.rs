@@ -135,9 +135,7 @@ impl Settings {
         if !ns_ok {
             problems.push("namespace: use 1 to 64 of A-Z, a-z, 0-9, '-' and '_'".into());
         }
-        if !(self.amqp.url.starts_with("amqp://") || self.amqp.url.starts_with("amqps://")) {
-            problems.push("amqp.url: must start with amqp:// or amqps://".into());
-        }
+        problems.extend(self.amqp.problems());
         if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
             problems.push("redis.url: must start with redis:// or rediss://".into());
         }

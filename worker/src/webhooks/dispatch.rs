@@ -184,9 +184,7 @@ impl Dispatcher {
         schedule: &mut Schedule,
     ) -> anyhow::Result<()> {
         let conn = infq_common::amqp::connect(&self.settings.amqp, "infq-webhooks").await?;
-        let setup = conn.create_channel().await?;
-        self.topology.declare(&setup, &[]).await?;
-        let _ = setup.close(200, "declared".into()).await;
+        self.topology.declare(&conn, &[]).await?;
         let ch = conn.create_channel().await?;
         // Room for a message per request in flight (each may hold its
         // message for a request's time) and more, so new messages always
