@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod cluster;
 pub mod procs;
 pub mod redis_server;
 pub mod tls;

@@ -7,6 +7,11 @@
 //!   (c) restart Redis                     (d) SIGTERM a worker
 //!   (e) garbage and oversized messages published straight to the queues
 //!
+//! Then the same load runs against a 3-node RabbitMQ cluster of its own
+//! (`scripts/cluster up rabbitmq`, stopped after; broker_cluster.rs), with
+//! a 100,000-row batch on top, while the node leading the job queues is
+//! lost: (f) its broker app stopped, (g) its process killed with `kill -9`.
+//!
 //! After each, every job and batch that got `202` must reach a terminal
 //! state with the output the model gives when run directly. The suite
 //! prints accepted, completed, lost, inconsistent and recovery time per
@@ -19,323 +24,15 @@
 //!
 //!   scripts/chaos          (also part of `cargo test`: `--test chaos`)
 
-use anyhow::Context;
-use infq::procs::Service;
-use infq::redis_server::RedisServer;
-use infq::{load_default_csv, reference_outputs, root};
+mod broker_cluster;
+mod harness;
+
+use harness::{Deployment, Scenario};
+use infq::{load_default_csv, root};
 use infq_common::job::Priority;
 use infq_common::topology::Topology;
-use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-
-/// What the load generator had accepted.
-#[derive(Default)]
-struct Accepted {
-    /// Job id -> its features.
-    jobs: HashMap<String, [f32; 3]>,
-    /// Batch id -> its rows.
-    batches: HashMap<String, Vec<[f32; 3]>>,
-    /// Submissions refused with 503 (not accepted, so not owed).
-    refused: u64,
-}
-
-struct Cluster {
-    env: Vec<(&'static str, String)>,
-    producer: Service,
-    workers: Vec<Service>,
-    redis: RedisServer,
-    http: reqwest::Client,
-    ns: String,
-}
-
-const PROFILE: &str = "debug";
-
-impl Cluster {
-    async fn start() -> anyhow::Result<Self> {
-        let redis = RedisServer::start("everysec")?;
-        let ns = format!("chaos{}", uuid::Uuid::new_v4().simple());
-        let env = vec![
-            ("INFQ_NAMESPACE", ns.clone()),
-            ("INFQ_REDIS__URL", redis.url()),
-            ("INFQ_REDIS__TIMEOUT_MS", "1000".to_string()),
-            ("INFQ_AMQP__QUEUE_EXPIRES_MS", "300000".to_string()),
-            ("INFQ_AMQP__RETRY_DELAYS_MS", "[500,1000,2000]".to_string()),
-            ("INFQ_WORKER__STORE_RETRY_SECS", "5".to_string()),
-            ("INFQ_WORKER__DRAIN_TIMEOUT_SECS", "20".to_string()),
-            ("INFQ_LOG__FILTER", "warn".to_string()),
-        ];
-        let http = infq::http_builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .build()?;
-        let mut workers = Vec::new();
-        for _ in 0..2 {
-            let mut w = Service::spawn(PROFILE, "infq-worker", &env)?;
-            w.wait_ready(&http).await.context("worker")?;
-            workers.push(w);
-        }
-        let mut producer = Service::spawn(PROFILE, "infq-producer", &env)?;
-        producer.wait_ready(&http).await.context("producer")?;
-        Ok(Self {
-            env,
-            producer,
-            workers,
-            redis,
-            http,
-            ns,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.producer.addr)
-    }
-
-    async fn replace_worker(&mut self, i: usize) -> anyhow::Result<()> {
-        let mut w = Service::spawn(PROFILE, "infq-worker", &self.env)?;
-        w.wait_ready(&self.http).await?;
-        self.workers[i] = w;
-        Ok(())
-    }
-}
-
-/// Offers interactive jobs and bulk batches until `stop`.
-async fn load(
-    http: reqwest::Client,
-    base: String,
-    rows: Arc<Vec<[f32; 3]>>,
-    accepted: Arc<Mutex<Accepted>>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut n = 0usize;
-    let mut tasks = tokio::task::JoinSet::new();
-    while !stop.is_cancelled() {
-        tick.tick().await;
-        n += 1;
-        let (http, base, accepted, rows) =
-            (http.clone(), base.clone(), accepted.clone(), rows.clone());
-        if n.is_multiple_of(200) {
-            // A bulk batch of 2,000 rows every 2 s.
-            tasks.spawn(async move {
-                let start = (n * 7) % (rows.len() - 2000);
-                let batch: Vec<[f32; 3]> = rows[start..start + 2000].to_vec();
-                let mut csv = String::from("student,balance,income\n");
-                for r in &batch {
-                    csv.push_str(&format!("{},{},{}\n", r[0], r[1], r[2]));
-                }
-                match http
-                    .post(format!("{base}/v1/batches?model=credit-default"))
-                    .body(csv)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 202 => {
-                        if let Ok(v) = r.json::<Value>().await {
-                            let id = v["id"].as_str().unwrap_or_default().to_string();
-                            accepted.lock().unwrap().batches.insert(id, batch);
-                        }
-                    }
-                    _ => accepted.lock().unwrap().refused += 1,
-                }
-            });
-        } else {
-            tasks.spawn(async move {
-                let r = rows[(n * 13) % rows.len()];
-                let body = json!({"model": "credit-default", "inputs": r});
-                match http
-                    .post(format!("{base}/v1/jobs"))
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status() == 202 => {
-                        if let Ok(v) = resp.json::<Value>().await {
-                            let id = v["id"].as_str().unwrap_or_default().to_string();
-                            accepted.lock().unwrap().jobs.insert(id, r);
-                        }
-                    }
-                    _ => accepted.lock().unwrap().refused += 1,
-                }
-            });
-        }
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-}
-
-/// Submits a job every 100 ms from `since` until one completes end to end;
-/// returns the seconds from `since`.
-async fn recovery(http: &reqwest::Client, base: &str, since: Instant) -> f64 {
-    loop {
-        let probe = async {
-            let r = http
-                .post(format!("{base}/v1/jobs"))
-                .json(&json!({"model": "credit-default", "inputs": [0, 1000, 30000]}))
-                .send()
-                .await
-                .ok()?;
-            if r.status() != 202 {
-                return None;
-            }
-            let id = r.json::<Value>().await.ok()?["id"].as_str()?.to_string();
-            let v: Value = http
-                .get(format!("{base}/v1/jobs/{id}?wait=2"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (v["status"] == "succeeded").then_some(())
-        };
-        if probe.await.is_some() {
-            return since.elapsed().as_secs_f64();
-        }
-        if since.elapsed() > Duration::from_secs(120) {
-            return f64::INFINITY;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Verdict {
-    accepted_jobs: usize,
-    accepted_rows: usize,
-    completed: usize,
-    lost: usize,
-    inconsistent: usize,
-    failed: usize,
-}
-
-/// Waits for every accepted job and batch to end, then checks each output
-/// against the model run directly.
-async fn verify(
-    cluster: &Cluster,
-    accepted: &Accepted,
-    registry: &infq_common::registry::Registry,
-) -> anyhow::Result<Verdict> {
-    let mut v = Verdict {
-        accepted_jobs: accepted.jobs.len(),
-        accepted_rows: accepted.batches.values().map(Vec::len).sum(),
-        completed: 0,
-        lost: 0,
-        inconsistent: 0,
-        failed: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let ids: Vec<&String> = accepted.jobs.keys().collect();
-    let inputs: Vec<[f32; 3]> = ids.iter().map(|id| accepted.jobs[*id]).collect();
-    let expected = reference_outputs(registry, &inputs)?;
-    for (id, want) in ids.iter().zip(&expected) {
-        let job = loop {
-            let got = async {
-                cluster
-                    .http
-                    .get(cluster.url(&format!("/v1/jobs/{id}?wait=5")))
-                    .send()
-                    .await
-                    .ok()?
-                    .json::<Value>()
-                    .await
-                    .ok()
-            }
-            .await;
-            match got {
-                Some(j)
-                    if j["status"] != "queued"
-                        && j["status"] != "running"
-                        && j["status"] != "retrying"
-                        && j["error"]["code"] != "unavailable" =>
-                {
-                    break Some(j)
-                }
-                _ if Instant::now() > deadline => break None,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        match job {
-            None => v.lost += 1,
-            Some(j) if j["status"] == "succeeded" => {
-                let got = j["output"]["default_probability"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN);
-                if (got - f64::from(*want)).abs() <= 1e-6 {
-                    v.completed += 1;
-                } else {
-                    v.inconsistent += 1;
-                }
-            }
-            Some(j) => {
-                eprintln!("  job {id} ended {}: {}", j["status"], j["error"]);
-                v.failed += 1;
-            }
-        }
-    }
-    for (id, rows) in &accepted.batches {
-        let done = loop {
-            let b: Option<Value> = async {
-                cluster
-                    .http
-                    .get(cluster.url(&format!("/v1/batches/{id}?wait=5")))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()
-            }
-            .await;
-            match b {
-                Some(b)
-                    if b["status"] == "succeeded"
-                        || b["status"] == "failed"
-                        || b["status"] == "cancelled" =>
-                {
-                    break Some(b)
-                }
-                _ if Instant::now() > deadline => break None,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        let Some(b) = done else {
-            v.lost += rows.len();
-            continue;
-        };
-        let text = cluster
-            .http
-            .get(cluster.url(&format!("/v1/batches/{id}/results")))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let expected = reference_outputs(registry, rows)?;
-        let mut seen = 0;
-        for (i, line) in text.lines().skip(1).enumerate() {
-            let mut cols = line.split(',');
-            let row: usize = cols.next().unwrap_or("0").parse().unwrap_or(0);
-            let value = cols.next().unwrap_or("");
-            let error = cols.next().unwrap_or("");
-            seen += 1;
-            if row != i + 1 || i >= expected.len() {
-                v.inconsistent += 1;
-            } else if !error.is_empty() {
-                eprintln!("  batch {id} row {row}: {error} ({})", b["status"]);
-                v.failed += 1;
-            } else if (value.parse::<f64>().unwrap_or(f64::NAN) - f64::from(expected[i])).abs()
-                <= 1e-6
-            {
-                v.completed += 1;
-            } else {
-                v.inconsistent += 1;
-            }
-        }
-        v.lost += rows.len().saturating_sub(seen);
-    }
-    Ok(v)
-}
 
 /// Publishes messages no producer would send, straight to the job queues.
 async fn publish_garbage(ns: &str) -> anyhow::Result<usize> {
@@ -393,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|b| b.features())
         .collect();
     let rows = Arc::new(base);
-    let mut cluster = Cluster::start().await?;
+    let mut cluster = Deployment::start(&[]).await?;
     let scenarios = [
         "kill -9 a worker mid-batch",
         "restart RabbitMQ",
@@ -408,48 +105,35 @@ async fn main() -> anyhow::Result<()> {
     let mut bad = 0;
     for (i, name) in scenarios.iter().enumerate() {
         eprintln!("[chaos] {name}");
-        let accepted = Arc::new(Mutex::new(Accepted::default()));
-        let stop = CancellationToken::new();
-        let gen = tokio::spawn(load(
-            cluster.http.clone(),
-            cluster.url(""),
-            rows.clone(),
-            accepted.clone(),
-            stop.clone(),
-        ));
+        let run = Scenario::start(&cluster, &rows);
         tokio::time::sleep(Duration::from_secs(2)).await;
         // The fault hits; recovery is timed from here, by jobs submitted
         // after this instant, while the restart (if any) goes on.
-        let (probe_http, probe_base) = (cluster.http.clone(), cluster.url(""));
-        let probe = |fault: Instant| {
-            let (http, base) = (probe_http.clone(), probe_base.clone());
-            tokio::spawn(async move { recovery(&http, &base, fault).await })
-        };
         let probe = match i {
             0 => {
                 cluster.workers[0].child.kill()?;
                 let _ = cluster.workers[0].child.wait();
-                let p = probe(Instant::now());
+                let p = Scenario::probe(&cluster, Instant::now());
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 cluster.replace_worker(0).await?;
                 p
             }
             1 => {
                 rabbitmqctl(&["stop_app"])?;
-                let p = probe(Instant::now());
+                let p = Scenario::probe(&cluster, Instant::now());
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 rabbitmqctl(&["start_app"])?;
                 p
             }
             2 => {
                 cluster.redis.stop();
-                let p = probe(Instant::now());
+                let p = Scenario::probe(&cluster, Instant::now());
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 cluster.redis.start_again()?;
                 p
             }
             3 => {
-                let p = probe(Instant::now());
+                let p = Scenario::probe(&cluster, Instant::now());
                 let status = cluster.workers[1].terminate(Duration::from_secs(25))?;
                 anyhow::ensure!(
                     status.is_some_and(|s| s.success()),
@@ -461,50 +145,13 @@ async fn main() -> anyhow::Result<()> {
             _ => {
                 let n = publish_garbage(&cluster.ns).await?;
                 eprintln!("  published {n} bad messages");
-                probe(Instant::now())
+                Scenario::probe(&cluster, Instant::now())
             }
         };
         let recovered = probe.await?;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        stop.cancel();
-        gen.await?;
-        let accepted = std::mem::take(&mut *accepted.lock().unwrap());
-        let v = verify(&cluster, &accepted, &registry).await?;
-        eprintln!(
-            "  accepted {} jobs + {} rows, refused {}, completed {}, failed {}, lost {}, inconsistent {}, recovery {:.1} s",
-            v.accepted_jobs, v.accepted_rows, accepted.refused, v.completed, v.failed, v.lost, v.inconsistent, recovered
-        );
-        if v.lost + v.inconsistent + v.failed > 0 {
-            // Say why, for a run whose only output is this log.
-            let probe = cluster.http.get(cluster.url("/readyz")).send().await;
-            eprintln!(
-                "  producer /readyz: {:?}",
-                match probe {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(e) => e.to_string(),
-                }
-            );
-            for s in std::iter::once(&cluster.producer).chain(&cluster.workers) {
-                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                eprintln!("  last lines of {}:", s.log.display());
-                for line in tail.iter().rev() {
-                    eprintln!("    {line}");
-                }
-            }
-        }
-        bad += v.lost + v.inconsistent + v.failed;
-        table.push(format!(
-            "| {name} | {} + {} | {} | {} | {} | {} | {} | {:.1} s |",
-            v.accepted_jobs,
-            v.accepted_rows,
-            accepted.refused,
-            v.completed,
-            v.failed,
-            v.lost,
-            v.inconsistent,
-            recovered
-        ));
+        let (row, lost, _) = run.finish(&cluster, name, recovered, &registry).await?;
+        table.push(row);
+        bad += lost;
     }
     // Bad messages end in the dead-letter queue, the rest is drained.
     let settings =
@@ -544,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
     drop(cluster);
     let _ = topology.delete(&ch, &names).await;
     infq_common::amqp::close(&conn, "done").await;
+
+    // The broker cluster's scenarios, on nodes of the suite's own.
+    bad += broker_cluster::run(&rows, &registry, &mut table).await?;
 
     let out = infq::procs::bin_dir("chaos");
     std::fs::create_dir_all(&out)?;
