@@ -33,6 +33,8 @@ struct Args {
 
 #[path = "load/ceiling.rs"]
 mod ceiling;
+#[path = "load/cluster.rs"]
+mod cluster;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/saturation.rs"]
@@ -44,6 +46,7 @@ mod throughput;
 #[path = "load/webhooks.rs"]
 mod webhooks;
 
+use cluster::cluster;
 use report::{thousands, Report};
 use saturation::{ceiling_rate, saturation};
 use throughput::{bulk, interactive, model};
@@ -87,6 +90,17 @@ enum Scenario {
     /// a receiver that never answers, next to the same load without
     /// callbacks.
     Webhooks {
+        /// Clients in flight.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
+    /// Interactive saturation on one RabbitMQ node and on the local 3-node
+    /// cluster (`scripts/cluster up rabbitmq`, removed after), side by
+    /// side. Not part of the smoke load.
+    Cluster {
         /// Clients in flight.
         #[arg(long, default_value_t = 256)]
         clients: usize,
@@ -165,6 +179,9 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Webhooks { clients, seconds } => {
             webhooks(&args, clients, seconds, &mut report).await?
         }
+        Scenario::Cluster { clients, seconds } => {
+            cluster(&args, clients, seconds, &mut report).await?
+        }
         Scenario::All => {
             let (clients, secs) = if args.smoke { (16, 1) } else { (256, 8) };
             saturation(&args, clients, secs, &mut report).await?;
@@ -172,6 +189,9 @@ async fn main() -> anyhow::Result<()> {
             model(&args, &mut report).await?;
             bulk(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
+            if !args.smoke {
+                cluster(&args, clients, secs, &mut report).await?;
+            }
         }
     }
     let dir = infq::procs::bin_dir("bench-data");
