@@ -22,9 +22,6 @@ pub enum ConnectError {
     /// `amqp.ca_file` cannot be read.
     #[error("amqp.ca_file: {0}")]
     CaFile(String),
-    /// The configuration lists no node.
-    #[error("no broker node is configured")]
-    NoNodes,
 }
 
 /// Opens a connection named `name` (shown in the broker's connection
@@ -35,18 +32,18 @@ pub enum ConnectError {
 pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection, ConnectError> {
     let mut nodes = cfg.nodes();
     fastrand::shuffle(&mut nodes);
-    let mut last = None;
-    for url in nodes {
+    // `nodes()` always holds one node at least (`url` when `urls` is empty).
+    let (last, others) = nodes.split_last().expect("at least one node");
+    for url in others {
         match connect_to(cfg, url, name).await {
             Ok(conn) => return Ok(conn),
             Err(e @ ConnectError::CaFile(_)) => return Err(e),
             Err(e) => {
                 tracing::debug!(node = %crate::config::redacted(url), error = %e, "broker node did not answer");
-                last = Some(e);
             }
         }
     }
-    Err(last.unwrap_or(ConnectError::NoNodes))
+    connect_to(cfg, last, name).await
 }
 
 async fn connect_to(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection, ConnectError> {

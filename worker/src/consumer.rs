@@ -112,14 +112,7 @@ async fn session(
     let dead = conn.create_channel().await?;
     dead.basic_qos(16, BasicQosOptions::default()).await?;
     let tag = consumer_tag("infq-recorder");
-    let recorder = dead
-        .basic_consume(
-            topology.dead_record_queue().as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let recorder = subscribe(&dead, &topology.dead_record_queue(), &tag).await?;
     let settler = Settler::new(dead.clone(), publishers.clone(), None);
     consumers.push((dead, tag));
     tasks.spawn(crate::deadletter::recorder_task(

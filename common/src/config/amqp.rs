@@ -77,7 +77,7 @@ impl AmqpConfig {
     /// Whether queues are placed for a cluster: several nodes listed, or
     /// an initial group size configured.
     pub fn clustered(&self) -> bool {
-        self.urls.len() > 1 || self.quorum_initial_group_size.is_some()
+        self.initial_group_size().is_some()
     }
 
     /// The `x-quorum-initial-group-size` new queues are declared with, if
