@@ -99,7 +99,9 @@ enum Scenario {
     },
     /// Interactive saturation on one RabbitMQ node and on the local 3-node
     /// cluster (`scripts/cluster up rabbitmq`, removed after), side by
-    /// side. Not part of the smoke load.
+    /// side; then on one Redis, the local Redis Cluster and Sentinel
+    /// deployment, with and without `redis.min_replicas_ack`. Not part of
+    /// the smoke load.
     Cluster {
         /// Clients in flight.
         #[arg(long, default_value_t = 256)]

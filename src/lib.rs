@@ -189,14 +189,14 @@ impl TestEnv {
     }
 
     /// A connection to the environment's Redis.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+    pub async fn redis(&self) -> infq_common::redis_link::RedisLink {
         redis_of(&self.settings).await
     }
 
-    /// Redis keys under this environment's namespace.
+    /// Redis keys under this environment's namespace (from every primary
+    /// of a cluster).
     pub async fn redis_keys(&self) -> anyhow::Result<Vec<String>> {
-        let client = self.settings.redis.client()?;
-        let mut c = client.get_multiplexed_async_connection().await?;
+        let mut c = redis_of(&self.settings).await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(infq_common::keys::Keys::new(&self.settings.namespace).everything())
             .query_async(&mut c)
@@ -220,10 +220,9 @@ impl TestEnv {
     }
 }
 
-/// A connection to the Redis of `settings`.
-pub async fn redis_of(settings: &Settings) -> redis::aio::MultiplexedConnection {
-    let client = settings.redis.client().unwrap();
-    client.get_multiplexed_async_connection().await.unwrap()
+/// A connection to the Redis of `settings`, in its mode.
+pub async fn redis_of(settings: &Settings) -> infq_common::redis_link::RedisLink {
+    infq_common::redis_link::RedisLink::new(&settings.redis).expect("a Redis connection")
 }
 
 /// Deletes a test or benchmark namespace: its exchanges and queues, and
@@ -235,13 +234,16 @@ pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let ch = conn.create_channel().await?;
     topology.delete(&ch, &registry.names()).await?;
     infq_common::amqp::close(&conn, "done").await;
-    let client = settings.redis.client()?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = {
+    let mut c = redis_of(settings).await;
+    let pattern = infq_common::keys::Keys::new(&settings.namespace).everything();
+    let keys: Vec<String> = if c.is_cluster() {
+        // KEYS goes to every primary; test namespaces are small.
+        redis::cmd("KEYS").arg(&pattern).query_async(&mut c).await?
+    } else {
         let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
             .cursor_arg(0)
             .arg("MATCH")
-            .arg(infq_common::keys::Keys::new(&settings.namespace).everything())
+            .arg(&pattern)
             .arg("COUNT")
             .arg(1000)
             .clone()

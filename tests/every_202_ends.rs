@@ -179,8 +179,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // Two tenants with a 60 s retention and their own secrets.
-    let redis = settings.redis.client().unwrap();
-    let conn = redis::aio::ConnectionManager::new(redis).await.unwrap();
+    let conn = infq_common::redis_link::RedisLink::new(&settings.redis).unwrap();
     let tenants = TenantStore::new(conn, &settings);
     let mut clients = HashMap::new();
     for (name, secret) in SECRETS {

@@ -122,24 +122,22 @@ pub enum KeysCommand {
 
 fn store(cfg: &ConfigArg) -> anyhow::Result<TenantStore> {
     let settings = Settings::load(Some(&cfg.config), &[])?;
-    let client = settings.redis.client().with_context(|| {
-        format!(
-            "redis.url {}",
-            infq_common::config::redacted(&settings.redis.url)
-        )
-    })?;
-    let conn = redis::aio::ConnectionManager::new_lazy_with_config(
-        client,
-        redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_millis(
-                settings.redis.timeout_ms,
-            )))
-            .set_response_timeout(Some(std::time::Duration::from_millis(
-                settings.redis.timeout_ms,
-            )))
-            .set_number_of_retries(1),
-    )?;
+    let conn = infq_common::redis_link::RedisLink::new(&settings.redis)
+        .with_context(|| redis_target(&settings.redis))?;
     Ok(TenantStore::new(conn, &settings))
+}
+
+/// The configured Redis, for messages (passwords hidden).
+fn redis_target(r: &infq_common::config::RedisConfig) -> String {
+    use infq_common::config::{redacted, RedisMode};
+    match r.mode {
+        RedisMode::Standalone => format!("redis.url {}", redacted(&r.url)),
+        m => format!(
+            "redis.nodes ({} mode) {}",
+            m.as_str(),
+            r.nodes.iter().map(|n| redacted(n)).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn limits_line(t: &Tenant) -> String {
@@ -260,18 +258,8 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let settings = Settings::load(Some(&cfg.config), &[])?;
             // A file that would fail everywhere is refused here, once.
             let registry = settings.registry()?;
-            let client = settings.redis.client().with_context(|| {
-                format!(
-                    "redis.url {}",
-                    infq_common::config::redacted(&settings.redis.url)
-                )
-            })?;
-            let mut conn = tokio::time::timeout(
-                std::time::Duration::from_millis(settings.redis.timeout_ms),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .context("connecting to Redis: timed out")??;
+            let mut conn = infq_common::redis_link::RedisLink::new(&settings.redis)
+                .with_context(|| redis_target(&settings.redis))?;
             let channel = infq_common::reload::channel(&settings.namespace);
             let heard: u64 = redis::cmd("PUBLISH")
                 .arg(&channel)

@@ -26,7 +26,7 @@ pub use env::{
 pub use error::ConfigError;
 pub use log::LogConfig;
 pub use producer::ProducerConfig;
-pub use redis::{redacted, RedisConfig};
+pub use redis::{redacted, RedisConfig, RedisMode};
 pub use settings::Settings;
 pub use tenants::{valid_tenant_name, Limits, StaticKey, TenantsConfig, TENANT_NAME_RULE};
 pub use webhooks::{WebhooksConfig, STANDARD_WEBHOOK_SCHEDULE_MS};

@@ -10,7 +10,7 @@
 //! a key, so a request whose pending key expired cannot disturb the next.
 
 use crate::keys::Keys;
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisLink;
 use redis::{Script, Value};
 use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
@@ -88,14 +88,14 @@ impl BodyHasher {
 /// Idempotency keys in Redis.
 #[derive(Clone)]
 pub struct IdempotencyStore {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
     ttl_ms: u64,
 }
 
 impl IdempotencyStore {
     /// Keys of namespace `ns` kept for `ttl_secs` after their request ends.
-    pub fn new(conn: ConnectionManager, ns: &str, ttl_secs: u64) -> Self {
+    pub fn new(conn: RedisLink, ns: &str, ttl_secs: u64) -> Self {
         Self {
             conn,
             keys: Keys::new(ns),

@@ -22,10 +22,14 @@
 //! | `<ns>:idem:{<sha256>}` | hash | an idempotency key |
 //! | `<ns>:webhooks:disabled:<sha256 of URL>` | string | an endpoint disabled by `410 Gone` |
 //! | `<ns>:done` | channel | ids of jobs and batches that reached a terminal state |
+//! | `<ns>:done:{<n>}` | sharded channel | the same in a Redis Cluster, one of 16 by id |
 //! | `<ns>:registry:reload` | channel | registry reload requests |
 //!
 //! The braces are a hash tag: the keys of one job or batch share a Redis
-//! Cluster slot, as do a tenant's quota keys.
+//! Cluster slot, as do a tenant's quota keys. No script touches two slots:
+//! in a cluster, what a script's end means for its tenant's quota or for
+//! the `done` channels is done by the store after the script (see
+//! `store/after.rs`).
 //!
 //! Upgrade note: before this layout a batch kept each chunk's results in a
 //! key of its own, `<ns>:{<id>}:chunk:<n>` (and `...:chunk:<n>:dead`). The
@@ -37,6 +41,10 @@
 
 use crate::job::JobId;
 use sha2::{Digest, Sha256};
+
+/// How many sharded channels subjects' ends are published on in a Redis
+/// Cluster ([`Keys::done_shard`]): enough to spread them over the nodes.
+pub const DONE_SHARDS: usize = 16;
 
 /// What a record key names: a single job or a bulk batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,6 +196,23 @@ impl Keys {
     /// are published on (it wakes long-polls).
     pub fn done_channel(&self) -> String {
         format!("{}:done", self.ns)
+    }
+
+    /// In a Redis Cluster, the sharded channel (`SPUBLISH`) a subject's
+    /// end is published on instead of [`Self::done_channel`]: one of
+    /// [`DONE_SHARDS`], picked by the id's last byte (random in a UUIDv7).
+    /// A plain channel is broadcast to every node of a cluster; a sharded
+    /// one stays on the node of its slot.
+    pub fn done_shard(&self, id: &JobId) -> String {
+        let shard = id.as_bytes()[15] as usize % DONE_SHARDS;
+        format!("{}:done:{{{shard}}}", self.ns)
+    }
+
+    /// Every [`Self::done_shard`] channel.
+    pub fn done_shards(&self) -> Vec<String> {
+        (0..DONE_SHARDS)
+            .map(|s| format!("{}:done:{{{s}}}", self.ns))
+            .collect()
     }
 
     /// The channel registry reload requests are published on.

@@ -48,6 +48,7 @@ pub mod keys;
 pub mod message;
 pub mod metrics;
 pub mod queue_stats;
+pub mod redis_link;
 pub mod registry;
 pub mod reload;
 pub mod results;

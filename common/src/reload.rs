@@ -4,9 +4,7 @@
 //! sends `()` on a channel of capacity 1, so bursts come to one reload.
 
 use crate::config::RedisConfig;
-use crate::retry::Schedule;
 use crate::shutdown::CancellationToken;
-use futures_util::StreamExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -61,9 +59,9 @@ async fn listen(
     tx: mpsc::Sender<()>,
     shutdown: CancellationToken,
 ) {
-    subscribe(
+    crate::redis_link::subscribe::subscribe(
         &redis,
-        &channel,
+        crate::redis_link::subscribe::Channels::Plain(vec![channel]),
         "registry reloads",
         &shutdown,
         || {},
@@ -72,50 +70,4 @@ async fn listen(
         },
     )
     .await;
-}
-
-/// Subscribes to `channel` until `shutdown`, resubscribing with backoff
-/// whenever the subscription is lost: `on_subscribed` runs after each
-/// (re)subscription (messages may have been missed), `on_message` with
-/// each payload.
-pub async fn subscribe(
-    redis: &RedisConfig,
-    channel: &str,
-    what: &str,
-    shutdown: &CancellationToken,
-    mut on_subscribed: impl FnMut(),
-    mut on_message: impl FnMut(&[u8]),
-) {
-    let mut schedule = Schedule::reconnect();
-    loop {
-        let session = async {
-            let client = redis.client()?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        match session.await {
-            Ok(pubsub) => {
-                schedule.reset();
-                on_subscribed();
-                let mut stream = pubsub.into_on_message();
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        msg = stream.next() => match msg {
-                            Some(m) => on_message(m.get_payload_bytes()),
-                            None => break,
-                        }
-                    }
-                }
-                tracing::warn!(what, "subscription lost; resubscribing");
-            }
-            Err(e) => tracing::warn!(what, error = %e, "cannot subscribe"),
-        }
-        let wait = schedule.next().unwrap_or_default();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
 }

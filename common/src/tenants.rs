@@ -18,7 +18,7 @@ use crate::keys::Keys;
 use crate::store::quota;
 use crate::store::StoreError;
 use base64::Engine;
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisLink;
 use redis::{AsyncCommands, Script};
 
 pub use crate::store::quota::{Admission, QuotaCheck, QUOTA_HORIZON_MS};
@@ -123,7 +123,7 @@ static SET_SECRETS: LazyLock<Script> =
 /// what keys resolve to.
 #[derive(Clone)]
 pub struct TenantStore {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
     defaults: Limits,
     statics: Arc<HashMap<String, Arc<Tenant>>>,
@@ -133,7 +133,7 @@ pub struct TenantStore {
 
 impl TenantStore {
     /// The store of the deployment in `settings`, over `conn`.
-    pub fn new(conn: ConnectionManager, settings: &Settings) -> Self {
+    pub fn new(conn: RedisLink, settings: &Settings) -> Self {
         let t = &settings.tenants;
         let statics = t
             .static_keys

@@ -117,7 +117,7 @@ pub async fn serve(
     let _ = state.publisher.channel().await;
     tokio::spawn(waiters::listener_task(
         state.settings.redis.clone(),
-        state.store.keys().done_channel(),
+        state.store.keys().clone(),
         state.waiters.clone(),
         shutdown.clone(),
     ));

@@ -77,17 +77,23 @@ impl Waiters {
     }
 }
 
-/// Subscribes to `channel` and wakes waiters until shutdown, resubscribing
-/// with backoff when Redis goes away.
+/// Subscribes to the channels ends are announced on (`<ns>:done`, or in
+/// a Redis Cluster the sharded `<ns>:done:{n}`) and wakes waiters until
+/// shutdown, subscribing again with backoff when Redis goes away.
 pub async fn listener_task(
     redis: infq_common::config::RedisConfig,
-    channel: String,
+    keys: infq_common::keys::Keys,
     waiters: Arc<Waiters>,
     shutdown: CancellationToken,
 ) {
-    infq_common::reload::subscribe(
+    use infq_common::redis_link::subscribe::{subscribe, Channels};
+    let channels = match redis.mode {
+        infq_common::config::RedisMode::Cluster => Channels::Sharded(keys.done_shards()),
+        _ => Channels::Plain(vec![keys.done_channel()]),
+    };
+    subscribe(
         &redis,
-        &channel,
+        channels,
         "completions",
         &shutdown,
         || waiters.wake_all(),

@@ -11,6 +11,8 @@
 //! (`scripts/cluster up rabbitmq`, stopped after; broker_cluster.rs), with
 //! a 100,000-row batch on top, while the node leading the job queues is
 //! lost: (f) its broker app stopped, (g) its process killed with `kill -9`.
+//! And against a Redis Cluster and a Sentinel deployment of its own
+//! (redis_nodes.rs), each losing a primary to `kill -9`: (h), (i).
 //!
 //! After each, every job and batch that got `202` must reach a terminal
 //! state with the output the model gives when run directly. The suite
@@ -26,6 +28,7 @@
 
 mod broker_cluster;
 mod harness;
+mod redis_nodes;
 
 use harness::{Deployment, Scenario};
 use infq::{load_default_csv, root};
@@ -194,6 +197,8 @@ async fn main() -> anyhow::Result<()> {
 
     // The broker cluster's scenarios, on nodes of the suite's own.
     bad += broker_cluster::run(&rows, &registry, &mut table).await?;
+    // Redis Cluster's and Sentinel's, likewise.
+    bad += redis_nodes::run(&rows, &registry, &mut table).await?;
 
     let out = infq::procs::bin_dir("chaos");
     std::fs::create_dir_all(&out)?;

@@ -136,9 +136,7 @@ impl Settings {
             problems.push("namespace: use 1 to 64 of A-Z, a-z, 0-9, '-' and '_'".into());
         }
         problems.extend(self.amqp.problems());
-        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
-            problems.push("redis.url: must start with redis:// or rediss://".into());
-        }
+        problems.extend(self.redis.problems());
         for (key, file) in [
             ("amqp.ca_file", &self.amqp.ca_file),
             ("redis.ca_file", &self.redis.ca_file),
@@ -146,9 +144,6 @@ impl Settings {
             if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
                 problems.push(format!("{key}: {} is not a readable file", f.display()));
             }
-        }
-        if self.redis.ca_file.is_some() && !self.redis.url.starts_with("rediss://") {
-            problems.push("redis.ca_file: needs a rediss:// redis.url".into());
         }
         for (key, v) in [
             ("amqp.connect_timeout_ms", self.amqp.connect_timeout_ms),

@@ -7,7 +7,6 @@
 use super::error::StoreError;
 use super::handle::JobStore;
 use super::outcome::{dead_chunk_of, Applied, ChunkResult};
-use super::quota::with_quota;
 use super::record::{parse_batch, BatchRecord, NewBatch};
 use super::scripts::{CLAIM_CHUNK, CREATE, DEAD_CHUNK, STORE_CHUNK, TRANSITION_BATCH};
 use super::ttl::OPEN_TTL_MS;
@@ -64,11 +63,11 @@ impl JobStore {
         let mut inv = TRANSITION_BATCH.key(self.keys.batch(id));
         inv.key(self.keys.chunk_results(id))
             .key(self.keys.chunk_dead(id));
-        with_quota(&mut inv, &quota);
+        self.with_quota(&mut inv, &quota);
         inv.arg("failed")
             .arg(2)
             .arg(self.ttl_ms)
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(id.to_string())
             .arg("")
             .arg("finished_at")
@@ -158,12 +157,12 @@ impl JobStore {
         inv.key(self.keys.chunk_results(batch))
             .key(self.keys.chunk_dead(batch))
             .key(self.keys.chunk_digests(batch));
-        with_quota(&mut inv, &quota);
+        self.with_quota(&mut inv, &quota);
         inv.arg(c.index)
             .arg(serde_json::to_string(error).expect("a string serialises"))
             .arg(self.ttl_ms)
             .arg(crate::job::now_ms())
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(batch.to_string())
             .arg(c.first_row)
             .arg(&msg.model)
@@ -183,13 +182,13 @@ impl JobStore {
         let mut inv = STORE_CHUNK.key(self.keys.batch(&c.batch));
         inv.key(self.keys.chunk_results(&c.batch))
             .key(self.keys.chunk_dead(&c.batch));
-        with_quota(&mut inv, quota);
+        self.with_quota(&mut inv, quota);
         inv.arg(&c.rows_json)
             .arg(c.succeeded)
             .arg(c.failed)
             .arg(self.ttl_ms)
             .arg(now)
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(c.batch.to_string())
             .arg(c.index);
         inv

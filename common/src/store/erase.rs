@@ -4,7 +4,6 @@
 use super::error::StoreError;
 use super::handle::JobStore;
 use super::outcome::text_of;
-use super::quota::with_quota;
 use super::scripts::ERASE;
 use super::ttl::TOMBSTONE_MS;
 use crate::keys::Subject;
@@ -47,8 +46,8 @@ impl JobStore {
             for k in &gone {
                 inv.key(k);
             }
-            with_quota(&mut inv, &tenant.map(|t| self.keys.quota(&t)));
-            inv.arg(self.keys.done_channel())
+            self.with_quota(&mut inv, &tenant.map(|t| self.keys.quota(&t)));
+            inv.arg(self.done_arg())
                 .arg(self.ttl_ms)
                 .arg(TOMBSTONE_MS)
                 .arg(id.to_string())

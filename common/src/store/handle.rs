@@ -6,7 +6,7 @@ use super::scripts;
 use crate::config::RedisConfig;
 use crate::job::JobId;
 use crate::keys::Keys;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_link::RedisLink;
 use redis::{Pipeline, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Typed access to job and batch records in Redis.
 #[derive(Clone)]
 pub struct JobStore {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: RedisLink,
     pub(super) keys: Keys,
     pub(super) ttl_ms: u64,
     /// The tenants of subjects this process has seen (a record's tenant
@@ -24,18 +24,16 @@ pub struct JobStore {
 }
 
 impl JobStore {
-    /// A store over a lazily connected, self-reconnecting connection; every
-    /// command and connect attempt is bounded by the configured timeout.
+    /// A store over a lazily connected, self-reconnecting connection in
+    /// the configured mode; every command and connect attempt is bounded
+    /// by the configured timeout.
     pub fn new(cfg: &RedisConfig, ns: &str) -> Result<Self, StoreError> {
-        let client = cfg.client()?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, mgr_cfg)?;
-        Ok(Self {
+        Ok(Self::with_link(RedisLink::new(cfg)?, cfg, ns))
+    }
+
+    /// A store over `conn`.
+    pub fn with_link(conn: RedisLink, cfg: &RedisConfig, ns: &str) -> Self {
+        Self {
             conn,
             keys: Keys::new(ns),
             ttl_ms: cfg.result_ttl_secs * 1000,
@@ -47,7 +45,7 @@ impl JobStore {
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
-        })
+        }
     }
 
     /// The key schema of the store's namespace.
@@ -57,8 +55,26 @@ impl JobStore {
 
     /// A clone of the underlying connection, for callers with needs of
     /// their own (readiness checks, tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisLink {
         self.conn.clone()
+    }
+
+    /// Whether scripts must stay within one slot (a Redis Cluster): the
+    /// store then passes them no quota keys and no channel, and does what
+    /// they leave to it ([`super::after`]).
+    pub(super) fn one_slot_per_script(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// The channel the state scripts announce ends on: the `done` channel,
+    /// or '' in a cluster (the store announces them on the sharded
+    /// channels after the script).
+    pub(super) fn done_arg(&self) -> String {
+        if self.one_slot_per_script() {
+            String::new()
+        } else {
+            self.keys.done_channel()
+        }
     }
 
     /// Round trip to Redis.
@@ -68,22 +84,37 @@ impl JobStore {
         Ok(())
     }
 
-    /// Runs a pipeline of script calls; after a Redis restart the scripts
-    /// are gone (NOSCRIPT), so they are loaded and the pipeline sent again.
-    /// A NOSCRIPT reply means the scripts were gone before the pipeline
-    /// ran, so nothing of it took effect and the second send is safe.
+    /// Runs a pipeline of script calls and returns their replies, having
+    /// done what the scripts left to do on other slots ([`super::after`]).
+    /// With `redis.min_replicas_ack` set, the replicas hold the writes
+    /// before this returns.
     pub(super) async fn run(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        let mut c = self.conn.clone();
-        match pipe.query_async::<Vec<Value>>(&mut c).await {
-            Ok(v) => Ok(v),
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for s in scripts::all() {
-                    s.prepare_invoke().load_async(&mut c).await?;
-                }
-                Ok(pipe.query_async::<Vec<Value>>(&mut c).await?)
-            }
-            Err(e) => Err(e.into()),
+        self.run_as(pipe, true).await
+    }
+
+    /// [`Self::run`], without waiting for replicas when `durable` is
+    /// false (claims: a claim lost with its primary only means the job
+    /// runs again).
+    pub(super) async fn run_as(
+        &self,
+        pipe: &Pipeline,
+        durable: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut replies = Vec::with_capacity(pipe.len());
+        let mut after = Vec::new();
+        for v in self.conn.query(pipe, &scripts::all(), durable).await? {
+            let (reply, left) = super::after::unwrap(v)?;
+            replies.push(reply);
+            after.extend(left);
         }
+        self.apply_after(after).await;
+        Ok(replies)
+    }
+
+    /// Runs a pipeline (split by slot in a cluster) as it is, loading the
+    /// scripts again where a server lost them (see [`RedisLink::query`]).
+    pub(super) async fn run_plain(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
+        Ok(self.conn.query(pipe, &scripts::all(), false).await?)
     }
 
     /// [`Self::run`] for one script call: its reply.

@@ -5,9 +5,9 @@
 use super::error::StoreError;
 use super::handle::JobStore;
 use super::outcome::{applied_of, Applied, Transition};
-use super::quota::{with_quota, Admission, QuotaCheck};
+use super::quota::{Admission, QuotaCheck};
 use super::record::{parse_record, JobRecord, NewJob};
-use super::scripts::{CLAIM, CREATE_ADMITTED, TRANSITION_JOB};
+use super::scripts::{CLAIM, CREATE, CREATE_ADMITTED, TRANSITION_JOB};
 use crate::job::{JobError, JobId, JobStatus};
 use crate::keys::Subject;
 use crate::message::JobMessage;
@@ -16,11 +16,20 @@ use redis::ScriptInvocation;
 impl JobStore {
     /// Records a new `queued` job if its tenant's quota grants it (one
     /// round trip for both); the refusal otherwise, and nothing recorded.
+    ///
+    /// In a Redis Cluster the quota (the tenant's slot) and the record (the
+    /// job's) are two steps: the quota is taken first, then the record
+    /// made; if that fails, the quota is given back. A crash between them
+    /// leaves the quota held until its horizon passes, when the admission
+    /// script's sweep gives it back.
     pub async fn create_admitted(
         &self,
         job: &NewJob,
         quota: &QuotaCheck,
     ) -> Result<Admission, StoreError> {
+        if self.one_slot_per_script() {
+            return self.create_admitted_in_two_steps(job, quota).await;
+        }
         let mut inv = CREATE_ADMITTED.key(self.keys.job(&job.id));
         for k in &quota.keys {
             inv.key(k);
@@ -29,15 +38,7 @@ impl JobStore {
         for a in &quota.args {
             inv.arg(a);
         }
-        inv.arg("status")
-            .arg("queued")
-            .arg("rank")
-            .arg(0)
-            .arg("attempts")
-            .arg(0);
-        for (k, v) in job.fields() {
-            inv.arg(k).arg(v);
-        }
+        Self::queued_fields(&mut inv, job);
         let v = self.run_one(&inv).await?;
         let (what, n): (String, f64) =
             redis::from_redis_value(v).map_err(|e| StoreError::Reply(e.to_string()))?;
@@ -49,6 +50,55 @@ impl JobStore {
             self.note_tenant(&job.id, job.tenant.as_deref());
         }
         Ok(admission)
+    }
+
+    /// [`Self::create_admitted`] where the quota and the record live in
+    /// different slots.
+    async fn create_admitted_in_two_steps(
+        &self,
+        job: &NewJob,
+        quota: &QuotaCheck,
+    ) -> Result<Admission, StoreError> {
+        let (admission, taken) = super::quota::admit_taking(&self.conn, quota).await?;
+        if admission != Admission::Admitted {
+            return Ok(admission);
+        }
+        let mut inv = CREATE.key(self.keys.job(&job.id));
+        inv.arg(self.ttl_ms);
+        Self::queued_fields(&mut inv, job);
+        let created = match self.run_one(&inv).await {
+            Ok(redis::Value::Int(1)) => Ok(()),
+            Ok(redis::Value::Int(0)) => Err(StoreError::Reply(format!("job {} exists", job.id))),
+            Ok(other) => Err(StoreError::Reply(format!("create: {other:?}"))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            // Give back what the job took; if even that fails, the sweep
+            // does once its horizon passes.
+            if let (Some(tenant), true) = (&job.tenant, taken) {
+                if let Err(r) =
+                    super::quota::release(&self.conn, &self.keys, tenant, &job.id).await
+                {
+                    tracing::warn!(error = %r, job = %job.id, "could not give back the quota of a job that was not recorded; the sweep will");
+                }
+            }
+            return Err(e);
+        }
+        self.note_tenant(&job.id, job.tenant.as_deref());
+        Ok(Admission::Admitted)
+    }
+
+    /// The fields of a new `queued` job record, as script arguments.
+    fn queued_fields(inv: &mut ScriptInvocation<'_>, job: &NewJob) {
+        inv.arg("status")
+            .arg("queued")
+            .arg("rank")
+            .arg(0)
+            .arg("attempts")
+            .arg(0);
+        for (k, v) in job.fields() {
+            inv.arg(k).arg(v);
+        }
     }
 
     /// Reads a job; `None` if unknown or expired.
@@ -74,11 +124,11 @@ impl JobStore {
     ) -> Result<Applied, StoreError> {
         let quota = self.quota_of_one(Subject::Job(msg.record())).await?;
         let mut inv = TRANSITION_JOB.key(self.keys.job(&msg.record()));
-        with_quota(&mut inv, &quota);
+        self.with_quota(&mut inv, &quota);
         inv.arg(JobStatus::Failed.as_str())
             .arg(JobStatus::Failed.rank())
             .arg(self.ttl_ms)
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(msg.record().to_string())
             .arg(msg.digest())
             .arg("finished_at")
@@ -98,11 +148,11 @@ impl JobStore {
         quota: &Option<[String; 3]>,
     ) -> ScriptInvocation<'static> {
         let mut inv = TRANSITION_JOB.key(self.keys.job(id));
-        with_quota(&mut inv, quota);
+        self.with_quota(&mut inv, quota);
         inv.arg(t.status.as_str())
             .arg(t.status.rank())
             .arg(self.ttl_ms)
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(id.to_string())
             .arg("");
         if t.status.is_terminal() {
@@ -123,13 +173,13 @@ impl JobStore {
     pub(super) fn claim_job(&self, msg: &JobMessage, now: u64) -> ScriptInvocation<'static> {
         let mut inv = CLAIM.key(self.keys.job(&msg.record()));
         if let Some(quota) = self.cached_quota(&msg.record()) {
-            with_quota(&mut inv, &quota);
+            self.with_quota(&mut inv, &quota);
         }
         inv.arg(self.ttl_ms)
             .arg(msg.digest())
             .arg(msg.deadline_at_ms.unwrap_or(0))
             .arg(now)
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(msg.record().to_string());
         inv
     }

@@ -31,6 +31,7 @@
 //! - `erase.rs`: erasure on a tenant's request;
 //! - `ttl.rs` and `error.rs`: retention floors and the error type.
 
+mod after;
 mod batch;
 mod erase;
 mod error;

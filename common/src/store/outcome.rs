@@ -156,9 +156,6 @@ pub(super) struct ClaimReply {
     /// The record's tenant, when there is a record (`Some(None)`: it has
     /// none).
     pub tenant: Option<Option<String>>,
-    /// The job is to expire, but its tenant's quota keys were not given:
-    /// nothing was written; claim it again with them.
-    pub wants_quota: bool,
 }
 
 /// A claim script's reply: `{what, webhook, attempt, tenant}` from
@@ -181,13 +178,6 @@ pub(super) fn parse_claim(v: &Value, chunk: bool) -> Result<ClaimReply, StoreErr
         Some("run") => (Claim::Run { attempt, webhook }, tenant),
         Some("skip") => (Claim::Skip { webhook }, tenant),
         Some("expired") => (Claim::Expired { webhook }, tenant),
-        Some("quota") => {
-            return Ok(ClaimReply {
-                claim: Claim::Skip { webhook },
-                tenant,
-                wants_quota: true,
-            })
-        }
         Some("missing") => (
             Claim::Refused("no record of it: never accepted, or expired".into()),
             None,
@@ -199,11 +189,7 @@ pub(super) fn parse_claim(v: &Value, chunk: bool) -> Result<ClaimReply, StoreErr
         Some(reason) => (Claim::Refused(reason.to_string()), tenant),
         None => return Err(StoreError::Reply(format!("{v:?}"))),
     };
-    Ok(ClaimReply {
-        claim,
-        tenant,
-        wants_quota: false,
-    })
+    Ok(ClaimReply { claim, tenant })
 }
 
 /// A transition's or a chunk store's reply.
@@ -290,7 +276,6 @@ mod tests {
             }
         );
         assert_eq!(r.tenant, Some(Some("acme".into())));
-        assert!(!r.wants_quota);
         let v = Value::Array(vec![bulk("skip"), Value::Int(0), bulk("")]);
         let r = parse_claim(&v, true).unwrap();
         assert_eq!(r.claim, Claim::Skip { webhook: false });
@@ -304,13 +289,6 @@ mod tests {
         let r = parse_claim(&v, false).unwrap();
         assert!(matches!(r.claim, Claim::Refused(_)));
         assert_eq!(r.tenant, None, "no record: nothing known");
-        let v = Value::Array(vec![
-            bulk("quota"),
-            Value::Int(1),
-            Value::Int(0),
-            bulk("acme"),
-        ]);
-        assert!(parse_claim(&v, false).unwrap().wants_quota);
         let v = Value::Array(vec![
             bulk("chunk index out of range"),
             Value::Int(0),

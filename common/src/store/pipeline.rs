@@ -8,7 +8,6 @@ use super::outcome::{
     applied_of, cancelled_of, parse_claim, reopened_of, Applied, Cancelled, Claim, ClaimOf,
     Reopened, Transition, Write,
 };
-use super::quota::with_quota;
 use super::scripts::{CANCEL_BATCH, CANCEL_JOB, REOPEN_CHUNK, REOPEN_JOB};
 use crate::job::{JobId, JobStatus};
 use crate::keys::Subject;
@@ -64,9 +63,7 @@ impl JobStore {
         values.iter().map(applied_of).collect()
     }
 
-    /// Claims jobs and chunks in one round trip (see [`Claim`]). A job
-    /// found past its deadline whose tenant was not known yet is claimed
-    /// again with its tenant's quota keys (one more round trip, only then).
+    /// Claims jobs and chunks in one round trip (see [`Claim`]).
     pub async fn claim_many(&self, items: &[ClaimOf<'_>]) -> Result<Vec<Claim>, StoreError> {
         let now = crate::job::now_ms();
         let mut pipe = redis::pipe();
@@ -77,10 +74,9 @@ impl JobStore {
             };
             pipe.invoke_script(&inv);
         }
-        let values = self.run(&pipe).await?;
+        let values = self.run_as(&pipe, false).await?;
         let mut out = Vec::with_capacity(items.len());
-        let mut again = Vec::new();
-        for (i, (item, v)) in items.iter().zip(&values).enumerate() {
+        for (item, v) in items.iter().zip(&values) {
             let (msg, chunk) = match item {
                 ClaimOf::Job(msg) => (msg, false),
                 ClaimOf::Chunk(msg, _) => (msg, true),
@@ -89,26 +85,7 @@ impl JobStore {
             if let Some(tenant) = &reply.tenant {
                 self.note_tenant(&msg.record(), tenant.as_deref());
             }
-            if reply.wants_quota {
-                again.push((i, *msg));
-            }
             out.push(reply.claim);
-        }
-        if !again.is_empty() {
-            let mut pipe = redis::pipe();
-            for (_, msg) in &again {
-                pipe.invoke_script(&self.claim_job(msg, now));
-            }
-            for ((i, msg), v) in again.iter().zip(&self.run(&pipe).await?) {
-                let reply = parse_claim(v, false)?;
-                if reply.wants_quota {
-                    return Err(StoreError::Reply(format!(
-                        "claim of {} still wants its quota keys",
-                        msg.record()
-                    )));
-                }
-                out[*i] = reply.claim;
-            }
         }
         Ok(out)
     }
@@ -131,9 +108,9 @@ impl JobStore {
                 inv
             }
         };
-        with_quota(&mut inv, &quota);
+        self.with_quota(&mut inv, &quota);
         inv.arg(crate::job::now_ms())
-            .arg(self.keys.done_channel())
+            .arg(self.done_arg())
             .arg(id.to_string())
             .arg(self.ttl_ms);
         for st in from {

@@ -21,7 +21,7 @@ use super::ttl::OPEN_TTL_MS;
 use crate::config::Limits;
 use crate::job::JobId;
 use crate::keys::Keys;
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisLink;
 use redis::AsyncCommands;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl QuotaCheck {
     /// What the script's reply `{what, n}` means.
     pub fn answer(&self, what: &str, n: f64) -> Result<Admission, StoreError> {
         Ok(match what {
-            "ok" => Admission::Admitted,
+            "ok" | "held" => Admission::Admitted,
             "rate" => Admission::RateLimited(Duration::from_millis(n.max(1.0) as u64)),
             "full" => Admission::Full {
                 queued: n as u64,
@@ -110,7 +110,16 @@ impl QuotaCheck {
 
 /// Applies a [`QuotaCheck`] on its own (uploads: the rate before reading,
 /// the rows once counted; single jobs are admitted as they are created).
-pub async fn admit(conn: &ConnectionManager, check: &QuotaCheck) -> Result<Admission, StoreError> {
+pub async fn admit(conn: &RedisLink, check: &QuotaCheck) -> Result<Admission, StoreError> {
+    Ok(admit_taking(conn, check).await?.0)
+}
+
+/// [`admit`], and whether this call took quota (`false` when the subject
+/// was counted already): only what was taken may be given back.
+pub(super) async fn admit_taking(
+    conn: &RedisLink,
+    check: &QuotaCheck,
+) -> Result<(Admission, bool), StoreError> {
     let mut inv = QUOTA_ADMIT.prepare_invoke();
     for k in &check.keys {
         inv.key(k);
@@ -120,13 +129,13 @@ pub async fn admit(conn: &ConnectionManager, check: &QuotaCheck) -> Result<Admis
     }
     let mut conn = conn.clone();
     let (what, n): (String, f64) = inv.invoke_async(&mut conn).await?;
-    check.answer(&what, n)
+    Ok((check.answer(&what, n)?, what == "ok"))
 }
 
 /// Gives back what `subject` holds of `tenant`'s queued limit (one that was
 /// counted but never recorded); nothing if it holds nothing.
 pub async fn release(
-    conn: &ConnectionManager,
+    conn: &RedisLink,
     keys: &Keys,
     tenant: &str,
     subject: &JobId,
@@ -145,7 +154,7 @@ pub async fn release(
 
 /// Jobs and rows of `tenant` accepted and not finished.
 pub async fn queued(
-    conn: &ConnectionManager,
+    conn: &RedisLink,
     keys: &Keys,
     tenant: &str,
 ) -> Result<u64, StoreError> {
@@ -155,11 +164,23 @@ pub async fn queued(
     Ok(n.unwrap_or(0).max(0) as u64)
 }
 
-/// Adds a tenant's quota keys (if any) to a script call, as its last keys.
-pub(super) fn with_quota(inv: &mut redis::ScriptInvocation<'_>, quota: &Option<[String; 3]>) {
-    if let Some(q) = quota {
-        for k in q {
-            inv.key(k);
+impl super::JobStore {
+    /// Adds a tenant's quota keys (if any) to a script call, as its last
+    /// keys; never in a Redis Cluster, where they live in another slot than
+    /// the script's subject and the store gives quota back after the
+    /// script (see `after.rs`).
+    pub(super) fn with_quota(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        quota: &Option<[String; 3]>,
+    ) {
+        if self.one_slot_per_script() {
+            return;
+        }
+        if let Some(q) = quota {
+            for k in q {
+                inv.key(k);
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The store's scripts against a real Redis (127.0.0.1:6379, or
-//! `INFQ_TEST_REDIS_URL`), each test in a namespace of its own: how each
-//! script is handed the keys it touches, the quota keys above all.
+//! `INFQ_TEST_REDIS_URL`; or a Redis Cluster with `INFQ_TEST_REDIS_NODES`,
+//! a JSON list of its nodes, as `scripts/test` runs them a second time),
+//! each test in a namespace of its own: how each script is handed the keys
+//! it touches, the quota keys above all.
 
 use super::quota::{self, QuotaCheck};
 use super::*;
@@ -13,9 +15,17 @@ fn store() -> JobStore {
     let cfg = RedisConfig {
         url: std::env::var("INFQ_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        ca_file: None,
         timeout_ms: 5_000,
         result_ttl_secs: 3_600,
+        ..RedisConfig::default()
+    };
+    let cfg = match std::env::var("INFQ_TEST_REDIS_NODES") {
+        Ok(nodes) => RedisConfig {
+            mode: crate::config::RedisMode::Cluster,
+            nodes: serde_json::from_str(&nodes).expect("INFQ_TEST_REDIS_NODES: a JSON list"),
+            ..cfg
+        },
+        Err(_) => cfg,
     };
     JobStore::new(&cfg, &format!("infq-test-store-{}", new_job_id())).unwrap()
 }
@@ -70,6 +80,15 @@ fn message(id: JobId, tenant: &str, deadline_at_ms: Option<u64>) -> JobMessage {
 
 /// Records job `msg` for `tenant` as its quota admits it.
 async fn admitted(s: &JobStore, msg: &JobMessage, tenant: &str) {
+    let (job, check) = new_job(s, msg, tenant);
+    assert_eq!(
+        s.create_admitted(&job, &check).await.unwrap(),
+        Admission::Admitted
+    );
+}
+
+/// The record and quota check of job `msg` for `tenant`.
+fn new_job(s: &JobStore, msg: &JobMessage, tenant: &str) -> (NewJob, QuotaCheck) {
     let check = QuotaCheck::new(s.keys(), tenant, &limits(), &msg.record(), 1, false);
     let job = NewJob {
         id: msg.record(),
@@ -83,10 +102,18 @@ async fn admitted(s: &JobStore, msg: &JobMessage, tenant: &str) {
         retention_ms: None,
         digest: msg.digest(),
     };
-    assert_eq!(
-        s.create_admitted(&job, &check).await.unwrap(),
-        Admission::Admitted
-    );
+    (job, check)
+}
+
+#[tokio::test]
+async fn a_job_recorded_twice_is_refused_and_counted_once() {
+    let s = store();
+    let msg = message(new_job_id(), "acme", None);
+    admitted(&s, &msg, "acme").await;
+    let (job, check) = new_job(&s, &msg, "acme");
+    assert!(s.create_admitted(&job, &check).await.is_err());
+    assert_eq!(open(&s, "acme").await, 1, "the second attempt holds nothing");
+    cleanup(&s).await;
 }
 
 async fn open(s: &JobStore, tenant: &str) -> u64 {
@@ -137,7 +164,7 @@ async fn ends_give_quota_back_whoever_learnt_the_tenant() {
 }
 
 #[tokio::test]
-async fn a_claim_that_expires_a_job_of_an_unknown_tenant_asks_for_its_keys() {
+async fn a_claim_that_expires_a_job_of_an_unknown_tenant_gives_its_quota_back() {
     let s = store();
     let msg = message(new_job_id(), "acme", Some(now_ms() - 1));
     admitted(&s, &msg, "acme").await;

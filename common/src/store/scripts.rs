@@ -1,14 +1,19 @@
 //! The store's Lua scripts, loaded from the `.lua` files beside this one.
 //! Each file starts with its contract (KEYS and ARGV); shared functions
-//! (`prelude.lua`, `chunk_check.lua`, `parts.lua`, and the bodies shared
-//! by a job's and a batch's variant) are put in front of a script's body
-//! here. No script builds a key: [`crate::keys::Keys`] does, and callers
-//! pass every key in `KEYS[]`.
+//! (`give_back.lua`, `prelude.lua`, `chunk_check.lua`, `parts.lua`, and
+//! the bodies shared by a job's and a batch's variant) are put in front of
+//! a script's body here. No script builds a key: [`crate::keys::Keys`]
+//! does, and callers pass every key in `KEYS[]`.
+//!
+//! A state script's body runs as a function; when it left work to its
+//! caller on other slots (`AFTER`, see `prelude.lua`), its reply comes
+//! wrapped as `{'infq:after', reply, AFTER}`, which `after.rs` unwraps.
 
 use super::ttl::OPEN_TTL_MS;
 use redis::Script;
 use std::sync::LazyLock;
 
+const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const CHUNK_CHECK: &str = include_str!("lua/chunk_check.lua");
 const PARTS: &str = include_str!("lua/parts.lua");
@@ -16,10 +21,16 @@ const ADMIT_FN: &str = include_str!("lua/admit.lua");
 
 /// A state script: the shared functions, then `parts` in order.
 fn state(parts: &[&str]) -> Script {
-    let mut src = format!("local OPEN_TTL_MS = {OPEN_TTL_MS}\n{PRELUDE}{CHUNK_CHECK}{PARTS}");
+    let mut src = format!(
+        "local OPEN_TTL_MS = {OPEN_TTL_MS}\n{GIVE_BACK}{PRELUDE}{CHUNK_CHECK}{PARTS}local function main()\n"
+    );
     for p in parts {
         src.push_str(p);
     }
+    src.push_str(&format!(
+        "\nend\nlocal r = main()\nif AFTER then return {{'{}', r, AFTER}} end\nreturn r\n",
+        super::after::MARK
+    ));
     Script::new(&src)
 }
 
@@ -72,5 +83,5 @@ scripts! {
     /// `quota_admit.lua`.
     QUOTA_ADMIT = Script::new(&format!("{ADMIT_FN}{}", include_str!("lua/quota_admit.lua")));
     /// `quota_release.lua`.
-    QUOTA_RELEASE = Script::new(include_str!("lua/quota_release.lua"));
+    QUOTA_RELEASE = Script::new(&format!("{GIVE_BACK}{}", include_str!("lua/quota_release.lua")));
 }

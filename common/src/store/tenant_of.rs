@@ -18,7 +18,12 @@ impl JobStore {
 
     /// The quota keys of a subject's tenant, if it is known to have one
     /// (`None` inside: known to have none; outer `None`: not known).
+    /// In a cluster it is always "none": scripts are given no key outside
+    /// their subject's slot (see `after.rs`).
     pub(super) fn cached_quota(&self, id: &JobId) -> Option<Option<[String; 3]>> {
+        if self.one_slot_per_script() {
+            return Some(None);
+        }
         self.tenants.get(id).map(|t| t.map(|t| self.keys.quota(&t)))
     }
 
@@ -39,8 +44,9 @@ impl JobStore {
                     .arg("status")
                     .arg("tenant");
             }
-            let mut c = self.conn.clone();
-            let found: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut c).await?;
+            let found: Vec<(Option<String>, Option<String>)> =
+                redis::from_redis_value(redis::Value::Array(self.run_plain(&pipe).await?))
+                    .map_err(|e| StoreError::Reply(e.to_string()))?;
             for (&i, (status, tenant)) in unknown.iter().zip(found) {
                 if status.is_some() {
                     self.note_tenant(subjects[i].id(), tenant.as_deref());

@@ -11,7 +11,7 @@ use super::event::{Event, SubjectKind};
 use crate::job::JobId;
 use crate::keys::Keys;
 use crate::store::StoreError;
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisLink;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
@@ -194,7 +194,7 @@ static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 /// an erased subject's are gone and are not written again.
 #[derive(Clone)]
 pub struct DeliveryStore {
-    conn: ConnectionManager,
+    conn: RedisLink,
     keys: Keys,
     ttl_ms: u64,
 }
@@ -203,7 +203,7 @@ impl DeliveryStore {
     /// The store a deployment's settings describe, on `conn`: records live
     /// as long as results, and at least twice the longest wait of the
     /// schedule, after their last change.
-    pub fn for_settings(conn: ConnectionManager, settings: &crate::config::Settings) -> Self {
+    pub fn for_settings(conn: RedisLink, settings: &crate::config::Settings) -> Self {
         let longest = settings
             .webhooks
             .schedule_ms
@@ -217,7 +217,7 @@ impl DeliveryStore {
 
     /// A store on `conn` (whose timeouts bound every call); records live
     /// `ttl_ms` after their last change.
-    pub fn new(conn: ConnectionManager, ns: &str, ttl_ms: u64) -> Self {
+    pub fn new(conn: RedisLink, ns: &str, ttl_ms: u64) -> Self {
         Self {
             conn,
             keys: Keys::new(ns),

@@ -5,8 +5,8 @@
 -- submission (0: no rate check), burst, max open rows, rows (0: nothing
 -- to count), subject id. Time is Redis's (`TIME`), so producers with
 -- skewed clocks share one limiter; the GCRA state is kept in whole
--- microseconds. Returns {'ok', 0}, {'rate', ms to wait} or
--- {'full', open rows}.
+-- microseconds. Returns {'ok', 0}, {'rate', ms to wait}, {'full', open
+-- rows}, or {'held', 0}: the subject is counted already (nothing taken).
 local function admit(q, open, due, a)
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -25,6 +25,8 @@ local function admit(q, open, due, a)
     redis.call('HSET', q, 'sum', sum, 'prune_at', now + 1000)
   end
   local rows = tonumber(a[5])
+  -- A subject counted already is not counted twice.
+  if rows > 0 and redis.call('HEXISTS', open, a[6]) == 1 then return {'held', 0} end
   if rows > 0 and sum + rows > tonumber(a[4]) then return {'full', sum} end
   local interval = tonumber(a[2])
   local tat = nil

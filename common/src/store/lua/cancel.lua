@@ -16,7 +16,7 @@ local function cancel(rec, parts, q)
       redis.call('PEXPIRE', rec, keep)
       if parts then expire_parts(parts[1], parts[2], keep) end
       release(rec, ARGV[3], nil, q)
-      redis.call('PUBLISH', ARGV[2], ARGV[3])
+      announce(ARGV[2], ARGV[3])
       return 'ok'
     end
   end

@@ -22,5 +22,5 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'rank', 2, 'erased', 1)
 if f[1] then redis.call('HSET', KEYS[1], 'tenant', f[1]) end
 redis.call('PEXPIRE', KEYS[1], keep)
-redis.call('PUBLISH', ARGV[1], ARGV[4])
+announce(ARGV[1], ARGV[4])
 return 'ok'

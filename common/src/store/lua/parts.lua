@@ -24,7 +24,7 @@ local function complete(batch, results, dead, q, now, channel, id, default)
     local keep = ttl(batch, default)
     redis.call('PEXPIRE', batch, keep)
     expire_parts(results, dead, keep)
-    redis.call('PUBLISH', channel, id)
+    announce(channel, id)
     return true
   end
   return f[1] == 'succeeded'

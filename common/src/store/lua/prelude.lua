@@ -13,9 +13,19 @@
 --
 -- release(rec, id, n, q): the job or batch `id` (record `rec`) whose rows
 -- stop being open (`n` of them, or all when nil) gives them back to its
--- tenant's quota `q` (from quota_keys). Idempotent: only what is still
--- registered can be given back. Nothing happens for a record without a
--- tenant, or without `q`.
+-- tenant's quota `q` (from quota_keys; see give_back.lua). Nothing happens
+-- for a record without a tenant. Without `q` (in a Redis Cluster the
+-- quota lives in another slot) the release is left to the caller: see
+-- AFTER.
+--
+-- announce(channel, id): publishes that `id` has ended on `channel`, or,
+-- when `channel` is '' (a Redis Cluster: the done channels are sharded,
+-- in other slots), leaves that to the caller.
+--
+-- AFTER: what the script leaves to its caller to do on other slots, nil
+-- when nothing: a flat list of `'release', tenant, id, rows` (rows -1:
+-- all) and `'done', id`. The script's reply then comes wrapped as
+-- {'infq:after', reply, AFTER} (see store/scripts.rs and store/after.rs).
 local function ttl(rec, default)
   local f = redis.call('HMGET', rec, 'retention_ms', 'rank')
   local r = math.min(tonumber(f[1]) or tonumber(default), 315360000000)
@@ -26,18 +36,24 @@ local function quota_keys(i)
   if KEYS[i] then return {KEYS[i], KEYS[i + 1], KEYS[i + 2]} end
   return nil
 end
+local AFTER = nil
+local function after(...)
+  AFTER = AFTER or {}
+  for _, v in ipairs({...}) do table.insert(AFTER, v) end
+end
 local function release(rec, id, n, q)
-  if not q then return end
-  if redis.call('HEXISTS', rec, 'tenant') == 0 then return end
-  local have = tonumber(redis.call('HGET', q[2], id))
-  if not have then return end
-  n = tonumber(n)
-  if n == nil or n >= have then
-    redis.call('HDEL', q[2], id)
-    redis.call('ZREM', q[3], id)
-    n = have
-  else
-    redis.call('HINCRBY', q[2], id, -n)
+  local tenant = redis.call('HGET', rec, 'tenant')
+  if not tenant then return end
+  if not q then
+    after('release', tenant, id, n and tostring(n) or '-1')
+    return
   end
-  redis.call('HINCRBY', q[1], 'sum', -n)
+  give_back(q, id, n)
+end
+local function announce(channel, id)
+  if channel == '' then
+    after('done', id)
+  else
+    redis.call('PUBLISH', channel, id)
+  end
 end

@@ -23,7 +23,7 @@ local function transition(rec, parts, q)
   redis.call('PEXPIRE', rec, ttl(rec, ARGV[3]))
   if rank >= 2 then
     release(rec, ARGV[5], nil, q)
-    redis.call('PUBLISH', ARGV[4], ARGV[5])
+    announce(ARGV[4], ARGV[5])
   end
   return 'ok'
 end
