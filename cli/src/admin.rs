@@ -135,7 +135,11 @@ fn redis_target(r: &infq_common::config::RedisConfig) -> String {
         m => format!(
             "redis.nodes ({} mode) {}",
             m.as_str(),
-            r.nodes.iter().map(|n| redacted(n)).collect::<Vec<_>>().join(", ")
+            r.nodes
+                .iter()
+                .map(|n| redacted(n))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

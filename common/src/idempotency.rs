@@ -150,8 +150,11 @@ impl IdempotencyStore {
             .arg(status)
             .arg(response)
             .arg(self.ttl_ms);
-        let mut c = self.conn.clone();
-        inv.invoke_async::<i64>(&mut c).await.map(|_| ())
+        // Held by the replicas too (redis.min_replicas_ack): a key lost
+        // with its primary would let a retry submit the work again.
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&inv);
+        self.conn.query(&pipe, &[&FINISH], true).await.map(|_| ())
     }
 
     /// Frees a key whose request failed, so the client may retry.

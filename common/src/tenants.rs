@@ -15,10 +15,10 @@ use crate::config::{valid_tenant_name, Limits, Settings, TENANT_NAME_RULE};
 use crate::idempotency::digest;
 use crate::job::{now_ms, JobId};
 use crate::keys::Keys;
+use crate::redis_link::RedisLink;
 use crate::store::quota;
 use crate::store::StoreError;
 use base64::Engine;
-use crate::redis_link::RedisLink;
 use redis::{AsyncCommands, Script};
 
 pub use crate::store::quota::{Admission, QuotaCheck, QUOTA_HORIZON_MS};

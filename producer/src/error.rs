@@ -207,6 +207,7 @@ impl From<redis::RedisError> for ApiError {
 impl From<infq_common::store::StoreError> for ApiError {
     fn from(e: infq_common::store::StoreError) -> Self {
         if e.is_retryable() {
+            tracing::warn!(error = %e, "the result store is unavailable");
             ApiError::Unavailable("the result store is unavailable".into())
         } else {
             ApiError::Internal(e.to_string())

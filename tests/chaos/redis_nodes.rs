@@ -2,7 +2,7 @@
 //! of the suite's own that is more than one machine (started with
 //! `scripts/cluster up redis-cluster|sentinel`, removed after), with
 //! `redis.min_replicas_ack = 1`, under the steady load plus one
-//! 50,000-row batch, lose a primary:
+//! 100,000-row batch, lose a primary:
 //!
 //!   (h) Redis Cluster: `kill -9` a primary (the one serving a third of
 //!       the slots), started again 5 s later; its replica takes over;
@@ -26,13 +26,13 @@ pub(crate) async fn run(
 ) -> anyhow::Result<usize> {
     table.push(String::new());
     table.push(
-        "Redis on more than one machine (`scripts/cluster up redis-cluster|sentinel`), `redis.min_replicas_ack = 1`, with a 50,000-row batch on top of the load:"
+        "Redis on more than one machine (`scripts/cluster up redis-cluster|sentinel`), `redis.min_replicas_ack = 1`, with a 100,000-row batch on top of the load:"
             .into(),
     );
     table.push(String::new());
     table.push("| scenario | accepted: jobs + batch rows | refused with 503 | completed, correct output | failed | lost | duplicated with a different output | recovery | unanswered submissions | slowest answer |".into());
     table.push("|---|---|---|---|---|---|---|---|---|---|".into());
-    let big: Vec<[f32; 3]> = rows.iter().cycle().take(50_000).copied().collect();
+    let big: Vec<[f32; 3]> = rows.iter().cycle().take(100_000).copied().collect();
     let mut bad = 0;
     for (kind, name) in [
         (RedisKind::Cluster, "Redis Cluster: kill -9 a primary"),

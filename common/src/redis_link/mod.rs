@@ -25,6 +25,8 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SlotAddr};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use sentinel::SentinelLink;
@@ -33,10 +35,23 @@ pub use sentinel::SentinelLink;
 #[derive(Clone)]
 pub struct RedisLink {
     conn: Conn,
+    /// With `redis.min_replicas_ack`: connections of their own for the
+    /// writes followed by `WAIT`, which holds its connection until the
+    /// replicas answer (up to `wait_ms`); on the shared one it would hold
+    /// up every other call.
+    durable: Option<Arc<Durable>>,
     /// `redis.min_replicas_ack`, and how long `WAIT` may take.
     replicas: u32,
     wait_ms: u64,
 }
+
+struct Durable {
+    conns: Vec<Conn>,
+    next: AtomicUsize,
+}
+
+/// Connections for writes that wait for replicas: as many `WAIT`s at once.
+const DURABLE_CONNECTIONS: usize = 8;
 
 #[derive(Clone)]
 enum Conn {
@@ -48,13 +63,10 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
-impl RedisLink {
-    /// A connection as configured, opened lazily: nothing is contacted
-    /// until the first command, and every connect attempt and command is
-    /// bounded by `redis.timeout_ms`.
-    pub fn new(cfg: &RedisConfig) -> RedisResult<Self> {
+impl Conn {
+    fn open(cfg: &RedisConfig) -> RedisResult<Self> {
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let conn = match cfg.mode {
+        Ok(match cfg.mode {
             RedisMode::Standalone => {
                 let mgr_cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
@@ -74,14 +86,51 @@ impl RedisLink {
                     .set_response_timeout(timeout);
                 Conn::Cluster(client.get_pending_async_connection_with_config(conf))
             }
+        })
+    }
+}
+
+impl RedisLink {
+    /// A connection as configured, opened lazily: nothing is contacted
+    /// until the first command, and every connect attempt and command is
+    /// bounded by `redis.timeout_ms`.
+    pub fn new(cfg: &RedisConfig) -> RedisResult<Self> {
+        let durable = if cfg.min_replicas_ack > 0 {
+            let conns = (0..DURABLE_CONNECTIONS)
+                .map(|_| Conn::open(cfg))
+                .collect::<RedisResult<Vec<_>>>()?;
+            Some(Arc::new(Durable {
+                conns,
+                next: AtomicUsize::new(0),
+            }))
+        } else {
+            None
         };
         Ok(Self {
-            conn,
+            conn: Conn::open(cfg)?,
+            durable,
             replicas: cfg.min_replicas_ack,
             // Within the command timeout, so WAIT's own answer comes in
             // time.
             wait_ms: (cfg.timeout_ms / 2).max(1),
         })
+    }
+
+    /// A link over one of the connections for writes that wait for
+    /// replicas (this one without them).
+    fn for_waiting(&self) -> RedisLink {
+        match &self.durable {
+            None => self.clone(),
+            Some(d) => {
+                let i = d.next.fetch_add(1, Ordering::Relaxed) % d.conns.len();
+                RedisLink {
+                    conn: d.conns[i].clone(),
+                    durable: None,
+                    replicas: self.replicas,
+                    wait_ms: self.wait_ms,
+                }
+            }
+        }
     }
 
     /// The deployment this connection talks to.
@@ -105,7 +154,8 @@ impl RedisLink {
     /// at once, one round trip each. A group refused with `NOSCRIPT` (the
     /// server lost its scripts: a restart, or a failover to a node that
     /// never ran them) has `reload` loaded, on every primary, and is sent
-    /// again: `NOSCRIPT` means none of the group ran.
+    /// again: `NOSCRIPT` means none of the group ran. (Its commands must
+    /// not be `ignore()`d: each gets its reply back in place.)
     ///
     /// `durable`: with `redis.min_replicas_ack` set, each group is
     /// followed by a `WAIT` on its node, and fewer replicas than asked
@@ -151,16 +201,15 @@ impl RedisLink {
         wait: Option<(u32, u64)>,
     ) -> RedisResult<Vec<Value>> {
         let waited;
-        let pipe = match wait {
-            None => pipe,
+        let (pipe, mut conn) = match wait {
+            None => (pipe, self.clone()),
             Some((n, ms)) => {
                 let mut p = pipe.clone();
                 p.cmd("WAIT").arg(n).arg(ms);
                 waited = p;
-                &waited
+                (&waited, self.for_waiting())
             }
         };
-        let mut conn = self.clone();
         let mut replies = match pipe.query_async::<Vec<Value>>(&mut conn).await {
             Err(e)
                 if !reload.is_empty()
@@ -215,8 +264,8 @@ fn route_of(cmd: &Cmd) -> Option<Route> {
             }
             args.get(3)?
         }
-        b"PING" | b"SCRIPT" | b"INFO" | b"WAIT" | b"CLUSTER" | b"CONFIG" | b"CLIENT"
-        | b"ROLE" | b"TIME" => return None,
+        b"PING" | b"SCRIPT" | b"INFO" | b"WAIT" | b"CLUSTER" | b"CONFIG" | b"CLIENT" | b"ROLE"
+        | b"TIME" => return None,
         _ => args.get(1)?,
     };
     Some(Route::with_key(key, SlotAddr::Master))

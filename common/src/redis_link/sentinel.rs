@@ -14,8 +14,8 @@ use crate::config::RedisConfig;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
-    RedisResult, Value,
+    AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
+    Value,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,10 +42,9 @@ impl SentinelLink {
     /// nothing is contacted until the first command. The first node's user
     /// name and password are also used for the primary.
     pub fn new(cfg: &RedisConfig) -> RedisResult<Self> {
-        let first = cfg
-            .nodes
-            .first()
-            .ok_or_else(|| RedisError::from((redis::ErrorKind::InvalidClientConfig, "no sentinels")))?;
+        let first = cfg.nodes.first().ok_or_else(|| {
+            RedisError::from((redis::ErrorKind::InvalidClientConfig, "no sentinels"))
+        })?;
         let info = first.as_str().into_connection_info()?;
         let mut node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(info.redis_settings().clone());
@@ -95,7 +94,10 @@ impl SentinelLink {
         )
         .await?;
         let gen = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::info!(generation = gen, "connected to the primary the sentinels name");
+        tracing::info!(
+            generation = gen,
+            "connected to the primary the sentinels name"
+        );
         *self.inner.current.lock().expect("sentinel link lock") = Some((gen, conn.clone()));
         Ok((gen, conn))
     }

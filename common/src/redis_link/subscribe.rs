@@ -41,12 +41,24 @@ pub async fn subscribe(
     loop {
         let outcome = match redis.mode {
             RedisMode::Cluster => {
-                listen_cluster(redis, &channels, shutdown, &mut on_subscribed, &mut on_message)
-                    .await
+                listen_cluster(
+                    redis,
+                    &channels,
+                    shutdown,
+                    &mut on_subscribed,
+                    &mut on_message,
+                )
+                .await
             }
             _ => {
-                listen_single(redis, &channels, shutdown, &mut on_subscribed, &mut on_message)
-                    .await
+                listen_single(
+                    redis,
+                    &channels,
+                    shutdown,
+                    &mut on_subscribed,
+                    &mut on_message,
+                )
+                .await
             }
         };
         match outcome {

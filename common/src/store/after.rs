@@ -57,8 +57,7 @@ pub(super) fn unwrap(v: Value) -> Result<(Value, Vec<After>), StoreError> {
 
 fn parse(list: Value) -> Result<Vec<After>, StoreError> {
     let bad = |what: &str| StoreError::Reply(format!("script's after-list: {what}"));
-    let items: Vec<String> =
-        redis::from_redis_value(list).map_err(|e| bad(&e.to_string()))?;
+    let items: Vec<String> = redis::from_redis_value(list).map_err(|e| bad(&e.to_string()))?;
     let id = |s: &str| JobId::parse_str(s).map_err(|_| bad("an id that is not a UUID"));
     let mut out = Vec::new();
     let mut it = items.iter();
@@ -76,7 +75,9 @@ fn parse(list: Value) -> Result<Vec<After>, StoreError> {
                     rows: u64::try_from(rows).ok(),
                 });
             }
-            "done" => out.push(After::Done(id(it.next().ok_or_else(|| bad("done without id"))?)?)),
+            "done" => out.push(After::Done(id(it
+                .next()
+                .ok_or_else(|| bad("done without id"))?)?)),
             other => return Err(bad(&format!("unknown entry {other:?}"))),
         }
     }
@@ -199,7 +200,12 @@ mod tests {
             vec![bulk("release"), bulk("acme")],
             vec![bulk("done"), bulk("not-a-uuid")],
             vec![bulk("launch")],
-            vec![bulk("release"), bulk("t"), bulk(&crate::job::new_job_id().to_string()), bulk("x")],
+            vec![
+                bulk("release"),
+                bulk("t"),
+                bulk(&crate::job::new_job_id().to_string()),
+                bulk("x"),
+            ],
         ] {
             let v = Value::Array(vec![bulk(MARK), bulk("ok"), Value::Array(list)]);
             assert!(unwrap(v).is_err());

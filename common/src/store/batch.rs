@@ -23,8 +23,10 @@ impl JobStore {
         for (k, v) in b.fields() {
             inv.arg(k).arg(v);
         }
-        let mut c = self.conn.clone();
-        let created: i64 = inv.invoke_async(&mut c).await?;
+        let created = match self.run_one(&inv).await? {
+            redis::Value::Int(n) => n,
+            other => return Err(StoreError::Reply(format!("create: {other:?}"))),
+        };
         if created == 1 {
             self.note_tenant(&b.id, b.tenant.as_deref());
         }
@@ -47,13 +49,12 @@ impl JobStore {
             .arg(&key)
             .arg(index)
             .arg(digest)
-            .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
-            .arg(OPEN_TTL_MS)
-            .ignore();
-        let mut c = self.conn.clone();
-        pipe.query_async::<()>(&mut c).await?;
+            .arg(OPEN_TTL_MS);
+        // Held by the replicas too (redis.min_replicas_ack) before the
+        // chunk is published.
+        self.conn.query(&pipe, &[], true).await?;
         Ok(())
     }
 

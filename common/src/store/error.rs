@@ -21,6 +21,13 @@ impl StoreError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
+                    // A failover under way: the sentinels name no
+                    // primary yet, or no cluster node serves a slot.
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::MasterNameNotFoundBySentinel
+                            | redis::ErrorKind::ClusterConnectionNotFound
+                    )
                     || matches!(
                         e.kind(),
                         redis::ErrorKind::Server(

@@ -76,8 +76,7 @@ impl JobStore {
             // Give back what the job took; if even that fails, the sweep
             // does once its horizon passes.
             if let (Some(tenant), true) = (&job.tenant, taken) {
-                if let Err(r) =
-                    super::quota::release(&self.conn, &self.keys, tenant, &job.id).await
+                if let Err(r) = super::quota::release(&self.conn, &self.keys, tenant, &job.id).await
                 {
                     tracing::warn!(error = %r, job = %job.id, "could not give back the quota of a job that was not recorded; the sweep will");
                 }

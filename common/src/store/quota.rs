@@ -153,11 +153,7 @@ pub async fn release(
 }
 
 /// Jobs and rows of `tenant` accepted and not finished.
-pub async fn queued(
-    conn: &RedisLink,
-    keys: &Keys,
-    tenant: &str,
-) -> Result<u64, StoreError> {
+pub async fn queued(conn: &RedisLink, keys: &Keys, tenant: &str) -> Result<u64, StoreError> {
     let [q, _, _] = keys.quota(tenant);
     let mut conn = conn.clone();
     let n: Option<i64> = conn.hget(q, "sum").await?;

@@ -1,5 +1,5 @@
 //! The store's scripts against a real Redis (127.0.0.1:6379, or
-//! `INFQ_TEST_REDIS_URL`; or a Redis Cluster with `INFQ_TEST_REDIS_NODES`,
+//! `INFQ_TEST_REDIS_URL`; or a Redis Cluster with `REDIS_CLUSTER_TEST_NODES`,
 //! a JSON list of its nodes, as `scripts/test` runs them a second time),
 //! each test in a namespace of its own: how each script is handed the keys
 //! it touches, the quota keys above all.
@@ -19,10 +19,10 @@ fn store() -> JobStore {
         result_ttl_secs: 3_600,
         ..RedisConfig::default()
     };
-    let cfg = match std::env::var("INFQ_TEST_REDIS_NODES") {
+    let cfg = match std::env::var("REDIS_CLUSTER_TEST_NODES") {
         Ok(nodes) => RedisConfig {
             mode: crate::config::RedisMode::Cluster,
-            nodes: serde_json::from_str(&nodes).expect("INFQ_TEST_REDIS_NODES: a JSON list"),
+            nodes: serde_json::from_str(&nodes).expect("REDIS_CLUSTER_TEST_NODES: a JSON list"),
             ..cfg
         },
         Err(_) => cfg,
@@ -112,7 +112,11 @@ async fn a_job_recorded_twice_is_refused_and_counted_once() {
     admitted(&s, &msg, "acme").await;
     let (job, check) = new_job(&s, &msg, "acme");
     assert!(s.create_admitted(&job, &check).await.is_err());
-    assert_eq!(open(&s, "acme").await, 1, "the second attempt holds nothing");
+    assert_eq!(
+        open(&s, "acme").await,
+        1,
+        "the second attempt holds nothing"
+    );
     cleanup(&s).await;
 }
 

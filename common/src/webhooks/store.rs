@@ -10,8 +10,8 @@
 use super::event::{Event, SubjectKind};
 use crate::job::JobId;
 use crate::keys::Keys;
-use crate::store::StoreError;
 use crate::redis_link::RedisLink;
+use crate::store::StoreError;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
