@@ -16,15 +16,10 @@
 //! depends on them.
 
 use super::error::StoreError;
-use super::handle::JobStore;
-use super::scripts::QUOTA_RELEASE;
+use super::scripts::{MARK, QUOTA_RELEASE};
 use crate::job::JobId;
-use crate::retry::Schedule;
+use crate::keys::Keys;
 use redis::Value;
-use std::time::Duration;
-
-/// The first element of a wrapped reply.
-pub(super) const MARK: &str = "infq:after";
 
 /// One thing a script left to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,54 +79,33 @@ fn parse(list: Value) -> Result<Vec<After>, StoreError> {
     Ok(out)
 }
 
-/// Attempts at what a script left to do before it is left to the sweep
-/// (quota) and the long-polls' re-reads (announcements).
-const ATTEMPTS: usize = 4;
-
-impl JobStore {
-    /// Does what scripts left to do; failures are logged, not returned:
-    /// the scripts' own writes stand either way (see the module's notes).
-    pub(super) async fn apply_after(&self, work: Vec<After>) {
-        if work.is_empty() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for w in &work {
-            match w {
-                After::Release { tenant, id, rows } => {
-                    let [q, open, due] = self.keys.quota(tenant);
-                    let mut inv = QUOTA_RELEASE.key(q);
-                    inv.key(open)
-                        .key(due)
-                        .arg(id.to_string())
-                        .arg(rows.map_or(-1, |r| r as i64));
-                    pipe.invoke_script(&inv);
-                }
-                After::Done(id) => {
-                    if self.conn.is_cluster() {
-                        pipe.cmd("SPUBLISH").arg(self.keys.done_shard(id));
-                    } else {
-                        pipe.cmd("PUBLISH").arg(self.keys.done_channel());
-                    }
-                    pipe.arg(id.to_string());
-                }
+/// The one round trip (per slot) that does `work`: the quota releases
+/// (`quota_release.lua`) and the announcements (`SPUBLISH` on the sharded
+/// done channels in a cluster, else `PUBLISH` on the done channel).
+pub(super) fn pipeline(work: &[After], keys: &Keys, cluster: bool) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for w in work {
+        match w {
+            After::Release { tenant, id, rows } => {
+                let [q, open, due] = keys.quota(tenant);
+                let mut inv = QUOTA_RELEASE.key(q);
+                inv.key(open)
+                    .key(due)
+                    .arg(id.to_string())
+                    .arg(rows.map_or(-1, |r| r as i64));
+                pipe.invoke_script(&inv);
             }
-        }
-        let mut schedule =
-            Schedule::exponential(Duration::from_millis(50), Duration::from_millis(500));
-        for attempt in 1..=ATTEMPTS {
-            match self.run_plain(&pipe).await {
-                Ok(_) => return,
-                Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
-                    tokio::time::sleep(schedule.next().unwrap_or_default()).await;
+            After::Done(id) => {
+                if cluster {
+                    pipe.cmd("SPUBLISH").arg(keys.done_shard(id));
+                } else {
+                    pipe.cmd("PUBLISH").arg(keys.done_channel());
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, items = work.len(), "could not give quota back or announce ends after a state change; the quota sweep and the long-polls' re-reads will");
-                    return;
-                }
+                pipe.arg(id.to_string());
             }
         }
     }
+    pipe
 }
 
 #[cfg(test)]
@@ -192,6 +166,42 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_follow_up_goes_to_the_tenant_and_the_sharded_channel() {
+        let keys = Keys::new("ns");
+        let id = crate::job::new_job_id();
+        let work = [
+            After::Release {
+                tenant: "acme".into(),
+                id,
+                rows: Some(3),
+            },
+            After::Done(id),
+        ];
+        let cmds = |cluster| {
+            let p = pipeline(&work, &keys, cluster);
+            p.cmd_iter()
+                .map(|c| {
+                    c.args_iter()
+                        .map(|a| match a {
+                            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                            _ => String::new(),
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let c = cmds(true);
+        assert_eq!(c[0][0], "EVALSHA");
+        assert_eq!(&c[0][3..6], &keys.quota("acme")[..]);
+        assert_eq!(&c[0][6..], [id.to_string(), "3".to_string()]);
+        assert_eq!(
+            c[1],
+            ["SPUBLISH".to_string(), keys.done_shard(&id), id.to_string()]
+        );
+        assert_eq!(cmds(false)[1][1], keys.done_channel());
     }
 
     #[test]

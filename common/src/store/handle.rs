@@ -7,9 +7,13 @@ use crate::config::RedisConfig;
 use crate::job::JobId;
 use crate::keys::Keys;
 use crate::redis_link::RedisLink;
+use crate::retry::Schedule;
 use redis::{Pipeline, Value};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Attempts at what a script left to do on other slots.
+const AFTER_ATTEMPTS: usize = 4;
 
 /// Typed access to job and batch records in Redis.
 #[derive(Clone)]
@@ -109,6 +113,31 @@ impl JobStore {
         }
         self.apply_after(after).await;
         Ok(replies)
+    }
+
+    /// Does what scripts left to do on other slots ([`super::after`]);
+    /// failures are logged, not returned: the scripts' own writes stand
+    /// either way, and the quota sweep and the long-polls' re-reads make
+    /// up for what is not done.
+    async fn apply_after(&self, work: Vec<super::after::After>) {
+        if work.is_empty() {
+            return;
+        }
+        let pipe = super::after::pipeline(&work, &self.keys, self.conn.is_cluster());
+        let mut schedule =
+            Schedule::exponential(Duration::from_millis(50), Duration::from_millis(500));
+        for attempt in 1..=AFTER_ATTEMPTS {
+            match self.run_plain(&pipe).await {
+                Ok(_) => return,
+                Err(e) if attempt < AFTER_ATTEMPTS && e.is_retryable() => {
+                    tokio::time::sleep(schedule.next().unwrap_or_default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, items = work.len(), "could not give quota back or announce ends after a state change; the quota sweep and the long-polls' re-reads will");
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs a pipeline (split by slot in a cluster) as it is, loading the

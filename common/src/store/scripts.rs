@@ -13,6 +13,10 @@ use super::ttl::OPEN_TTL_MS;
 use redis::Script;
 use std::sync::LazyLock;
 
+/// The first element of a state script's reply that carries what it left
+/// to its caller (`after.rs`).
+pub(super) const MARK: &str = "infq:after";
+
 const GIVE_BACK: &str = include_str!("lua/give_back.lua");
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 const CHUNK_CHECK: &str = include_str!("lua/chunk_check.lua");
@@ -29,7 +33,7 @@ fn state(parts: &[&str]) -> Script {
     }
     src.push_str(&format!(
         "\nend\nlocal r = main()\nif AFTER then return {{'{}', r, AFTER}} end\nreturn r\n",
-        super::after::MARK
+        MARK
     ));
     Script::new(&src)
 }
