@@ -479,5 +479,73 @@ async fn the_clients_variables_leave_the_servers_alone_and_typos_are_still_refus
     bad.push(("INFQ_AMQP__QUORUM_INITIAL_GROUP_SIZE", text("0")));
     let err = one_line_error(&run_with("infq", &bad, &["admin", "tenants", "list"]).await);
     assert!(err.contains("amqp.quorum_initial_group_size"), "{err}");
+    // Redis's mode and nodes: an unknown mode, nodes where none are read,
+    // a mode without nodes or with bad ones, a sentinel mode without the
+    // primary's name, a hostile name, too many replicas to wait for.
+    for (pairs, names) in [
+        (vec![("INFQ_REDIS__MODE", "replicated")], "redis.mode"),
+        (
+            vec![("INFQ_REDIS__NODES", "[\"redis://127.0.0.1:7001/\"]")],
+            "redis.nodes: only read in sentinel or cluster mode",
+        ),
+        (
+            vec![("INFQ_REDIS__MODE", "cluster")],
+            "redis.nodes: cluster mode needs at least one node",
+        ),
+        (
+            vec![
+                ("INFQ_REDIS__MODE", "cluster"),
+                (
+                    "INFQ_REDIS__NODES",
+                    "[\"redis://127.0.0.1:7001/\",\"amqp://x/\",\"redis://127.0.0.1:7001/\"]",
+                ),
+            ],
+            "redis.nodes[1]",
+        ),
+        (
+            vec![
+                ("INFQ_REDIS__MODE", "cluster"),
+                (
+                    "INFQ_REDIS__NODES",
+                    "[\"redis://127.0.0.1:7001/\",\"redis://127.0.0.1:7001/\"]",
+                ),
+            ],
+            "redis.nodes[1]: lists the same node twice",
+        ),
+        (
+            vec![
+                ("INFQ_REDIS__MODE", "sentinel"),
+                ("INFQ_REDIS__NODES", "[\"redis://127.0.0.1:26701/\"]"),
+            ],
+            "redis.service",
+        ),
+        (
+            vec![
+                ("INFQ_REDIS__MODE", "sentinel"),
+                ("INFQ_REDIS__NODES", "[\"redis://127.0.0.1:26701/\"]"),
+                ("INFQ_REDIS__SERVICE", "a\"b c"),
+            ],
+            "redis.service",
+        ),
+        (
+            vec![("INFQ_REDIS__SERVICE", "infq")],
+            "redis.service: only read in sentinel mode",
+        ),
+        (
+            vec![("INFQ_REDIS__MIN_REPLICAS_ACK", "17")],
+            "redis.min_replicas_ack",
+        ),
+        (
+            vec![("INFQ_REDIS__MIN_REPLICAS_ACK", "-1")],
+            "redis.min_replicas_ack",
+        ),
+    ] {
+        let mut bad = vars.clone();
+        for (k, v) in &pairs {
+            bad.push((k, text(v)));
+        }
+        let err = one_line_error(&run_with("infq", &bad, &["admin", "tenants", "list"]).await);
+        assert!(err.to_lowercase().contains(names), "{pairs:?}: {err}");
+    }
     infq::delete_namespace_named(&ns).await;
 }
