@@ -196,6 +196,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_mode_reads_its_own_keys() {
+        let ok = RedisConfig::default();
+        assert!(ok.problems().is_empty(), "{:?}", ok.problems());
+        let cluster = RedisConfig {
+            mode: RedisMode::Cluster,
+            nodes: vec!["redis://a:7001/".into(), "rediss://b:7002/".into()],
+            ..Default::default()
+        };
+        assert!(cluster.problems().is_empty(), "{:?}", cluster.problems());
+        assert!(cluster.tls());
+        let sentinel = RedisConfig {
+            mode: RedisMode::Sentinel,
+            nodes: vec!["redis://s1:26379/".into()],
+            service: "infq".into(),
+            min_replicas_ack: 1,
+            ..Default::default()
+        };
+        assert!(sentinel.problems().is_empty(), "{:?}", sentinel.problems());
+        let bad = RedisConfig {
+            mode: RedisMode::Sentinel,
+            nodes: vec![
+                "redis://s1:26379/".into(),
+                "redis://s1:26379/".into(),
+                "http://x/".into(),
+                "redis://".into(),
+            ],
+            service: "bad name".into(),
+            min_replicas_ack: 99,
+            ..Default::default()
+        };
+        let problems = bad.problems().join("\n");
+        for part in [
+            "redis.nodes[1]: lists the same node twice",
+            "redis.nodes[2]: must start with",
+            "redis.nodes[3]: not a URL with a host",
+            "redis.service",
+            "redis.min_replicas_ack",
+        ] {
+            assert!(problems.contains(part), "{part} missing from {problems}");
+        }
+        let stray = RedisConfig {
+            nodes: vec!["redis://a/".into()],
+            service: "x".into(),
+            ..Default::default()
+        };
+        let problems = stray.problems().join("\n");
+        assert!(problems.contains("redis.nodes: only read"), "{problems}");
+        assert!(problems.contains("redis.service: only read"), "{problems}");
+    }
+
+    #[test]
     fn passwords_are_kept_out_of_messages() {
         let r = redacted("rediss://:s3cret@redis.internal:6380/");
         assert!(!r.contains("s3cret") && r.contains("redis.internal"), "{r}");
