@@ -24,14 +24,19 @@
 //!
 //! Redis, one owner per concept:
 //!
+//! - [`redis_link`] (`redis_link/`): the connection in each deployment
+//!   mode (standalone, Sentinel in `sentinel.rs`, Redis Cluster), pipelines
+//!   split by slot, `WAIT` for `redis.min_replicas_ack`, and pub/sub in
+//!   every mode (`subscribe.rs`). Every Redis call goes through it.
 //! - [`keys`] (`keys.rs`): the key schema; the only code that names a key
 //!   or channel. Callers name a [`keys::Subject`], a tenant or a URL.
 //! - [`store`] (`store/`): job and batch records and their state scripts
 //!   (`store/lua/*.lua`, each headed by its KEYS and ARGV contract, every
-//!   key passed in `KEYS[]`): records (`record.rs`), job transitions
-//!   (`job.rs`), batch transitions and chunk results (`batch.rs`), bulk
-//!   claims and writes (`pipeline.rs`), quota (`quota.rs`,
-//!   `tenant_of.rs`), erasure (`erase.rs`).
+//!   key passed in `KEYS[]`, every script within one slot): records
+//!   (`record.rs`), job transitions (`job.rs`), batch transitions and chunk
+//!   results (`batch.rs`), bulk claims and writes (`pipeline.rs`), quota
+//!   (`quota.rs`, `tenant_of.rs`), what scripts leave to do on other slots
+//!   (`after.rs`), erasure (`erase.rs`).
 //! - [`tenants`]: tenants and API keys (their quota is the store's).
 //! - [`idempotency`]: idempotency keys (`lua/idempotency_*.lua`).
 //! - [`webhooks::store`]: webhook events and delivery logs

@@ -11,9 +11,10 @@
 //!
 //! Every key a script touches is passed in its `KEYS[]`, so the keys of
 //! one job or batch share a Redis Cluster slot (hash tag). The scripts that
-//! end a subject also update its tenant's quota, which lives in another
-//! slot: they need a standalone Redis (or one primary); a cluster would
-//! need the quota kept apart.
+//! end a subject also give back its tenant's quota, which lives in another
+//! slot: on one server (or a Sentinel-watched primary) they are handed the
+//! quota keys and do it in the same step; in a Redis Cluster they are not,
+//! and leave it to the store, which does it right after (`after.rs`).
 //!
 //! The modules, one concept each:
 //!
@@ -27,7 +28,9 @@
 //! - `batch.rs`: batches (create, digests, chunk results, dead chunks);
 //! - `pipeline.rs`: claims and writes in bulk, cancel and reopen of either;
 //! - `quota.rs`: tenants' quotas; `tenant_of.rs`: how the scripts that
-//!   give quota back learn whose keys to take;
+//!   give quota back learn whose keys to take; `after.rs`: what scripts
+//!   leave to do on other slots (a cluster's quota releases and
+//!   announcements);
 //! - `erase.rs`: erasure on a tenant's request;
 //! - `ttl.rs` and `error.rs`: retention floors and the error type.
 
