@@ -31,6 +31,33 @@ use std::time::Duration;
 
 pub use sentinel::SentinelLink;
 
+/// Whether `e` means the connection to the server is gone or never came
+/// up: trying again, on a new connection where the mode has one, may
+/// succeed.
+pub fn connection_lost(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// Whether `e` is what a failover under way answers: the sentinels name
+/// no primary yet, no cluster node serves a slot, or the server is
+/// loading, lost its primary, was demoted (`READONLY`) or asks to try
+/// again. Each passes once the deployment settles.
+pub fn failover_under_way(e: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::TryAgain
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
+}
+
 /// A connection to Redis in any mode; cheap to clone (clones share it).
 #[derive(Clone)]
 pub struct RedisLink {

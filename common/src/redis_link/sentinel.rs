@@ -125,10 +125,7 @@ impl SentinelLink {
 
 /// Whether an error means the server is gone or no longer the primary.
 fn failover_may_explain(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
+    super::connection_lost(e)
         || matches!(
             e.kind(),
             redis::ErrorKind::Server(

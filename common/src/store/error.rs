@@ -17,28 +17,32 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    // A failover under way: the sentinels name no
-                    // primary yet, or no cluster node serves a slot.
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::MasterNameNotFoundBySentinel
-                            | redis::ErrorKind::ClusterConnectionNotFound
-                    )
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::TryAgain
-                                | redis::ServerErrorKind::BusyLoading
-                                | redis::ServerErrorKind::MasterDown
-                                | redis::ServerErrorKind::ClusterDown
-                        )
-                    )
+                crate::redis_link::connection_lost(e) || crate::redis_link::failover_under_way(e)
             }
             StoreError::Reply(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    fn server(kind: ServerErrorKind, text: &'static str) -> StoreError {
+        StoreError::Redis(RedisError::from((ErrorKind::Server(kind), text)))
+    }
+
+    #[test]
+    fn failovers_and_lost_connections_are_retried_refusals_are_not() {
+        // A primary demoted under a connection that still points at it.
+        assert!(server(ServerErrorKind::ReadOnly, "READONLY").is_retryable());
+        assert!(server(ServerErrorKind::ClusterDown, "CLUSTERDOWN").is_retryable());
+        assert!(server(ServerErrorKind::TryAgain, "TRYAGAIN").is_retryable());
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Redis(RedisError::from(reset)).is_retryable());
+        assert!(!server(ServerErrorKind::ResponseError, "WRONGTYPE").is_retryable());
+        assert!(!server(ServerErrorKind::NoScript, "NOSCRIPT").is_retryable());
+        assert!(!StoreError::Reply("three values".into()).is_retryable());
     }
 }
