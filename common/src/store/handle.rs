@@ -106,7 +106,7 @@ impl JobStore {
     ) -> Result<Vec<Value>, StoreError> {
         let mut replies = Vec::with_capacity(pipe.len());
         let mut after = Vec::new();
-        for v in self.conn.query(pipe, &scripts::all(), durable).await? {
+        for v in self.conn.query(pipe, scripts::all(), durable).await? {
             let (reply, left) = super::after::unwrap(v)?;
             replies.push(reply);
             after.extend(left);
@@ -143,7 +143,7 @@ impl JobStore {
     /// Runs a pipeline (split by slot in a cluster) as it is, loading the
     /// scripts again where a server lost them (see [`RedisLink::query`]).
     pub(super) async fn run_plain(&self, pipe: &Pipeline) -> Result<Vec<Value>, StoreError> {
-        Ok(self.conn.query(pipe, &scripts::all(), false).await?)
+        Ok(self.conn.query(pipe, scripts::all(), false).await?)
     }
 
     /// [`Self::run`] for one script call: its reply.

@@ -42,8 +42,9 @@ macro_rules! scripts {
     ($($(#[$doc:meta])* $name:ident = $build:expr;)*) => {
         $($(#[$doc])* pub(super) static $name: LazyLock<Script> = LazyLock::new(|| $build);)*
         /// Every script, to load them again after Redis lost them.
-        pub(super) fn all() -> Vec<&'static Script> {
-            vec![$(&*$name),*]
+        pub(super) fn all() -> &'static [&'static Script] {
+            static ALL: LazyLock<Vec<&'static Script>> = LazyLock::new(|| vec![$(&*$name),*]);
+            &ALL
         }
     };
 }
