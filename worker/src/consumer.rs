@@ -13,14 +13,13 @@ use crate::pending::{Pending, Settle};
 use crate::route::ModelRoute;
 use crate::session::Session;
 use crate::settle::Settler;
-use futures_util::StreamExt;
+use crate::subscription::Subscription;
 use infq_common::job::Priority;
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
 use infq_common::retry::Schedule;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::options::BasicQosOptions;
+use lapin::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -82,7 +81,7 @@ async fn session(
     // The publishers a delivery's end needs exist before the first
     // delivery arrives.
     let publishers = Session::open(&conn, topology, ctx.stats.clone()).await?;
-    let mut consumers: Vec<(Channel, String)> = Vec::new();
+    let mut consumers = 0;
     let mut tasks = JoinSet::new();
     for route in routes {
         for lane in Priority::ALL {
@@ -91,30 +90,34 @@ async fn session(
                 .await?;
             let queue = topology.job_queue(route.name(), lane);
             let tag = consumer_tag("infq-worker");
-            let consumer = subscribe(&ch, &queue, &tag).await?;
+            let sub = Subscription::open(&ch, &queue, &tag, Some(ctx.stats.clone())).await?;
             let settler =
                 Settler::new(ch.clone(), publishers.clone(), Some(ctx.stats.held.clone()));
-            consumers.push((ch.clone(), tag.clone()));
+            consumers += 1;
             let queue = QueueCtx {
                 head: ctx.heads.slot(&queue),
                 name: queue,
-                channel: ch,
-                tag,
                 lane,
                 route: route.clone(),
                 settler,
                 completion: completion.clone(),
             };
-            tasks.spawn(consumer_task(consumer, queue, ctx.clone()));
+            tasks.spawn(consumer_task(sub, queue, ctx.clone()));
         }
     }
     // Dead letters are recorded by every worker, whatever its models.
     let dead = conn.create_channel().await?;
     dead.basic_qos(16, BasicQosOptions::default()).await?;
     let tag = consumer_tag("infq-recorder");
-    let recorder = subscribe(&dead, &topology.dead_record_queue(), &tag).await?;
-    let settler = Settler::new(dead.clone(), publishers.clone(), None);
-    consumers.push((dead, tag));
+    let recorder = Subscription::open(
+        &dead,
+        &topology.dead_record_queue(),
+        &tag,
+        Some(ctx.stats.clone()),
+    )
+    .await?;
+    let settler = Settler::new(dead, publishers.clone(), None);
+    consumers += 1;
     tasks.spawn(crate::deadletter::recorder_task(
         recorder,
         settler,
@@ -126,18 +129,14 @@ async fn session(
     ctx.stats.broker_connected.store(true, Ordering::Relaxed);
     ctx.stats.broker_sessions.fetch_add(1, Ordering::Relaxed);
     schedule.reset();
-    tracing::info!(queues = consumers.len(), "consuming");
+    tracing::info!(queues = consumers, "consuming");
 
     let ended = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = tasks.join_next() => ended,
     };
     if shutdown.is_cancelled() {
-        for (ch, tag) in &consumers {
-            let _ = ch
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
-        }
+        // Each task cancels its consumer as it ends.
         while tasks.join_next().await.is_some() {}
         return Ok(conn);
     }
@@ -146,32 +145,10 @@ async fn session(
     anyhow::bail!("a consumer stopped: {ended:?}")
 }
 
-/// Consumes `queue` on `ch` as `tag`, acknowledging explicitly.
-async fn subscribe(ch: &Channel, queue: &str, tag: &str) -> lapin::Result<lapin::Consumer> {
-    ch.basic_consume(
-        queue.into(),
-        tag.into(),
-        BasicConsumeOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-}
-
-/// Pause before re-subscribing after the broker cancelled a consumer.
-const RESUBSCRIBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
-/// Re-subscriptions of one consumer in a row before its session is
-/// rebuilt (a new connection, the topology declared again).
-const RESUBSCRIBE_TRIES: u32 = 5;
-
 /// The queue one consumer reads, where its jobs go, and how its
 /// deliveries are settled.
 struct QueueCtx {
     name: String,
-    /// The channel the consumer reads on, to subscribe again after the
-    /// broker cancels it.
-    channel: Channel,
-    /// The consumer's tag, the same across re-subscriptions.
-    tag: String,
     head: Option<Arc<AtomicU64>>,
     lane: Priority,
     route: Arc<ModelRoute>,
@@ -182,54 +159,22 @@ struct QueueCtx {
 }
 
 /// Forwards one queue's deliveries to the batchers until the connection is
-/// lost or shutdown. A consumer the broker cancels (its queue's leader
-/// moved, a node went away, the queue was deleted) subscribes again on
-/// the same channel, whose unsettled deliveries stay valid; only when
-/// that keeps failing does the task end, which rebuilds the session.
+/// lost or shutdown (see [`Subscription`] for a broker-side cancel).
 async fn consumer_task(
-    mut consumer: lapin::Consumer,
+    mut sub: Subscription,
     queue: QueueCtx,
     ctx: Arc<WorkerCtx>,
 ) -> &'static str {
-    let mut resubscribed = 0;
     loop {
-        let delivery = tokio::select! {
-            biased;
-            _ = ctx.consuming.cancelled() => return "shutdown",
-            d = consumer.next() => d,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                return "consumer error";
-            }
-            None => {
-                if !queue.channel.status().connected() {
-                    return "consumer closed";
+        let delivery = match sub.next(&ctx.consuming).await {
+            Ok(d) => d,
+            Err(why) => {
+                if ctx.consuming.is_cancelled() {
+                    sub.cancel().await;
                 }
-                if resubscribed == RESUBSCRIBE_TRIES {
-                    return "consumer cancelled by the broker, re-subscribing failed";
-                }
-                resubscribed += 1;
-                metrics::counter!(m::CONSUMER_CANCELS_TOTAL).increment(1);
-                ctx.stats.consumer_cancels.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(queue = %queue.name, "the broker cancelled the consumer; subscribing again");
-                tokio::select! {
-                    _ = ctx.consuming.cancelled() => return "shutdown",
-                    _ = tokio::time::sleep(RESUBSCRIBE_PAUSE * resubscribed) => {}
-                }
-                match subscribe(&queue.channel, &queue.name, &queue.tag).await {
-                    Ok(c) => consumer = c,
-                    Err(e) => {
-                        tracing::warn!(queue = %queue.name, error = %e, "re-subscribing failed");
-                        return "consumer cancelled by the broker, re-subscribing failed";
-                    }
-                }
-                continue;
+                return why;
             }
         };
-        resubscribed = 0;
         queue.settler.received();
         let settle = Settle {
             tag: delivery.delivery_tag,

@@ -10,7 +10,7 @@
 use crate::outcome::{CompletionCommand, RawDelivery};
 use crate::pending::Settle;
 use crate::settle::Settler;
-use futures_util::StreamExt;
+use crate::subscription::Subscription;
 use std::sync::Arc;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
@@ -18,21 +18,20 @@ use tokio_util::sync::CancellationToken;
 /// Consumes `<ns>.dead.record` until the consumer ends, the completion
 /// stage is gone, or shutdown. `settler` settles the consumer's channel.
 pub async fn recorder_task(
-    mut consumer: lapin::Consumer,
+    mut sub: Subscription,
     settler: Arc<Settler>,
     completion: Sender<CompletionCommand>,
     shutdown: CancellationToken,
 ) -> &'static str {
     loop {
-        let delivery = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return "shutdown",
-            d = consumer.next() => d,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(_)) => return "consumer error",
-            None => return "consumer closed",
+        let delivery = match sub.next(&shutdown).await {
+            Ok(d) => d,
+            Err(why) => {
+                if shutdown.is_cancelled() {
+                    sub.cancel().await;
+                }
+                return why;
+            }
         };
         settler.received();
         let raw = RawDelivery {

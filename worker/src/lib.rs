@@ -56,6 +56,7 @@ pub mod route;
 pub mod session;
 pub mod settle;
 pub mod stats;
+pub mod subscription;
 pub mod webhooks;
 pub mod writer;
 

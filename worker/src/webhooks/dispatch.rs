@@ -27,7 +27,7 @@ use super::error::AttemptError;
 use super::events::publish_on;
 use super::signers::Signers;
 use super::subject::{self, Resolution};
-use futures_util::StreamExt;
+use crate::subscription::Subscription;
 use infq_common::config::Settings;
 use infq_common::dead::publish_dead;
 use infq_common::job::{format_ms, now_ms};
@@ -40,11 +40,7 @@ use infq_common::topology::Topology;
 use infq_common::webhooks::event::{decode_all, next_wait, EventMessage};
 use infq_common::webhooks::store::{Attempt, Begin, BeginArgs, DeliveryStore, EventState};
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    ConfirmSelectOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::Channel;
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,42 +196,32 @@ impl Dispatcher {
             std::process::id(),
             uuid::Uuid::new_v4()
         );
-        let mut consumer = ch
-            .basic_consume(
-                self.topology.webhooks_exchange().as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let queue = self.topology.webhooks_exchange();
+        let mut sub = Subscription::open(&ch, &queue, &tag, None).await?;
         schedule.reset();
         tracing::info!("webhook dispatcher consuming");
         let mut inflight = JoinSet::new();
         // A handler that finds the publishing channel closed ends the
-        // session, so it is rebuilt.
-        let broken = CancellationToken::new();
+        // session, so it is rebuilt; so does shutdown.
+        let broken = shutdown.child_token();
         let ended = loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => break None,
-                _ = broken.cancelled() => break Some("the publishing channel closed".into()),
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
-                d = consumer.next() => d,
-            };
-            match next {
-                Some(Ok(d)) => {
+            match sub.next(&broken).await {
+                Ok(d) => {
                     let me = self.clone();
                     let publish = publish.clone();
                     let broken = broken.clone();
                     inflight.spawn(async move { me.handle(d, &publish, &broken).await });
+                    while inflight.try_join_next().is_some() {}
                 }
-                Some(Err(e)) => break Some(e.to_string()),
-                None => break Some("consumer closed".into()),
+                Err(_) if shutdown.is_cancelled() => break None,
+                Err(_) if broken.is_cancelled() => {
+                    break Some("the publishing channel closed".to_string())
+                }
+                Err(why) => break Some(why.to_string()),
             }
         };
         if ended.is_none() {
-            let _ = ch
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+            sub.cancel().await;
             if tokio::time::timeout(drain, async {
                 while inflight.join_next().await.is_some() {}
             })
