@@ -35,14 +35,7 @@ pub(crate) async fn run(
         infq_common::config::Settings::load(Some(&root().join("config/default.toml")), &[])?;
     let queue =
         Topology::new(&d.ns, &settings.amqp).job_queue("credit-default", Priority::Interactive);
-    table.push(String::new());
-    table.push(
-        "A 3-node RabbitMQ cluster (`scripts/cluster up rabbitmq`), with a 100,000-row batch on top of the load:"
-            .into(),
-    );
-    table.push(String::new());
-    table.push("| scenario | accepted: jobs + batch rows | refused with 503 | completed, correct output | failed | lost | duplicated with a different output | recovery | unanswered submissions | slowest answer |".into());
-    table.push("|---|---|---|---|---|---|---|---|---|---|".into());
+    crate::harness::table_head(table, "A 3-node RabbitMQ cluster (`scripts/cluster up rabbitmq`), with a 100,000-row batch on top of the load:");
     let big: Vec<[f32; 3]> = rows.iter().cycle().take(100_000).copied().collect();
     let mut bad = 0;
     for (kill, name) in [

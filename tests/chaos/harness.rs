@@ -52,7 +52,9 @@ impl Deployment {
             ("INFQ_AMQP__RETRY_DELAYS_MS", "[500,1000,2000]".to_string()),
             ("INFQ_WORKER__STORE_RETRY_SECS", "5".to_string()),
             ("INFQ_WORKER__DRAIN_TIMEOUT_SECS", "20".to_string()),
-            ("INFQ_LOG__FILTER", "warn".to_string()),
+            // Info, not warn: a failed scenario prints the log lines that
+            // name its lost jobs and batches.
+            ("INFQ_LOG__FILTER", "info".to_string()),
         ];
         let mut env = env;
         env.extend(extra.iter().cloned());
@@ -216,6 +218,8 @@ pub(crate) struct Verdict {
     pub(crate) lost: usize,
     pub(crate) inconsistent: usize,
     pub(crate) failed: usize,
+    /// The jobs and batches that did not end.
+    pub(crate) lost_ids: Vec<String>,
 }
 
 /// Waits for every accepted job and batch to end, then checks each output
@@ -232,12 +236,14 @@ pub(crate) async fn verify(
         lost: 0,
         inconsistent: 0,
         failed: 0,
+        lost_ids: Vec::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(180);
     let ids: Vec<&String> = accepted.jobs.keys().collect();
     let inputs: Vec<[f32; 3]> = ids.iter().map(|id| accepted.jobs[*id]).collect();
     let expected = reference_outputs(registry, &inputs)?;
     for (id, want) in ids.iter().zip(&expected) {
+        let mut last = None;
         let job = loop {
             let got = async {
                 cluster
@@ -261,11 +267,20 @@ pub(crate) async fn verify(
                     break Some(j)
                 }
                 _ if Instant::now() > deadline => break None,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                seen => {
+                    last = seen.or(last);
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
             }
         };
         match job {
-            None => v.lost += 1,
+            None => {
+                // Name it and say where it stopped, for a run whose only
+                // output is this log.
+                eprintln!("  job {id} did not end; last seen: {last:?}");
+                v.lost_ids.push(id.to_string());
+                v.lost += 1
+            }
             Some(j) if j["status"] == "succeeded" => {
                 let got = j["output"]["default_probability"]
                     .as_f64()
@@ -309,6 +324,8 @@ pub(crate) async fn verify(
             }
         };
         let Some(b) = done else {
+            eprintln!("  batch {id} did not end");
+            v.lost_ids.push(id.to_string());
             v.lost += rows.len();
             continue;
         };
@@ -343,6 +360,17 @@ pub(crate) async fn verify(
         v.lost += rows.len().saturating_sub(seen);
     }
     Ok(v)
+}
+
+/// Starts a table of scenarios on more than one node: its caption, then
+/// the header of the rows [`Scenario::finish`] makes plus the columns on
+/// submissions during the fault.
+pub(crate) fn table_head(table: &mut Vec<String>, caption: &str) {
+    table.push(String::new());
+    table.push(caption.to_string());
+    table.push(String::new());
+    table.push("| scenario | accepted: jobs + batch rows | refused with 503 | completed, correct output | failed | lost | duplicated with a different output | recovery | unanswered submissions | slowest answer |".into());
+    table.push("|---|---|---|---|---|---|---|---|---|---|".into());
 }
 
 /// One scenario's load, from its start until its verdict.
@@ -419,6 +447,12 @@ impl Scenario {
                 eprintln!("  last lines of {}:", s.log.display());
                 for line in tail.iter().rev() {
                     eprintln!("    {line}");
+                }
+                for line in log
+                    .lines()
+                    .filter(|l| v.lost_ids.iter().any(|id| l.contains(id.as_str())))
+                {
+                    eprintln!("    (names a lost job) {line}");
                 }
             }
         }

@@ -24,14 +24,7 @@ pub(crate) async fn run(
     registry: &infq_common::registry::Registry,
     table: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
-    table.push(String::new());
-    table.push(
-        "Redis on more than one machine (`scripts/cluster up redis-cluster|sentinel`), `redis.min_replicas_ack = 1`, with a 100,000-row batch on top of the load:"
-            .into(),
-    );
-    table.push(String::new());
-    table.push("| scenario | accepted: jobs + batch rows | refused with 503 | completed, correct output | failed | lost | duplicated with a different output | recovery | unanswered submissions | slowest answer |".into());
-    table.push("|---|---|---|---|---|---|---|---|---|---|".into());
+    crate::harness::table_head(table, "Redis on more than one machine (`scripts/cluster up redis-cluster|sentinel`), `redis.min_replicas_ack = 1`, with a 100,000-row batch on top of the load:");
     let big: Vec<[f32; 3]> = rows.iter().cycle().take(100_000).copied().collect();
     let mut bad = 0;
     for (kind, name) in [
