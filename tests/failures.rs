@@ -414,3 +414,75 @@ async fn a_consumer_the_broker_cancels_subscribes_again_or_rebuilds_its_session(
     worker.join().await.unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_recorder_and_the_webhook_dispatcher_subscribe_again_after_a_cancel() {
+    let mut settings = test_settings();
+    // Webhooks on, so the worker runs its dispatcher.
+    settings.webhooks.secrets = vec!["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into()];
+    let env = TestEnv::start_with(settings, false).await.unwrap();
+    let (shutdown, start) = worker_start(&env);
+    let worker = start.await.unwrap();
+    let stats = worker.stats.clone();
+    let topology = env.topology();
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let consumers = |queue: String| {
+        let ch = ch.clone();
+        async move {
+            ch.queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .map(|q| q.consumer_count())
+            .unwrap_or(0)
+        }
+    };
+    let (record, hooks) = (topology.dead_record_queue(), topology.webhooks_exchange());
+    wait_until("the recorder and the dispatcher consume", || async {
+        consumers(record.clone()).await == 1 && consumers(hooks.clone()).await == 1
+    })
+    .await;
+    let sessions = stats.broker_sessions.load(Ordering::Relaxed);
+
+    // Each queue deleted under its consumer (the broker cancels it) and
+    // declared again at once: the consumer subscribes again, not a quiet
+    // stop.
+    let cancels = || stats.consumer_cancels.load(Ordering::Relaxed);
+    for (n, queue) in [(1, &record), (2, &hooks)] {
+        ch.queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        // Declared again while the consumer waits to subscribe again.
+        for _ in 0..3000 {
+            if cancels() == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            cancels(),
+            n,
+            "{queue}: the broker's cancel did not reach the consumer"
+        );
+        topology.declare(&conn, &["credit-default"]).await.unwrap();
+        wait_until("the consumer to subscribe again", || async {
+            consumers(queue.clone()).await == 1
+        })
+        .await;
+    }
+    assert_eq!(
+        stats.broker_sessions.load(Ordering::Relaxed),
+        sessions,
+        "the recorder subscribed again on its own channel, with no new session"
+    );
+    infq_common::amqp::close(&conn, "done").await;
+    shutdown.cancel();
+    worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}

@@ -143,8 +143,13 @@ pub async fn start_with(
     });
     let dispatcher = if let Some(breakers) = breakers {
         Some(Arc::new(
-            webhooks::dispatch::Dispatcher::new(settings.clone(), store.clone(), breakers)
-                .context("starting the webhook dispatcher")?,
+            webhooks::dispatch::Dispatcher::new(
+                settings.clone(),
+                store.clone(),
+                breakers,
+                stats.clone(),
+            )
+            .context("starting the webhook dispatcher")?,
         ))
     } else {
         if settings.webhooks.dispatch {

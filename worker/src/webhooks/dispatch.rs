@@ -61,6 +61,8 @@ pub struct Dispatcher {
     breakers: Arc<Breakers>,
     /// An answer that takes this long is slow: it shrinks its host's share.
     slow: Duration,
+    /// The worker's counters (broker-side cancels of the consumer).
+    stats: Arc<crate::stats::WorkerStats>,
 }
 
 /// What became of one event, up to its request.
@@ -121,11 +123,13 @@ const SLOW_SHARE: u32 = 4;
 
 impl Dispatcher {
     /// A dispatcher for `settings` (whose webhook secrets must be set),
-    /// keeping its hosts' state in `breakers`.
+    /// keeping its hosts' state in `breakers` and counting into the
+    /// worker's `stats`.
     pub fn new(
         settings: Settings,
         jobs: JobStore,
         breakers: Arc<Breakers>,
+        stats: Arc<crate::stats::WorkerStats>,
     ) -> anyhow::Result<Self> {
         let deliveries = DeliveryStore::for_settings(jobs.connection(), &settings);
         let tenants = TenantStore::new(jobs.connection(), &settings);
@@ -139,6 +143,7 @@ impl Dispatcher {
             settings,
             jobs,
             deliveries,
+            stats,
         })
     }
 
@@ -197,7 +202,7 @@ impl Dispatcher {
             uuid::Uuid::new_v4()
         );
         let queue = self.topology.webhooks_exchange();
-        let mut sub = Subscription::open(&ch, &queue, &tag, None).await?;
+        let mut sub = Subscription::open(&ch, &queue, &tag, Some(self.stats.clone())).await?;
         schedule.reset();
         tracing::info!("webhook dispatcher consuming");
         let mut inflight = JoinSet::new();
