@@ -284,3 +284,35 @@ async fn a_wide_models_batch_is_chunked_to_fit_messages_and_completes() {
     }
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_refused_before_it_is_read_still_gets_its_reason() {
+    // Refused on its query (an unknown model, a forbidden callback), an
+    // upload of a few MB is read and dropped, so a client that sends the
+    // whole body before reading (reqwest, curl, the CLI) gets the refusal
+    // rather than a broken pipe.
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let body = rows(1_000_000); // 6 MB
+    for (query, status, reason) in [
+        ("model=no-such-model", 422, "no-such-model"),
+        (
+            "model=credit-default&webhook_url=http://10.0.0.1/hook",
+            422,
+            "webhook_url",
+        ),
+    ] {
+        for _ in 0..5 {
+            let r = env
+                .http
+                .post(env.url(&format!("/v1/batches?{query}")))
+                .header("content-type", "text/csv")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("an answer, not a broken pipe");
+            assert_eq!(r.status(), status, "{query}");
+            assert!(r.text().await.unwrap().contains(reason), "{query}");
+        }
+    }
+    env.stop().await.unwrap();
+}

@@ -196,15 +196,22 @@ async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
     Ok(hash.finish())
 }
 
-/// Reads, validates, records and publishes an upload; returns the answer
-/// and the hash of the bytes read.
-async fn create(
-    state: Arc<AppState>,
+/// What an upload is checked against before a byte of it is read.
+struct Unread {
+    spec: infq_common::registry::ModelSpec,
+    format: Format,
+    webhook_url: Option<String>,
+    id: infq_common::job::JobId,
+}
+
+/// The checks of an upload that need none of its bytes: the query, the
+/// format, the callback URL, the caller's rate.
+async fn before_reading(
+    state: &Arc<AppState>,
     caller: &Caller,
     query: Result<Query<CreateQuery>, QueryRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(Accepted, String), ApiError> {
+    headers: &HeaderMap,
+) -> Result<Unread, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let field = |f: &str, m: String| ApiError::Invalid(vec![crate::detail::Detail::field(f, m)]);
     let model = q
@@ -229,7 +236,7 @@ async fn create(
                 return Err(ApiError::Invalid(problems));
             }
             if let Some(url) = &url {
-                crate::callback::check_url_resolves(&state, url).await?;
+                crate::callback::check_url_resolves(state, url).await?;
             }
             url
         }
@@ -238,7 +245,59 @@ async fn create(
     // The upload counts against the rate before a byte is read, and its
     // rows against the queued limit once they are counted.
     let id = new_job_id();
-    crate::auth::admit(&state, caller, &id, 0, true).await?;
+    crate::auth::admit(state, caller, &id, 0, true).await?;
+    Ok(Unread {
+        spec,
+        format,
+        webhook_url,
+        id,
+    })
+}
+
+/// How much of an upload refused before it was read is read anyway, and
+/// for how long at most: enough for a client that sends the whole body
+/// before reading the answer (most do) to get the refusal, not a broken
+/// pipe, for any but large files, whose connection is closed instead.
+const DISCARD_BYTES: usize = 8 << 20;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops the start of an upload refused unread (see
+/// [`DISCARD_BYTES`]).
+async fn discard(body: Body) {
+    let mut data = body.into_data_stream();
+    let mut seen = 0;
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            seen += chunk.len();
+            if seen > DISCARD_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads, validates, records and publishes an upload; returns the answer
+/// and the hash of the bytes read.
+async fn create(
+    state: Arc<AppState>,
+    caller: &Caller,
+    query: Result<Query<CreateQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(Accepted, String), ApiError> {
+    let Unread {
+        spec,
+        format,
+        webhook_url,
+        id,
+    } = match before_reading(&state, caller, query, &headers).await {
+        Ok(u) => u,
+        Err(e) => {
+            discard(body).await;
+            return Err(e);
+        }
+    };
     let cfg = &state.settings.producer;
     let file = match &cfg.spool_dir {
         Some(dir) => tempfile::tempfile_in(dir),
