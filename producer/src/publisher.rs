@@ -136,13 +136,52 @@ impl Publisher {
         traceparent: Option<String>,
     ) -> Result<(), PublishError> {
         let props = msg.properties(traceparent.as_deref());
-        self.publish_to(
-            self.topology.jobs_exchange(),
-            msg.routing_key(),
-            msg.encode(),
-            props,
-        )
-        .await
+        let sent = self
+            .publish_to(
+                self.topology.jobs_exchange(),
+                msg.routing_key(),
+                msg.encode(),
+                props,
+            )
+            .await;
+        match sent {
+            Err(PublishError::Nacked) => {
+                let queue = self.topology.job_queue(&msg.model, msg.priority);
+                if self.queue_full(&queue).await {
+                    Err(PublishError::Nacked)
+                } else {
+                    // A quorum queue also refuses publishes while it has no
+                    // leader (a node lost, an election under way): that is
+                    // the broker being unavailable, not the queue full.
+                    Err(PublishError::Unavailable(format!(
+                        "the broker refused the message, and {queue} is not full: its leader is being elected"
+                    )))
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Whether `queue` holds (nearly) `amqp.max_queue_length` messages, read
+    /// on a channel of its own (a passive declare that fails closes its
+    /// channel); `false` when that cannot be read.
+    async fn queue_full(&self, queue: &str) -> bool {
+        let read = async {
+            let ch = {
+                let link = self.link.lock().await;
+                link.conn.as_ref()?.create_channel().await.ok()?
+            };
+            let counts = infq_common::queue_stats::read(&ch, queue).await.ok()??;
+            let _ = ch.close(200, "done".into()).await;
+            Some(counts)
+        };
+        let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
+        match tokio::time::timeout(limit, read).await {
+            Ok(Some(counts)) => {
+                u64::from(counts.ready) >= self.cfg.max_queue_length.saturating_mul(9) / 10
+            }
+            _ => false,
+        }
     }
 
     /// Publishes a webhook event message (a manual redelivery), mandatory,

@@ -18,13 +18,28 @@ pub(crate) struct Accepted {
     pub(crate) jobs: HashMap<String, [f32; 3]>,
     /// Batch id -> its rows.
     pub(crate) batches: HashMap<String, Vec<[f32; 3]>>,
-    /// Submissions refused with 503 (not accepted, so not owed).
+    /// Submissions refused with 503, or not answered (not accepted, so not
+    /// owed).
     pub(crate) refused: u64,
+    /// Submissions answered with neither `202` nor `503` (e.g. a `429`
+    /// for a queue that is not full): their statuses.
+    pub(crate) other: Vec<u16>,
     /// Submissions that got no answer at all within the client's timeout
     /// (10 s): a hang, where a `503` was owed.
     pub(crate) unanswered: u64,
     /// The longest a single job's submission took to be answered.
     pub(crate) slowest: Duration,
+}
+
+impl Accepted {
+    /// Counts a submission answered with `status`, not `202`.
+    fn refused_with(&mut self, status: reqwest::StatusCode) {
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            self.refused += 1;
+        } else {
+            self.other.push(status.as_u16());
+        }
+    }
 }
 
 pub(crate) struct Deployment {
@@ -139,7 +154,8 @@ pub(crate) async fn load(
                             accepted.lock().unwrap().jobs.insert(id, r);
                         }
                     }
-                    _ => accepted.lock().unwrap().refused += 1,
+                    Ok(resp) => accepted.lock().unwrap().refused_with(resp.status()),
+                    Err(_) => accepted.lock().unwrap().refused += 1,
                 }
             });
         }
@@ -172,7 +188,8 @@ pub(crate) async fn submit_batch(
                 accepted.lock().unwrap().batches.insert(id, batch);
             }
         }
-        _ => accepted.lock().unwrap().refused += 1,
+        Ok(r) => accepted.lock().unwrap().refused_with(r.status()),
+        Err(_) => accepted.lock().unwrap().refused += 1,
     }
 }
 
@@ -427,8 +444,8 @@ impl Scenario {
         let accepted = std::mem::take(&mut *self.accepted.lock().unwrap());
         let v = verify(d, &accepted, registry).await?;
         eprintln!(
-            "  accepted {} jobs + {} rows, refused {} ({} unanswered, slowest answer {:.1} s), completed {}, failed {}, lost {}, inconsistent {}, recovery {:.1} s",
-            v.accepted_jobs, v.accepted_rows, accepted.refused, accepted.unanswered, accepted.slowest.as_secs_f64(), v.completed, v.failed, v.lost, v.inconsistent, recovered
+            "  accepted {} jobs + {} rows, refused {} ({} unanswered, slowest answer {:.1} s), answered otherwise {:?}, completed {}, failed {}, lost {}, inconsistent {}, recovery {:.1} s",
+            v.accepted_jobs, v.accepted_rows, accepted.refused, accepted.unanswered, accepted.slowest.as_secs_f64(), accepted.other, v.completed, v.failed, v.lost, v.inconsistent, recovered
         );
         let bad = v.lost + v.inconsistent + v.failed;
         if bad > 0 {
