@@ -33,7 +33,14 @@ async fn refuse_head(env: &TestEnv, queue: &str, reason: &str) {
         .expect("a message to refuse");
     let topology = Topology::of(&env.settings);
     let d = got.delivery;
-    infq_common::dead::publish_dead(&ch, &topology, queue, &d.data, &d.properties, reason)
+    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
+        .await
+        .unwrap();
+    let lease = confirms
+        .lease(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    infq_common::dead::publish_dead(&lease, &topology, queue, &d.data, &d.properties, reason)
         .await
         .unwrap();
     d.acker.ack(Default::default()).await.unwrap();
@@ -219,10 +226,16 @@ async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
 
     // Three dead letters, listed more times than RabbitMQ 4.0 to 4.2 would
     // deliver them without a limit of their own.
-    ch.confirm_select(Default::default()).await.unwrap();
+    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
+        .await
+        .unwrap();
+    let lease = confirms
+        .lease(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     for i in 0..3 {
         infq_common::dead::publish_dead(
-            &ch,
+            &lease,
             &topology,
             "a test",
             format!("not a job {i}").as_bytes(),

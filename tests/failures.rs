@@ -486,3 +486,75 @@ async fn the_dead_letter_recorder_and_the_webhook_dispatcher_subscribe_again_aft
     worker.join().await.unwrap();
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_message_fails_its_own_publish_and_no_other() {
+    // Many publishes waiting on their confirms at once, every other one
+    // to a routing key no queue is bound to: each unroutable one must
+    // fail (the broker returns it) and each routed one succeed. On one
+    // shared channel, lapin hands a returned message to whichever confirm
+    // completes next, so a dropped message could pass for a taken one.
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let conn = env.amqp().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = format!("{}.returns", env.settings.namespace);
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        exchange.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        exchange.as_str().into(),
+        exchange.as_str().into(),
+        "in".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 8)
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    for _round in 0..5 {
+        let sends = (0..200).map(|i| {
+            let (confirms, exchange) = (confirms.clone(), exchange.clone());
+            async move {
+                let key = if i % 2 == 0 { "in" } else { "nowhere" };
+                let lease = confirms.lease(wait).await.unwrap();
+                let r = lease
+                    .publish(&exchange, key, b"x", Default::default(), wait)
+                    .await;
+                (key, r)
+            }
+        });
+        for (key, r) in futures_util::future::join_all(sends).await {
+            match key {
+                "in" => assert!(r.is_ok(), "a routed message failed: {r:?}"),
+                _ => assert!(
+                    matches!(r, Err(infq_common::amqp::PublishError::Unroutable(_))),
+                    "an unroutable message passed: {r:?}"
+                ),
+            }
+        }
+    }
+    assert!(confirms.usable(), "nacks and returns retire no channel");
+    ch.queue_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    ch.exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    infq_common::amqp::close(&conn, "done").await;
+    env.stop().await.unwrap();
+}

@@ -102,8 +102,8 @@ pub enum PublishError {
 /// when this returns `Ok`; a message returned as unroutable (a deleted
 /// queue behind a live binding), a nack, a lost channel or no confirm in
 /// time are all errors, so the caller never acknowledges what it handed
-/// on.
-pub async fn publish_confirmed(
+/// on. Only through a [`crate::confirms::Lease`]: see there why.
+pub(crate) async fn publish_confirmed(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,

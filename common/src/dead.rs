@@ -8,10 +8,11 @@
 //! original acknowledged. If that publish fails, the caller falls back to a
 //! plain reject, so the message is dead-lettered either way and never lost.
 
-use crate::amqp::{publish_confirmed, PublishError};
+use crate::amqp::PublishError;
+use crate::confirms::Lease;
 use crate::topology::Topology;
 use lapin::types::{AMQPValue, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 use std::time::Duration;
 
 pub use crate::topology::death::{
@@ -19,10 +20,10 @@ pub use crate::topology::death::{
 };
 
 /// Publishes a copy of a refused message (`data` and its properties) to the
-/// dead-letter exchange with `reason`, on `ch` (in confirm mode). The
+/// dead-letter exchange with `reason`, on `lease`. The
 /// caller acknowledges the original only when this returns `Ok`.
 pub async fn publish_dead(
-    ch: &Channel,
+    lease: &Lease,
     topology: &Topology,
     queue: &str,
     data: &[u8],
@@ -42,15 +43,15 @@ pub async fn publish_dead(
     if let Some(ct) = props.content_type() {
         out = out.with_content_type(ct.clone());
     }
-    publish_confirmed(
-        ch,
-        &topology.dead_exchange(),
-        "",
-        data,
-        out,
-        Duration::from_secs(5),
-    )
-    .await
+    lease
+        .publish(
+            &topology.dead_exchange(),
+            "",
+            data,
+            out,
+            Duration::from_secs(5),
+        )
+        .await
 }
 
 fn text(s: &str) -> AMQPValue {

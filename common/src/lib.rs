@@ -13,7 +13,9 @@
 //!   [`message::JobMessage`], so every publisher agrees.
 //! - [`amqp`] (`amqp.rs`): connecting, and [`amqp::publish_confirmed`], the
 //!   one publish (mandatory, confirmed, bounded wait, returned = failed)
-//!   every publisher uses.
+//!   every publisher uses, on a channel lent to it alone
+//!   ([`confirms`], `confirms.rs`), so that a returned message is reported
+//!   to its own publisher.
 //! - [`topology`] (`topology.rs`, `topology/death.rs`): exchanges, queues
 //!   and their arguments; why a message was dead-lettered.
 //! - [`dead`] (`dead.rs`): publishing a refused message to `<ns>.dead`
@@ -46,6 +48,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod confirms;
 pub mod dead;
 pub mod idempotency;
 pub mod job;

@@ -250,7 +250,6 @@ pub async fn list(
 /// Publishes a dead letter's body and properties again, with confirm.
 async fn republish(
     state: &AppState,
-    ch: &Channel,
     exchange: &str,
     key: &str,
     d: &lapin::message::Delivery,
@@ -265,7 +264,13 @@ async fn republish(
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into()),
         );
     let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-    infq_common::amqp::publish_confirmed(ch, exchange, key, &d.data, props, timeout)
+    let lease = state
+        .publisher
+        .lease()
+        .await
+        .map_err(|e| format!("not published: {e}"))?;
+    lease
+        .publish(exchange, key, &d.data, props, timeout)
         .await
         .map_err(|e| format!("not published: {e}"))
 }
@@ -317,7 +322,7 @@ pub async fn replay(
             // Webhook events go back to the dispatchers as they are.
             match webhook_address(&d.data, &d.properties) {
                 Some(id) if req.all || req.ids.contains(&id) => {
-                    match republish(&state, &ch, &topology.webhooks_exchange(), "", &d).await {
+                    match republish(&state, &topology.webhooks_exchange(), "", &d).await {
                         Ok(()) => {
                             let _ = d.acker.ack(BasicAckOptions::default()).await;
                             replayed.push(id);
@@ -374,15 +379,20 @@ pub async fn replay(
         let props = msg.properties(None);
         let key = msg.routing_key();
         let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-        let published = infq_common::amqp::publish_confirmed(
-            &ch,
-            &topology.jobs_exchange(),
-            &key,
-            &msg.encode(),
-            props,
-            timeout,
-        )
-        .await;
+        let published = match state.publisher.lease().await {
+            Ok(lease) => {
+                lease
+                    .publish(
+                        &topology.jobs_exchange(),
+                        &key,
+                        &msg.encode(),
+                        props,
+                        timeout,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         match published {
             Ok(()) => {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;

@@ -114,7 +114,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Connect early so the first request does not pay for it; failure is
     // not fatal, /readyz reports it and requests get 503.
-    let _ = state.publisher.channel().await;
+    let _ = state.publisher.ready().await;
     tokio::spawn(waiters::listener_task(
         state.settings.redis.clone(),
         state.store.keys().clone(),

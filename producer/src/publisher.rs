@@ -3,26 +3,34 @@
 //! A job counts as accepted only when the broker has confirmed the
 //! persistent, `mandatory` message: an unroutable message (returned), a
 //! nack, a lost connection or no confirm within the publish timeout are all
-//! failures the caller turns into `503`. The publisher keeps one channel in
-//! confirm mode and rebuilds connection, topology and channel on demand,
-//! with backoff between attempts so that an outage is answered at once
-//! rather than by one slow connect per request.
+//! failures the caller turns into `503`. The publisher keeps one
+//! connection with [`PUBLISH_CHANNELS`] confirm-mode channels, each lent to
+//! one publish (or one batch's chunks) at a time (see
+//! [`infq_common::confirms`] for why), and rebuilds connection, topology
+//! and channels on demand, with backoff between attempts so that an
+//! outage is answered at once rather than by one slow connect per request.
 
 use infq_common::amqp;
 use infq_common::config::AmqpConfig;
+use infq_common::confirms::{ConfirmChannels, Lease};
 use infq_common::message::{JobMessage, CONTENT_TYPE};
 use infq_common::retry::Schedule;
 use infq_common::topology::Topology;
-use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 pub use infq_common::amqp::PublishError;
 
+/// Publishes (single jobs, batches, events) that may wait on their
+/// confirms at once; more wait for a channel to be free, up to the publish
+/// timeout.
+const PUBLISH_CHANNELS: usize = 64;
+
 struct Link {
     conn: Option<Connection>,
-    channel: Option<Channel>,
+    channels: Option<Arc<ConfirmChannels>>,
     next_attempt: Instant,
     schedule: Schedule,
 }
@@ -44,27 +52,55 @@ impl Publisher {
             models,
             link: Mutex::new(Link {
                 conn: None,
-                channel: None,
+                channels: None,
                 next_attempt: Instant::now(),
                 schedule: Schedule::reconnect(),
             }),
         }
     }
 
-    /// Whether a usable channel is open now.
+    /// Whether the connection and channels are usable now.
     pub async fn is_connected(&self) -> bool {
         let link = self.link.lock().await;
-        link.channel
-            .as_ref()
-            .is_some_and(|c| c.status().connected())
+        link.channels.as_ref().is_some_and(|c| c.usable())
     }
 
-    /// An open channel in confirm mode, reconnecting if due.
+    /// Connects if not connected (and a reconnect is due); `Err` when the
+    /// broker cannot be reached: what `/readyz` reports.
+    pub async fn ready(&self) -> Result<(), PublishError> {
+        self.channels().await.map(drop)
+    }
+
+    /// A channel of its own, for a caller that reads from the broker
+    /// (listing and replaying dead letters; it publishes through
+    /// [`Self::lease`]); closed once dropped.
     pub async fn channel(&self) -> Result<Channel, PublishError> {
+        self.channels().await?;
+        let link = self.link.lock().await;
+        let conn = link
+            .conn
+            .as_ref()
+            .ok_or_else(|| PublishError::Unavailable("reconnecting".into()))?;
+        conn.create_channel()
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))
+    }
+
+    /// Lends a confirm channel (see [`infq_common::confirms`]): a batch
+    /// publishes all its chunks on one.
+    pub async fn lease(&self) -> Result<Lease, PublishError> {
+        let channels = self.channels().await?;
+        channels
+            .lease(Duration::from_millis(self.cfg.publish_timeout_ms))
+            .await
+    }
+
+    /// The usable confirm channels, reconnecting if due.
+    async fn channels(&self) -> Result<Arc<ConfirmChannels>, PublishError> {
         let mut link = self.link.lock().await;
-        if let Some(ch) = &link.channel {
-            if ch.status().connected() {
-                return Ok(ch.clone());
+        if let Some(c) = &link.channels {
+            if c.usable() {
+                return Ok(c.clone());
             }
         }
         if Instant::now() < link.next_attempt {
@@ -74,9 +110,9 @@ impl Publisher {
         if let Some(conn) = link.conn.take() {
             amqp::close(&conn, "reconnecting").await;
         }
-        link.channel = None;
+        link.channels = None;
         match self.open().await {
-            Ok((conn, ch)) => {
+            Ok((conn, channels)) => {
                 if had_link {
                     metrics::counter!(infq_common::metrics::RECONNECTS, "outcome" => "amqp")
                         .increment(1);
@@ -84,8 +120,8 @@ impl Publisher {
                 tracing::info!("publisher connected");
                 link.schedule.reset();
                 link.conn = Some(conn);
-                link.channel = Some(ch.clone());
-                Ok(ch)
+                link.channels = Some(channels.clone());
+                Ok(channels)
             }
             Err(e) => {
                 let wait = link.schedule.next().unwrap_or_default();
@@ -96,10 +132,10 @@ impl Publisher {
         }
     }
 
-    /// Opens connection and channel and declares the topology, all within
+    /// Opens connection and channels and declares the topology, all within
     /// the connect timeout: a broker that accepts the connection but stops
     /// answering must not hold every request.
-    async fn open(&self) -> Result<(Connection, Channel), String> {
+    async fn open(&self) -> Result<(Connection, Arc<ConfirmChannels>), String> {
         let limit = Duration::from_millis(self.cfg.connect_timeout_ms);
         match tokio::time::timeout(limit, self.open_unbounded()).await {
             Ok(r) => r,
@@ -107,7 +143,7 @@ impl Publisher {
         }
     }
 
-    async fn open_unbounded(&self) -> Result<(Connection, Channel), String> {
+    async fn open_unbounded(&self) -> Result<(Connection, Arc<ConfirmChannels>), String> {
         let conn = amqp::connect(&self.cfg, "infq-producer")
             .await
             .map_err(|e| e.to_string())?;
@@ -116,16 +152,16 @@ impl Publisher {
             .declare(&conn, &names)
             .await
             .map_err(|e| e.to_string())?;
-        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        ch.confirm_select(ConfirmSelectOptions::default())
+        let channels = ConfirmChannels::open(&conn, PUBLISH_CHANNELS)
             .await
             .map_err(|e| e.to_string())?;
-        Ok((conn, ch))
+        Ok((conn, channels))
     }
 
-    /// Publishes a job and waits for the broker's confirm.
-    pub async fn publish(&self, msg: &JobMessage) -> Result<(), PublishError> {
-        self.publish_traced(msg, None).await
+    /// Publishes a job (a batch's chunk) on `lease` and waits for the
+    /// broker's confirm.
+    pub async fn publish_on(&self, lease: &Lease, msg: &JobMessage) -> Result<(), PublishError> {
+        self.publish_job(lease, msg, None).await
     }
 
     /// [`Self::publish`], with a W3C `traceparent` in the message's
@@ -135,12 +171,23 @@ impl Publisher {
         msg: &JobMessage,
         traceparent: Option<String>,
     ) -> Result<(), PublishError> {
+        let lease = self.lease().await?;
+        self.publish_job(&lease, msg, traceparent).await
+    }
+
+    async fn publish_job(
+        &self,
+        lease: &Lease,
+        msg: &JobMessage,
+        traceparent: Option<String>,
+    ) -> Result<(), PublishError> {
         let props = msg.properties(traceparent.as_deref());
         let sent = self
             .publish_to(
-                self.topology.jobs_exchange(),
-                msg.routing_key(),
-                msg.encode(),
+                lease,
+                &self.topology.jobs_exchange(),
+                &msg.routing_key(),
+                &msg.encode(),
                 props,
             )
             .await;
@@ -198,10 +245,12 @@ impl Publisher {
             .with_message_id(
                 infq_common::webhooks::event::webhook_id(&msg.subject, msg.gen.unwrap_or(0)).into(),
             );
+        let lease = self.lease().await?;
         self.publish_to(
-            self.topology.webhooks_exchange(),
-            String::new(),
-            msg.encode(),
+            &lease,
+            &self.topology.webhooks_exchange(),
+            "",
+            &msg.encode(),
             props,
         )
         .await
@@ -209,16 +258,17 @@ impl Publisher {
 
     async fn publish_to(
         &self,
-        exchange: String,
-        routing_key: String,
-        payload: Vec<u8>,
+        lease: &Lease,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
         props: BasicProperties,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
-        let ch = self.channel().await?;
         let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let result =
-            amqp::publish_confirmed(&ch, &exchange, &routing_key, &payload, props, timeout).await;
+        let result = lease
+            .publish(exchange, routing_key, payload, props, timeout)
+            .await;
         metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS)
             .record(started.elapsed().as_secs_f64());
         result

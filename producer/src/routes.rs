@@ -438,7 +438,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
         (status = 503, description = "A dependency is down; `checks` says which", body = crate::openapi::Readiness),
     ))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let broker = state.publisher.channel().await.is_ok();
+    let broker = state.publisher.ready().await.is_ok();
     let redis = state.store.ping().await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "down" };
     let ready = broker && redis;

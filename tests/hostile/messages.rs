@@ -7,7 +7,6 @@ use infq_common::job::{JobError, JobStatus, Priority};
 use infq_common::message::Work;
 use infq_common::store::Applied;
 use infq_common::topology::Topology;
-use lapin::options::ConfirmSelectOptions;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,16 +225,17 @@ async fn a_retry_no_queue_takes_is_not_taken_for_sent() {
     ch.queue_delete(tier.as_str().into(), Default::default())
         .await
         .unwrap();
-    let confirm = conn.create_channel().await.unwrap();
-    confirm
-        .confirm_select(ConfirmSelectOptions::default())
+    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 2)
         .await
         .unwrap();
     let stats = Arc::new(infq_worker::WorkerStats::default());
-    let announce = conn.create_channel().await.unwrap();
     let session = Arc::new(infq_worker::session::Session {
-        requeuer: infq_worker::requeue::Requeuer::new(topology.clone(), confirm, stats.clone()),
-        events: infq_worker::webhooks::events::Events::new(topology.clone(), announce),
+        requeuer: infq_worker::requeue::Requeuer::new(
+            topology.clone(),
+            confirms.clone(),
+            stats.clone(),
+        ),
+        events: infq_worker::webhooks::events::Events::new(topology.clone(), confirms),
     });
     let mut job = infq_worker::pending::Pending::made_up(
         "credit-default",

@@ -258,7 +258,9 @@ async fn an_event_no_queue_takes_is_not_published() {
     let conn = env.amqp().await.unwrap();
     env.topology().declare(&conn, &[]).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
+    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
+        .await
+        .unwrap();
     let msgs = [EventMessage::new(SubjectKind::Job, uuid::Uuid::now_v7())];
     // The dispatchers' queue and a delay tier deleted behind their live
     // exchanges: a confirmed publish would vanish; a mandatory one comes
@@ -267,17 +269,23 @@ async fn an_event_no_queue_takes_is_not_published() {
     let tier = env.topology().webhook_retry_exchange(1).unwrap();
     for q in [&main, &tier] {
         use infq_worker::webhooks::events::publish_on;
-        publish_on(&ch, q, &msgs, None).await.unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let lease = confirms.lease(wait).await.unwrap();
+        publish_on(&lease, q, &msgs, None).await.unwrap();
+        drop(lease);
         ch.queue_delete(q.as_str().into(), Default::default())
             .await
             .unwrap();
-        let r = publish_on(&ch, q, &msgs, Some(200)).await;
+        let lease = confirms.lease(wait).await.unwrap();
+        let r = publish_on(&lease, q, &msgs, Some(200)).await;
         assert!(r.is_err(), "published to {q} with no queue: {r:?}");
+        drop(lease);
     }
     // The worker's event publisher says so to the writer, which then
     // does not acknowledge the job.
-    let publisher = conn.create_channel().await.unwrap();
-    publisher.confirm_select(Default::default()).await.unwrap();
+    let publisher = infq_common::confirms::ConfirmChannels::open(&conn, 1)
+        .await
+        .unwrap();
     let events = infq_worker::webhooks::events::Events::new(env.topology(), publisher);
     assert!(events.publish(msgs.to_vec()).await.is_err());
     infq_common::amqp::close(&conn, "done").await;

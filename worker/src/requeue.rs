@@ -11,10 +11,11 @@
 
 use crate::stats::WorkerStats;
 use infq_common::amqp::PublishError;
+use infq_common::confirms::ConfirmChannels;
 use infq_common::job::Priority;
 use infq_common::message::JobMessage;
 use infq_common::topology::Topology;
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +44,17 @@ pub enum RequeueError {
 }
 
 /// Publishes jobs to the retry tiers and the dead-letter queue on one
-/// broker session's channel. It settles nothing: the completion stage
+/// broker session's confirm channels. It settles nothing: the completion stage
 /// acknowledges a delivery once what it publishes here is confirmed.
 pub struct Requeuer {
     topology: Topology,
-    channel: Channel,
+    channels: Arc<ConfirmChannels>,
     stats: Arc<WorkerStats>,
 }
+
+/// How long a publish waits for the broker's confirm, and for a free
+/// channel.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 /// The wait before retry `n` (from 1) of the job with id `seed`: the tier's
 /// delay, lowered by up to half from the id's bits, so jobs that failed
@@ -62,11 +67,15 @@ pub fn jittered_delay(delays_ms: &[u64], n: u32, seed: u128) -> u64 {
 }
 
 impl Requeuer {
-    /// A requeuer publishing on `channel` (in confirm mode).
-    pub fn new(topology: Topology, channel: Channel, stats: Arc<WorkerStats>) -> Self {
+    /// A requeuer publishing on `channels`.
+    pub fn new(
+        topology: Topology,
+        channels: Arc<ConfirmChannels>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
         Self {
             topology,
-            channel,
+            channels,
             stats,
         }
     }
@@ -85,15 +94,10 @@ impl Requeuer {
             .with_expiration(delay.to_string().into());
         let exchange = self.topology.retry_exchange(msg.retries as usize - 1);
         let key = msg.routing_key();
-        infq_common::amqp::publish_confirmed(
-            &self.channel,
-            &exchange,
-            &key,
-            &msg.encode(),
-            props,
-            Duration::from_secs(5),
-        )
-        .await?;
+        let lease = self.channels.lease(PUBLISH_WAIT).await?;
+        lease
+            .publish(&exchange, &key, &msg.encode(), props, PUBLISH_WAIT)
+            .await?;
         Ok(())
     }
 
@@ -110,16 +114,14 @@ impl Requeuer {
         reason: &str,
     ) -> bool {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        match infq_common::dead::publish_dead(
-            &self.channel,
-            &self.topology,
-            queue,
-            data,
-            props,
-            reason,
-        )
-        .await
-        {
+        let published = match self.channels.lease(PUBLISH_WAIT).await {
+            Ok(lease) => {
+                infq_common::dead::publish_dead(&lease, &self.topology, queue, data, props, reason)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match published {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "could not publish a dead letter; rejecting it instead");

@@ -1,6 +1,7 @@
 //! One broker connection's publishers: the retry tiers and dead letters
-//! ([`Requeuer`]) and webhook events ([`Events`]), each on a confirm-mode
-//! channel of that connection.
+//! ([`Requeuer`]) and webhook events ([`Events`]), on confirm-mode
+//! channels of that connection lent one publish at a time
+//! ([`ConfirmChannels`]).
 //!
 //! A session is built when its connection is, before the first delivery
 //! arrives, and every delivery of the connection names it (through its
@@ -11,10 +12,14 @@
 use crate::requeue::Requeuer;
 use crate::stats::WorkerStats;
 use crate::webhooks::events::Events;
+use infq_common::confirms::ConfirmChannels;
 use infq_common::topology::Topology;
-use lapin::options::ConfirmSelectOptions;
 use lapin::Connection;
 use std::sync::Arc;
+
+/// Publishes a session may wait on at once: retries and dead letters of
+/// the completion stage's tasks, and webhook events (a batch's in one).
+const SESSION_CHANNELS: usize = 8;
 
 /// The publishers of one broker connection.
 pub struct Session {
@@ -31,17 +36,10 @@ impl Session {
         topology: &Topology,
         stats: Arc<WorkerStats>,
     ) -> lapin::Result<Arc<Self>> {
-        let retry = conn.create_channel().await?;
-        retry
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let announce = conn.create_channel().await?;
-        announce
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channels = ConfirmChannels::open(conn, SESSION_CHANNELS).await?;
         Ok(Arc::new(Self {
-            requeuer: Requeuer::new(topology.clone(), retry, stats),
-            events: Events::new(topology.clone(), announce),
+            requeuer: Requeuer::new(topology.clone(), channels.clone(), stats),
+            events: Events::new(topology.clone(), channels),
         }))
     }
 }

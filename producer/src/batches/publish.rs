@@ -35,6 +35,10 @@ pub(super) async fn publish_chunks(
         }
     });
     let window = state.settings.producer.publish_window.max(1);
+    // Every chunk on one channel: a message the broker returns is then
+    // reported on a confirm of this batch, which fails as a whole.
+    let lease = state.publisher.lease().await?;
+    let lease = &lease;
     let result = tokio_stream_of(rx)
         .enumerate()
         .map(|(index, inputs)| async move {
@@ -62,7 +66,11 @@ pub(super) async fn publish_chunks(
                 .store
                 .note_chunk_digest(&batch.id, index as u32, &msg.digest())
                 .await?;
-            state.publisher.publish(&msg).await.map_err(ApiError::from)
+            state
+                .publisher
+                .publish_on(lease, &msg)
+                .await
+                .map_err(ApiError::from)
         })
         .buffer_unordered(window)
         .try_for_each(|()| async { Ok(()) })

@@ -24,11 +24,12 @@
 use super::breaker::{deferral_tier, host_of, Breakers, Outcome, Take};
 use super::client::{Sender, Verdict};
 use super::error::AttemptError;
-use super::events::publish_on;
+use super::events::{publish_on, EventsError};
 use super::signers::Signers;
 use super::subject::{self, Resolution};
 use crate::subscription::Subscription;
 use infq_common::config::Settings;
+use infq_common::confirms::ConfirmChannels;
 use infq_common::dead::publish_dead;
 use infq_common::job::{format_ms, now_ms};
 use infq_common::metrics as m;
@@ -40,8 +41,7 @@ use infq_common::topology::Topology;
 use infq_common::webhooks::event::{decode_all, next_wait, EventMessage};
 use infq_common::webhooks::store::{Attempt, Begin, BeginArgs, DeliveryStore, EventState};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions};
-use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -118,6 +118,16 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// (each holds a batch's events).
 const PREFETCH: u16 = 32;
 
+/// The dispatcher's confirm channels: its handlers' retries, deferrals
+/// and dead letters wait on as many publishes at once.
+const PUBLISH_CHANNELS: usize = 16;
+
+/// How long a publish waits for a channel, and for its confirm.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
+/// The confirm channels a session's handlers publish on.
+type Publish = Arc<ConfirmChannels>;
+
 /// An answer taking this share of the request timeout or more is slow.
 const SLOW_SHARE: u32 = 4;
 
@@ -192,10 +202,7 @@ impl Dispatcher {
         // come in.
         let prefetch = self.settings.webhooks.concurrency.saturating_add(PREFETCH);
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let publish = conn.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let publish = ConfirmChannels::open(&conn, PUBLISH_CHANNELS).await?;
         let tag = format!(
             "infq-webhooks-{}-{}",
             std::process::id(),
@@ -206,7 +213,7 @@ impl Dispatcher {
         schedule.reset();
         tracing::info!("webhook dispatcher consuming");
         let mut inflight = JoinSet::new();
-        // A handler that finds the publishing channel closed ends the
+        // A handler that finds the publishing channels unusable ends the
         // session, so it is rebuilt; so does shutdown.
         let broken = shutdown.child_token();
         let ended = loop {
@@ -248,22 +255,16 @@ impl Dispatcher {
     /// Handles one delivery (the events of one batch of results, or one
     /// retry): settles each event on its own, dead-letters those refused
     /// with their reasons, and settles the delivery once all are done.
-    async fn handle(&self, d: Delivery, publish: &Channel, broken: &CancellationToken) {
+    async fn handle(&self, d: Delivery, publish: &Publish, broken: &CancellationToken) {
         let queue = self.topology.webhooks_exchange();
         let msgs = match decode_all(&d.data) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable webhook message; dead-lettering");
                 metrics::counter!(m::DEAD_LETTERED, "outcome" => "undecodable_event").increment(1);
-                let dead = publish_dead(
-                    publish,
-                    &self.topology,
-                    &queue,
-                    &d.data,
-                    &d.properties,
-                    &e.to_string(),
-                )
-                .await;
+                let dead = self
+                    .dead_letter(publish, &queue, &d.data, &d.properties, &e.to_string())
+                    .await;
                 settle_delivery(&d, false, dead.is_err()).await;
                 return;
             }
@@ -297,13 +298,27 @@ impl Dispatcher {
                     d.properties.clone().with_message_id(id.into()),
                 )
             };
-            let dead = publish_dead(publish, &self.topology, &queue, &data, &props, &reason);
+            let dead = self.dead_letter(publish, &queue, &data, &props, &reason);
             undead |= dead.await.is_err();
         }
-        if !publish.status().connected() {
+        if !publish.usable() {
             broken.cancel();
         }
         settle_delivery(&d, again, undead).await;
+    }
+
+    /// Publishes a refused message to `<ns>.dead` with its reason, on a
+    /// channel of its own.
+    async fn dead_letter(
+        &self,
+        publish: &Publish,
+        queue: &str,
+        data: &[u8],
+        props: &lapin::BasicProperties,
+        reason: &str,
+    ) -> Result<(), infq_common::amqp::PublishError> {
+        let lease = publish.lease(PUBLISH_WAIT).await?;
+        publish_dead(&lease, &self.topology, queue, data, props, reason).await
     }
 
     /// Takes one event as far as it goes now: attempted and settled,
@@ -312,7 +327,7 @@ impl Dispatcher {
     async fn event(
         &self,
         msg: &EventMessage,
-        publish: &Channel,
+        publish: &Publish,
         give_up: tokio::time::Instant,
     ) -> Settled {
         let mut pause = Schedule::exponential(Duration::from_millis(200), Duration::from_secs(5));
@@ -324,7 +339,7 @@ impl Dispatcher {
                 Ok(Step::Made(made)) => break *made,
                 Err(e) => {
                     tracing::warn!(subject = %msg.subject, error = %e, "webhook attempt postponed");
-                    if tokio::time::Instant::now() >= give_up || !publish.status().connected() {
+                    if tokio::time::Instant::now() >= give_up || !publish.usable() {
                         return Settled::Again;
                     }
                     tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
@@ -342,7 +357,7 @@ impl Dispatcher {
 
     /// Queues the next attempt of an event and logs the attempt made;
     /// `false` if that could not be done before `give_up`.
-    async fn settle(&self, made: &Made, publish: &Channel, give_up: tokio::time::Instant) -> bool {
+    async fn settle(&self, made: &Made, publish: &Publish, give_up: tokio::time::Instant) -> bool {
         let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
         let mut queued = false;
         loop {
@@ -352,7 +367,13 @@ impl Dispatcher {
                 }
                 if !queued {
                     if let Some((x, next, wait)) = &made.retry {
-                        publish_on(publish, x, std::slice::from_ref(next), *wait).await?;
+                        let lease = publish.lease(PUBLISH_WAIT).await.map_err(|source| {
+                            EventsError::Publish {
+                                exchange: x.clone(),
+                                source,
+                            }
+                        })?;
+                        publish_on(&lease, x, std::slice::from_ref(next), *wait).await?;
                     }
                     queued = true;
                 }
@@ -372,7 +393,7 @@ impl Dispatcher {
             .await;
             match settled {
                 Ok(()) => return true,
-                Err(e) if tokio::time::Instant::now() < give_up && publish.status().connected() => {
+                Err(e) if tokio::time::Instant::now() < give_up && publish.usable() => {
                     tracing::warn!(subject = %made.msg.subject, error = %e, "settling a webhook attempt failed; retrying");
                     tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
                 }

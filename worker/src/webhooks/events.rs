@@ -1,14 +1,15 @@
 //! Publishing event messages to `<ns>.webhooks`, with publisher confirms
 //! and `mandatory` (a message the broker returns, or does not confirm, is
-//! not published), on the channel of one broker session (see
+//! not published), on the confirm channels of one broker session (see
 //! [`crate::session`]).
 
-use infq_common::amqp::{publish_confirmed, PublishError};
+use infq_common::amqp::PublishError;
+use infq_common::confirms::{ConfirmChannels, Lease};
 use infq_common::topology::Topology;
 use infq_common::webhooks::event::{
     encode_all, EventMessage, MAX_EVENTS_PER_MESSAGE, MESSAGE_TYPE,
 };
-use lapin::{BasicProperties, Channel};
+use lapin::BasicProperties;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -47,16 +48,19 @@ struct Ask {
     done: oneshot::Sender<Result<(), EventsError>>,
 }
 
-/// Where events go, and the channel they go on.
+/// Where events go, and the channels they go on.
 struct Routes {
     topology: Topology,
-    channel: Channel,
+    channels: Arc<ConfirmChannels>,
 }
 
+/// How long a publish waits for the broker's confirm, and for a channel.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
 impl Events {
-    /// A publisher on `channel` (in confirm mode); starts its flusher task.
-    pub fn new(topology: Topology, channel: Channel) -> Self {
-        let routes = Arc::new(Routes { topology, channel });
+    /// A publisher on `channels`; starts its flusher task.
+    pub fn new(topology: Topology, channels: Arc<ConfirmChannels>) -> Self {
+        let routes = Arc::new(Routes { topology, channels });
         let (asks, rx) = mpsc::unbounded_channel();
         tokio::spawn(flush(routes, rx));
         Self { asks }
@@ -117,21 +121,29 @@ impl Routes {
     /// messages of at most [`MAX_EVENTS_PER_MESSAGE`], and waits for the
     /// broker's confirms.
     async fn publish(&self, msgs: Vec<EventMessage>) -> Result<(), EventsError> {
-        let ch = &self.channel;
         let main = self.topology.webhooks_exchange();
+        let lease =
+            self.channels
+                .lease(PUBLISH_WAIT)
+                .await
+                .map_err(|source| EventsError::Publish {
+                    exchange: main.clone(),
+                    source,
+                })?;
+        // All of them on one lease: any failure fails them all.
         let sends = msgs
             .chunks(MAX_EVENTS_PER_MESSAGE)
-            .map(|part| publish_on(ch, &main, part, None));
+            .map(|part| publish_on(&lease, &main, part, None));
         futures_util::future::try_join_all(sends).await.map(|_| ())
     }
 }
 
-/// Publishes `msgs` to `exchange` on `ch` (in confirm mode) as one
+/// Publishes `msgs` to `exchange` on `lease` as one
 /// persistent, mandatory message, with the message TTL `expiration_ms` if
 /// given, and waits for the confirm: a message the broker returns (no
 /// queue behind the exchange) is an error, like a nack or no confirm.
 pub async fn publish_on(
-    ch: &Channel,
+    lease: &Lease,
     exchange: &str,
     msgs: &[EventMessage],
     expiration_ms: Option<u64>,
@@ -144,7 +156,8 @@ pub async fn publish_on(
         props = props.with_expiration(ms.to_string().into());
     }
     let body = encode_all(msgs);
-    publish_confirmed(ch, exchange, "", &body, props, Duration::from_secs(5))
+    lease
+        .publish(exchange, "", &body, props, PUBLISH_WAIT)
         .await
         .map_err(|source| EventsError::Publish {
             exchange: exchange.to_string(),
