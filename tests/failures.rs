@@ -448,7 +448,13 @@ async fn the_dead_letter_recorder_and_the_webhook_dispatcher_subscribe_again_aft
         consumers(record.clone()).await == 1 && consumers(hooks.clone()).await == 1
     })
     .await;
-    let sessions = stats.broker_sessions.load(Ordering::Relaxed);
+    let sessions = || {
+        (
+            stats.broker_sessions.load(Ordering::Relaxed),
+            stats.webhook_sessions.load(Ordering::Relaxed),
+        )
+    };
+    let before = sessions();
 
     // Each queue deleted under its consumer (the broker cancels it) and
     // declared again at once: the consumer subscribes again, not a quiet
@@ -477,9 +483,9 @@ async fn the_dead_letter_recorder_and_the_webhook_dispatcher_subscribe_again_aft
         .await;
     }
     assert_eq!(
-        stats.broker_sessions.load(Ordering::Relaxed),
-        sessions,
-        "the recorder subscribed again on its own channel, with no new session"
+        sessions(),
+        before,
+        "both subscribed again on their own channels, with no new session"
     );
     infq_common::amqp::close(&conn, "done").await;
     shutdown.cancel();
@@ -549,6 +555,29 @@ async fn a_returned_message_fails_its_own_publish_and_no_other() {
         }
     }
     assert!(confirms.usable(), "nacks and returns retire no channel");
+    // A publish cut short (its caller gone before the confirm) leaves a
+    // confirm owed: its channel is retired, not lent again, and once half
+    // are retired the pool asks for a new connection.
+    for _ in 0..4 {
+        let lease = confirms.lease(wait).await.unwrap();
+        // Polled once (sent), then dropped.
+        let cut = futures_util::FutureExt::now_or_never(lease.publish(
+            &exchange,
+            "in",
+            b"x",
+            Default::default(),
+            wait,
+        ));
+        assert!(cut.is_none(), "the publish was cut short");
+    }
+    assert!(!confirms.usable(), "4 of 8 channels retired");
+    for _ in 0..4 {
+        let lease = confirms.lease(wait).await.unwrap();
+        lease
+            .publish(&exchange, "in", b"x", Default::default(), wait)
+            .await
+            .unwrap();
+    }
     ch.queue_delete(exchange.as_str().into(), Default::default())
         .await
         .unwrap();

@@ -14,13 +14,15 @@
 //!
 //! A channel whose lease ended with a publish timed out (or cut short, its
 //! caller gone) may still owe a confirm, and is retired rather than lent
-//! again, as is a closed one; when
-//! none is left the pool is closed and every lease fails at once, so that
-//! its owner opens a new connection.
+//! again, as is a closed one. Once half of them are retired, or the
+//! connection is gone, the pool is no longer [`ConfirmChannels::usable`]:
+//! its owner opens a new connection (the producer's publisher on its next
+//! publish, a worker's session by ending). When none is left every lease
+//! fails at once.
 
 use crate::amqp::{publish_confirmed, PublishError};
 use lapin::options::ConfirmSelectOptions;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, ConnectionStatus};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,8 +32,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct ConfirmChannels {
     free: Mutex<Vec<Channel>>,
     permits: Arc<Semaphore>,
-    /// Channels not retired.
+    /// Channels opened, and those not retired.
+    opened: usize,
     alive: AtomicUsize,
+    /// The connection's.
+    connection: ConnectionStatus,
 }
 
 impl ConfirmChannels {
@@ -47,44 +52,47 @@ impl ConfirmChannels {
         Ok(Arc::new(Self {
             free: Mutex::new(free),
             permits: Arc::new(Semaphore::new(n)),
+            opened: n,
             alive: AtomicUsize::new(n),
+            connection: conn.status().clone(),
         }))
     }
 
-    /// Whether channels are left and the connection is up.
+    /// Whether the connection is up and more than half of the channels
+    /// are left.
     pub fn usable(&self) -> bool {
-        !self.permits.is_closed()
-            && self
+        self.connection.connected() && self.alive.load(Ordering::Acquire) * 2 > self.opened
+    }
+
+    /// Lends a channel, waiting at most `wait` for one to be free; closed
+    /// channels met on the way are retired.
+    pub async fn lease(self: &Arc<Self>, wait: Duration) -> Result<Lease, PublishError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let acquired =
+                tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
+            let permit = match acquired {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => {
+                    return Err(PublishError::Unavailable(
+                        "no confirm channel left on this connection".into(),
+                    ))
+                }
+                Err(_) => return Err(PublishError::Timeout(wait)),
+            };
+            let ch = self
                 .free
                 .lock()
                 .expect("confirm channels lock")
-                .first()
-                .is_none_or(|c| c.status().connected())
-    }
-
-    /// Lends a channel, waiting at most `wait` for one to be free.
-    pub async fn lease(self: &Arc<Self>, wait: Duration) -> Result<Lease, PublishError> {
-        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => {
-                return Err(PublishError::Unavailable(
-                    "no confirm channel left on this connection".into(),
-                ))
-            }
-            Err(_) => return Err(PublishError::Timeout(wait)),
-        };
-        let ch = self
-            .free
-            .lock()
-            .expect("confirm channels lock")
-            .pop()
-            .expect("a permit stands for a free channel");
-        if !ch.status().connected() {
+                .pop()
+                .expect("a permit stands for a free channel");
             let lease = Lease::new(self.clone(), ch, permit);
+            if lease.channel().status().connected() {
+                return Ok(lease);
+            }
+            // Retired as it is dropped.
             lease.spoiled.store(true, Ordering::Relaxed);
-            return Err(PublishError::Unavailable("the channel is closed".into()));
         }
-        Ok(Lease::new(self.clone(), ch, permit))
     }
 }
 

@@ -41,7 +41,13 @@ pub struct Publisher {
     topology: Topology,
     models: Vec<String>,
     link: Mutex<Link>,
+    /// Recent answers of [`Self::queue_full`], per queue.
+    full: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
+
+/// How long an answer of [`Publisher::queue_full`] stands, and how long
+/// reading it may take.
+const FULL_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Publisher {
     /// A publisher for the given models' queues; it connects on first use.
@@ -56,6 +62,7 @@ impl Publisher {
                 next_attempt: Instant::now(),
                 schedule: Schedule::reconnect(),
             }),
+            full: Default::default(),
         }
     }
 
@@ -161,7 +168,20 @@ impl Publisher {
     /// Publishes a job (a batch's chunk) on `lease` and waits for the
     /// broker's confirm.
     pub async fn publish_on(&self, lease: &Lease, msg: &JobMessage) -> Result<(), PublishError> {
-        self.publish_job(lease, msg, None).await
+        self.publish_job(lease, msg, None, self.timeout()).await
+    }
+
+    /// `amqp.publish_timeout_ms`.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.publish_timeout_ms)
+    }
+
+    /// What is left of the publish timeout since `started` (a lease's wait
+    /// counts against it: a submission is answered within the timeout).
+    fn left(&self, started: Instant) -> Duration {
+        self.timeout()
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1))
     }
 
     /// [`Self::publish`], with a W3C `traceparent` in the message's
@@ -171,8 +191,10 @@ impl Publisher {
         msg: &JobMessage,
         traceparent: Option<String>,
     ) -> Result<(), PublishError> {
+        let started = Instant::now();
         let lease = self.lease().await?;
-        self.publish_job(&lease, msg, traceparent).await
+        self.publish_job(&lease, msg, traceparent, self.left(started))
+            .await
     }
 
     async fn publish_job(
@@ -180,6 +202,7 @@ impl Publisher {
         lease: &Lease,
         msg: &JobMessage,
         traceparent: Option<String>,
+        timeout: Duration,
     ) -> Result<(), PublishError> {
         let props = msg.properties(traceparent.as_deref());
         let sent = self
@@ -189,6 +212,7 @@ impl Publisher {
                 &msg.routing_key(),
                 &msg.encode(),
                 props,
+                timeout,
             )
             .await;
         match sent {
@@ -211,8 +235,14 @@ impl Publisher {
 
     /// Whether `queue` holds (nearly) `amqp.max_queue_length` messages, read
     /// on a channel of its own (a passive declare that fails closes its
-    /// channel); `false` when that cannot be read.
+    /// channel) at most once a second per queue, within a second; `false`
+    /// when that cannot be read.
     async fn queue_full(&self, queue: &str) -> bool {
+        if let Some((at, full)) = self.full.lock().expect("queue_full cache").get(queue) {
+            if at.elapsed() < FULL_CHECK_EVERY {
+                return *full;
+            }
+        }
         let read = async {
             let ch = {
                 let link = self.link.lock().await;
@@ -222,13 +252,17 @@ impl Publisher {
             let _ = ch.close(200, "done".into()).await;
             Some(counts)
         };
-        let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
-        match tokio::time::timeout(limit, read).await {
+        let full = match tokio::time::timeout(FULL_CHECK_EVERY, read).await {
             Ok(Some(counts)) => {
                 u64::from(counts.ready) >= self.cfg.max_queue_length.saturating_mul(9) / 10
             }
             _ => false,
-        }
+        };
+        self.full
+            .lock()
+            .expect("queue_full cache")
+            .insert(queue.to_string(), (Instant::now(), full));
+        full
     }
 
     /// Publishes a webhook event message (a manual redelivery), mandatory,
@@ -245,6 +279,7 @@ impl Publisher {
             .with_message_id(
                 infq_common::webhooks::event::webhook_id(&msg.subject, msg.gen.unwrap_or(0)).into(),
             );
+        let started = Instant::now();
         let lease = self.lease().await?;
         self.publish_to(
             &lease,
@@ -252,6 +287,7 @@ impl Publisher {
             "",
             &msg.encode(),
             props,
+            self.left(started),
         )
         .await
     }
@@ -263,9 +299,9 @@ impl Publisher {
         routing_key: &str,
         payload: &[u8],
         props: BasicProperties,
+        timeout: Duration,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
-        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
         let result = lease
             .publish(exchange, routing_key, payload, props, timeout)
             .await;

@@ -235,7 +235,8 @@ async fn a_retry_no_queue_takes_is_not_taken_for_sent() {
             confirms.clone(),
             stats.clone(),
         ),
-        events: infq_worker::webhooks::events::Events::new(topology.clone(), confirms),
+        events: infq_worker::webhooks::events::Events::new(topology.clone(), confirms.clone()),
+        channels: confirms,
     });
     let mut job = infq_worker::pending::Pending::made_up(
         "credit-default",

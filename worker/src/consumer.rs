@@ -124,7 +124,6 @@ async fn session(
         completion.clone(),
         shutdown.clone(),
     ));
-    drop(publishers);
 
     ctx.stats.broker_connected.store(true, Ordering::Relaxed);
     ctx.stats.broker_sessions.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +133,11 @@ async fn session(
     let ended = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = tasks.join_next() => ended,
+        // What a delivery's end publishes (retries, events) could no
+        // longer go out.
+        _ = publishers.spent() => Some(Ok("the session's publish channels are spent")),
     };
+    drop(publishers);
     if shutdown.is_cancelled() {
         // Each task cancels its consumer as it ends.
         while tasks.join_next().await.is_some() {}

@@ -27,6 +27,8 @@ pub struct Session {
     pub requeuer: Requeuer,
     /// Publishes webhook events.
     pub events: Events,
+    /// The channels both publish on.
+    pub channels: Arc<ConfirmChannels>,
 }
 
 impl Session {
@@ -39,7 +41,17 @@ impl Session {
         let channels = ConfirmChannels::open(conn, SESSION_CHANNELS).await?;
         Ok(Arc::new(Self {
             requeuer: Requeuer::new(topology.clone(), channels.clone(), stats),
-            events: Events::new(topology.clone(), channels),
+            events: Events::new(topology.clone(), channels.clone()),
+            channels,
         }))
+    }
+
+    /// Returns once the session cannot publish any more (its connection
+    /// gone, or half its channels retired after confirms that never
+    /// came): the session must then be rebuilt.
+    pub async fn spent(&self) {
+        while self.channels.usable() {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 }

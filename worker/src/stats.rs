@@ -19,7 +19,9 @@ pub struct WorkerStats {
     pub broker_connected: AtomicBool,
     /// Broker sessions (connection, topology, consumers) started.
     pub broker_sessions: AtomicU64,
-    /// Consumers the broker cancelled that subscribed again.
+    /// The webhook dispatcher's broker sessions started.
+    pub webhook_sessions: AtomicU64,
+    /// Consumers the broker cancelled (each then subscribes again).
     pub consumer_cancels: AtomicU64,
     /// The worker has drained and stopped.
     pub stopped: AtomicBool,

@@ -294,7 +294,11 @@ async fn create(
     } = match before_reading(&state, caller, query, &headers).await {
         Ok(u) => u,
         Err(e) => {
-            discard(body).await;
+            // A client that asked to hear first (`Expect: 100-continue`)
+            // has not sent the body, and is not sent a `100` for it.
+            if !headers.contains_key(header::EXPECT) {
+                discard(body).await;
+            }
             return Err(e);
         }
     };

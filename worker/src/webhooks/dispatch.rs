@@ -42,6 +42,7 @@ use infq_common::webhooks::event::{decode_all, next_wait, EventMessage};
 use infq_common::webhooks::store::{Attempt, Begin, BeginArgs, DeliveryStore, EventState};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -211,6 +212,7 @@ impl Dispatcher {
         let queue = self.topology.webhooks_exchange();
         let mut sub = Subscription::open(&ch, &queue, &tag, Some(self.stats.clone())).await?;
         schedule.reset();
+        self.stats.webhook_sessions.fetch_add(1, Ordering::Relaxed);
         tracing::info!("webhook dispatcher consuming");
         let mut inflight = JoinSet::new();
         // A handler that finds the publishing channels unusable ends the
