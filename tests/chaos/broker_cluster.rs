@@ -11,7 +11,7 @@
 //! be answered (`202` or `503`) within the client's 10 s: a publish
 //! through a leader election is bounded, never a hang.
 
-use crate::harness::{submit_batch, Deployment, Scenario};
+use crate::harness::{submit_big_batch, Deployment, Scenario};
 use infq::cluster::RabbitCluster;
 use infq::root;
 use infq_common::job::Priority;
@@ -45,7 +45,7 @@ pub(crate) async fn run(
     ] {
         eprintln!("[chaos] {name}");
         let run = Scenario::start(&d, rows);
-        submit_batch(&d.http, &d.url(""), big.clone(), run.accepted()).await;
+        submit_big_batch(&d.http, &d.url(""), &big, run.accepted()).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let leader = nodes.leader(&queue)?;
         eprintln!("  {queue} is led by node {leader}");

@@ -193,6 +193,26 @@ pub(crate) async fn submit_batch(
     }
 }
 
+/// Uploads the scenario's big batch before its fault, as a client would:
+/// again after a `503` (a store call timed out on a busy host), up to 5
+/// times, so that the fault meets it in flight.
+pub(crate) async fn submit_big_batch(
+    http: &reqwest::Client,
+    base: &str,
+    batch: &[[f32; 3]],
+    accepted: &Mutex<Accepted>,
+) {
+    for _ in 0..5 {
+        let before = accepted.lock().unwrap().batches.len();
+        submit_batch(http, base, batch.to_vec(), accepted).await;
+        if accepted.lock().unwrap().batches.len() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("  the big batch was refused 5 times");
+}
+
 /// Submits a job every 100 ms from `since` until one completes end to end;
 /// returns the seconds from `since`.
 pub(crate) async fn recovery(http: &reqwest::Client, base: &str, since: Instant) -> f64 {

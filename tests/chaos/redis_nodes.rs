@@ -12,7 +12,7 @@
 //! Every `202` must end with the model's output, and every submission must
 //! be answered within the client's 10 s.
 
-use crate::harness::{submit_batch, Deployment, Scenario};
+use crate::harness::{submit_big_batch, Deployment, Scenario};
 use infq::cluster::{RedisKind, RedisNodes};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub(crate) async fn run(
         env.push(("INFQ_REDIS__MIN_REPLICAS_ACK", "1".into()));
         let d = Deployment::start(&env).await?;
         let run = Scenario::start(&d, rows);
-        submit_batch(&d.http, &d.url(""), big.clone(), run.accepted()).await;
+        submit_big_batch(&d.http, &d.url(""), &big, run.accepted()).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let victim = nodes.primary("{0}")?;
         eprintln!("  killing the primary on port {victim}");
