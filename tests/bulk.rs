@@ -158,7 +158,11 @@ async fn bad_files_are_refused_with_line_numbers_and_enqueue_nothing() {
         "{v}"
     );
     assert!(found[0].1.contains("`lots` is not a number"));
-    assert!(found[1].1.contains("between 0 and 1"));
+    assert!(
+        found[1].1.contains("must be one of No (0), Yes (1)"),
+        "{}",
+        found[1].1
+    );
     assert!(found[2].1.contains("finite"));
 
     let jsonl = "{\"student\":0,\"balance\":1,\"income\":2}\n[0,1]\nnot json\n";
@@ -411,5 +415,111 @@ async fn interactive_jobs_overtake_a_running_bulk_batch() {
     }
     shutdown.cancel();
     worker.join().await.unwrap();
+    env.stop().await.unwrap();
+}
+
+/// The files risk teams have: `Default.csv` exactly as the `islp` package
+/// ships it (`student` is `Yes`/`No`, and a `default` column the model does
+/// not take), the same rows as a European spreadsheet exports them (`;`
+/// between fields, decimal commas), and a job naming its category.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_csv_as_shipped_and_a_semicolon_export_are_scored() {
+    let env = TestEnv::start().await.unwrap();
+    let path = root().join("data/Default.csv");
+    let shipped = std::fs::read_to_string(&path).unwrap();
+    assert!(shipped.starts_with("default,student,balance,income\nNo,No,"));
+    let borrowers = load_default_csv(&path).unwrap();
+    let rows: Vec<[f32; 3]> = borrowers.iter().map(|b| b.features()).collect();
+    let expected = reference_outputs(&env.settings.registry().unwrap(), &rows).unwrap();
+
+    let european: String = shipped
+        .lines()
+        .take(2001)
+        .map(|l| l.replace(',', ";").replace('.', ","))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    for (body, n) in [(shipped.clone(), rows.len()), (european, 2000)] {
+        let r = upload(&env, "model=credit-default", "text/csv", body).await;
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+        let id = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let done = wait_batch(&env, &id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["succeeded"], n);
+        let text = env
+            .http
+            .get(env.url(&format!("/v1/batches/{id}/results")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let mut count = 0;
+        for (i, rec) in rdr.records().enumerate() {
+            let got: f32 = rec.unwrap()[1].parse().unwrap();
+            assert!((got - expected[i]).abs() <= 1e-6, "row {}", i + 1);
+            count += 1;
+        }
+        assert_eq!(count, n);
+    }
+
+    // A single job may name the category; another name is refused with
+    // the allowed ones.
+    let job = |student: Value| json!({"model": "credit-default", "inputs": {"student": student, "balance": 1500.0, "income": 20000.0}});
+    let mut outputs = Vec::new();
+    for student in [json!("Yes"), json!(1)] {
+        let id = infq::submit_job(&env.http, &env.url(""), &job(student)).await;
+        let v = infq::wait_job(&env.http, &env.url(""), &id).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        outputs.push(v["output"]["default_probability"].as_f64().unwrap());
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "a name and its code are the same input"
+    );
+    let r = env
+        .http
+        .post(env.url("/v1/jobs"))
+        .json(&job(json!("Maybe")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["details"][0]["field"], "inputs.student", "{v}");
+    assert_eq!(
+        v["error"]["details"][0]["message"], "`Maybe` is not one of No (0), Yes (1)",
+        "{v}"
+    );
+    // The categories are shown with the model.
+    let m: Value = env
+        .http
+        .get(env.url("/v1/models/credit-default@1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        m["inputs"][0]["categories"],
+        json!({"No": 0.0, "Yes": 1.0}),
+        "{m}"
+    );
+    // A delimiter that is not offered is refused before the body is read.
+    let r = upload(
+        &env,
+        "model=credit-default&delimiter=%3A",
+        "text/csv",
+        shipped,
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["details"][0]["field"], "delimiter", "{v}");
     env.stop().await.unwrap();
 }

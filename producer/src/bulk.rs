@@ -1,5 +1,7 @@
-//! Reading bulk files: CSV (a header row naming the features) or JSONL (one
-//! job's `inputs` per line), validated row by row as the upload streams in.
+//! Reading bulk files: CSV (a header row naming the features; fields
+//! separated by `,`, `;`, tab or `|`, given or found from the header) or
+//! JSONL (one job's `inputs` per line), validated row by row as the upload
+//! streams in. A categorical feature's cells may hold its names.
 //!
 //! Valid rows are appended to a spool file as little-endian f32, so memory
 //! stays flat whatever the file size, and nothing is published until the
@@ -111,13 +113,104 @@ pub fn read_rows_within<R: Read, W: Write>(
     max_rows: u64,
     max_record_bytes: u64,
 ) -> std::io::Result<Report> {
+    read_all(format, None, input, spec, spool, max_rows, max_record_bytes)
+}
+
+/// [`read_rows`] with the CSV field separator given (`?delimiter=`); with
+/// `None` it is found from the header line ([`sniff`]).
+pub fn read_upload<R: Read, W: Write>(
+    format: Format,
+    delimiter: Option<u8>,
+    input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+) -> std::io::Result<Report> {
+    read_all(
+        format,
+        delimiter,
+        input,
+        spec,
+        spool,
+        max_rows,
+        MAX_RECORD_BYTES,
+    )
+}
+
+/// Field separators a CSV file may use: `,` and the `;` of European
+/// spreadsheet exports, tab and `|`.
+pub const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// `?delimiter=`: `,`, `;`, `|`, or `tab` (also `\t`).
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "," => Ok(b','),
+        ";" => Ok(b';'),
+        "|" => Ok(b'|'),
+        "tab" | "\t" | "\\t" => Ok(b'\t'),
+        _ => Err("use `,`, `;`, `|` or `tab`".into()),
+    }
+}
+
+/// The separator of a header line: whichever of [`DELIMITERS`] occurs
+/// most often outside quotes (the first listed on a tie), `,` when none.
+pub fn sniff(header: &[u8]) -> u8 {
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for &b in header.split(|&b| b == b'\n').next().unwrap_or_default() {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            if let Some(k) = DELIMITERS.iter().position(|&d| d == b) {
+                counts[k] += 1;
+            }
+        }
+    }
+    let best = (0..DELIMITERS.len())
+        .rev()
+        .max_by_key(|&k| counts[k])
+        .filter(|&k| counts[k] > 0);
+    best.map_or(b',', |k| DELIMITERS[k])
+}
+
+/// Reads up to the end of the first line (at most 64 KiB) so the header's
+/// separator can be found, and gives the bytes read back to be read again.
+fn peek_line<R: Read>(input: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(8 << 10);
+    let mut buf = [0u8; 8 << 10];
+    while head.len() < 64 << 10 && !head.contains(&b'\n') {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
+}
+
+fn read_all<R: Read, W: Write>(
+    format: Format,
+    delimiter: Option<u8>,
+    mut input: R,
+    spec: &ModelSpec,
+    spool: &mut W,
+    max_rows: u64,
+    max_record_bytes: u64,
+) -> std::io::Result<Report> {
     match format {
-        Format::Csv => read_csv(
-            RecordLimit::new(input, max_record_bytes),
-            spec,
-            spool,
-            max_rows,
-        ),
+        Format::Csv => {
+            let head = peek_line(&mut input)?;
+            let delimiter = delimiter.unwrap_or_else(|| sniff(&head));
+            read_csv(
+                RecordLimit::new(std::io::Cursor::new(head).chain(input), max_record_bytes),
+                delimiter,
+                spec,
+                spool,
+                max_rows,
+            )
+        }
         Format::Jsonl => read_jsonl(
             LineLimit::new(input, max_record_bytes),
             spec,
@@ -158,13 +251,17 @@ fn end_record<R: Read>(rdr: &mut csv::Reader<RecordLimit<R>>) -> std::io::Result
 
 fn read_csv<R: Read, W: Write>(
     input: RecordLimit<R>,
+    delimiter: u8,
     spec: &ModelSpec,
     spool: &mut W,
     max_rows: u64,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
+    // Files separated by `;` write decimals with a comma.
+    let decimal_comma = delimiter == b';';
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
+        .delimiter(delimiter)
         .trim(csv::Trim::All)
         .from_reader(input);
     let headers = match rdr.headers() {
@@ -228,26 +325,9 @@ fn read_csv<R: Read, W: Write>(
         }
         let before = report.problems.len();
         for (i, ((feature, name), &col)) in wanted.iter().zip(&columns).enumerate() {
-            let f = &spec.inputs[*feature];
-            let text = &record[col];
-            let parsed = text.parse::<f64>().ok();
-            match parsed.map(|x| (x, x as f32)) {
-                None => report.problem(
-                    line,
-                    Some(name.clone()),
-                    format!("`{}` is not a number", truncate(text)),
-                ),
-                Some((x, y)) if !y.is_finite() => {
-                    let _ = x;
-                    report.problem(line, Some(name.clone()), "must be a finite 32-bit float")
-                }
-                Some((x, y)) => {
-                    if let Some(range) = out_of_range(f.min, f.max, x) {
-                        report.problem(line, Some(name.clone()), range);
-                    } else {
-                        row[i] = y;
-                    }
-                }
+            match spec.inputs[*feature].text(&record[col], decimal_comma) {
+                Ok(y) => row[i] = y,
+                Err(message) => report.problem(line, Some(name.clone()), message),
             }
         }
         if report.problems.len() == before {
@@ -342,22 +422,6 @@ fn read_jsonl<R: Read, W: Write>(
         report.problem(1, None, "no data rows");
     }
     Ok(report)
-}
-
-fn out_of_range(min: Option<f64>, max: Option<f64>, x: f64) -> Option<String> {
-    match (min, max) {
-        (Some(lo), Some(hi)) if x < lo || x > hi => Some(format!("must be between {lo} and {hi}")),
-        (Some(lo), None) if x < lo => Some(format!("must be at least {lo}")),
-        (None, Some(hi)) if x > hi => Some(format!("must be at most {hi}")),
-        _ => None,
-    }
-}
-
-fn truncate(s: &str) -> String {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
-    }
 }
 
 /// Reads spooled rows back, `rows_per_chunk` rows at a time.

@@ -237,6 +237,9 @@ pub struct Feature {
     pub max: Option<f64>,
     /// What it means.
     pub description: String,
+    /// A categorical feature's names and their codes (`{"No": 0, "Yes":
+    /// 1}`); empty for a plain number. Clients send a name or its code.
+    pub categories: std::collections::BTreeMap<String, f64>,
 }
 
 /// One output.

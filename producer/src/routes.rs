@@ -362,7 +362,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
         "description": m.description,
         "inputs": m.inputs.iter().map(|f| json!({
             "name": f.name, "dtype": "f32", "shape": f.shape, "min": f.min, "max": f.max,
-            "description": f.description,
+            "description": f.description, "categories": f.categories,
         })).collect::<Vec<_>>(),
         "outputs": m.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
         "width": m.width(),

@@ -3,6 +3,7 @@
 
 use super::size::rows_per_message;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Element type of a feature. Only `f32` exists today; the field is in the
@@ -36,12 +37,104 @@ pub struct FeatureSpec {
     /// What the feature means, for `GET /v1/models`.
     #[serde(default)]
     pub description: String,
+    /// A categorical feature's values by name (`{ No = 0, Yes = 1 }`):
+    /// clients may send the name or its code, and nothing else.
+    #[serde(default)]
+    pub categories: BTreeMap<String, f64>,
 }
 
 impl FeatureSpec {
     /// Number of values: the product of the shape (1 for a number).
     pub fn size(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Whether the feature is categorical.
+    pub fn is_categorical(&self) -> bool {
+        !self.categories.is_empty()
+    }
+
+    /// The allowed names, for messages: `No, Yes`.
+    pub fn category_names(&self) -> String {
+        let names: Vec<&str> = self.categories.keys().map(String::as_str).collect();
+        names.join(", ")
+    }
+
+    /// A number sent for this feature, as the model's f32: finite, within
+    /// the bounds, and for a categorical feature one of its codes. The
+    /// error says what is wrong in words a client can act on.
+    pub fn number(&self, x: f64) -> Result<f32, String> {
+        let y = x as f32;
+        if !y.is_finite() {
+            return Err("must be a finite 32-bit float".into());
+        }
+        if self.is_categorical() {
+            if self.categories.values().any(|&c| c == x) {
+                return Ok(y);
+            }
+            return Err(format!("must be one of {}", self.allowed()));
+        }
+        match (self.min, self.max) {
+            (Some(lo), Some(hi)) if x < lo || x > hi => {
+                Err(format!("must be between {lo} and {hi}"))
+            }
+            (Some(lo), None) if x < lo => Err(format!("must be at least {lo}")),
+            (None, Some(hi)) if x > hi => Err(format!("must be at most {hi}")),
+            _ => Ok(y),
+        }
+    }
+
+    /// A category sent by name, as its code.
+    pub fn category(&self, name: &str) -> Result<f32, String> {
+        match self.categories.get(name) {
+            Some(&code) => Ok(code as f32),
+            None if self.is_categorical() => {
+                Err(format!("`{}` is not one of {}", clip(name), self.allowed()))
+            }
+            None => Err("must be a number".into()),
+        }
+    }
+
+    /// One text cell (CSV) as the model's f32: a category's name, or a
+    /// number. With `decimal_comma`, `1234,5` is read as `1234.5` (files
+    /// whose fields are separated by `;` write numbers so).
+    pub fn text(&self, text: &str, decimal_comma: bool) -> Result<f32, String> {
+        if let Some(&code) = self.categories.get(text) {
+            return Ok(code as f32);
+        }
+        let parsed = text.parse::<f64>().ok().or_else(|| {
+            (decimal_comma
+                && text.bytes().filter(|&b| b == b',').count() == 1
+                && !text.contains('.'))
+            .then(|| text.replace(',', ".").parse::<f64>().ok())
+            .flatten()
+        });
+        match parsed {
+            Some(x) => self.number(x),
+            None if self.is_categorical() => {
+                Err(format!("`{}` is not one of {}", clip(text), self.allowed()))
+            }
+            None => Err(format!("`{}` is not a number", clip(text))),
+        }
+    }
+
+    /// `No (0), Yes (1)`: the names with their codes.
+    fn allowed(&self) -> String {
+        let all: Vec<String> = self
+            .categories
+            .iter()
+            .map(|(name, code)| format!("{name} ({code})"))
+            .collect();
+        all.join(", ")
+    }
+}
+
+/// `s` cut to 32 characters, marked with `...` when cut, so a message never
+/// echoes a whole hostile value.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }
 

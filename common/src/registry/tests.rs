@@ -203,6 +203,7 @@ fn chunks_of_any_width_fit_in_a_message() {
             min: None,
             max: None,
             description: String::new(),
+            categories: Default::default(),
         }];
         let rows = spec.chunk_rows(65_536) as usize;
         assert!(rows >= 1 && rows <= rows_per_message(width), "{width}");
@@ -227,4 +228,57 @@ fn devices_parse() {
     assert_eq!(parse_device("cuda:1"), Some(DeviceChoice::Cuda(1)));
     assert_eq!(parse_device("cuda:x"), None);
     assert_eq!(parse_device("gpu"), None);
+}
+
+#[test]
+fn categorical_features_take_names_or_codes_and_nothing_else() {
+    let text = GOOD.replacen(
+        "{ name = \"student\", min = 0, max = 1 }",
+        "{ name = \"student\", min = 0, max = 1, categories = { No = 0, Yes = 1 } }",
+        1,
+    );
+    let r = parse(&text).unwrap();
+    let f = &r.resolve("credit-default@1").unwrap().inputs[0];
+    assert_eq!(f.text("Yes", false), Ok(1.0));
+    assert_eq!(f.text("No", false), Ok(0.0));
+    assert_eq!(f.text("1", false), Ok(1.0), "codes are accepted too");
+    assert_eq!(f.category("Yes"), Ok(1.0));
+    let err = f.text("Maybe", false).unwrap_err();
+    assert_eq!(err, "`Maybe` is not one of No (0), Yes (1)");
+    assert_eq!(f.number(0.5).unwrap_err(), "must be one of No (0), Yes (1)");
+    assert!(f.category("yes").is_err(), "names are matched exactly");
+    // A plain number feature: decimal commas only when asked for.
+    let balance = &r.resolve("credit-default@1").unwrap().inputs[1];
+    assert_eq!(balance.text("1234,5", true), Ok(1234.5));
+    assert!(balance.text("1234,5", false).is_err());
+    assert!(balance.text("1.234,5", true).is_err(), "no thousands marks");
+    assert_eq!(balance.category("x").unwrap_err(), "must be a number");
+}
+
+#[test]
+fn bad_categories_are_refused_at_load() {
+    for (cats, why) in [
+        ("{ No = 0, Yes = 0 }", "codes are distinct"),
+        ("{ No = 0, Yes = 2 }", "within min and max"),
+        ("{ \" No\" = 0 }", "without spaces"),
+        ("{ No = 0.1 }", "32-bit floats"),
+    ] {
+        let text = GOOD.replacen(
+            "{ name = \"student\", min = 0, max = 1 }",
+            &format!("{{ name = \"student\", min = 0, max = 1, categories = {cats} }}"),
+            1,
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("inputs.categories") && err.contains(why),
+            "{cats}: {err}"
+        );
+    }
+    let text = GOOD.replacen(
+        "{ name = \"balance\" }",
+        "{ name = \"balance\", shape = [2], categories = { A = 0 } }",
+        1,
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("only a single number"), "{err}");
 }

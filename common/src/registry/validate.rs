@@ -103,6 +103,43 @@ pub(super) fn validate(models: &[ModelSpec], path: &Path) -> Result<(), Registry
                     ),
                 ));
             }
+            if f.is_categorical() {
+                if !f.shape.is_empty() {
+                    return Err(invalid(
+                        label,
+                        "inputs.categories",
+                        format!("`{}`: only a single number can be categorical", f.name),
+                    ));
+                }
+                let mut codes = HashSet::new();
+                for (name, &code) in &f.categories {
+                    if name.is_empty() || name.len() > 64 || name.trim() != name {
+                        return Err(invalid(
+                            label,
+                            "inputs.categories",
+                            format!(
+                                "`{}`: names are 1 to 64 bytes, without spaces at either end",
+                                f.name
+                            ),
+                        ));
+                    }
+                    if !code.is_finite()
+                        || f64::from(code as f32) != code
+                        || !codes.insert(code.to_bits())
+                        || f.min.is_some_and(|lo| code < lo)
+                        || f.max.is_some_and(|hi| code > hi)
+                    {
+                        return Err(invalid(
+                            label,
+                            "inputs.categories",
+                            format!(
+                                "`{}`: `{name}` = {code}: codes are distinct 32-bit floats within min and max",
+                                f.name
+                            ),
+                        ));
+                    }
+                }
+            }
             match (f.min, f.max) {
                 (Some(lo), _) if !lo.is_finite() => {
                     return Err(invalid(label, "inputs.min", "must be finite".into()))

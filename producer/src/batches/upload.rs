@@ -7,7 +7,7 @@
 
 use super::publish::publish_chunks;
 use crate::auth::Caller;
-use crate::bulk::{read_rows, Format};
+use crate::bulk::{parse_delimiter, read_upload, Format};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
 use crate::record_limit::RecordTooLong;
@@ -37,6 +37,9 @@ pub struct CreateQuery {
     format: Option<String>,
     /// Where `batch.completed` is sent.
     webhook_url: Option<String>,
+    /// CSV field separator: `,`, `;`, `|` or `tab`; else found from the
+    /// header line.
+    delimiter: Option<String>,
 }
 
 /// Reads from an upload stream, hashing what passes, and failing once more
@@ -105,6 +108,7 @@ fn closing(e: ApiError) -> Response {
     params(("model" = String, Query, description = "`name` or `name@version`"),
            ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
            ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
+           ("delimiter" = Option<String>, Query, description = "CSV field separator: `,`, `;`, `|` or `tab`; else the header line's most frequent of them. With `;`, decimals may use a comma"),
            ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
     request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
     responses(
@@ -200,6 +204,7 @@ async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
 struct Unread {
     spec: infq_common::registry::ModelSpec,
     format: Format,
+    delimiter: Option<u8>,
     webhook_url: Option<String>,
     id: infq_common::job::JobId,
 }
@@ -227,6 +232,12 @@ async fn before_reading(
         .and_then(|v| v.to_str().ok());
     let format =
         Format::detect(q.format.as_deref(), content_type).map_err(|m| field("format", m))?;
+    let delimiter = q
+        .delimiter
+        .as_deref()
+        .map(parse_delimiter)
+        .transpose()
+        .map_err(|m| field("delimiter", m))?;
     let webhook_url = match q.webhook_url.as_deref() {
         None => None,
         Some(u) => {
@@ -249,6 +260,7 @@ async fn before_reading(
     Ok(Unread {
         spec,
         format,
+        delimiter,
         webhook_url,
         id,
     })
@@ -289,6 +301,7 @@ async fn create(
     let Unread {
         spec,
         format,
+        delimiter,
         webhook_url,
         id,
     } = match before_reading(&state, caller, query, &headers).await {
@@ -323,7 +336,14 @@ async fn create(
             hash: BodyHasher::default(),
         };
         let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
-        let report = read_rows(format, &mut input, &parse_spec, &mut out, max_rows)?;
+        let report = read_upload(
+            format,
+            delimiter,
+            &mut input,
+            &parse_spec,
+            &mut out,
+            max_rows,
+        )?;
         let mut spool = out.into_inner().map_err(|e| e.into_error())?;
         spool.rewind()?;
         Ok::<_, std::io::Error>((report, spool, input.hash.finish()))

@@ -149,3 +149,97 @@ fn formats_are_detected() {
     assert_eq!(Format::detect(None, None), Ok(Format::Csv));
     assert!(Format::detect(Some("xml"), None).is_err());
 }
+
+fn categorical_spec() -> ModelSpec {
+    Registry::parse(
+        r#"
+[[model]]
+name = "credit-default"
+version = "1"
+path = "x.pt"
+inputs = [{ name = "student", min = 0, max = 1, categories = { No = 0, Yes = 1 } }, { name = "balance", min = 0 }, { name = "income" }]
+outputs = [{ name = "p" }]
+"#,
+        Path::new("models.toml"),
+        Path::new("."),
+    )
+    .unwrap()
+    .models()[0]
+    .clone()
+}
+
+fn read_with(format: Format, delimiter: Option<u8>, text: &str) -> (Report, Vec<f32>) {
+    let mut spool = Vec::new();
+    let spec = categorical_spec();
+    let report = read_upload(format, delimiter, text.as_bytes(), &spec, &mut spool, 1000).unwrap();
+    let rows = spool
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (report, rows)
+}
+
+#[test]
+fn categories_are_read_by_name_in_csv_and_jsonl_and_others_refused_with_the_names() {
+    // The Default data set as the islp package ships it.
+    let text = "default,student,balance,income\nNo,No,729.5,44361.6\nNo,Yes,817.2,12106.1\n";
+    let (r, rows) = read_with(Format::Csv, None, text);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(rows, vec![0.0, 729.5, 44361.6, 1.0, 817.2, 12106.1]);
+    let (r, _) = read_with(
+        Format::Csv,
+        None,
+        "student,balance,income\nMaybe,1,2\n0.5,1,2\n1,1,2\n",
+    );
+    assert_eq!(r.rows, 1, "the code 1 is accepted");
+    assert_eq!(
+        r.problems[0].message,
+        "`Maybe` is not one of No (0), Yes (1)"
+    );
+    assert_eq!(r.problems[1].message, "must be one of No (0), Yes (1)");
+    let jsonl = "{\"student\":\"Yes\",\"balance\":1,\"income\":2}\n{\"student\":\"yes\",\"balance\":1,\"income\":2}\n[\"No\",1,2]\n{\"student\":true,\"balance\":1,\"income\":2}\n";
+    let (r, rows) = read_with(Format::Jsonl, None, jsonl);
+    assert_eq!(r.rows, 2, "{:?}", r.problems);
+    assert_eq!(rows, vec![1.0, 1.0, 2.0, 0.0, 1.0, 2.0]);
+    assert_eq!(lines(&r), vec![2, 4]);
+    assert!(r.problems[0]
+        .message
+        .contains("`yes` is not one of No (0), Yes (1)"));
+    assert!(r.problems[1].message.contains("must be one of No, Yes"));
+}
+
+#[test]
+fn semicolon_files_are_read_with_decimal_commas_given_or_found() {
+    let text = "student;balance;income\nYes;1234,5;40000\n\"No\";\"7,25\";1e3\n";
+    for delimiter in [None, Some(b';')] {
+        let (r, rows) = read_with(Format::Csv, delimiter, text);
+        assert!(r.problems.is_empty(), "{delimiter:?}: {:?}", r.problems);
+        assert_eq!(rows, vec![1.0, 1234.5, 40000.0, 0.0, 7.25, 1000.0]);
+    }
+    // Tabs and bars too; a comma inside quotes does not count.
+    assert_eq!(sniff(b"student\tbalance\tincome\n1,2"), b'\t');
+    assert_eq!(sniff(b"\"a,b\";c;d"), b';');
+    assert_eq!(sniff(b"a|b|c"), b'|');
+    assert_eq!(sniff(b"alone"), b',');
+    assert_eq!(sniff(b"a,b;c"), b',', "a tie goes to the comma");
+    // Decimal commas are not read in a comma-separated file, and a given
+    // delimiter wins over the header's.
+    let (r, _) = read_with(Format::Csv, Some(b','), text);
+    assert!(
+        r.problems[0].message.contains("missing column"),
+        "{:?}",
+        r.problems
+    );
+    assert!(parse_delimiter("tab").is_ok() && parse_delimiter("::").is_err());
+}
+
+#[test]
+fn a_header_longer_than_the_peek_still_reads() {
+    let mut text = format!("{},student,balance,income\n", "x".repeat(100 << 10));
+    text.push_str(&format!("{},1,2,3\n", "y".repeat(100 << 10)));
+    let mut spool = Vec::new();
+    let spec = categorical_spec();
+    let r = read_upload(Format::Csv, None, text.as_bytes(), &spec, &mut spool, 10).unwrap();
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.rows, 1);
+}

@@ -4,8 +4,9 @@ use crate::detail::Detail;
 use infq_common::registry::ModelSpec;
 use serde_json::Value;
 
-/// One value as an f32 within the feature's bounds; a problem at `path`
-/// otherwise.
+/// One value as an f32 within the feature's bounds (a categorical
+/// feature's name or code); a problem at `path` otherwise. The feature's
+/// spec owns the rules ([`infq_common::registry::FeatureSpec::number`]).
 pub(super) fn number(
     spec: &ModelSpec,
     i: usize,
@@ -14,26 +15,16 @@ pub(super) fn number(
     problems: &mut Vec<Detail>,
 ) -> Option<f32> {
     let f = &spec.inputs[i];
-    let Some(x) = v.as_f64() else {
-        problems.push(Detail::field(path, "must be a number"));
-        return None;
+    let got = match v {
+        Value::Number(_) => v
+            .as_f64()
+            .map_or_else(|| Err("must be a number".into()), |x| f.number(x)),
+        Value::String(name) => f.category(name),
+        _ if f.is_categorical() => Err(format!("must be one of {}", f.category_names())),
+        _ => Err("must be a number".into()),
     };
-    let y = x as f32;
-    if !y.is_finite() {
-        problems.push(Detail::field(path, "must be a finite 32-bit float"));
-        return None;
-    }
-    if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) {
-        let range = match (f.min, f.max) {
-            (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
-            (Some(lo), None) => format!("at least {lo}"),
-            (None, Some(hi)) => format!("at most {hi}"),
-            (None, None) => unreachable!("a bound was crossed"),
-        };
-        problems.push(Detail::field(path, format!("must be {range}")));
-        return None;
-    }
-    Some(y)
+    got.map_err(|message| problems.push(Detail::field(path, message)))
+        .ok()
 }
 
 /// `s` cut to `max` characters, marked with `...` when cut, so a
