@@ -53,6 +53,7 @@ fn pending(bodies: &[Vec<u8>]) -> Vec<Pending> {
                 lane: Priority::Interactive,
                 received: Instant::now(),
                 webhook: false,
+                explain: false,
             }
         })
         .collect()
@@ -122,7 +123,7 @@ fn hot_path(c: &mut Criterion) {
         infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, BATCH, 3).expect("forward");
     let outcome = ModelOutcome::Batch(out);
     g.bench_function("encode the results", |b| {
-        b.iter(|| black_box(infq_worker::writer::outcomes(&spec, &jobs, &outcome)))
+        b.iter(|| black_box(infq_worker::writer::outcomes(&spec, &jobs, &outcome, &[])))
     });
     g.finish();
 }

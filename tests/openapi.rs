@@ -164,6 +164,20 @@ async fn the_document_lists_what_is_served_and_real_answers_match_it() {
     .await;
     assert_eq!(status, 200, "{waited}");
     check(&doc, "post", "/v1/jobs", 200, &waited);
+    let (status, explained) = call(
+        &env,
+        http,
+        "post",
+        "/v1/jobs?wait=30",
+        Some(json!({"model": "txn-risk", "inputs": [{"name": "input-0", "shape": [1, 49], "datatype": "FP32", "data": vec![0.5; 49]}], "explain": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{explained}");
+    assert!(
+        explained["explanation"]["elements"]["history"].is_array(),
+        "{explained}"
+    );
+    check(&doc, "post", "/v1/jobs", 200, &explained);
     let (status, err) = call(
         &env,
         http,

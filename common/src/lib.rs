@@ -50,6 +50,7 @@ pub mod amqp;
 pub mod config;
 pub mod confirms;
 pub mod dead;
+pub mod explain;
 pub mod idempotency;
 pub mod job;
 pub mod keys;

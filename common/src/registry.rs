@@ -18,7 +18,10 @@ pub use models::Registry;
 pub use size::{
     rows_per_message, F16_MAX, MAX_ENCODED_VALUE_BYTES, MAX_WIDTH, MESSAGE_ENVELOPE_BYTES,
 };
-pub use spec::{Dtype, FeatureSpec, ModelSpec, OutputSpec, Precision};
+pub use spec::{
+    Adverse, Baseline, Dtype, ExplainMethod, ExplainSpec, FeatureSpec, ModelSpec, OutputSpec,
+    Precision,
+};
 
 #[cfg(test)]
 mod tests;

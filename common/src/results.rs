@@ -1,6 +1,7 @@
 //! How results are encoded: one job's outputs as a JSON object keyed by
 //! output name, and a bulk chunk's rows as a JSON array with one element per
-//! row (an array of outputs, or an error string). The worker writes these
+//! row (an array of outputs, an error string, or for an explained row
+//! `{"v": outputs, "a": attributions}`, one attribution per input value). The worker writes these
 //! forms and the producer reads them back, so both live here.
 //!
 //! Floats are written in their shortest f32 form, which reads back exactly.
@@ -30,6 +31,13 @@ pub enum RowOut<'a> {
     Values(&'a [f32]),
     /// Why the row has no outputs.
     Error(&'a str),
+    /// The row's outputs and its attributions.
+    Explained {
+        /// Outputs.
+        v: &'a [f32],
+        /// Attributions, one per input value.
+        a: &'a [f32],
+    },
 }
 
 /// One row of a chunk as the producer reads it.
@@ -40,6 +48,31 @@ pub enum RowResult {
     Values(Vec<f32>),
     /// Why the row has no outputs.
     Error(String),
+    /// The row's outputs and its attributions.
+    Explained {
+        /// Outputs.
+        v: Vec<f32>,
+        /// Attributions, one per input value.
+        a: Vec<f32>,
+    },
+}
+
+impl RowResult {
+    /// The row's outputs, if it has them.
+    pub fn values(&self) -> Option<&[f32]> {
+        match self {
+            RowResult::Values(v) | RowResult::Explained { v, .. } => Some(v),
+            RowResult::Error(_) => None,
+        }
+    }
+
+    /// The row's attributions, if it was explained.
+    pub fn attributions(&self) -> Option<&[f32]> {
+        match self {
+            RowResult::Explained { a, .. } => Some(a),
+            _ => None,
+        }
+    }
 }
 
 /// Parses a stored chunk.
@@ -65,6 +98,15 @@ mod tests {
         assert_eq!(back[0], RowResult::Values(a.to_vec()));
         assert_eq!(back[1], RowResult::Error("bad row".into()));
         assert!(parse_chunk("[{}]").is_err());
+        let explained = [RowOut::Explained {
+            v: &[0.5],
+            a: &[0.25, -0.125],
+        }];
+        let text = serde_json::to_string(&explained).unwrap();
+        assert_eq!(text, r#"[{"v":[0.5],"a":[0.25,-0.125]}]"#);
+        let back = parse_chunk(&text).unwrap();
+        assert_eq!(back[0].values(), Some(&[0.5][..]));
+        assert_eq!(back[0].attributions(), Some(&[0.25, -0.125][..]));
     }
 
     #[test]

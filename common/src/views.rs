@@ -26,6 +26,11 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<HashMap<String, f32>>)]
     output: Option<Box<RawValue>>,
+    /// Each feature's attribution and the principal reasons, once it
+    /// succeeded, when it was submitted with `"explain": true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::explain::ExplanationDoc>)]
+    explanation: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<JobError>,
     created_at: String,
@@ -51,6 +56,7 @@ impl From<JobRecord> for JobView {
             version: r.version,
             priority: r.priority.as_str(),
             output: raw(r.output),
+            explanation: raw(r.explanation),
             error: r.error,
             created_at: format_ms(r.created_at_ms),
             finished_at: r.finished_at_ms.map(format_ms),
@@ -90,6 +96,9 @@ pub struct BatchView {
     error: Option<JobError>,
     /// Where the results are, once the batch has ended.
     results: String,
+    /// Whether its rows' scores are explained (reason codes in the
+    /// results).
+    explain: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,
 }
@@ -112,6 +121,7 @@ impl From<BatchRecord> for BatchView {
             id: b.id,
             status: b.status.as_str(),
             results: format!("/v1/batches/{}/results", b.id),
+            explain: b.explain.is_some(),
             model: b.model,
             version: b.version,
             total: b.total,

@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         ErrorBody, ErrorInner, Problem, JobAccepted, JobSubmission, Priority,
         infq_common::views::JobView, infq_common::views::BatchView,
         infq_common::job::JobError, infq_common::webhooks::store::Deliveries,
+        infq_common::explain::ExplanationDoc, infq_common::explain::ReasonDoc,
     )),
     tags(
         (name = "jobs", description = "Single jobs"),
@@ -171,6 +172,9 @@ pub struct JobSubmission {
     /// Stored and returned with the job (an object of at most 4 KiB).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// Explain the score: each feature's attribution and the principal
+    /// reasons (refused for a model without an `explain` section).
+    pub explain: Option<bool>,
 }
 
 /// `202` to a submitted job.
@@ -219,6 +223,28 @@ pub struct ModelVersion {
     pub instances: usize,
     /// `f32`, `f16` or `bf16`.
     pub precision: String,
+    /// How its scores are explained (`explain` on a job or batch); null
+    /// when they are not.
+    pub explain: Option<ModelExplain>,
+}
+
+/// How a model version's scores are explained.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelExplain {
+    /// `integrated_gradients`.
+    pub method: String,
+    /// Points on the path from the baseline to the row.
+    pub steps: usize,
+    /// Each feature's value at the baseline: one number, or a tensor
+    /// feature's values (all, or one per entry of its last dimension).
+    pub baseline: std::collections::BTreeMap<String, infq_common::registry::Baseline>,
+    /// The explained output.
+    pub output: String,
+    /// `higher` or `lower`: which way of the output is adverse.
+    pub adverse: String,
+    /// Reasons given per row, at most.
+    pub top_k: usize,
 }
 
 /// One input feature.
@@ -240,6 +266,9 @@ pub struct Feature {
     /// A categorical feature's names and their codes (`{"No": 0, "Yes":
     /// 1}`); empty for a plain number. Clients send a name or its code.
     pub categories: std::collections::BTreeMap<String, f64>,
+    /// The principal reason it states when it pushes a score toward the
+    /// adverse outcome (models with an `explain` section).
+    pub reason: Option<String>,
 }
 
 /// One output.
@@ -279,7 +308,7 @@ pub enum ModelAnswer {
     /// `name`: the model and every version.
     Model(Model),
     /// `name@version`: that version.
-    Version(ModelVersion),
+    Version(Box<ModelVersion>),
 }
 
 /// `GET /v1/{jobs,batches}/{id}/deliveries`.

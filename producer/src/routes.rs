@@ -226,6 +226,7 @@ async fn submit(
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
         digest: msg.digest(),
+        explain: job.explain,
     };
     // The quota check and the record are one round trip.
     let quota = state.tenants.check(&caller.0, &id, 1, true);
@@ -362,7 +363,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
         "description": m.description,
         "inputs": m.inputs.iter().map(|f| json!({
             "name": f.name, "dtype": "f32", "shape": f.shape, "min": f.min, "max": f.max,
-            "description": f.description, "categories": f.categories,
+            "description": f.description, "categories": f.categories, "reason": f.reason,
         })).collect::<Vec<_>>(),
         "outputs": m.outputs.iter().map(|o| json!({"name": o.name, "description": o.description})).collect::<Vec<_>>(),
         "width": m.width(),
@@ -371,6 +372,17 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
         "device": m.device,
         "instances": m.instances,
         "precision": m.precision.as_str(),
+        "explain": m.explain.as_ref().map(|x| json!({
+            "method": "integrated_gradients",
+            "steps": x.steps,
+            "baseline": x.baseline,
+            "output": x.output_index(&m.outputs).map(|i| m.outputs[i].name.clone()),
+            "adverse": match x.adverse {
+                infq_common::registry::Adverse::Higher => "higher",
+                infq_common::registry::Adverse::Lower => "lower",
+            },
+            "top_k": x.top_k,
+        })),
     })
 }
 

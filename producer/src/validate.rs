@@ -45,6 +45,10 @@ pub struct JobRequest {
     /// Client data stored with the job and returned with it.
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// Explain the score: each feature's attribution and the principal
+    /// reasons (the model's registry entry must have an `explain` section).
+    #[serde(default)]
+    pub explain: bool,
 }
 
 /// A submission that passed every check.
@@ -62,6 +66,8 @@ pub struct ValidJob<'r> {
     pub metadata: Option<String>,
     /// Callback URL, past the checks that need no lookup.
     pub webhook_url: Option<String>,
+    /// Whether the score is to be explained.
+    pub explain: bool,
 }
 
 /// Checks a callback URL's form and, for an address literal, its address;
@@ -97,6 +103,11 @@ pub fn validate<'r>(
         .resolve(&req.model)
         .ok_or_else(|| ValidationError::UnknownModel(req.model.clone()))?;
     let mut problems = Vec::new();
+    if req.explain {
+        if let Err(p) = explainable(spec) {
+            problems.push(p);
+        }
+    }
     let inputs = features(spec, &req.inputs, &mut problems);
     let webhook_url = req
         .webhook_url
@@ -138,7 +149,23 @@ pub fn validate<'r>(
         deadline_ms: req.deadline_ms,
         metadata,
         webhook_url,
+        explain: req.explain,
     })
+}
+
+/// Whether `explain` may be asked of this model version: its registry
+/// entry must say how ([`infq_common::registry::ExplainSpec`]).
+pub fn explainable(spec: &ModelSpec) -> Result<(), Detail> {
+    if spec.explain.is_some() {
+        return Ok(());
+    }
+    Err(Detail::field(
+        "explain",
+        format!(
+            "model {} has no explain section in its registry entry, so it gives no reason codes",
+            spec.id()
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -101,9 +101,8 @@ async fn every_state_carries_its_own_error() {
         body
     };
     let retry = Transition {
-        status: JobStatus::Retrying,
-        output: None,
         error: Some(JobError::new("model_error", "CUDA out of memory")),
+        ..Transition::to(JobStatus::Retrying)
     };
     // Retried, then succeeded: no error left.
     let id = infq_common::job::JobId::parse_str(

@@ -4,6 +4,7 @@
 //! bad registry entry or model file stopping start-up with the file and
 //! the field or model named.
 
+mod explain;
 mod serving;
 mod startup;
 mod support;

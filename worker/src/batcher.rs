@@ -255,8 +255,11 @@ async fn prepare(
     let mut refused = Vec::new();
     for (mut job, claim) in jobs.into_iter().zip(found) {
         match claim {
-            Claim::Run { webhook, .. } => {
+            Claim::Run {
+                webhook, explain, ..
+            } => {
                 job.webhook = webhook;
+                job.explain = explain;
                 run.push(job);
             }
             Claim::Skip { webhook } => {

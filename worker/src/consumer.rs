@@ -196,6 +196,7 @@ async fn consumer_task(
                     received: Instant::now(),
                     span,
                     webhook: false,
+                    explain: false,
                 };
                 match route_job(pending, &queue).await {
                     Routed::Sent => continue,

@@ -46,6 +46,7 @@ pub mod completion;
 pub mod consumer;
 pub mod context;
 pub mod deadletter;
+pub mod explain;
 pub mod health;
 pub mod model;
 pub mod outcome;

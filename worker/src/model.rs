@@ -9,6 +9,7 @@
 //! batch fails as a whole, its rows are run one by one, so one bad row fails
 //! only its own row.
 
+use crate::explain::Explainer;
 use crate::pending::Pending;
 use crate::stats::WorkerStats;
 
@@ -179,6 +180,18 @@ pub fn load_as(spec: &ModelSpec, device: Device, kind: Kind) -> Result<CModule, 
             spec.outputs.len()
         )));
     }
+    // A model that declares `explain` must be differentiable from its
+    // inputs to the explained output: tried once, here, on the same row.
+    if let Some(x) = Explainer::of(spec) {
+        x.attribute(&module, device, kind, &probe, 1, spec.width())
+            .map_err(|e| {
+                ModelError::Schema(format!(
+                    "model {} declares explain, but its output has no gradient path to its inputs: {}",
+                    spec.id(),
+                    e.to_string().lines().next().unwrap_or_default()
+                ))
+            })?;
+    }
     Ok(module)
 }
 
@@ -286,6 +299,7 @@ fn model_thread(
 ) {
     let width = spec.width();
     let outputs = spec.outputs.len();
+    let explainer = Explainer::of(&spec);
     let label = spec.name.clone();
     let device = device_label(runner.device);
     loop {
@@ -328,6 +342,7 @@ fn model_thread(
                 )
             }
         };
+        let explained = explain_jobs(&runner, explainer.as_ref(), &batch, width);
         let elapsed = started.elapsed();
         stats.record_batch(batch.rows);
         metrics::histogram!(infq_common::metrics::INFERENCE_SECONDS, "model" => label.clone(), "device" => device.clone())
@@ -342,10 +357,72 @@ fn model_thread(
             spec: spec.clone(),
             jobs: batch.jobs,
             outcome,
+            explained,
         };
         if completion.blocking_send(cmd).is_err() {
             break;
         }
     }
     tracing::debug!(model = %spec.id(), "model thread stopped");
+}
+
+/// Attributions of the rows of the jobs whose records asked for them: one
+/// entry per job, `None` where none was asked. Every such row of the batch
+/// goes through one pass ([`Explainer::attribute`]); if that fails, each
+/// job's rows are tried alone, so one job's failure costs only its own
+/// explanation.
+pub fn explain_jobs(
+    runner: &Runner,
+    explainer: Option<&Explainer>,
+    batch: &Batch,
+    width: usize,
+) -> Vec<Option<Result<Vec<f32>, InferError>>> {
+    let mut out: Vec<Option<Result<Vec<f32>, InferError>>> =
+        batch.jobs.iter().map(|_| None).collect();
+    let Some(x) = explainer else {
+        return out;
+    };
+    let mut wanted = Vec::new();
+    let mut at = 0;
+    for (i, job) in batch.jobs.iter().enumerate() {
+        let rows = job.rows(width);
+        if job.explain {
+            wanted.push((i, at * width..(at + rows) * width, rows));
+        }
+        at += rows;
+    }
+    if wanted.is_empty() {
+        return out;
+    }
+    let attribute = |inputs: &[f32], rows| {
+        x.attribute(
+            &runner.module,
+            runner.device,
+            runner.kind,
+            inputs,
+            rows,
+            width,
+        )
+    };
+    let rows: usize = wanted.iter().map(|w| w.2).sum();
+    let inputs: Vec<f32> = wanted
+        .iter()
+        .flat_map(|(_, range, _)| batch.inputs[range.clone()].iter().copied())
+        .collect();
+    match attribute(&inputs, rows) {
+        Ok(all) => {
+            let mut from = 0;
+            for (i, _, rows) in wanted {
+                out[i] = Some(Ok(all[from..from + rows * width].to_vec()));
+                from += rows * width;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "explaining a batch failed; explaining its jobs one by one");
+            for (i, range, rows) in wanted {
+                out[i] = Some(attribute(&batch.inputs[range], rows));
+            }
+        }
+    }
+    out
 }

@@ -88,6 +88,9 @@ pub enum CompletionCommand {
         jobs: Vec<Pending>,
         /// What the model returned.
         outcome: ModelOutcome,
+        /// Per job, the attributions of its rows (`rows x width`) when its
+        /// record asked for an explanation.
+        explained: Vec<Option<Result<Vec<f32>, InferError>>>,
     },
     /// Jobs their claim ended without running: already terminal (`None`),
     /// or expired by it. Their state is stored: announce and acknowledge.

@@ -60,6 +60,9 @@ pub struct Pending {
     /// record says, learnt when it is claimed (never what the message
     /// says).
     pub webhook: bool,
+    /// Whether its score is to be explained: also learnt from its record
+    /// when it is claimed.
+    pub explain: bool,
 }
 
 impl Pending {
@@ -89,6 +92,7 @@ impl Pending {
             received: Instant::now(),
             span: tracing::Span::none(),
             webhook: false,
+            explain: false,
         }
     }
 

@@ -6,6 +6,7 @@
 
 use crate::outcome::{InferError, ModelOutcome};
 use crate::pending::Pending;
+use infq_common::explain::ExplainPlan;
 use infq_common::job::{JobError, JobStatus};
 use infq_common::message::Work;
 use infq_common::registry::ModelSpec;
@@ -76,13 +77,28 @@ impl Outcome {
     }
 }
 
-/// The outcome of each job of a forward pass.
-pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> Vec<Outcome> {
+/// The outcome of each job of a forward pass; `explained` holds, per job,
+/// the attributions of its rows when its record asked for them (empty: none
+/// asked). An explanation that failed fails the rows it was for, with the
+/// reason, as a model error does (or sends the job back, if it may pass
+/// another time).
+pub fn outcomes(
+    spec: &ModelSpec,
+    jobs: &[Pending],
+    outcome: &ModelOutcome,
+    explained: &[Option<Result<Vec<f32>, InferError>>],
+) -> Vec<Outcome> {
     let width = spec.width();
     let n_out = spec.outputs.len();
+    let plan = explained
+        .iter()
+        .any(Option::is_some)
+        .then(|| ExplainPlan::of(spec))
+        .flatten();
     let mut row = 0;
     jobs.iter()
-        .map(|j| {
+        .enumerate()
+        .map(|(i, j)| {
             let rows = j.rows(width);
             let results = row_results(outcome, row, rows, n_out);
             row += rows;
@@ -92,9 +108,24 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
             {
                 return Outcome::Retry((*e).clone());
             }
+            let attributions = match explained.get(i) {
+                Some(Some(Ok(a))) if a.len() == rows * width => plan.as_ref().map(|p| (p, a)),
+                Some(Some(Err(e))) if e.is_retryable() => return Outcome::Retry(e.clone()),
+                Some(Some(Err(e))) => {
+                    let error = format!("explaining the score failed: {e}");
+                    return failed_for_good(j, rows, &error);
+                }
+                _ => None,
+            };
             match j.msg.work {
                 Work::Job { .. } => Outcome::Job(match results.first() {
-                    Some(Ok(values)) => Transition::succeeded(output_json(&spec.outputs, values)),
+                    Some(Ok(values)) => {
+                        let t = Transition::succeeded(output_json(&spec.outputs, values));
+                        match attributions {
+                            Some((p, a)) => t.explained(p.explain(a).to_json()),
+                            None => t,
+                        }
+                    }
                     Some(Err(e)) => Transition::failed(JobError::new("model_error", e.to_string())),
                     None => Transition::failed(JobError::new("model_error", "no output")),
                 }),
@@ -109,9 +140,14 @@ pub fn outcomes(spec: &ModelSpec, jobs: &[Pending], outcome: &ModelOutcome) -> V
                     let mut texts = errors.iter();
                     let rows_json: Vec<RowOut> = results
                         .iter()
-                        .map(|r| match r {
-                            Ok(v) => RowOut::Values(v),
-                            Err(_) => RowOut::Error(texts.next().map_or("", String::as_str)),
+                        .enumerate()
+                        .map(|(k, r)| match (r, attributions) {
+                            (Ok(v), Some((_, a))) => RowOut::Explained {
+                                v,
+                                a: &a[k * width..(k + 1) * width],
+                            },
+                            (Ok(v), None) => RowOut::Values(v),
+                            (Err(_), _) => RowOut::Error(texts.next().map_or("", String::as_str)),
                         })
                         .collect();
                     Outcome::Chunk(ChunkResult {
@@ -212,7 +248,7 @@ mod tests {
         let spec = spec(2);
         let jobs = vec![pending(1, None), pending(3, Some(4)), pending(1, None)];
         let values: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let out = outcomes(&spec, &jobs, &ModelOutcome::Batch(values));
+        let out = outcomes(&spec, &jobs, &ModelOutcome::Batch(values), &[]);
         let Outcome::Job(t) = &out[0] else { panic!() };
         assert_eq!(t.output.as_deref(), Some(r#"{"o0":0.0,"o1":1.0}"#));
         let Outcome::Chunk(c) = &out[1] else { panic!() };
@@ -248,7 +284,7 @@ mod tests {
             Err(InferError::Torch("bad row".into())),
             Ok(vec![f32::NAN]),
         ]);
-        let out = outcomes(&spec, &jobs, &per_row);
+        let out = outcomes(&spec, &jobs, &per_row, &[]);
         let Outcome::Chunk(c) = &out[0] else { panic!() };
         assert_eq!((c.succeeded, c.failed), (1, 1));
         assert_eq!(c.rows_json, r#"[[0.5],"bad row"]"#);

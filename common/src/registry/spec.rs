@@ -41,6 +41,10 @@ pub struct FeatureSpec {
     /// clients may send the name or its code, and nothing else.
     #[serde(default)]
     pub categories: BTreeMap<String, f64>,
+    /// The principal reason this feature states when it pushes a score
+    /// toward the adverse outcome (`"Credit card balance is high"`);
+    /// needed by every feature of a model with an `explain` section.
+    pub reason: Option<String>,
 }
 
 impl FeatureSpec {
@@ -187,6 +191,114 @@ pub struct ModelSpec {
     /// f32); on a CPU always `f32`.
     #[serde(default)]
     pub precision: Precision,
+    /// How a score is explained when a job or batch asks for reasons;
+    /// without it, asking is refused.
+    pub explain: Option<ExplainSpec>,
+    /// The SHA-256 (hex) the TorchScript file must have: a worker refuses
+    /// to serve a file with another.
+    pub sha256: Option<String>,
+}
+
+/// How a model's scores are explained: attributions by integrated
+/// gradients from a baseline, and the features that push the explained
+/// output toward the adverse outcome the most, as reasons.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainSpec {
+    /// The attribution method; `integrated_gradients` is the one there is.
+    pub method: ExplainMethod,
+    /// Points on the straight path from the baseline to the row: more
+    /// steps, a smaller completeness error (see `infq-worker`'s
+    /// `explain`).
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// Each feature's value at the baseline; every feature is named. A
+    /// tensor feature takes one number for every value, its every value in
+    /// row-major order, or one value per entry of its last dimension,
+    /// repeated (a month's `[spend, payment_ratio, ...]` for every month).
+    pub baseline: BTreeMap<String, Baseline>,
+    /// The output explained; the first when not named.
+    pub output: Option<String>,
+    /// Which way of that output is adverse: `higher` (a probability of
+    /// default) or `lower` (a credit score).
+    #[serde(default)]
+    pub adverse: Adverse,
+    /// Reasons given per row, at most (no more than there are inputs).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+/// A feature's value at the baseline.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Baseline {
+    /// One number for every value of the feature.
+    One(f64),
+    /// Its values: all of them, or one per entry of its last dimension.
+    Many(Vec<f64>),
+}
+
+impl Baseline {
+    /// The feature's `size` values at the baseline, if this fits `f`.
+    pub fn values(&self, f: &FeatureSpec) -> Option<Vec<f64>> {
+        let size = f.size();
+        match self {
+            Baseline::One(v) => Some(vec![*v; size]),
+            Baseline::Many(v) if v.len() == size => Some(v.clone()),
+            Baseline::Many(v) if f.shape.last() == Some(&v.len()) && !v.is_empty() => {
+                Some(v.iter().copied().cycle().take(size).collect())
+            }
+            Baseline::Many(_) => None,
+        }
+    }
+}
+
+/// The attribution methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplainMethod {
+    /// Integrated gradients (Sundararajan et al., 2017), by the midpoint
+    /// rule over `steps` points.
+    IntegratedGradients,
+}
+
+/// Which direction of the explained output is adverse to the applicant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Adverse {
+    /// A higher output is adverse.
+    #[default]
+    Higher,
+    /// A lower output is adverse.
+    Lower,
+}
+
+fn default_steps() -> usize {
+    32
+}
+fn default_top_k() -> usize {
+    4
+}
+
+impl ExplainSpec {
+    /// The index of the explained output among `outputs`.
+    pub fn output_index(&self, outputs: &[OutputSpec]) -> Option<usize> {
+        match &self.output {
+            None => Some(0),
+            Some(name) => outputs.iter().position(|o| &o.name == name),
+        }
+    }
+
+    /// The baseline as one input row in schema order, if every feature has
+    /// a value.
+    pub fn baseline_row(&self, inputs: &[FeatureSpec]) -> Option<Vec<f32>> {
+        let mut row = Vec::new();
+        for f in inputs {
+            let values = self.baseline.get(&f.name)?.values(f)?;
+            row.extend(values.into_iter().map(|v| v as f32));
+        }
+        Some(row)
+    }
 }
 
 /// Floating-point precision a model runs in on a GPU.

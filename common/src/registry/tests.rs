@@ -204,6 +204,7 @@ fn chunks_of_any_width_fit_in_a_message() {
             max: None,
             description: String::new(),
             categories: Default::default(),
+            reason: None,
         }];
         let rows = spec.chunk_rows(65_536) as usize;
         assert!(rows >= 1 && rows <= rows_per_message(width), "{width}");
@@ -281,4 +282,94 @@ fn bad_categories_are_refused_at_load() {
     );
     let err = parse(&text).unwrap_err().to_string();
     assert!(err.contains("only a single number"), "{err}");
+}
+
+#[test]
+fn explain_sections_are_checked_at_load() {
+    let with = |extra: &str, reasons: bool| {
+        let mut text = GOOD.replacen(
+            "max_batch_size = 128",
+            &format!(
+                "max_batch_size = 128\nexplain = {{ method = \"integrated_gradients\", {extra} }}"
+            ),
+            1,
+        );
+        if reasons {
+            text = text.replacen(
+                "inputs = [{ name = \"student\" }, { name = \"balance\" }, { name = \"income\" }]",
+                "inputs = [{ name = \"student\", reason = \"s\" }, { name = \"balance\", reason = \"b\", shape = [2, 2] }, { name = \"income\", reason = \"i\" }]",
+                1,
+            );
+        }
+        parse(&text).map_err(|e| e.to_string())
+    };
+    let good = "baseline = { student = 0, balance = [1, 2], income = 3 }";
+    let r = with(good, true).unwrap();
+    let spec = r.resolve("credit-default@2").unwrap();
+    let x = spec.explain.as_ref().unwrap();
+    assert_eq!(x.steps, 32);
+    assert_eq!(x.top_k, 4);
+    assert_eq!(
+        x.baseline_row(&spec.inputs).unwrap(),
+        [0.0, 1.0, 2.0, 1.0, 2.0, 3.0],
+        "one value per entry of the last dimension, repeated"
+    );
+    for (extra, reasons, field) in [
+        (good, false, "inputs.reason"),
+        (
+            "baseline = { student = 0, balance = 1 }",
+            true,
+            "`income` has no baseline value",
+        ),
+        (
+            "baseline = { student = 0, balance = 1, income = 1, other = 2 }",
+            true,
+            "`other` is not an input",
+        ),
+        (
+            "baseline = { student = 0, balance = [1, 2, 3], income = 1 }",
+            true,
+            "one per entry of its last dimension",
+        ),
+        (
+            "baseline = { student = 1e39, balance = 1, income = 1 }",
+            true,
+            "finite",
+        ),
+        (
+            "baseline = { student = 0, balance = 1, income = 1 }, steps = 0",
+            true,
+            "explain.steps",
+        ),
+        (
+            "baseline = { student = 0, balance = 1, income = 1 }, top_k = 0",
+            true,
+            "explain.top_k",
+        ),
+        (
+            "baseline = { student = 0, balance = 1, income = 1 }, output = \"nope\"",
+            true,
+            "explain.output",
+        ),
+        (
+            "baseline = { student = 0, balance = 1, income = 1 }, adverse = \"up\"",
+            true,
+            "adverse",
+        ),
+    ] {
+        let err = with(extra, reasons).unwrap_err();
+        assert!(err.contains(field), "{extra}: {err}");
+    }
+    let text = GOOD.replacen(
+        "max_batch_size = 128",
+        "max_batch_size = 128\nsha256 = \"ABC\"",
+        1,
+    );
+    assert!(parse(&text).unwrap_err().to_string().contains("sha256"));
+    let err = with(
+        "baseline = { student = 0, balance = 1, income = 1 }, method = \"shap\"",
+        true,
+    )
+    .unwrap_err();
+    assert!(err.contains("method") || err.contains("shap"), "{err}");
 }

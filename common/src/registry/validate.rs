@@ -4,7 +4,7 @@
 use super::device::{parse_device, DeviceChoice};
 use super::error::RegistryError;
 use super::size::{rows_per_message, F16_MAX, MAX_WIDTH};
-use super::spec::{ModelSpec, Precision};
+use super::spec::{ExplainSpec, ModelSpec, Precision};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -217,6 +217,23 @@ pub(super) fn validate(models: &[ModelSpec], path: &Path) -> Result<(), Registry
                 format!("`{}` needs a GPU; device is cpu", m.precision.as_str()),
             ));
         }
+        if let Some(digest) = &m.sha256 {
+            if digest.len() != 64
+                || !digest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(invalid(
+                    label,
+                    "sha256",
+                    "64 lowercase hex digits, as sha256sum prints them".into(),
+                ));
+            }
+        }
+        if let Some(x) = &m.explain {
+            check_explain(m, x)
+                .map_err(|(field, message)| invalid(label.clone(), field, message))?;
+        }
         // f16 inputs are converted with the weights: a value past the
         // largest f16 would reach the model as infinity, so every input
         // must be bounded within it (bf16 has f32's range).
@@ -234,6 +251,76 @@ pub(super) fn validate(models: &[ModelSpec], path: &Path) -> Result<(), Registry
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The checks of an `explain` section: a baseline value for every feature
+/// and none other, a reason text for every feature, the explained output,
+/// and sizes within reason.
+fn check_explain(m: &ModelSpec, x: &ExplainSpec) -> Result<(), (&'static str, String)> {
+    if !(1..=1024).contains(&x.steps) {
+        return Err(("explain.steps", "must be between 1 and 1024".into()));
+    }
+    if !(1..=64).contains(&x.top_k) {
+        return Err(("explain.top_k", "must be between 1 and 64".into()));
+    }
+    if x.output_index(&m.outputs).is_none() {
+        return Err((
+            "explain.output",
+            format!(
+                "`{}` is not an output",
+                x.output.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    for f in &m.inputs {
+        match x.baseline.get(&f.name) {
+            None => {
+                return Err((
+                    "explain.baseline",
+                    format!("`{}` has no baseline value", f.name),
+                ))
+            }
+            Some(b) => match b.values(f) {
+                None => {
+                    return Err((
+                        "explain.baseline",
+                        format!(
+                            "`{}`: one number, {} values, or one per entry of its last dimension",
+                            f.name,
+                            f.size()
+                        ),
+                    ))
+                }
+                Some(v) if v.iter().any(|x| !(*x as f32).is_finite()) => {
+                    return Err((
+                        "explain.baseline",
+                        format!("`{}`: must be finite 32-bit floats", f.name),
+                    ))
+                }
+                Some(_) => {}
+            },
+        }
+        match f.reason.as_deref() {
+            Some(r) if !r.trim().is_empty() && r.len() <= 200 => {}
+            _ => {
+                return Err((
+                    "inputs.reason",
+                    format!(
+                        "`{}`: a model with an explain section needs a reason text (1 to 200 bytes) for every input",
+                        f.name
+                    ),
+                ))
+            }
+        }
+    }
+    if let Some(name) = x
+        .baseline
+        .keys()
+        .find(|k| !m.inputs.iter().any(|f| &f.name == *k))
+    {
+        return Err(("explain.baseline", format!("`{name}` is not an input")));
     }
     Ok(())
 }

@@ -160,6 +160,9 @@ impl JobStore {
         if let Some(o) = &t.output {
             inv.arg("output").arg(o);
         }
+        if let Some(x) = &t.explanation {
+            inv.arg("explanation").arg(x);
+        }
         if let Some(e) = &t.error {
             inv.arg("error")
                 .arg(serde_json::to_string(e).expect("error serialises"));

@@ -14,6 +14,8 @@ pub struct Transition {
     pub status: JobStatus,
     /// Output JSON text, for `succeeded`.
     pub output: Option<String>,
+    /// The score's explanation (JSON text), for `succeeded` when asked.
+    pub explanation: Option<String>,
     /// Reason, for `failed` (and the last one, for `retrying`).
     pub error: Option<JobError>,
 }
@@ -24,8 +26,15 @@ impl Transition {
         Self {
             status: JobStatus::Succeeded,
             output: Some(output),
+            explanation: None,
             error: None,
         }
+    }
+
+    /// This `succeeded` with its explanation too.
+    pub fn explained(mut self, explanation: String) -> Self {
+        self.explanation = Some(explanation);
+        self
     }
 
     /// `failed` with a reason.
@@ -33,6 +42,7 @@ impl Transition {
         Self {
             status: JobStatus::Failed,
             output: None,
+            explanation: None,
             error: Some(error),
         }
     }
@@ -42,6 +52,7 @@ impl Transition {
         Self {
             status,
             output: None,
+            explanation: None,
             error: None,
         }
     }
@@ -72,6 +83,8 @@ pub enum Claim {
         attempt: u32,
         /// Whether its record asks for a callback.
         webhook: bool,
+        /// Whether its record asks for the score to be explained.
+        explain: bool,
     },
     /// Do not run, just acknowledge: already terminal (cancelled, done,
     /// erased), or already stored; `webhook` when its end is to be
@@ -166,6 +179,7 @@ pub(super) fn parse_claim(v: &Value, chunk: bool) -> Result<ClaimReply, StoreErr
     };
     let what = parts.first().and_then(text_of);
     let webhook = matches!(parts.get(1), Some(Value::Int(1)));
+    let explain = matches!(parts.get(if chunk { 3 } else { 4 }), Some(Value::Int(1)));
     let attempt = match parts.get(2) {
         Some(Value::Int(n)) if !chunk => (*n).clamp(0, i64::from(u32::MAX)) as u32,
         _ => 0,
@@ -175,7 +189,14 @@ pub(super) fn parse_claim(v: &Value, chunk: bool) -> Result<ClaimReply, StoreErr
         .and_then(text_of)
         .map(|t| Some(t).filter(|t| !t.is_empty()));
     let (claim, tenant) = match what.as_deref() {
-        Some("run") => (Claim::Run { attempt, webhook }, tenant),
+        Some("run") => (
+            Claim::Run {
+                attempt,
+                webhook,
+                explain,
+            },
+            tenant,
+        ),
         Some("skip") => (Claim::Skip { webhook }, tenant),
         Some("expired") => (Claim::Expired { webhook }, tenant),
         Some("missing") => (
@@ -266,13 +287,15 @@ mod tests {
             Value::Int(1),
             Value::Int(3),
             bulk("acme"),
+            Value::Int(1),
         ]);
         let r = parse_claim(&v, false).unwrap();
         assert_eq!(
             r.claim,
             Claim::Run {
                 attempt: 3,
-                webhook: true
+                webhook: true,
+                explain: true,
             }
         );
         assert_eq!(r.tenant, Some(Some("acme".into())));

@@ -31,6 +31,8 @@ pub struct NewJob {
     /// job's message: a message for this id that does not match it is not
     /// run.
     pub digest: String,
+    /// Whether its score is to be explained (reason codes).
+    pub explain: bool,
 }
 
 impl NewJob {
@@ -55,6 +57,9 @@ impl NewJob {
         if let Some(ms) = self.retention_ms {
             f.push(("retention_ms", ms.to_string()));
         }
+        if self.explain {
+            f.push(("explain", "1".into()));
+        }
         f
     }
 }
@@ -74,6 +79,11 @@ pub struct JobRecord {
     pub priority: Priority,
     /// The named outputs, as JSON text, once succeeded.
     pub output: Option<String>,
+    /// The score's explanation, as JSON text, once succeeded, when asked
+    /// for ([`crate::explain`]).
+    pub explanation: Option<String>,
+    /// Whether an explanation was asked for.
+    pub explain: bool,
     /// Why it failed, once failed.
     pub error: Option<JobError>,
     /// Acceptance time (epoch ms).
@@ -123,6 +133,9 @@ pub struct NewBatch {
     /// are rendered with these, so they stay readable after a registry
     /// reload removes the version.
     pub outputs: Vec<String>,
+    /// How its rows are explained, when reasons were asked for; kept for
+    /// the same reason as `outputs`.
+    pub explain: Option<crate::explain::ExplainPlan>,
 }
 
 impl NewBatch {
@@ -154,6 +167,12 @@ impl NewBatch {
             "outputs",
             serde_json::to_string(&self.outputs).expect("names serialise"),
         ));
+        if let Some(plan) = &self.explain {
+            f.push((
+                "explain",
+                serde_json::to_string(plan).expect("a plan serialises"),
+            ));
+        }
         f
     }
 }
@@ -201,6 +220,8 @@ pub struct BatchRecord {
     /// The output names recorded at acceptance; empty for a record written
     /// before they were.
     pub outputs: Vec<String>,
+    /// How its rows are explained, when reasons were asked for.
+    pub explain: Option<crate::explain::ExplainPlan>,
 }
 
 /// A job record from its fields (`HGETALL`).
@@ -228,6 +249,8 @@ pub(super) fn parse_record(
         model: f.remove("model").unwrap_or_default(),
         version: f.remove("version").unwrap_or_default(),
         output: f.remove("output"),
+        explanation: f.remove("explanation"),
+        explain: f.contains_key("explain"),
         metadata: f.remove("metadata"),
         webhook_url: f.remove("webhook_url"),
         tenant: f.remove("tenant"),
@@ -267,6 +290,7 @@ pub(super) fn parse_batch(
             .get("outputs")
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or_default(),
+        explain: f.get("explain").and_then(|o| serde_json::from_str(o).ok()),
     })
 }
 
@@ -295,6 +319,7 @@ mod tests {
             tenant: None,
             retention_ms: None,
             digest: "d".into(),
+            explain: false,
         };
         let keys: Vec<&str> = job.fields().iter().map(|(k, _)| *k).collect();
         assert_eq!(
@@ -359,6 +384,7 @@ mod tests {
             tenant: Some("acme".into()),
             retention_ms: None,
             outputs: vec!["p".into(), "q".into()],
+            explain: None,
         };
         let stored: HashMap<String, String> = b
             .fields()

@@ -101,6 +101,7 @@ fn new_job(s: &JobStore, msg: &JobMessage, tenant: &str) -> (NewJob, QuotaCheck)
         tenant: Some(tenant.into()),
         retention_ms: None,
         digest: msg.digest(),
+        explain: false,
     };
     (job, check)
 }
@@ -245,6 +246,7 @@ async fn chunk_results_of_the_earlier_layout_are_read_and_erased() {
         tenant: None,
         retention_ms: None,
         outputs: vec!["p".into()],
+        explain: None,
     };
     assert!(s.create_batch(&b).await.unwrap());
     let mut c = s.connection();

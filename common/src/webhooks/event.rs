@@ -322,6 +322,8 @@ mod tests {
             reopened: 0,
             tenant: Some("acme".into()),
             erased: false,
+            explanation: None,
+            explain: false,
         }
     }
 

@@ -12,6 +12,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use infq_common::explain::{ExplainPlan, Explanation};
 use infq_common::results::{parse_chunk, NamedOutputs, RowResult};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -27,8 +28,9 @@ pub struct ResultsQuery {
 const CHUNKS_PER_READ: u32 = 32;
 
 /// `GET /v1/batches/{id}/results`: every row in input order, as CSV
-/// (`row,<outputs...>,error`) or JSONL (`{"row", "output"}` or
-/// `{"row", "error"}`), streamed.
+/// (`row,<outputs...>,error`, with `reason_1..reason_k` before `error` for
+/// an explained batch) or JSONL (`{"row", "output"}`, with `explanation`
+/// for an explained batch, or `{"row", "error"}`), streamed.
 #[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "batches",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Batch id"),
@@ -86,6 +88,7 @@ pub async fn batch_results(
     let render = Renderer {
         format,
         outputs: Arc::new(outputs),
+        explain: rec.explain.map(Arc::new),
         chunk_rows: u64::from(rec.chunk_rows),
         total: rec.total,
         missing: format!("not run: batch {}", rec.status),
@@ -125,6 +128,8 @@ pub async fn batch_results(
 struct Renderer {
     format: Format,
     outputs: Arc<Vec<infq_common::registry::OutputSpec>>,
+    /// How rows are explained, for a batch that asked for reasons.
+    explain: Option<Arc<ExplainPlan>>,
     chunk_rows: u64,
     total: u64,
     missing: String,
@@ -136,6 +141,8 @@ struct JsonlRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<NamedOutputs<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<Explanation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
@@ -146,6 +153,9 @@ impl Renderer {
                 let mut w = csv::Writer::from_writer(Vec::new());
                 let mut cols = vec!["row".to_string()];
                 cols.extend(self.outputs.iter().map(|o| o.name.clone()));
+                if let Some(plan) = &self.explain {
+                    cols.extend((1..=plan.top_k).map(|k| format!("reason_{k}")));
+                }
                 cols.push("error".into());
                 let _ = w.write_record(&cols);
                 w.into_inner().unwrap_or_default()
@@ -170,22 +180,28 @@ impl Renderer {
                 let row = first + r;
                 let result = parsed.get(r as usize);
                 let (values, error): (Option<&[f32]>, Option<&str>) = match result {
-                    Some(RowResult::Values(v)) => (Some(v), None),
                     Some(RowResult::Error(e)) => (None, Some(e)),
+                    Some(r) => (r.values(), None),
                     None => (None, Some(&self.missing)),
                 };
+                let explanation = self
+                    .explain
+                    .as_deref()
+                    .zip(result.and_then(RowResult::attributions))
+                    .map(|(plan, a)| plan.explain(a));
                 match self.format {
                     Format::Jsonl => {
                         let line = JsonlRow {
                             row,
                             output: values.map(|v| NamedOutputs(&self.outputs, v)),
+                            explanation,
                             error,
                         };
                         serde_json::to_writer(&mut out, &line)?;
                         out.push(b'\n');
                     }
                     Format::Csv => {
-                        let mut rec = Vec::with_capacity(self.outputs.len() + 2);
+                        let mut rec = Vec::with_capacity(self.outputs.len() + 6);
                         rec.push(row.to_string());
                         for k in 0..self.outputs.len() {
                             rec.push(
@@ -194,6 +210,13 @@ impl Renderer {
                                     .map(|x| x.to_string())
                                     .unwrap_or_default(),
                             );
+                        }
+                        if let Some(plan) = &self.explain {
+                            let mut texts = explanation.as_ref().map(|e| e.reason_texts());
+                            for _ in 0..plan.top_k {
+                                let text = texts.as_mut().and_then(Iterator::next);
+                                rec.push(text.unwrap_or("").to_string());
+                            }
                         }
                         rec.push(error.unwrap_or("").to_string());
                         csv.write_record(&rec)?;
@@ -220,6 +243,7 @@ mod tests {
                 name: "p".into(),
                 description: String::new(),
             }]),
+            explain: None,
             chunk_rows: 2,
             total: 5,
             missing: "not run: batch cancelled".into(),

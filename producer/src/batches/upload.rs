@@ -40,6 +40,9 @@ pub struct CreateQuery {
     /// CSV field separator: `,`, `;`, `|` or `tab`; else found from the
     /// header line.
     delimiter: Option<String>,
+    /// Explain every row's score (reason codes).
+    #[serde(default)]
+    explain: bool,
 }
 
 /// Reads from an upload stream, hashing what passes, and failing once more
@@ -108,6 +111,7 @@ fn closing(e: ApiError) -> Response {
     params(("model" = String, Query, description = "`name` or `name@version`"),
            ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
            ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
+           ("explain" = Option<bool>, Query, description = "Explain every row's score: attributions and reason codes (the model needs an `explain` section)"),
            ("delimiter" = Option<String>, Query, description = "CSV field separator: `,`, `;`, `|` or `tab`; else the header line's most frequent of them. With `;`, decimals may use a comma"),
            ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
     request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
@@ -205,6 +209,7 @@ struct Unread {
     spec: infq_common::registry::ModelSpec,
     format: Format,
     delimiter: Option<u8>,
+    explain: Option<infq_common::explain::ExplainPlan>,
     webhook_url: Option<String>,
     id: infq_common::job::JobId,
 }
@@ -232,6 +237,12 @@ async fn before_reading(
         .and_then(|v| v.to_str().ok());
     let format =
         Format::detect(q.format.as_deref(), content_type).map_err(|m| field("format", m))?;
+    let explain = if q.explain {
+        crate::validate::explainable(&spec).map_err(|p| ApiError::Invalid(vec![p]))?;
+        infq_common::explain::ExplainPlan::of(&spec)
+    } else {
+        None
+    };
     let delimiter = q
         .delimiter
         .as_deref()
@@ -261,6 +272,7 @@ async fn before_reading(
         spec,
         format,
         delimiter,
+        explain,
         webhook_url,
         id,
     })
@@ -302,6 +314,7 @@ async fn create(
         spec,
         format,
         delimiter,
+        explain,
         webhook_url,
         id,
     } = match before_reading(&state, caller, query, &headers).await {
@@ -387,6 +400,7 @@ async fn create(
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
         outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
+        explain,
     };
     match state.store.create_batch(&batch).await {
         Ok(true) => {}
@@ -433,6 +447,7 @@ async fn create(
         tenant: batch.tenant,
         erased: false,
         outputs: batch.outputs,
+        explain: batch.explain,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;

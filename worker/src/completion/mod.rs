@@ -54,10 +54,11 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                 spec,
                 jobs,
                 outcome,
+                explained,
             } => {
                 // Jobs out of retries fail for good; the others wait as
                 // `retrying`.
-                let updates: Vec<Outcome> = outcomes(&spec, &jobs, &outcome)
+                let updates: Vec<Outcome> = outcomes(&spec, &jobs, &outcome, &explained)
                     .into_iter()
                     .zip(&jobs)
                     .map(|(o, job)| match o {

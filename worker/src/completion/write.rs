@@ -24,9 +24,8 @@ pub(super) async fn store_all(
         .iter()
         .map(|u| match u {
             Outcome::Retry(e) => Some(Transition {
-                status: JobStatus::Retrying,
-                output: None,
                 error: Some(JobError::new("model_error", e.to_string())),
+                ..Transition::to(JobStatus::Retrying)
             }),
             _ => None,
         })

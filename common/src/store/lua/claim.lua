@@ -5,13 +5,14 @@
 -- ARGV[1] TTL (ms); ARGV[2] the message's digest; ARGV[3] its deadline
 -- (epoch ms, 0 for none); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] job
 -- id.
--- Returns {what, webhook, attempt, tenant}: what is 'run', 'skip'
+-- Returns {what, webhook, attempt, tenant, explain}: what is 'run', 'skip'
 -- (terminal: do not run), 'expired' (now), 'missing' (no record) or
 -- 'forged' (the message is not the one the job was accepted with);
 -- webhook is 1 when the record asks for a callback; tenant is the
--- record's tenant ('' for none). Expiring a job whose tenant's quota keys
+-- record's tenant ('' for none); explain is 1 when the record asks for
+-- the score to be explained. Expiring a job whose tenant's quota keys
 -- were not given leaves its release to the caller (see AFTER).
-local cur = redis.call('HMGET', KEYS[1], 'status', 'rank', 'digest', 'webhook_url', 'tenant')
+local cur = redis.call('HMGET', KEYS[1], 'status', 'rank', 'digest', 'webhook_url', 'tenant', 'explain')
 if not cur[1] then return {'missing', 0, 0, ''} end
 local tenant = cur[5] or ''
 if cur[3] and cur[3] ~= ARGV[2] then return {'forged', 0, 0, tenant} end
@@ -30,4 +31,4 @@ end
 redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1)
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[1]))
-return {'run', hook, n, tenant}
+return {'run', hook, n, tenant, cur[6] and 1 or 0}

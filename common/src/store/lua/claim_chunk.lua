@@ -3,13 +3,14 @@
 -- ARGV[1] now (ms); ARGV[2] TTL (ms); ARGV[3] chunk index; ARGV[4] its
 -- first row; ARGV[5] its rows; ARGV[6] model; ARGV[7] version; ARGV[8]
 -- the message's digest.
--- Returns {what, webhook, tenant}: what is 'run', 'skip' (stored before,
+-- Returns {what, webhook, tenant, explain}: what is 'run', 'skip' (stored before,
 -- or the batch ended), 'missing' (no batch) or the reason the chunk does
 -- not fit its batch; webhook is 1 when the batch asks for a callback
 -- (announced once a store completes it) and, for a skipped chunk, only
 -- when the batch has completed (so a redelivery announces it again);
--- tenant is the batch's tenant ('' for none).
-local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'webhook_url', 'tenant')
+-- tenant is the batch's tenant ('' for none); explain is 1 when the batch
+-- asks for its rows' scores to be explained.
+local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'webhook_url', 'tenant', 'explain')
 local st = f[1]
 if not st then return {'missing', 0, ''} end
 local tenant = f[8] or ''
@@ -26,4 +27,4 @@ if st == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'running', 'rank', 1, 'started_at', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ttl(KEYS[1], ARGV[2]))
 end
-return {'run', hook, tenant}
+return {'run', hook, tenant, f[9] and 1 or 0}
