@@ -82,7 +82,78 @@ pub(crate) async fn model(args: &Args, report: &mut Report) -> anyhow::Result<()
             format!("{:.2} us/row", 1e6 / r),
         );
     }
+    // What reason codes cost: the worker's integrated gradients (the
+    // registry's steps) against the plain forward pass, each model at its
+    // max_batch_size, both on 1 thread.
+    for model in ["credit-default", "txn-risk"] {
+        let runs: anyhow::Result<Vec<(f64, f64)>> = (0..args.runs)
+            .map(|_| explained_rates(model, secs))
+            .collect();
+        let runs = runs?;
+        let plain = median(runs.iter().map(|r| r.0).collect());
+        let explained = median(runs.iter().map(|r| r.1).collect());
+        report.row(
+            &format!("{model}: explained rows (integrated gradients), 1 thread"),
+            format!("{} rows/s", thousands(explained)),
+            format!("unexplained: {} rows/s", thousands(plain)),
+            format!("{:.1}%", 100.0 * explained / plain),
+        );
+    }
     Ok(())
+}
+
+/// Rows per second of `model` through tch at its max_batch_size on one
+/// thread: forward passes alone, then with their attributions.
+fn explained_rates(model: &str, secs: f64) -> anyhow::Result<(f64, f64)> {
+    let registry =
+        infq_common::config::Settings::load(Some(&root().join("config/default.toml")), &[])?
+            .registry()?;
+    let spec = registry.resolve(model).context("model")?;
+    let explainer = infq_worker::explain::Explainer::of(spec).context("an explain section")?;
+    tch::set_num_threads(1);
+    let module = infq_worker::model::load(spec, tch::Device::Cpu)?;
+    let (batch, width) = (spec.max_batch_size, spec.width());
+    let inputs: Vec<f32> = if model == "txn-risk" {
+        infq::txn_rows(batch, 3).into_iter().flatten().collect()
+    } else {
+        load_default_csv(&root().join("data/Default.csv"))?
+            .iter()
+            .cycle()
+            .take(batch)
+            .flat_map(|b| b.features())
+            .collect()
+    };
+    let rate = |explain: bool| -> anyhow::Result<f64> {
+        let run = || -> anyhow::Result<()> {
+            if explain {
+                explainer
+                    .attribute(
+                        &module,
+                        tch::Device::Cpu,
+                        tch::Kind::Float,
+                        &inputs,
+                        batch,
+                        width,
+                    )
+                    .map_err(anyhow::Error::msg)?;
+            }
+            let _g = tch::no_grad_guard();
+            infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, batch, width)
+                .map_err(anyhow::Error::msg)?;
+            Ok(())
+        };
+        for _ in 0..3 {
+            run()?;
+        }
+        let start = Instant::now();
+        let mut rows = 0usize;
+        while start.elapsed().as_secs_f64() < secs {
+            run()?;
+            rows += batch;
+        }
+        Ok(rows as f64 / start.elapsed().as_secs_f64())
+    };
+    Ok((rate(false)?, rate(true)?))
 }
 
 pub(crate) async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyhow::Result<()> {

@@ -23,6 +23,9 @@ pub struct ExplainPlan {
     pub lower_is_adverse: bool,
     /// Reasons per row, at most.
     pub top_k: usize,
+    /// The least push toward the adverse outcome that makes a reason.
+    #[serde(default)]
+    pub min_contribution: f32,
     /// The inputs in schema order.
     pub features: Vec<PlanFeature>,
 }
@@ -50,6 +53,7 @@ impl ExplainPlan {
             output: output.name.clone(),
             lower_is_adverse: x.adverse == Adverse::Lower,
             top_k: x.top_k.min(spec.inputs.len()),
+            min_contribution: x.min_contribution as f32,
             features: spec
                 .inputs
                 .iter()
@@ -85,7 +89,10 @@ impl ExplainPlan {
             .collect();
         let adverse = |v: f32| if self.lower_is_adverse { -v } else { v };
         let mut order: Vec<usize> = (0..per_feature.len())
-            .filter(|&i| adverse(per_feature[i].2) > 0.0)
+            .filter(|&i| {
+                let push = adverse(per_feature[i].2);
+                push > 0.0 && push >= self.min_contribution
+            })
             .collect();
         // Largest push first; on a tie, schema order.
         order.sort_by(|&a, &b| {
@@ -228,6 +235,7 @@ mod tests {
             output: "p".into(),
             lower_is_adverse: lower,
             top_k: 2,
+            min_contribution: 0.0,
             features: vec![f("a", 1), f("h", 3), f("c", 1), f("d", 1)],
         }
     }
@@ -256,5 +264,12 @@ mod tests {
         assert_eq!(e.reason_texts().collect::<Vec<_>>(), ["c reason"]);
         let e = p.explain(&[0.0; 6]);
         assert_eq!(e.reason_texts().count(), 0);
+        // Pushes below the least contribution are not reasons.
+        let p = ExplainPlan {
+            min_contribution: 0.2,
+            ..plan(false)
+        };
+        let e = p.explain(&attr);
+        assert_eq!(e.reason_texts().collect::<Vec<_>>(), ["h reason"]);
     }
 }

@@ -245,6 +245,8 @@ pub struct ModelExplain {
     pub adverse: String,
     /// Reasons given per row, at most.
     pub top_k: usize,
+    /// The least push toward the adverse outcome that makes a reason.
+    pub min_contribution: f64,
 }
 
 /// One input feature.

@@ -382,6 +382,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
                 infq_common::registry::Adverse::Lower => "lower",
             },
             "top_k": x.top_k,
+            "min_contribution": x.min_contribution,
         })),
     })
 }

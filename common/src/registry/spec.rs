@@ -226,6 +226,11 @@ pub struct ExplainSpec {
     /// Reasons given per row, at most (no more than there are inputs).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// The least push toward the adverse outcome that makes a feature a
+    /// reason, in units of the output: a feature that moved a probability
+    /// by 0.0005 is not a principal reason.
+    #[serde(default)]
+    pub min_contribution: f64,
 }
 
 /// A feature's value at the baseline.

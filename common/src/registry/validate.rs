@@ -262,6 +262,12 @@ fn check_explain(m: &ModelSpec, x: &ExplainSpec) -> Result<(), (&'static str, St
     if !(1..=1024).contains(&x.steps) {
         return Err(("explain.steps", "must be between 1 and 1024".into()));
     }
+    if !x.min_contribution.is_finite() || x.min_contribution < 0.0 {
+        return Err((
+            "explain.min_contribution",
+            "must be a finite number, 0 or more".into(),
+        ));
+    }
     if !(1..=64).contains(&x.top_k) {
         return Err(("explain.top_k", "must be between 1 and 64".into()));
     }
