@@ -123,7 +123,15 @@ fn hot_path(c: &mut Criterion) {
         infq_worker::model::forward(&module, tch::Device::Cpu, &inputs, BATCH, 3).expect("forward");
     let outcome = ModelOutcome::Batch(out);
     g.bench_function("encode the results", |b| {
-        b.iter(|| black_box(infq_worker::writer::outcomes(&spec, &jobs, &outcome, &[])))
+        b.iter(|| {
+            black_box(infq_worker::writer::outcomes(
+                &spec,
+                &jobs,
+                &outcome,
+                &[],
+                "",
+            ))
+        })
     });
     g.finish();
 }

@@ -40,9 +40,17 @@ async fn refuse_head(env: &TestEnv, queue: &str, reason: &str) {
         .lease(std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    infq_common::dead::publish_dead(&lease, &topology, queue, &d.data, &d.properties, reason)
-        .await
-        .unwrap();
+    infq_common::dead::publish_dead(
+        &lease,
+        &topology,
+        queue,
+        &d.data,
+        &d.properties,
+        reason,
+        false,
+    )
+    .await
+    .unwrap();
     d.acker.ack(Default::default()).await.unwrap();
     infq_common::amqp::close(&conn, "refused").await;
 }
@@ -241,6 +249,7 @@ async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
             format!("not a job {i}").as_bytes(),
             &lapin::BasicProperties::default(),
             "undecodable",
+            false,
         )
         .await
         .unwrap();

@@ -11,17 +11,20 @@
 use crate::amqp::PublishError;
 use crate::confirms::Lease;
 use crate::topology::Topology;
-use lapin::types::{AMQPValue, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use std::time::Duration;
 
 pub use crate::topology::death::{
-    cut, queue_of, reason_of, MAX_REASON_BYTES, QUEUE_HEADER, REASON_HEADER,
+    cut, is_misplaced, queue_of, reason_of, MAX_REASON_BYTES, MISPLACED_HEADER, QUEUE_HEADER,
+    REASON_HEADER,
 };
 
 /// Publishes a copy of a refused message (`data` and its properties) to the
-/// dead-letter exchange with `reason`, on `lease`. The
-/// caller acknowledges the original only when this returns `Ok`.
+/// dead-letter exchange with `reason`, on `lease`, marked `misplaced` when
+/// it came from a queue its work does not belong on (see
+/// [`MISPLACED_HEADER`]). The caller acknowledges the original only when
+/// this returns `Ok`.
 pub async fn publish_dead(
     lease: &Lease,
     topology: &Topology,
@@ -29,8 +32,25 @@ pub async fn publish_dead(
     data: &[u8],
     props: &BasicProperties,
     reason: &str,
+    misplaced: bool,
 ) -> Result<(), PublishError> {
-    let mut headers = props.headers().clone().unwrap_or_default();
+    // Only infq says a message is misplaced, never the message itself.
+    let mut headers = FieldTable::from(
+        props
+            .headers()
+            .as_ref()
+            .map(|h| {
+                h.inner()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != MISPLACED_HEADER)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .unwrap_or_default(),
+    );
+    if misplaced {
+        headers.insert(MISPLACED_HEADER.into(), AMQPValue::Boolean(true));
+    }
     headers.insert(REASON_HEADER.into(), text(&cut(reason, MAX_REASON_BYTES)));
     headers.insert(QUEUE_HEADER.into(), text(queue));
     let mut out = BasicProperties::default().with_headers(headers);

@@ -54,6 +54,7 @@ pub mod explain;
 pub mod idempotency;
 pub mod job;
 pub mod keys;
+pub mod lineage;
 pub mod message;
 pub mod metrics;
 pub mod queue_stats;

@@ -75,9 +75,54 @@ impl RowResult {
     }
 }
 
-/// Parses a stored chunk.
-pub fn parse_chunk(text: &str) -> Result<Vec<RowResult>, serde_json::Error> {
-    serde_json::from_str(text)
+/// A chunk's rows with the SHA-256 of the model file that ran them.
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    sha256: &'a str,
+    rows: &'a [RowOut<'a>],
+}
+
+/// A chunk's stored text: `{"sha256", "rows": [...]}` when the model that
+/// ran it is known, else the bare array of rows (as earlier releases and
+/// dead-lettered chunks store it).
+pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut]) -> String {
+    match sha256 {
+        Some(sha256) => serde_json::to_string(&ChunkOut { sha256, rows }),
+        None => serde_json::to_string(rows),
+    }
+    .expect("rows serialise")
+}
+
+/// A stored chunk as read back.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum StoredForm {
+    Rows(Vec<RowResult>),
+    WithLineage {
+        sha256: String,
+        rows: Vec<RowResult>,
+    },
+}
+
+/// A stored chunk: its rows, and the SHA-256 of the model file that ran
+/// them when recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    /// The model file's SHA-256.
+    pub sha256: Option<String>,
+    /// One result per row, in order.
+    pub rows: Vec<RowResult>,
+}
+
+/// Parses a stored chunk, in either form [`chunk_json`] writes.
+pub fn parse_chunk(text: &str) -> Result<StoredChunk, serde_json::Error> {
+    Ok(match serde_json::from_str(text)? {
+        StoredForm::Rows(rows) => StoredChunk { sha256: None, rows },
+        StoredForm::WithLineage { sha256, rows } => StoredChunk {
+            sha256: Some(sha256),
+            rows,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -95,16 +140,25 @@ mod tests {
         let text = serde_json::to_string(&rows).unwrap();
         assert_eq!(text, r#"[[0.12345679,1e-30],"bad row",[0.5]]"#);
         let back = parse_chunk(&text).unwrap();
-        assert_eq!(back[0], RowResult::Values(a.to_vec()));
-        assert_eq!(back[1], RowResult::Error("bad row".into()));
+        assert_eq!(back.sha256, None);
+        assert_eq!(back.rows[0], RowResult::Values(a.to_vec()));
+        assert_eq!(back.rows[1], RowResult::Error("bad row".into()));
         assert!(parse_chunk("[{}]").is_err());
+        let text = chunk_json(Some("ab12"), &rows);
+        assert_eq!(
+            text,
+            r#"{"sha256":"ab12","rows":[[0.12345679,1e-30],"bad row",[0.5]]}"#
+        );
+        let back = parse_chunk(&text).unwrap();
+        assert_eq!(back.sha256.as_deref(), Some("ab12"));
+        assert_eq!(back.rows.len(), 3);
         let explained = [RowOut::Explained {
             v: &[0.5],
             a: &[0.25, -0.125],
         }];
         let text = serde_json::to_string(&explained).unwrap();
         assert_eq!(text, r#"[{"v":[0.5],"a":[0.25,-0.125]}]"#);
-        let back = parse_chunk(&text).unwrap();
+        let back = parse_chunk(&text).unwrap().rows;
         assert_eq!(back[0].values(), Some(&[0.5][..]));
         assert_eq!(back[0].attributions(), Some(&[0.25, -0.125][..]));
     }

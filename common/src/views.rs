@@ -31,6 +31,9 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::explain::ExplanationDoc>)]
     explanation: Option<Box<RawValue>>,
+    /// The SHA-256 of the model file that ran it (lineage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<JobError>,
     created_at: String,
@@ -57,6 +60,7 @@ impl From<JobRecord> for JobView {
             priority: r.priority.as_str(),
             output: raw(r.output),
             explanation: raw(r.explanation),
+            model_sha256: r.model_sha256,
             error: r.error,
             created_at: format_ms(r.created_at_ms),
             finished_at: r.finished_at_ms.map(format_ms),
@@ -99,6 +103,17 @@ pub struct BatchView {
     /// Whether its rows' scores are explained (reason codes in the
     /// results).
     explain: bool,
+    /// The model file's SHA-256 when it was accepted (the registry's
+    /// `sha256`, or the file's as the producer read it); each result row
+    /// names the file that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_sha256: Option<String>,
+    /// The SHA-256 of the registry file it was accepted under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry_sha256: Option<String>,
+    /// The infq version that accepted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    infq_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,
 }
@@ -122,6 +137,9 @@ impl From<BatchRecord> for BatchView {
             status: b.status.as_str(),
             results: format!("/v1/batches/{}/results", b.id),
             explain: b.explain.is_some(),
+            model_sha256: b.lineage.model_sha256,
+            registry_sha256: b.lineage.registry_sha256,
+            infq_version: b.lineage.infq_version,
             model: b.model,
             version: b.version,
             total: b.total,

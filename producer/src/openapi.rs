@@ -226,6 +226,9 @@ pub struct ModelVersion {
     /// How its scores are explained (`explain` on a job or batch); null
     /// when they are not.
     pub explain: Option<ModelExplain>,
+    /// The model file's SHA-256: the registry's `sha256`, else the file's
+    /// as this producer read it; null if it could not.
+    pub sha256: Option<String>,
 }
 
 /// How a model version's scores are explained.

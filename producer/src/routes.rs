@@ -372,6 +372,7 @@ fn version_view(state: &AppState, m: &ModelSpec) -> serde_json::Value {
         "device": m.device,
         "instances": m.instances,
         "precision": m.precision.as_str(),
+        "sha256": state.registry().file_sha256(m),
         "explain": m.explain.as_ref().map(|x| json!({
             "method": "integrated_gradients",
             "steps": x.steps,

@@ -81,6 +81,30 @@ async fn hostile_job_messages_cost_only_themselves() {
         )
         .await;
     }
+    // First a worker that serves txn-risk alone: it finds the job's copy
+    // on its queue and dead-letters it as misplaced, and the job waits for
+    // its own message: the copy must not fail it (nothing else runs yet).
+    let mut txn_only = env.settings.clone();
+    txn_only.worker.models = vec!["txn-risk".into()];
+    let registry = txn_only.registry().unwrap();
+    let _txn_worker = infq_worker::start(txn_only, registry, env.shutdown_token())
+        .await
+        .unwrap();
+    env.wait_dead(1).await;
+    let record_queue = Topology::of(&env.settings).dead_record_queue();
+    for _ in 0..100 {
+        if env.queue_depth(&record_queue).await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = env.store().get(&victim_id).await.unwrap().unwrap();
+    assert_eq!(
+        rec.status,
+        JobStatus::Queued,
+        "a copy on another model's queue left the job alone"
+    );
     // Real work around them.
     let mut ids = Vec::new();
     for i in 0..300 {

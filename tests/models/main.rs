@@ -5,6 +5,7 @@
 //! the field or model named.
 
 mod explain;
+mod lineage;
 mod serving;
 mod startup;
 mod support;

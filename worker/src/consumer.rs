@@ -243,7 +243,7 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
             msg.priority.as_str(),
             queue.name
         );
-        return Routed::Not(Box::new(CompletionCommand::Refuse(vec![(pending, reason)])));
+        return Routed::Not(Box::new(CompletionCommand::Misplaced(pending, reason)));
     }
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
     metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name().to_string())

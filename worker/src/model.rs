@@ -33,6 +33,16 @@ pub enum ModelError {
     /// The module loaded but does not compute what the schema says.
     #[error("the module does not fit its schema: {0}")]
     Schema(String),
+    /// The file is not the one the registry declares (`sha256`).
+    #[error("model {model}: the file's SHA-256 is {actual}, the registry declares {declared}")]
+    Digest {
+        /// `name@version`.
+        model: String,
+        /// What the registry says.
+        declared: String,
+        /// What the file has.
+        actual: String,
+    },
     /// The thread could not be started or died while loading.
     #[error("model thread: {0}")]
     Thread(String),
@@ -105,12 +115,13 @@ pub async fn spawn(
             .spawn(move || {
                 tch::set_num_threads(threads as i32);
                 let _no_grad = tch::no_grad_guard();
-                match load_as(&spec, device, kind).and_then(|module| {
+                match load_checked(&spec, device, kind).and_then(|(module, digest)| {
                     Runner::new(module, device, kind, spec.max_batch_size, spec.width())
+                        .map(|runner| (runner, digest))
                 }) {
-                    Ok(runner) => {
+                    Ok((runner, digest)) => {
                         let _ = ready_tx.send(Ok(()));
-                        model_thread(runner, spec, rx, completion, stats);
+                        model_thread(runner, spec, digest.into(), rx, completion, stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -162,8 +173,32 @@ pub fn load(spec: &ModelSpec, device: Device) -> Result<CModule, ModelError> {
 
 /// [`load`], converting the module's floating-point weights to `kind`.
 pub fn load_as(spec: &ModelSpec, device: Device, kind: Kind) -> Result<CModule, ModelError> {
+    load_checked(spec, device, kind).map(|(module, _)| module)
+}
+
+/// [`load_as`], and the SHA-256 of the bytes loaded: the file is read once,
+/// hashed and loaded from those bytes, so the digest names exactly what
+/// runs. A file whose digest differs from the registry's `sha256` is
+/// refused.
+pub fn load_checked(
+    spec: &ModelSpec,
+    device: Device,
+    kind: Kind,
+) -> Result<(CModule, String), ModelError> {
+    let bytes = std::fs::read(&spec.path)
+        .map_err(|e| ModelError::Load(format!("{}: {e}", spec.path.display())))?;
+    let digest = infq_common::lineage::sha256_hex(&bytes);
+    if let Some(declared) = &spec.sha256 {
+        if *declared != digest {
+            return Err(ModelError::Digest {
+                model: spec.id(),
+                declared: declared.clone(),
+                actual: digest,
+            });
+        }
+    }
     // libtorch appends its C++ stack to the message; the first line says it.
-    let mut module = CModule::load_on_device(&spec.path, device).map_err(|e| {
+    let mut module = CModule::load_data_on_device(&mut bytes.as_slice(), device).map_err(|e| {
         ModelError::Load(e.to_string().lines().next().unwrap_or_default().to_string())
     })?;
     module.set_eval();
@@ -192,7 +227,7 @@ pub fn load_as(spec: &ModelSpec, device: Device, kind: Kind) -> Result<CModule, 
                 ))
             })?;
     }
-    Ok(module)
+    Ok((module, digest))
 }
 
 /// One forward pass: `rows x width` inputs to `rows x outputs` outputs,
@@ -293,6 +328,7 @@ impl Runner {
 fn model_thread(
     runner: Runner,
     spec: Arc<ModelSpec>,
+    model_sha256: Arc<str>,
     rx: Arc<Mutex<mpsc::Receiver<ModelCommand>>>,
     completion: mpsc::Sender<CompletionCommand>,
     stats: Arc<WorkerStats>,
@@ -358,6 +394,7 @@ fn model_thread(
             jobs: batch.jobs,
             outcome,
             explained,
+            model_sha256: model_sha256.clone(),
         };
         if completion.blocking_send(cmd).is_err() {
             break;

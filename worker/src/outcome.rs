@@ -91,6 +91,9 @@ pub enum CompletionCommand {
         /// Per job, the attributions of its rows (`rows x width`) when its
         /// record asked for an explanation.
         explained: Vec<Option<Result<Vec<f32>, InferError>>>,
+        /// The SHA-256 of the model file that ran, for the results'
+        /// lineage.
+        model_sha256: Arc<str>,
     },
     /// Jobs their claim ended without running: already terminal (`None`),
     /// or expired by it. Their state is stored: announce and acknowledge.
@@ -106,6 +109,10 @@ pub enum CompletionCommand {
     /// Messages refused (they name no record, or do not match it):
     /// dead-letter each with its reason.
     Refuse(Vec<(Pending, String)>),
+    /// A message taken from a queue its work does not belong on (another
+    /// model's, or another lane): dead-letter it marked misplaced, so its
+    /// record is left to the job's own message.
+    Misplaced(Pending, String),
     /// A message that decoded but cannot run: a single job is recorded as
     /// failed with `code`; a chunk, or a message that matches no record,
     /// is dead-lettered.

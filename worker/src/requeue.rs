@@ -113,11 +113,39 @@ impl Requeuer {
         props: &BasicProperties,
         reason: &str,
     ) -> bool {
+        self.publish_dead(queue, data, props, reason, false).await
+    }
+
+    /// Dead-letters a decoded job taken from `lane` of a queue its work
+    /// does not belong on: marked misplaced, so the dead-letter recorder
+    /// leaves its record alone (the job's own message is elsewhere).
+    pub async fn misplaced(&self, msg: &JobMessage, lane: Priority, reason: &str) -> bool {
+        let queue = self.topology.job_queue(&msg.model, lane);
+        self.publish_dead(&queue, &msg.encode(), &msg.properties(None), reason, true)
+            .await
+    }
+
+    async fn publish_dead(
+        &self,
+        queue: &str,
+        data: &[u8],
+        props: &BasicProperties,
+        reason: &str,
+        misplaced: bool,
+    ) -> bool {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
         let published = match self.channels.lease(PUBLISH_WAIT).await {
             Ok(lease) => {
-                infq_common::dead::publish_dead(&lease, &self.topology, queue, data, props, reason)
-                    .await
+                infq_common::dead::publish_dead(
+                    &lease,
+                    &self.topology,
+                    queue,
+                    data,
+                    props,
+                    reason,
+                    misplaced,
+                )
+                .await
             }
             Err(e) => Err(e),
         };

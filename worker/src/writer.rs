@@ -10,7 +10,7 @@ use infq_common::explain::ExplainPlan;
 use infq_common::job::{JobError, JobStatus};
 use infq_common::message::Work;
 use infq_common::registry::ModelSpec;
-use infq_common::results::{output_json, RowOut};
+use infq_common::results::{chunk_json, output_json, RowOut};
 use infq_common::store::{Applied, ChunkResult, Transition};
 use infq_common::webhooks::event::EventMessage;
 
@@ -81,12 +81,14 @@ impl Outcome {
 /// the attributions of its rows when its record asked for them (empty: none
 /// asked). An explanation that failed fails the rows it was for, with the
 /// reason, as a model error does (or sends the job back, if it may pass
-/// another time).
+/// another time). Every result records `model_sha256`, the model file that
+/// ran it.
 pub fn outcomes(
     spec: &ModelSpec,
     jobs: &[Pending],
     outcome: &ModelOutcome,
     explained: &[Option<Result<Vec<f32>, InferError>>],
+    model_sha256: &str,
 ) -> Vec<Outcome> {
     let width = spec.width();
     let n_out = spec.outputs.len();
@@ -118,17 +120,22 @@ pub fn outcomes(
                 _ => None,
             };
             match j.msg.work {
-                Work::Job { .. } => Outcome::Job(match results.first() {
-                    Some(Ok(values)) => {
-                        let t = Transition::succeeded(output_json(&spec.outputs, values));
-                        match attributions {
-                            Some((p, a)) => t.explained(p.explain(a).to_json()),
-                            None => t,
+                Work::Job { .. } => Outcome::Job(
+                    match results.first() {
+                        Some(Ok(values)) => {
+                            let t = Transition::succeeded(output_json(&spec.outputs, values));
+                            match attributions {
+                                Some((p, a)) => t.explained(p.explain(a).to_json()),
+                                None => t,
+                            }
                         }
+                        Some(Err(e)) => {
+                            Transition::failed(JobError::new("model_error", e.to_string()))
+                        }
+                        None => Transition::failed(JobError::new("model_error", "no output")),
                     }
-                    Some(Err(e)) => Transition::failed(JobError::new("model_error", e.to_string())),
-                    None => Transition::failed(JobError::new("model_error", "no output")),
-                }),
+                    .ran(model_sha256),
+                ),
                 Work::Chunk { batch, index, .. } => {
                     let failed = results.iter().filter(|r| r.is_err()).count() as u32;
                     // Texts of the failed rows only: none is made (or
@@ -153,7 +160,7 @@ pub fn outcomes(
                     Outcome::Chunk(ChunkResult {
                         batch,
                         index,
-                        rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
+                        rows_json: chunk_json(Some(model_sha256), &rows_json),
                         succeeded: rows as u32 - failed,
                         failed,
                     })
@@ -248,12 +255,16 @@ mod tests {
         let spec = spec(2);
         let jobs = vec![pending(1, None), pending(3, Some(4)), pending(1, None)];
         let values: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let out = outcomes(&spec, &jobs, &ModelOutcome::Batch(values), &[]);
+        let out = outcomes(&spec, &jobs, &ModelOutcome::Batch(values), &[], "ab12");
         let Outcome::Job(t) = &out[0] else { panic!() };
         assert_eq!(t.output.as_deref(), Some(r#"{"o0":0.0,"o1":1.0}"#));
+        assert_eq!(t.model_sha256.as_deref(), Some("ab12"), "lineage");
         let Outcome::Chunk(c) = &out[1] else { panic!() };
         assert_eq!((c.index, c.succeeded, c.failed), (4, 3, 0));
-        assert_eq!(c.rows_json, "[[2.0,3.0],[4.0,5.0],[6.0,7.0]]");
+        assert_eq!(
+            c.rows_json,
+            r#"{"sha256":"ab12","rows":[[2.0,3.0],[4.0,5.0],[6.0,7.0]]}"#
+        );
         let Outcome::Job(t) = &out[2] else { panic!() };
         assert_eq!(t.output.as_deref(), Some(r#"{"o0":8.0,"o1":9.0}"#));
     }
@@ -284,10 +295,10 @@ mod tests {
             Err(InferError::Torch("bad row".into())),
             Ok(vec![f32::NAN]),
         ]);
-        let out = outcomes(&spec, &jobs, &per_row, &[]);
+        let out = outcomes(&spec, &jobs, &per_row, &[], "ab12");
         let Outcome::Chunk(c) = &out[0] else { panic!() };
         assert_eq!((c.succeeded, c.failed), (1, 1));
-        assert_eq!(c.rows_json, r#"[[0.5],"bad row"]"#);
+        assert_eq!(c.rows_json, r#"{"sha256":"ab12","rows":[[0.5],"bad row"]}"#);
         let Outcome::Job(t) = &out[1] else { panic!() };
         assert_eq!(t.status, JobStatus::Failed);
         assert!(t.error.as_ref().unwrap().message.contains("non-finite"));

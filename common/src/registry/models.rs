@@ -5,7 +5,7 @@ use super::error::RegistryError;
 use super::spec::ModelSpec;
 use super::validate::validate;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Deserialize)]
@@ -19,6 +19,11 @@ struct RegistryFile {
 #[derive(Debug, Clone)]
 pub struct Registry {
     models: Vec<ModelSpec>,
+    /// The SHA-256 of the registry file's text.
+    digest: String,
+    /// Each version's model file SHA-256 (by `name@version`), for those
+    /// this process could read when the registry was loaded.
+    files: HashMap<String, String>,
 }
 
 impl Registry {
@@ -30,7 +35,16 @@ impl Registry {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, path, base)
+        let mut registry = Self::parse(&text, path, base)?;
+        registry.files = registry
+            .models
+            .iter()
+            .filter_map(|m| {
+                let digest = crate::lineage::file_sha256(&m.path).ok()?;
+                Some((m.id(), digest))
+            })
+            .collect();
+        Ok(registry)
     }
 
     /// Parses registry text; `path` is used in messages, `base` to resolve
@@ -46,9 +60,27 @@ impl Registry {
                 m.path = base.join(&m.path);
             }
         }
-        let registry = Registry { models };
+        let registry = Registry {
+            models,
+            digest: crate::lineage::sha256_hex(text.as_bytes()),
+            files: HashMap::new(),
+        };
         validate(&registry.models, path)?;
         Ok(registry)
+    }
+
+    /// The SHA-256 of the registry file's text.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The SHA-256 of a version's model file: the one the registry
+    /// declares (`sha256`), else the file's as read when the registry was
+    /// loaded, if it could be read.
+    pub fn file_sha256<'a>(&'a self, spec: &'a ModelSpec) -> Option<&'a str> {
+        spec.sha256
+            .as_deref()
+            .or_else(|| self.files.get(&spec.id()).map(String::as_str))
     }
 
     /// Every model version, in file order.

@@ -163,6 +163,9 @@ impl JobStore {
         if let Some(x) = &t.explanation {
             inv.arg("explanation").arg(x);
         }
+        if let Some(d) = &t.model_sha256 {
+            inv.arg("model_sha256").arg(d);
+        }
         if let Some(e) = &t.error {
             inv.arg("error")
                 .arg(serde_json::to_string(e).expect("error serialises"));

@@ -52,7 +52,7 @@ pub use error::StoreError;
 pub use handle::JobStore;
 pub use outcome::{Applied, Cancelled, ChunkResult, Claim, ClaimOf, Reopened, Transition, Write};
 pub use quota::{Admission, QuotaCheck, QUOTA_HORIZON_MS};
-pub use record::{BatchRecord, JobRecord, NewBatch, NewJob};
+pub use record::{BatchRecord, JobRecord, Lineage, NewBatch, NewJob};
 pub use ttl::{OPEN_TTL_MS, TOMBSTONE_MS};
 
 #[cfg(test)]

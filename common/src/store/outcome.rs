@@ -16,6 +16,8 @@ pub struct Transition {
     pub output: Option<String>,
     /// The score's explanation (JSON text), for `succeeded` when asked.
     pub explanation: Option<String>,
+    /// The SHA-256 of the model file that ran it, when one did.
+    pub model_sha256: Option<String>,
     /// Reason, for `failed` (and the last one, for `retrying`).
     pub error: Option<JobError>,
 }
@@ -27,8 +29,15 @@ impl Transition {
             status: JobStatus::Succeeded,
             output: Some(output),
             explanation: None,
+            model_sha256: None,
             error: None,
         }
+    }
+
+    /// This state as reached by running the model file `sha256`.
+    pub fn ran(mut self, sha256: &str) -> Self {
+        self.model_sha256 = Some(sha256.to_string());
+        self
     }
 
     /// This `succeeded` with its explanation too.
@@ -43,6 +52,7 @@ impl Transition {
             status: JobStatus::Failed,
             output: None,
             explanation: None,
+            model_sha256: None,
             error: Some(error),
         }
     }
@@ -53,6 +63,7 @@ impl Transition {
             status,
             output: None,
             explanation: None,
+            model_sha256: None,
             error: None,
         }
     }

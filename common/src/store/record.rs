@@ -84,6 +84,8 @@ pub struct JobRecord {
     pub explanation: Option<String>,
     /// Whether an explanation was asked for.
     pub explain: bool,
+    /// The SHA-256 of the model file that ran it.
+    pub model_sha256: Option<String>,
     /// Why it failed, once failed.
     pub error: Option<JobError>,
     /// Acceptance time (epoch ms).
@@ -136,6 +138,20 @@ pub struct NewBatch {
     /// How its rows are explained, when reasons were asked for; kept for
     /// the same reason as `outputs`.
     pub explain: Option<crate::explain::ExplainPlan>,
+    /// Lineage at acceptance: the model file's SHA-256 as the registry
+    /// gave it, the registry's, and infq's version.
+    pub lineage: Lineage,
+}
+
+/// What a batch was accepted under.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lineage {
+    /// The model file's SHA-256 (declared, or as the producer read it).
+    pub model_sha256: Option<String>,
+    /// The SHA-256 of the registry file's text.
+    pub registry_sha256: Option<String>,
+    /// infq's version.
+    pub infq_version: Option<String>,
 }
 
 impl NewBatch {
@@ -172,6 +188,16 @@ impl NewBatch {
                 "explain",
                 serde_json::to_string(plan).expect("a plan serialises"),
             ));
+        }
+        let l = &self.lineage;
+        for (k, v) in [
+            ("model_sha256", &l.model_sha256),
+            ("registry_sha256", &l.registry_sha256),
+            ("infq_version", &l.infq_version),
+        ] {
+            if let Some(v) = v {
+                f.push((k, v.clone()));
+            }
         }
         f
     }
@@ -222,6 +248,8 @@ pub struct BatchRecord {
     pub outputs: Vec<String>,
     /// How its rows are explained, when reasons were asked for.
     pub explain: Option<crate::explain::ExplainPlan>,
+    /// What it was accepted under.
+    pub lineage: Lineage,
 }
 
 /// A job record from its fields (`HGETALL`).
@@ -251,6 +279,7 @@ pub(super) fn parse_record(
         output: f.remove("output"),
         explanation: f.remove("explanation"),
         explain: f.contains_key("explain"),
+        model_sha256: f.remove("model_sha256"),
         metadata: f.remove("metadata"),
         webhook_url: f.remove("webhook_url"),
         tenant: f.remove("tenant"),
@@ -291,6 +320,11 @@ pub(super) fn parse_batch(
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or_default(),
         explain: f.get("explain").and_then(|o| serde_json::from_str(o).ok()),
+        lineage: Lineage {
+            model_sha256: f.get("model_sha256").cloned(),
+            registry_sha256: f.get("registry_sha256").cloned(),
+            infq_version: f.get("infq_version").cloned(),
+        },
     })
 }
 
@@ -385,6 +419,11 @@ mod tests {
             retention_ms: None,
             outputs: vec!["p".into(), "q".into()],
             explain: None,
+            lineage: Lineage {
+                model_sha256: Some("ab".into()),
+                registry_sha256: Some("cd".into()),
+                infq_version: Some("0.1.0".into()),
+            },
         };
         let stored: HashMap<String, String> = b
             .fields()
@@ -396,6 +435,9 @@ mod tests {
         assert_eq!((rec.total, rec.chunks, rec.chunk_rows), (5, 3, 2));
         assert_eq!((rec.done_chunks, rec.succeeded, rec.failed), (0, 0, 0));
         assert_eq!(rec.outputs, ["p", "q"]);
+        assert_eq!(rec.lineage.model_sha256.as_deref(), Some("ab"));
+        assert_eq!(rec.lineage.registry_sha256.as_deref(), Some("cd"));
+        assert_eq!(rec.lineage.infq_version.as_deref(), Some("0.1.0"));
         assert_eq!(rec.tenant.as_deref(), Some("acme"));
         assert_eq!(rec.webhook_url.as_deref(), Some("https://x.example/h"));
         assert_eq!((rec.started_at_ms, rec.finished_at_ms), (None, None));

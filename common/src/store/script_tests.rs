@@ -247,6 +247,7 @@ async fn chunk_results_of_the_earlier_layout_are_read_and_erased() {
         retention_ms: None,
         outputs: vec!["p".into()],
         explain: None,
+        lineage: Default::default(),
     };
     assert!(s.create_batch(&b).await.unwrap());
     let mut c = s.connection();

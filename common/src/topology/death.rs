@@ -10,12 +10,27 @@ use lapin::BasicProperties;
 pub const REASON_HEADER: &str = "x-infq-reason";
 /// Header that names the queue the message was taken from.
 pub const QUEUE_HEADER: &str = "x-infq-queue";
+/// Header set on a dead letter whose message was taken from a queue its
+/// work does not belong on (a copy on another model's queue or lane): its
+/// job's own message is elsewhere, so its record is not this one's to
+/// change. Only infq sets it ([`crate::dead::publish_dead`] drops any the
+/// message came with).
+pub const MISPLACED_HEADER: &str = "x-infq-misplaced";
 /// Longest reason kept in the header; past it the reason is cut.
 pub const MAX_REASON_BYTES: usize = 1024;
 
 /// The reason infq recorded on a dead letter it published, if any.
 pub fn reason_of(props: &BasicProperties) -> Option<String> {
     header(props.headers().as_ref()?, REASON_HEADER)
+}
+
+/// Whether infq dead-lettered the message as misplaced
+/// ([`MISPLACED_HEADER`]).
+pub fn is_misplaced(props: &BasicProperties) -> bool {
+    props
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(MISPLACED_HEADER))
 }
 
 /// The queue infq recorded on a dead letter it published, if any.

@@ -324,6 +324,7 @@ mod tests {
             erased: false,
             explanation: None,
             explain: false,
+            model_sha256: None,
         }
     }
 

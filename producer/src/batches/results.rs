@@ -142,6 +142,9 @@ struct JsonlRow<'a> {
     output: Option<NamedOutputs<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<Explanation<'a>>,
+    /// The model file that ran the row (lineage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_sha256: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
@@ -172,10 +175,12 @@ impl Renderer {
             let index = u64::from(from) + i as u64;
             let first = index * self.chunk_rows + 1;
             let rows = self.chunk_rows.min(self.total + 1 - first);
-            let parsed = match text {
-                Some(t) => parse_chunk(t).map_err(std::io::Error::other)?,
-                None => Vec::new(),
+            let stored = match text {
+                Some(t) => Some(parse_chunk(t).map_err(std::io::Error::other)?),
+                None => None,
             };
+            let parsed = stored.as_ref().map_or(&[][..], |c| c.rows.as_slice());
+            let sha256 = stored.as_ref().and_then(|c| c.sha256.as_deref());
             for r in 0..rows {
                 let row = first + r;
                 let result = parsed.get(r as usize);
@@ -195,6 +200,7 @@ impl Renderer {
                             row,
                             output: values.map(|v| NamedOutputs(&self.outputs, v)),
                             explanation,
+                            model_sha256: values.and(sha256),
                             error,
                         };
                         serde_json::to_writer(&mut out, &line)?;

@@ -401,6 +401,14 @@ async fn create(
         retention_ms: Some(caller.retention_ms()),
         outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
         explain,
+        lineage: {
+            let registry = state.registry();
+            infq_common::store::Lineage {
+                model_sha256: registry.file_sha256(&spec).map(str::to_string),
+                registry_sha256: Some(registry.digest().to_string()),
+                infq_version: Some(infq_common::lineage::INFQ_VERSION.to_string()),
+            }
+        },
     };
     match state.store.create_batch(&batch).await {
         Ok(true) => {}
@@ -448,6 +456,7 @@ async fn create(
         erased: false,
         outputs: batch.outputs,
         explain: batch.explain,
+        lineage: batch.lineage,
     };
     let body = serde_json::to_value(BatchView::from(rec))
         .map_err(|e| ApiError::Internal(e.to_string()))?;

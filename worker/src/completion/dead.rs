@@ -23,7 +23,8 @@ const MAX_ROW_REASON_BYTES: usize = 256;
 /// the broker can publish to `<ns>.dead`): a job is recorded only if its
 /// record exists, has not ended, and was accepted with this very message
 /// (its digest); a chunk only if its place fits its batch. An undecodable
-/// message names nothing that can be trusted and changes nothing.
+/// message names nothing that can be trusted and changes nothing, nor does
+/// one infq found on a queue its work does not belong on (misplaced).
 async fn record(
     store: &JobStore,
     data: &[u8],
@@ -32,6 +33,10 @@ async fn record(
     let Ok(msg) = JobMessage::decode(data) else {
         return Ok(Vec::new());
     };
+    // A copy found on the wrong queue: the job's own message decides.
+    if infq_common::dead::is_misplaced(props) {
+        return Ok(Vec::new());
+    }
     let reason = death_reason(props);
     let due = match msg.work.chunk() {
         None => {

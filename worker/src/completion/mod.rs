@@ -55,19 +55,21 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                 jobs,
                 outcome,
                 explained,
+                model_sha256,
             } => {
                 // Jobs out of retries fail for good; the others wait as
                 // `retrying`.
-                let updates: Vec<Outcome> = outcomes(&spec, &jobs, &outcome, &explained)
-                    .into_iter()
-                    .zip(&jobs)
-                    .map(|(o, job)| match o {
-                        Outcome::Retry(e) if !ctx.can_retry(&job.msg) => {
-                            failed_for_good(job, job.rows(spec.width()), &e.to_string())
-                        }
-                        other => other,
-                    })
-                    .collect();
+                let updates: Vec<Outcome> =
+                    outcomes(&spec, &jobs, &outcome, &explained, &model_sha256)
+                        .into_iter()
+                        .zip(&jobs)
+                        .map(|(o, job)| match o {
+                            Outcome::Retry(e) if !ctx.can_retry(&job.msg) => {
+                                failed_for_good(job, job.rows(spec.width()), &e.to_string())
+                            }
+                            other => other,
+                        })
+                        .collect();
                 if let Some(cycle) = store(&ctx, jobs, updates).await {
                     // The results are stored. Their events (published
                     // with confirms) and the acknowledgements that follow
@@ -86,6 +88,9 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
             }
             CompletionCommand::Refuse(jobs) => {
                 aside.spawn(refused::dead_letter(jobs));
+            }
+            CompletionCommand::Misplaced(job, reason) => {
+                aside.spawn(refused::misplaced(job, reason));
             }
             CompletionCommand::CannotRun { job, code, reason } => {
                 aside.spawn(refused::cannot_run(ctx.clone(), job, code, reason));

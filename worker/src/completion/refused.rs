@@ -91,6 +91,25 @@ pub(super) async fn dead_letter(jobs: Vec<(Pending, String)>) {
     }
 }
 
+/// Dead-letters a message taken from a queue its work does not belong on,
+/// marked so that the recorder leaves its record alone: a copy of a job's
+/// message on the wrong queue must not fail the job its own message is
+/// about to run.
+pub(super) async fn misplaced(job: Pending, reason: String) {
+    tracing::warn!(job_id = %job.msg.record(), %reason, "message on the wrong queue; dead-lettering");
+    metrics::counter!(m::DEAD_LETTERED, "outcome" => "refused").increment(1);
+    let published = match job.delivery.settler.session() {
+        Some(s) => s.requeuer.misplaced(&job.msg, job.lane, &reason).await,
+        None => false,
+    };
+    let verdict = if published {
+        Verdict::Ack
+    } else {
+        Verdict::Reject
+    };
+    settle(&job.delivery, verdict).await;
+}
+
 /// Dead-letters an undecodable message with the reason. Nothing in it can
 /// be trusted, not even the `message_id` it carries, so no record is
 /// touched: the producer never publishes such a message (rows and chunks

@@ -320,7 +320,7 @@ impl Dispatcher {
         reason: &str,
     ) -> Result<(), infq_common::amqp::PublishError> {
         let lease = publish.lease(PUBLISH_WAIT).await?;
-        publish_dead(&lease, &self.topology, queue, data, props, reason).await
+        publish_dead(&lease, &self.topology, queue, data, props, reason, false).await
     }
 
     /// Takes one event as far as it goes now: attempted and settled,
