@@ -34,6 +34,7 @@ fn messages() -> Vec<Vec<u8>> {
                 webhook_url: None,
                 tenant: Some("dev".into()),
                 retention_ms: None,
+                passthrough: Vec::new(),
             }
             .encode()
         })

@@ -396,6 +396,7 @@ pub fn made_up_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessa
         webhook_url: None,
         tenant: None,
         retention_ms: None,
+        passthrough: Vec::new(),
     }
 }
 

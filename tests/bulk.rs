@@ -523,3 +523,134 @@ async fn default_csv_as_shipped_and_a_semicolon_export_are_scored() {
     assert_eq!(v["error"]["details"][0]["field"], "delimiter", "{v}");
     env.stop().await.unwrap();
 }
+
+/// The client's own ids: columns named by `passthrough` come back next to
+/// `row` in CSV and JSONL, repeated ids included; JSONL lines carry them
+/// beside their features; an unknown or reserved column, or an overlong
+/// value, is refused with what is wrong and enqueues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_columns_come_back_next_to_their_rows() {
+    let env = TestEnv::start().await.unwrap();
+    let (rows, _) = portfolio(600);
+    let mut csv = String::from("branch,student,balance,income,loan_id\n");
+    for (i, r) in rows.iter().enumerate() {
+        // Every id twice (rows 2k and 2k+1), and a branch with a comma.
+        csv.push_str(&format!(
+            "\"North, {}\",{},{},{},L-{}\n",
+            i % 3,
+            r[0],
+            r[1],
+            r[2],
+            i / 2
+        ));
+    }
+    let r = upload(
+        &env,
+        "model=credit-default&passthrough=loan_id,branch",
+        "text/csv",
+        csv.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let accepted: Value = r.json().await.unwrap();
+    assert_eq!(
+        accepted["passthrough"],
+        json!(["loan_id", "branch"]),
+        "{accepted}"
+    );
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let done = wait_batch(&env, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let get = |format: &'static str| {
+        let url = env.url(&format!("/v1/batches/{id}/results?format={format}"));
+        let http = env.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let expected = reference_outputs(&env.settings.registry().unwrap(), &rows).unwrap();
+    let table = get("csv").await;
+    let mut rdr = csv::Reader::from_reader(table.as_bytes());
+    assert_eq!(
+        rdr.headers().unwrap(),
+        vec!["row", "loan_id", "branch", "default_probability", "error"]
+    );
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.unwrap();
+        assert_eq!(rec[0].parse::<usize>().unwrap(), i + 1);
+        assert_eq!(&rec[1], format!("L-{}", i / 2), "row {}", i + 1);
+        assert_eq!(&rec[2], format!("North, {}", i % 3), "row {}", i + 1);
+        let p: f32 = rec[3].parse().unwrap();
+        assert!((p - expected[i]).abs() <= 1e-6);
+    }
+    for (i, line) in get("jsonl").await.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["row"], i + 1);
+        assert_eq!(v["loan_id"], format!("L-{}", i / 2), "{v}");
+        assert_eq!(v["branch"], format!("North, {}", i % 3), "{v}");
+    }
+
+    // JSONL lines carry them beside their features, or beside `inputs`.
+    let jsonl = "{\"loan_id\": \"A\", \"student\": \"No\", \"balance\": 100, \"income\": 2}\n{\"loan_id\": 7, \"inputs\": [0, 200, 3]}\n{\"student\": 1, \"balance\": 300, \"income\": 4}\n";
+    let r = upload(
+        &env,
+        "model=credit-default&passthrough=loan_id",
+        "application/x-ndjson",
+        jsonl.into(),
+    )
+    .await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_batch(&env, &id).await["status"], "succeeded");
+    let text = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results?format=csv")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ids: Vec<String> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap()[1].to_string())
+        .collect();
+    assert_eq!(ids, ["A", "7", ""]);
+
+    // Refused, with what is wrong.
+    let long = format!(
+        "student,balance,income,loan_id\n0,1,2,{}\n",
+        "x".repeat(300)
+    );
+    for (query, body, field) in [
+        (
+            "model=credit-default&passthrough=loan_id,nope",
+            csv.clone(),
+            "nope",
+        ),
+        (
+            "model=credit-default&passthrough=row",
+            csv.clone(),
+            "passthrough",
+        ),
+        (
+            "model=credit-default&passthrough=loan_id,loan_id",
+            csv.clone(),
+            "passthrough",
+        ),
+        ("model=credit-default&passthrough=loan_id", long, "loan_id"),
+    ] {
+        let r = upload(&env, query, "text/csv", body).await;
+        assert_eq!(r.status(), 422, "{query}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["details"][0]["field"], field, "{query}: {v}");
+    }
+    let topology = Topology::of(&env.settings);
+    let depth = env
+        .queue_depth(&topology.job_queue("credit-default", Priority::Bulk))
+        .await
+        .unwrap();
+    assert_eq!(depth, 0, "nothing enqueued by the refused uploads");
+    env.stop().await.unwrap();
+}

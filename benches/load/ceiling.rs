@@ -105,6 +105,7 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
                 webhook_url: None,
                 tenant: None,
                 retention_ms: None,
+                passthrough: Vec::new(),
             };
             let confirm = pch
                 .basic_publish(

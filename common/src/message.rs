@@ -73,6 +73,11 @@ pub struct JobMessage {
     /// Not used: the stored record keeps the retention. Still read (and
     /// range-checked), so messages of earlier releases decode.
     pub retention_ms: Option<u64>,
+    /// A chunk's passthrough values (the client's own columns, such as a
+    /// loan id), row by row: every row's values in the batch's column
+    /// order; empty when the batch names none. Part of the digest, so only
+    /// the producer's values are ever stored.
+    pub passthrough: Vec<String>,
 }
 
 /// What a job message asks for: one job, or one chunk of a bulk batch.
@@ -248,6 +253,14 @@ impl JobMessage {
         for v in &self.inputs {
             bytes.extend_from_slice(&v.to_bits().to_le_bytes());
         }
+        // Messages without passthrough values keep the digest they had.
+        if !self.passthrough.is_empty() {
+            bytes.extend_from_slice(b"passthrough");
+            for p in &self.passthrough {
+                bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(p.as_bytes());
+            }
+        }
         crate::idempotency::digest(&bytes)
     }
 
@@ -305,6 +318,10 @@ impl JobMessage {
             if self.deadline_at_ms.is_some() {
                 return Err(DecodeError::Invalid("a chunk has no deadline"));
             }
+        } else if !self.passthrough.is_empty() {
+            return Err(DecodeError::Invalid(
+                "only a chunk carries passthrough values",
+            ));
         }
         Ok(())
     }
@@ -332,6 +349,7 @@ impl From<wire::Wire> for JobMessage {
             webhook_url: w.webhook_url,
             tenant: w.tenant,
             retention_ms: w.retention_ms,
+            passthrough: w.passthrough,
         }
     }
 }
@@ -351,6 +369,7 @@ impl Serialize for JobMessage {
             webhook_url: self.webhook_url.as_deref(),
             tenant: self.tenant.as_deref(),
             retention_ms: self.retention_ms,
+            passthrough: &self.passthrough,
         }
         .serialize(s)
     }
@@ -381,6 +400,7 @@ mod tests {
             webhook_url: None,
             tenant: Some("acme".into()),
             retention_ms: Some(3_600_000),
+            passthrough: Vec::new(),
         }
     }
 
@@ -408,6 +428,22 @@ mod tests {
         assert_eq!(JobMessage::decode(&m.encode()).unwrap(), m);
         let plain = String::from_utf8(sample().encode()).unwrap();
         assert!(!plain.contains("chunk"), "single jobs carry no chunk field");
+        assert!(!plain.contains("passthrough"));
+        // Passthrough values travel with a chunk, under its digest.
+        let before = m.digest();
+        m.passthrough = vec!["L-1\"\n".into(); 768 / 3];
+        assert_eq!(JobMessage::decode(&m.encode()).unwrap(), m);
+        assert_ne!(m.digest(), before, "the values are part of the digest");
+        let other = m.digest();
+        m.passthrough[5] = "L-2".into();
+        assert_ne!(m.digest(), other);
+        // A single job carries none.
+        let mut job = sample();
+        job.passthrough = vec!["x".into()];
+        assert!(matches!(
+            JobMessage::decode(&job.encode()),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub use device::{parse_device, DeviceChoice};
 pub use error::RegistryError;
 pub use models::Registry;
 pub use size::{
-    rows_per_message, F16_MAX, MAX_ENCODED_VALUE_BYTES, MAX_WIDTH, MESSAGE_ENVELOPE_BYTES,
+    rows_per_message, rows_per_message_carrying, F16_MAX, MAX_ENCODED_VALUE_BYTES,
+    MAX_PASSTHROUGH_VALUE_BYTES, MAX_WIDTH, MESSAGE_ENVELOPE_BYTES,
 };
 pub use spec::{
     Adverse, Baseline, Dtype, ExplainMethod, ExplainSpec, FeatureSpec, ModelSpec, OutputSpec,

@@ -80,14 +80,17 @@ impl RowResult {
 struct ChunkOut<'a> {
     sha256: &'a str,
     rows: &'a [RowOut<'a>],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ids: &'a [String],
 }
 
-/// A chunk's stored text: `{"sha256", "rows": [...]}` when the model that
-/// ran it is known, else the bare array of rows (as earlier releases and
-/// dead-lettered chunks store it).
-pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut]) -> String {
+/// A chunk's stored text: `{"sha256", "rows": [...], "ids": [...]}` when
+/// the model that ran it is known (`ids`: the rows' passthrough values, row
+/// by row, when the batch names any), else the bare array of rows (as
+/// earlier releases and dead-lettered chunks store it).
+pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut], ids: &[String]) -> String {
     match sha256 {
-        Some(sha256) => serde_json::to_string(&ChunkOut { sha256, rows }),
+        Some(sha256) => serde_json::to_string(&ChunkOut { sha256, rows, ids }),
         None => serde_json::to_string(rows),
     }
     .expect("rows serialise")
@@ -101,6 +104,8 @@ enum StoredForm {
     WithLineage {
         sha256: String,
         rows: Vec<RowResult>,
+        #[serde(default)]
+        ids: Vec<String>,
     },
 }
 
@@ -112,15 +117,22 @@ pub struct StoredChunk {
     pub sha256: Option<String>,
     /// One result per row, in order.
     pub rows: Vec<RowResult>,
+    /// The rows' passthrough values, row by row (empty when none).
+    pub ids: Vec<String>,
 }
 
 /// Parses a stored chunk, in either form [`chunk_json`] writes.
 pub fn parse_chunk(text: &str) -> Result<StoredChunk, serde_json::Error> {
     Ok(match serde_json::from_str(text)? {
-        StoredForm::Rows(rows) => StoredChunk { sha256: None, rows },
-        StoredForm::WithLineage { sha256, rows } => StoredChunk {
+        StoredForm::Rows(rows) => StoredChunk {
+            sha256: None,
+            rows,
+            ids: Vec::new(),
+        },
+        StoredForm::WithLineage { sha256, rows, ids } => StoredChunk {
             sha256: Some(sha256),
             rows,
+            ids,
         },
     })
 }
@@ -144,7 +156,7 @@ mod tests {
         assert_eq!(back.rows[0], RowResult::Values(a.to_vec()));
         assert_eq!(back.rows[1], RowResult::Error("bad row".into()));
         assert!(parse_chunk("[{}]").is_err());
-        let text = chunk_json(Some("ab12"), &rows);
+        let text = chunk_json(Some("ab12"), &rows, &[]);
         assert_eq!(
             text,
             r#"{"sha256":"ab12","rows":[[0.12345679,1e-30],"bad row",[0.5]]}"#
@@ -152,6 +164,9 @@ mod tests {
         let back = parse_chunk(&text).unwrap();
         assert_eq!(back.sha256.as_deref(), Some("ab12"));
         assert_eq!(back.rows.len(), 3);
+        let ids = ["L-1".to_string(), "L-1".into(), "L,3".into()];
+        let back = parse_chunk(&chunk_json(Some("ab12"), &rows, &ids)).unwrap();
+        assert_eq!(back.ids, ids);
         let explained = [RowOut::Explained {
             v: &[0.5],
             a: &[0.25, -0.125],

@@ -103,6 +103,9 @@ pub struct BatchView {
     /// Whether its rows' scores are explained (reason codes in the
     /// results).
     explain: bool,
+    /// The client's columns carried through to every result row.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    passthrough: Vec<String>,
     /// The model file's SHA-256 when it was accepted (the registry's
     /// `sha256`, or the file's as the producer read it); each result row
     /// names the file that ran it.
@@ -137,6 +140,7 @@ impl From<BatchRecord> for BatchView {
             status: b.status.as_str(),
             results: format!("/v1/batches/{}/results", b.id),
             explain: b.explain.is_some(),
+            passthrough: b.passthrough,
             model_sha256: b.lineage.model_sha256,
             registry_sha256: b.lineage.registry_sha256,
             infq_version: b.lineage.infq_version,

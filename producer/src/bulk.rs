@@ -113,17 +113,127 @@ pub fn read_rows_within<R: Read, W: Write>(
     max_rows: u64,
     max_record_bytes: u64,
 ) -> std::io::Result<Report> {
-    read_all(format, None, input, spec, spool, max_rows, max_record_bytes)
+    let mut none = Passthrough::none();
+    read_all(
+        format,
+        None,
+        input,
+        spec,
+        spool,
+        &mut none,
+        max_rows,
+        max_record_bytes,
+    )
+}
+
+/// Most passthrough columns an upload may name.
+pub const MAX_PASSTHROUGH_COLUMNS: usize = 16;
+pub use infq_common::registry::MAX_PASSTHROUGH_VALUE_BYTES;
+/// Names a passthrough column may not take: the keys of a result line.
+pub const RESERVED_NAMES: [&str; 5] = ["row", "output", "error", "explanation", "model_sha256"];
+
+/// The client's own columns to carry through to the results
+/// (`passthrough=loan_id,branch`), and where each valid row's values go:
+/// a spool of their own, each value a little-endian u32 length and its
+/// bytes, row after row.
+pub struct Passthrough<'a> {
+    names: &'a [String],
+    out: Option<&'a mut dyn Write>,
+    values: Vec<String>,
+}
+
+impl<'a> Passthrough<'a> {
+    /// No passthrough columns.
+    pub fn none() -> Self {
+        Self {
+            names: &[],
+            out: None,
+            values: Vec::new(),
+        }
+    }
+
+    /// The columns `names`, spooled to `out`.
+    pub fn new(names: &'a [String], out: &'a mut dyn Write) -> Self {
+        Self {
+            names,
+            out: Some(out),
+            values: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Checks one value; a problem's message otherwise.
+    fn push(&mut self, value: String) -> Result<(), String> {
+        if value.len() > MAX_PASSTHROUGH_VALUE_BYTES {
+            return Err(format!(
+                "passthrough values are at most {MAX_PASSTHROUGH_VALUE_BYTES} bytes"
+            ));
+        }
+        self.values.push(value);
+        Ok(())
+    }
+
+    /// Writes the row's values (once the row is valid).
+    fn write(&mut self) -> std::io::Result<()> {
+        if let Some(out) = self.out.as_mut() {
+            for v in &self.values {
+                out.write_all(&(v.len() as u32).to_le_bytes())?;
+                out.write_all(v.as_bytes())?;
+            }
+        }
+        self.values.clear();
+        Ok(())
+    }
+}
+
+/// Parses `?passthrough=a,b`: distinct names, none of them a result key.
+pub fn parse_passthrough(s: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
+    if names.len() > MAX_PASSTHROUGH_COLUMNS {
+        return Err(format!("at most {MAX_PASSTHROUGH_COLUMNS} columns"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() || n.len() > 64 {
+            return Err("column names of 1 to 64 bytes, separated by commas".into());
+        }
+        if RESERVED_NAMES.contains(&n.as_str()) {
+            return Err(format!(
+                "`{n}` is a key of every result line; rename the column"
+            ));
+        }
+        if names[..i].contains(n) {
+            return Err(format!("`{n}` is named twice"));
+        }
+    }
+    Ok(names)
+}
+
+/// Reads passthrough values back from their spool, `n` at a time.
+pub fn read_passthrough<R: Read>(input: &mut R, n: usize) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut len = [0u8; 4];
+        input.read_exact(&mut len)?;
+        let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+        input.read_exact(&mut bytes)?;
+        out.push(String::from_utf8(bytes).map_err(std::io::Error::other)?);
+    }
+    Ok(out)
 }
 
 /// [`read_rows`] with the CSV field separator given (`?delimiter=`); with
 /// `None` it is found from the header line ([`sniff`]).
+#[allow(clippy::too_many_arguments)]
 pub fn read_upload<R: Read, W: Write>(
     format: Format,
     delimiter: Option<u8>,
     input: R,
     spec: &ModelSpec,
     spool: &mut W,
+    passthrough: &mut Passthrough,
     max_rows: u64,
 ) -> std::io::Result<Report> {
     read_all(
@@ -132,6 +242,7 @@ pub fn read_upload<R: Read, W: Write>(
         input,
         spec,
         spool,
+        passthrough,
         max_rows,
         MAX_RECORD_BYTES,
     )
@@ -190,12 +301,14 @@ fn peek_line<R: Read>(input: &mut R) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_all<R: Read, W: Write>(
     format: Format,
     delimiter: Option<u8>,
     mut input: R,
     spec: &ModelSpec,
     spool: &mut W,
+    passthrough: &mut Passthrough,
     max_rows: u64,
     max_record_bytes: u64,
 ) -> std::io::Result<Report> {
@@ -208,6 +321,7 @@ fn read_all<R: Read, W: Write>(
                 delimiter,
                 spec,
                 spool,
+                passthrough,
                 max_rows,
             )
         }
@@ -215,6 +329,7 @@ fn read_all<R: Read, W: Write>(
             LineLimit::new(input, max_record_bytes),
             spec,
             spool,
+            passthrough,
             max_rows,
         ),
     }
@@ -254,6 +369,7 @@ fn read_csv<R: Read, W: Write>(
     delimiter: u8,
     spec: &ModelSpec,
     spool: &mut W,
+    passthrough: &mut Passthrough,
     max_rows: u64,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
@@ -296,6 +412,18 @@ fn read_csv<R: Read, W: Write>(
             break;
         }
     }
+    let mut carried = Vec::with_capacity(passthrough.names.len());
+    for name in passthrough.names {
+        match at.get(name.as_str()).map(Vec::as_slice) {
+            Some([i]) => carried.push(*i),
+            None | Some([]) => report.problem(
+                1,
+                Some(name.clone()),
+                "unknown passthrough column: the header has no such column",
+            ),
+            Some(_) => report.problem(1, Some(name.clone()), "column named more than once"),
+        }
+    }
     if !report.problems.is_empty() {
         return Ok(report);
     }
@@ -324,13 +452,20 @@ fn read_csv<R: Read, W: Write>(
             break;
         }
         let before = report.problems.len();
+        passthrough.values.clear();
         for (i, ((feature, name), &col)) in wanted.iter().zip(&columns).enumerate() {
             match spec.inputs[*feature].text(&record[col], decimal_comma) {
                 Ok(y) => row[i] = y,
                 Err(message) => report.problem(line, Some(name.clone()), message),
             }
         }
+        for (name, &col) in passthrough.names.iter().zip(&carried) {
+            if let Err(message) = passthrough.push(record[col].to_string()) {
+                report.problem(line, Some(name.clone()), message);
+            }
+        }
         if report.problems.len() == before {
+            passthrough.write()?;
             write_row(spool, &row)?;
             report.rows += 1;
         } else if report.full() {
@@ -369,6 +504,7 @@ fn read_jsonl<R: Read, W: Write>(
     input: R,
     spec: &ModelSpec,
     spool: &mut W,
+    passthrough: &mut Passthrough,
     max_rows: u64,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
@@ -391,15 +527,41 @@ fn read_jsonl<R: Read, W: Write>(
         }
         problems.clear();
         match serde_json::from_slice::<serde_json::Value>(text) {
-            Ok(value) => {
+            Ok(mut value) => {
+                // A line's passthrough values sit beside its features (or
+                // beside `inputs`); a line without one carries "".
+                if !passthrough.is_empty() {
+                    for name in passthrough.names {
+                        let v = match value.as_object_mut().and_then(|o| o.remove(name)) {
+                            None | Some(serde_json::Value::Null) => String::new(),
+                            Some(serde_json::Value::String(s)) => s,
+                            Some(
+                                v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)),
+                            ) => v.to_string(),
+                            Some(_) => {
+                                problems.push(Detail::field(
+                                    name.clone(),
+                                    "a passthrough value is a string, a number or a boolean",
+                                ));
+                                continue;
+                            }
+                        };
+                        if let Err(message) = passthrough.push(v) {
+                            problems.push(Detail::field(name.clone(), message));
+                        }
+                    }
+                }
                 let inputs = match value.get("inputs") {
                     Some(inner) if value.is_object() => inner,
                     _ => &value,
                 };
                 let row = features(spec, inputs, &mut problems);
                 if problems.is_empty() {
+                    passthrough.write()?;
                     write_row(spool, &row)?;
                     report.rows += 1;
+                } else {
+                    passthrough.values.clear();
                 }
             }
             Err(e) => problems.push(Detail {

@@ -214,6 +214,7 @@ async fn submit(
         webhook_url: None,
         tenant: None,
         retention_ms: None,
+        passthrough: Vec::new(),
     };
     let record = NewJob {
         id,

@@ -46,6 +46,7 @@ pub(crate) fn new_batch(total: u64, chunk_rows: u32, retention_ms: u64) -> NewBa
         retention_ms: Some(retention_ms),
         outputs: vec!["p".into()],
         explain: None,
+        passthrough: Vec::new(),
         lineage: Default::default(),
     }
 }

@@ -86,6 +86,7 @@ impl Pending {
                 webhook_url: None,
                 tenant: None,
                 retention_ms: None,
+                passthrough: Vec::new(),
             },
             delivery: Settle::detached(tag),
             lane,

@@ -160,7 +160,7 @@ pub fn outcomes(
                     Outcome::Chunk(ChunkResult {
                         batch,
                         index,
-                        rows_json: chunk_json(Some(model_sha256), &rows_json),
+                        rows_json: chunk_json(Some(model_sha256), &rows_json, &j.msg.passthrough),
                         succeeded: rows as u32 - failed,
                         failed,
                     })

@@ -41,6 +41,8 @@ pub(super) struct Wire {
     pub(super) tenant: Option<String>,
     #[serde(default)]
     pub(super) retention_ms: Option<u64>,
+    #[serde(default)]
+    pub(super) passthrough: Vec<String>,
 }
 
 /// [`Wire`], borrowed, for writing without copying the inputs.
@@ -64,4 +66,6 @@ pub(super) struct WireRef<'a> {
     pub(super) tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) retention_ms: Option<u64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub(super) passthrough: &'a [String],
 }

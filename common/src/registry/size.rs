@@ -16,13 +16,23 @@ pub const MAX_ENCODED_VALUE_BYTES: usize = 18;
 /// (ids, names, webhook URL, tenant, numbers).
 pub const MESSAGE_ENVELOPE_BYTES: usize = 64 << 10;
 
+/// Longest passthrough value (a client's own column, such as a loan id)
+/// a bulk row may carry, in bytes.
+pub const MAX_PASSTHROUGH_VALUE_BYTES: usize = 256;
+
 /// Most rows of `width` values that one job message carries within
 /// [`crate::message::MAX_MESSAGE_BYTES`], whatever the values; 0 when not
 /// even one row fits. The one rule for the size of a bulk chunk.
 pub const fn rows_per_message(width: usize) -> usize {
+    rows_per_message_carrying(width, 0)
+}
+
+/// [`rows_per_message`] for rows that also carry up to `extra` bytes each
+/// (encoded passthrough values).
+pub const fn rows_per_message_carrying(width: usize, extra: usize) -> usize {
     let budget = crate::message::MAX_MESSAGE_BYTES - MESSAGE_ENVELOPE_BYTES;
     match width.checked_mul(MAX_ENCODED_VALUE_BYTES) {
-        Some(row) if row > 0 => budget / row,
+        Some(row) if row > 0 => budget / (row + extra),
         _ => 0,
     }
 }

@@ -1,7 +1,7 @@
 //! One model version as the registry describes it: its input features,
 //! its outputs, and how it is batched and run.
 
-use super::size::rows_per_message;
+use super::size::{rows_per_message_carrying, MAX_PASSTHROUGH_VALUE_BYTES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -397,7 +397,16 @@ impl ModelSpec {
     /// has this many rows but the last, so row `r` is in chunk
     /// `r / chunk_rows`.
     pub fn chunk_rows(&self, configured: u32) -> u32 {
-        let fits = u32::try_from(rows_per_message(self.width())).unwrap_or(u32::MAX);
+        self.chunk_rows_carrying(configured, 0)
+    }
+
+    /// [`Self::chunk_rows`] for a batch whose rows also carry `columns`
+    /// passthrough values (each at most [`MAX_PASSTHROUGH_VALUE_BYTES`],
+    /// which JSON may escape to six times as many).
+    pub fn chunk_rows_carrying(&self, configured: u32, columns: usize) -> u32 {
+        let extra = columns * (MAX_PASSTHROUGH_VALUE_BYTES * 6 + 3);
+        let fits =
+            u32::try_from(rows_per_message_carrying(self.width(), extra)).unwrap_or(u32::MAX);
         configured.clamp(1, fits.max(1))
     }
 }

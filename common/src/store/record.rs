@@ -138,6 +138,8 @@ pub struct NewBatch {
     /// How its rows are explained, when reasons were asked for; kept for
     /// the same reason as `outputs`.
     pub explain: Option<crate::explain::ExplainPlan>,
+    /// The client's columns carried through to the results, in order.
+    pub passthrough: Vec<String>,
     /// Lineage at acceptance: the model file's SHA-256 as the registry
     /// gave it, the registry's, and infq's version.
     pub lineage: Lineage,
@@ -187,6 +189,12 @@ impl NewBatch {
             f.push((
                 "explain",
                 serde_json::to_string(plan).expect("a plan serialises"),
+            ));
+        }
+        if !self.passthrough.is_empty() {
+            f.push((
+                "passthrough",
+                serde_json::to_string(&self.passthrough).expect("names serialise"),
             ));
         }
         let l = &self.lineage;
@@ -248,6 +256,8 @@ pub struct BatchRecord {
     pub outputs: Vec<String>,
     /// How its rows are explained, when reasons were asked for.
     pub explain: Option<crate::explain::ExplainPlan>,
+    /// The client's columns carried through to the results, in order.
+    pub passthrough: Vec<String>,
     /// What it was accepted under.
     pub lineage: Lineage,
 }
@@ -320,6 +330,10 @@ pub(super) fn parse_batch(
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or_default(),
         explain: f.get("explain").and_then(|o| serde_json::from_str(o).ok()),
+        passthrough: f
+            .get("passthrough")
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default(),
         lineage: Lineage {
             model_sha256: f.get("model_sha256").cloned(),
             registry_sha256: f.get("registry_sha256").cloned(),
@@ -419,6 +433,7 @@ mod tests {
             retention_ms: None,
             outputs: vec!["p".into(), "q".into()],
             explain: None,
+            passthrough: Vec::new(),
             lineage: Lineage {
                 model_sha256: Some("ab".into()),
                 registry_sha256: Some("cd".into()),

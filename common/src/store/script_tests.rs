@@ -75,6 +75,7 @@ fn message(id: JobId, tenant: &str, deadline_at_ms: Option<u64>) -> JobMessage {
         webhook_url: None,
         tenant: Some(tenant.into()),
         retention_ms: None,
+        passthrough: Vec::new(),
     }
 }
 
@@ -247,6 +248,7 @@ async fn chunk_results_of_the_earlier_layout_are_read_and_erased() {
         retention_ms: None,
         outputs: vec!["p".into()],
         explain: None,
+        passthrough: Vec::new(),
         lineage: Default::default(),
     };
     assert!(s.create_batch(&b).await.unwrap());

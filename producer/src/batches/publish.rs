@@ -19,16 +19,28 @@ pub(super) async fn publish_chunks(
     spec: &ModelSpec,
     batch: &NewBatch,
     spool: SpoolFile<std::fs::File>,
+    ids: Option<SpoolFile<std::fs::File>>,
 ) -> Result<(), ApiError> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<f32>>>(64);
+    type Chunk = (Vec<f32>, Vec<String>);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Chunk>>(64);
     let width = spec.width();
     let rows = batch.total;
     let chunk_rows = batch.chunk_rows as usize;
+    let columns = batch.passthrough.len();
     let reader = tokio::task::spawn_blocking(move || {
         let mut r = SpoolReader::new(spool, width, rows);
+        let mut ids = ids.map(|f| std::io::BufReader::with_capacity(1 << 16, f));
         loop {
             let next = r.next_chunk(chunk_rows).transpose();
             let Some(item) = next else { break };
+            let item = item.and_then(|inputs| {
+                let n = inputs.len() / width.max(1) * columns;
+                let values = match ids.as_mut() {
+                    Some(ids) => crate::bulk::read_passthrough(ids, n)?,
+                    None => Vec::new(),
+                };
+                Ok((inputs, values))
+            });
             if tx.blocking_send(item).is_err() {
                 break;
             }
@@ -41,8 +53,9 @@ pub(super) async fn publish_chunks(
     let lease = &lease;
     let result = tokio_stream_of(rx)
         .enumerate()
-        .map(|(index, inputs)| async move {
-            let inputs = inputs.map_err(|e| ApiError::Internal(format!("spool: {e}")))?;
+        .map(|(index, chunk)| async move {
+            let (inputs, passthrough) =
+                chunk.map_err(|e| ApiError::Internal(format!("spool: {e}")))?;
             let msg = JobMessage {
                 work: Work::Chunk {
                     batch: batch.id,
@@ -59,6 +72,7 @@ pub(super) async fn publish_chunks(
                 webhook_url: None,
                 tenant: None,
                 retention_ms: None,
+                passthrough,
             };
             // Noted before it is published, so no other message for this
             // place of the batch can run.

@@ -89,6 +89,7 @@ pub async fn batch_results(
         format,
         outputs: Arc::new(outputs),
         explain: rec.explain.map(Arc::new),
+        passthrough: Arc::new(rec.passthrough),
         chunk_rows: u64::from(rec.chunk_rows),
         total: rec.total,
         missing: format!("not run: batch {}", rec.status),
@@ -130,6 +131,8 @@ struct Renderer {
     outputs: Arc<Vec<infq_common::registry::OutputSpec>>,
     /// How rows are explained, for a batch that asked for reasons.
     explain: Option<Arc<ExplainPlan>>,
+    /// The client's columns carried through, next to `row`.
+    passthrough: Arc<Vec<String>>,
     chunk_rows: u64,
     total: u64,
     missing: String,
@@ -138,6 +141,8 @@ struct Renderer {
 #[derive(Serialize)]
 struct JsonlRow<'a> {
     row: u64,
+    #[serde(flatten)]
+    ids: Ids<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<NamedOutputs<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,12 +154,22 @@ struct JsonlRow<'a> {
     error: Option<&'a str>,
 }
 
+/// A row's passthrough values by column name.
+struct Ids<'a>(&'a [String], &'a [String]);
+
+impl Serialize for Ids<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().zip(self.1))
+    }
+}
+
 impl Renderer {
     fn header(&self) -> Vec<u8> {
         match self.format {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(Vec::new());
                 let mut cols = vec!["row".to_string()];
+                cols.extend(self.passthrough.iter().cloned());
                 cols.extend(self.outputs.iter().map(|o| o.name.clone()));
                 if let Some(plan) = &self.explain {
                     cols.extend((1..=plan.top_k).map(|k| format!("reason_{k}")));
@@ -181,6 +196,13 @@ impl Renderer {
             };
             let parsed = stored.as_ref().map_or(&[][..], |c| c.rows.as_slice());
             let sha256 = stored.as_ref().and_then(|c| c.sha256.as_deref());
+            let columns = self.passthrough.len();
+            let ids = stored.as_ref().map_or(&[][..], |c| c.ids.as_slice());
+            // A row's values, or none where the chunk has none (it was
+            // dead-lettered, or never ran).
+            let ids_of = |r: usize| -> &[String] {
+                ids.get(r * columns..(r + 1) * columns).unwrap_or_default()
+            };
             for r in 0..rows {
                 let row = first + r;
                 let result = parsed.get(r as usize);
@@ -198,6 +220,7 @@ impl Renderer {
                     Format::Jsonl => {
                         let line = JsonlRow {
                             row,
+                            ids: Ids(&self.passthrough, ids_of(r as usize)),
                             output: values.map(|v| NamedOutputs(&self.outputs, v)),
                             explanation,
                             model_sha256: values.and(sha256),
@@ -207,8 +230,12 @@ impl Renderer {
                         out.push(b'\n');
                     }
                     Format::Csv => {
-                        let mut rec = Vec::with_capacity(self.outputs.len() + 6);
+                        let mut rec = Vec::with_capacity(self.outputs.len() + columns + 6);
                         rec.push(row.to_string());
+                        let mine = ids_of(r as usize);
+                        for k in 0..columns {
+                            rec.push(mine.get(k).cloned().unwrap_or_default());
+                        }
                         for k in 0..self.outputs.len() {
                             rec.push(
                                 values
@@ -250,6 +277,7 @@ mod tests {
                 description: String::new(),
             }]),
             explain: None,
+            passthrough: Arc::new(Vec::new()),
             chunk_rows: 2,
             total: 5,
             missing: "not run: batch cancelled".into(),

@@ -7,7 +7,7 @@
 
 use super::publish::publish_chunks;
 use crate::auth::Caller;
-use crate::bulk::{parse_delimiter, read_upload, Format};
+use crate::bulk::{parse_delimiter, parse_passthrough, read_upload, Format, Passthrough};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
 use crate::record_limit::RecordTooLong;
@@ -43,6 +43,9 @@ pub struct CreateQuery {
     /// Explain every row's score (reason codes).
     #[serde(default)]
     explain: bool,
+    /// The client's own columns to carry through to the results
+    /// (`loan_id,branch`).
+    passthrough: Option<String>,
 }
 
 /// Reads from an upload stream, hashing what passes, and failing once more
@@ -112,6 +115,7 @@ fn closing(e: ApiError) -> Response {
            ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
            ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
            ("explain" = Option<bool>, Query, description = "Explain every row's score: attributions and reason codes (the model needs an `explain` section)"),
+           ("passthrough" = Option<String>, Query, description = "The client's own columns (`loan_id,branch`) to carry through to every result row, next to `row`; at most 16, values of at most 256 bytes"),
            ("delimiter" = Option<String>, Query, description = "CSV field separator: `,`, `;`, `|` or `tab`; else the header line's most frequent of them. With `;`, decimals may use a comma"),
            ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
     request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
@@ -210,6 +214,7 @@ struct Unread {
     format: Format,
     delimiter: Option<u8>,
     explain: Option<infq_common::explain::ExplainPlan>,
+    passthrough: Vec<String>,
     webhook_url: Option<String>,
     id: infq_common::job::JobId,
 }
@@ -243,6 +248,13 @@ async fn before_reading(
     } else {
         None
     };
+    let passthrough = q
+        .passthrough
+        .as_deref()
+        .map(parse_passthrough)
+        .transpose()
+        .map_err(|m| field("passthrough", m))?
+        .unwrap_or_default();
     let delimiter = q
         .delimiter
         .as_deref()
@@ -273,6 +285,7 @@ async fn before_reading(
         format,
         delimiter,
         explain,
+        passthrough,
         webhook_url,
         id,
     })
@@ -315,6 +328,7 @@ async fn create(
         format,
         delimiter,
         explain,
+        passthrough,
         webhook_url,
         id,
     } = match before_reading(&state, caller, query, &headers).await {
@@ -337,6 +351,19 @@ async fn create(
     // The file grows within the producer's spool budget, and gives its
     // share back when dropped, however the upload ends.
     let spool = SpoolFile::new(file, state.spool.lease(caller.name()));
+    // The passthrough values wait in a spool of their own, within the same
+    // budgets.
+    let ids = if passthrough.is_empty() {
+        None
+    } else {
+        let file = match &cfg.spool_dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
+        Some(SpoolFile::new(file, state.spool.lease(caller.name())))
+    };
+    let names = passthrough.clone();
     let upload = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let limit = cfg.max_upload_bytes;
     let max_rows = cfg.max_batch_rows;
@@ -349,21 +376,37 @@ async fn create(
             hash: BodyHasher::default(),
         };
         let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
-        let report = read_upload(
-            format,
-            delimiter,
-            &mut input,
-            &parse_spec,
-            &mut out,
-            max_rows,
-        )?;
+        let mut ids_out = ids.map(|f| std::io::BufWriter::with_capacity(1 << 16, f));
+        let report = {
+            let mut carry = match ids_out.as_mut() {
+                Some(w) => Passthrough::new(&names, w),
+                None => Passthrough::none(),
+            };
+            read_upload(
+                format,
+                delimiter,
+                &mut input,
+                &parse_spec,
+                &mut out,
+                &mut carry,
+                max_rows,
+            )?
+        };
         let mut spool = out.into_inner().map_err(|e| e.into_error())?;
         spool.rewind()?;
-        Ok::<_, std::io::Error>((report, spool, input.hash.finish()))
+        let ids = match ids_out {
+            Some(w) => {
+                let mut f = w.into_inner().map_err(|e| e.into_error())?;
+                f.rewind()?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok::<_, std::io::Error>((report, spool, ids, input.hash.finish()))
     })
     .await
     .map_err(|e| ApiError::Internal(format!("upload reader: {e}")))?;
-    let (report, spool, hash) = parsed.map_err(|e| upload_error(e, limit))?;
+    let (report, spool, ids, hash) = parsed.map_err(|e| upload_error(e, limit))?;
     if let Some(limit) = report.over_limit {
         return Err(ApiError::LimitExceeded(limit));
     }
@@ -379,7 +422,7 @@ async fn create(
     let created_at_ms = now_ms();
     // Fewer rows per chunk for a wide model, so every chunk fits in a
     // message a worker decodes.
-    let chunk_rows = spec.chunk_rows(cfg.chunk_rows);
+    let chunk_rows = spec.chunk_rows_carrying(cfg.chunk_rows, passthrough.len());
     let chunks = report.rows.div_ceil(u64::from(chunk_rows));
     let chunks = u32::try_from(chunks).map_err(|_| {
         ApiError::Invalid(vec![crate::detail::Detail::field(
@@ -401,6 +444,7 @@ async fn create(
         retention_ms: Some(caller.retention_ms()),
         outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
         explain,
+        passthrough,
         lineage: {
             let registry = state.registry();
             infq_common::store::Lineage {
@@ -422,7 +466,7 @@ async fn create(
             return Err(ApiError::Internal(format!("batch id {id} exists")));
         }
     }
-    if let Err(e) = publish_chunks(&state, &spec, &batch, spool).await {
+    if let Err(e) = publish_chunks(&state, &spec, &batch, spool, ids).await {
         let err = JobError::new("not_enqueued", e.to_string());
         if let Err(se) = state.store.fail_batch(&id, &err).await {
             tracing::warn!(batch_id = %id, error = %se, "could not record the failed enqueue");
@@ -456,6 +500,7 @@ async fn create(
         erased: false,
         outputs: batch.outputs,
         explain: batch.explain,
+        passthrough: batch.passthrough,
         lineage: batch.lineage,
     };
     let body = serde_json::to_value(BatchView::from(rec))

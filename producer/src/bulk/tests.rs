@@ -171,7 +171,16 @@ outputs = [{ name = "p" }]
 fn read_with(format: Format, delimiter: Option<u8>, text: &str) -> (Report, Vec<f32>) {
     let mut spool = Vec::new();
     let spec = categorical_spec();
-    let report = read_upload(format, delimiter, text.as_bytes(), &spec, &mut spool, 1000).unwrap();
+    let report = read_upload(
+        format,
+        delimiter,
+        text.as_bytes(),
+        &spec,
+        &mut spool,
+        &mut Passthrough::none(),
+        1000,
+    )
+    .unwrap();
     let rows = spool
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -239,7 +248,16 @@ fn a_header_longer_than_the_peek_still_reads() {
     text.push_str(&format!("{},1,2,3\n", "y".repeat(100 << 10)));
     let mut spool = Vec::new();
     let spec = categorical_spec();
-    let r = read_upload(Format::Csv, None, text.as_bytes(), &spec, &mut spool, 10).unwrap();
+    let r = read_upload(
+        Format::Csv,
+        None,
+        text.as_bytes(),
+        &spec,
+        &mut spool,
+        &mut Passthrough::none(),
+        10,
+    )
+    .unwrap();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(r.rows, 1);
 }
