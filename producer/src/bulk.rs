@@ -284,13 +284,15 @@ pub fn sniff(header: &[u8]) -> u8 {
     best.map_or(b',', |k| DELIMITERS[k])
 }
 
-/// Reads up to the end of the first line (at most 64 KiB) so the header's
-/// separator can be found, and gives the bytes read back to be read again.
-fn peek_line<R: Read>(input: &mut R) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(8 << 10);
+/// Reads up to the end of the first line (at most `max` bytes, never more)
+/// so the header's separator can be found, and gives the bytes read back to
+/// be read again.
+fn peek_line<R: Read>(input: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(max.min(8 << 10));
     let mut buf = [0u8; 8 << 10];
-    while head.len() < 64 << 10 && !head.contains(&b'\n') {
-        let n = match input.read(&mut buf) {
+    while head.len() < max && !head.contains(&b'\n') {
+        let room = (max - head.len()).min(buf.len());
+        let n = match input.read(&mut buf[..room]) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -314,7 +316,9 @@ fn read_all<R: Read, W: Write>(
 ) -> std::io::Result<Report> {
     match format {
         Format::Csv => {
-            let head = peek_line(&mut input)?;
+            // Within the record limit: the header is a record too.
+            let peek = usize::try_from(max_record_bytes).unwrap_or(usize::MAX);
+            let head = peek_line(&mut input, peek.min(64 << 10))?;
             let delimiter = delimiter.unwrap_or_else(|| sniff(&head));
             read_csv(
                 RecordLimit::new(std::io::Cursor::new(head).chain(input), max_record_bytes),
