@@ -635,6 +635,16 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
             "passthrough",
         ),
         (
+            "model=credit-default&passthrough=default_probability",
+            csv.clone(),
+            "passthrough",
+        ),
+        (
+            "model=credit-default&passthrough=reason_1",
+            csv.clone(),
+            "passthrough",
+        ),
+        (
             "model=credit-default&passthrough=loan_id,loan_id",
             csv.clone(),
             "passthrough",

@@ -24,7 +24,7 @@ pub fn output_json(outputs: &[OutputSpec], row: &[f32]) -> String {
 }
 
 /// One row of a chunk as the worker writes it.
-#[derive(Serialize)]
+#[derive(Clone, Copy, Serialize)]
 #[serde(untagged)]
 pub enum RowOut<'a> {
     /// The row's outputs.
@@ -78,22 +78,22 @@ impl RowResult {
 /// A chunk's rows with the SHA-256 of the model file that ran them.
 #[derive(Serialize)]
 struct ChunkOut<'a> {
-    sha256: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
     rows: &'a [RowOut<'a>],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     ids: &'a [String],
 }
 
 /// A chunk's stored text: `{"sha256", "rows": [...], "ids": [...]}` when
-/// the model that ran it is known (`ids`: the rows' passthrough values, row
-/// by row, when the batch names any), else the bare array of rows (as
-/// earlier releases and dead-lettered chunks store it).
+/// the model that ran it is known or its rows carry passthrough values
+/// (`ids`, row by row), else the bare array of rows (as earlier releases
+/// and dead-lettered chunks store it).
 pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut], ids: &[String]) -> String {
-    match sha256 {
-        Some(sha256) => serde_json::to_string(&ChunkOut { sha256, rows, ids }),
-        None => serde_json::to_string(rows),
+    if sha256.is_none() && ids.is_empty() {
+        return serde_json::to_string(rows).expect("rows serialise");
     }
-    .expect("rows serialise")
+    serde_json::to_string(&ChunkOut { sha256, rows, ids }).expect("rows serialise")
 }
 
 /// A stored chunk as read back.
@@ -102,7 +102,8 @@ pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut], ids: &[String]) -> Stri
 enum StoredForm {
     Rows(Vec<RowResult>),
     WithLineage {
-        sha256: String,
+        #[serde(default)]
+        sha256: Option<String>,
         rows: Vec<RowResult>,
         #[serde(default)]
         ids: Vec<String>,
@@ -129,11 +130,7 @@ pub fn parse_chunk(text: &str) -> Result<StoredChunk, serde_json::Error> {
             rows,
             ids: Vec::new(),
         },
-        StoredForm::WithLineage { sha256, rows, ids } => StoredChunk {
-            sha256: Some(sha256),
-            rows,
-            ids,
-        },
+        StoredForm::WithLineage { sha256, rows, ids } => StoredChunk { sha256, rows, ids },
     })
 }
 

@@ -536,7 +536,15 @@ fn read_jsonl<R: Read, W: Write>(
                 // beside `inputs`); a line without one carries "".
                 if !passthrough.is_empty() {
                     for name in passthrough.names {
-                        let v = match value.as_object_mut().and_then(|o| o.remove(name)) {
+                        // Taken out, unless it is a feature too.
+                        let is_feature = spec.inputs.iter().any(|f| &f.name == name);
+                        let v = match value.as_object_mut().and_then(|o| {
+                            if is_feature {
+                                o.get(name).cloned()
+                            } else {
+                                o.remove(name)
+                            }
+                        }) {
                             None | Some(serde_json::Value::Null) => String::new(),
                             Some(serde_json::Value::String(s)) => s,
                             Some(

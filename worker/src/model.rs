@@ -417,6 +417,15 @@ pub fn explain_jobs(
     let mut out: Vec<Option<Result<Vec<f32>, InferError>>> =
         batch.jobs.iter().map(|_| None).collect();
     let Some(x) = explainer else {
+        // Asked for by the record, with no explain section here (a
+        // registry being rolled out): said, not silently left out.
+        for (slot, job) in out.iter_mut().zip(&batch.jobs) {
+            if job.explain {
+                *slot = Some(Err(InferError::Torch(
+                    "this worker's registry entry for the model has no explain section".into(),
+                )));
+            }
+        }
         return out;
     };
     let mut wanted = Vec::new();

@@ -110,18 +110,38 @@ pub fn outcomes(
             {
                 return Outcome::Retry((*e).clone());
             }
-            let attributions = match explained.get(i) {
-                Some(Some(Ok(a))) if a.len() == rows * width => plan.as_ref().map(|p| (p, a)),
-                Some(Some(Err(e))) if e.is_retryable() => return Outcome::Retry(e.clone()),
-                Some(Some(Err(e))) => {
+            // Asked for and missing is an error, never a row without
+            // reasons: empty reason cells mean "no adverse reason".
+            let attributions = match (explained.get(i), plan.as_ref()) {
+                (Some(Some(Ok(a))), Some(p)) if a.len() == rows * width => Some((p, a)),
+                (Some(Some(Ok(a))), _) => {
+                    let error = format!(
+                        "explaining the score failed: {} attributions for {rows} rows of {width} values, or no explain section in this worker's registry",
+                        a.len()
+                    );
+                    return failed_for_good(j, rows, &error);
+                }
+                (Some(Some(Err(e))), _) if e.is_retryable() => return Outcome::Retry(e.clone()),
+                (Some(Some(Err(e))), _) => {
                     let error = format!("explaining the score failed: {e}");
                     return failed_for_good(j, rows, &error);
                 }
                 _ => None,
             };
+            // A row whose attributions are not all finite has no usable
+            // explanation: it fails, as a non-finite output does.
+            let finite = |k: usize| {
+                attributions.is_none_or(|(_, a)| {
+                    a[k * width..(k + 1) * width].iter().all(|x| x.is_finite())
+                })
+            };
             match j.msg.work {
                 Work::Job { .. } => Outcome::Job(
                     match results.first() {
+                        Some(Ok(_)) if !finite(0) => Transition::failed(JobError::new(
+                            "model_error",
+                            NON_FINITE_ATTRIBUTION,
+                        )),
                         Some(Ok(values)) => {
                             let t = Transition::succeeded(output_json(&spec.outputs, values));
                             match attributions {
@@ -137,7 +157,11 @@ pub fn outcomes(
                     .ran(model_sha256),
                 ),
                 Work::Chunk { batch, index, .. } => {
-                    let failed = results.iter().filter(|r| r.is_err()).count() as u32;
+                    let failed = results
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, r)| r.is_err() || !finite(*k))
+                        .count() as u32;
                     // Texts of the failed rows only: none is made (or
                     // allocated) for a chunk whose rows all ran.
                     let errors: Vec<String> = results
@@ -149,6 +173,7 @@ pub fn outcomes(
                         .iter()
                         .enumerate()
                         .map(|(k, r)| match (r, attributions) {
+                            (Ok(_), Some(_)) if !finite(k) => RowOut::Error(NON_FINITE_ATTRIBUTION),
                             (Ok(v), Some((_, a))) => RowOut::Explained {
                                 v,
                                 a: &a[k * width..(k + 1) * width],
@@ -170,18 +195,22 @@ pub fn outcomes(
         .collect()
 }
 
+/// Why a row whose explanation was asked for has none it could use.
+const NON_FINITE_ATTRIBUTION: &str =
+    "explaining the score gave a non-finite attribution (a gradient overflowed)";
+
 /// The outcome of a job whose error is final: a failed job, or a chunk
 /// whose every row failed.
 pub fn failed_for_good(job: &Pending, rows: usize, error: &str) -> Outcome {
     match job.msg.work {
         Work::Job { .. } => Outcome::Job(Transition::failed(JobError::new("model_error", error))),
         Work::Chunk { batch, index, .. } => {
-            let row = RowOut::Error(error);
-            let rows_json: Vec<&RowOut> = std::iter::repeat_n(&row, rows).collect();
+            // Its rows keep their passthrough values.
+            let rows_json: Vec<RowOut> = std::iter::repeat_n(RowOut::Error(error), rows).collect();
             Outcome::Chunk(ChunkResult {
                 batch,
                 index,
-                rows_json: serde_json::to_string(&rows_json).expect("rows serialise"),
+                rows_json: chunk_json(None, &rows_json, &job.msg.passthrough),
                 succeeded: 0,
                 failed: rows as u32,
             })
@@ -302,5 +331,81 @@ mod tests {
         let Outcome::Job(t) = &out[1] else { panic!() };
         assert_eq!(t.status, JobStatus::Failed);
         assert!(t.error.as_ref().unwrap().message.contains("non-finite"));
+    }
+
+    fn explained_spec() -> ModelSpec {
+        let text = "[[model]]\nname = \"m\"\nversion = \"1\"\npath = \"m.pt\"\ninputs = [{ name = \"a\", reason = \"A\" }, { name = \"b\", reason = \"B\" }]\noutputs = [{ name = \"o0\" }]\nexplain = { method = \"integrated_gradients\", baseline = { a = 0, b = 0 } }\n";
+        infq_common::registry::Registry::parse(
+            text,
+            std::path::Path::new("m.toml"),
+            std::path::Path::new("."),
+        )
+        .unwrap()
+        .models()[0]
+            .clone()
+    }
+
+    #[test]
+    fn explanations_that_cannot_be_used_fail_their_rows_never_pass_as_no_reason() {
+        let explained_model = explained_spec();
+        let mut chunk = pending(2, Some(0));
+        chunk.msg.passthrough = vec!["L-1".into(), "L-2".into()];
+        let jobs = vec![chunk, pending(1, None)];
+        let values = vec![0.5, 0.25, 0.75];
+        // Row 2 of the chunk has a NaN attribution; the job an infinite one.
+        let explained = vec![
+            Some(Ok(vec![0.1, 0.2, f32::NAN, 0.0])),
+            Some(Ok(vec![f32::INFINITY, 0.0])),
+        ];
+        let out = outcomes(
+            &explained_model,
+            &jobs,
+            &ModelOutcome::Batch(values.clone()),
+            &explained,
+            "ab",
+        );
+        let Outcome::Chunk(c) = &out[0] else { panic!() };
+        assert_eq!((c.succeeded, c.failed), (1, 1));
+        let stored = infq_common::results::parse_chunk(&c.rows_json).unwrap();
+        assert!(stored.rows[0].attributions().is_some());
+        assert!(
+            matches!(&stored.rows[1], infq_common::results::RowResult::Error(e) if e.contains("non-finite"))
+        );
+        assert_eq!(stored.ids, ["L-1", "L-2"]);
+        let Outcome::Job(t) = &out[1] else { panic!() };
+        assert_eq!(t.status, JobStatus::Failed);
+        // Attributions missing, or of the wrong length, fail the job.
+        let short = vec![Some(Ok(vec![0.1])), Some(Ok(vec![0.1]))];
+        let out = outcomes(
+            &explained_model,
+            &jobs,
+            &ModelOutcome::Batch(values.clone()),
+            &short,
+            "ab",
+        );
+        let Outcome::Chunk(c) = &out[0] else { panic!() };
+        assert_eq!(c.failed, 2);
+        let stored = infq_common::results::parse_chunk(&c.rows_json).unwrap();
+        assert_eq!(
+            stored.ids,
+            ["L-1", "L-2"],
+            "a chunk failed whole keeps its ids"
+        );
+        let Outcome::Job(t) = &out[1] else { panic!() };
+        assert_eq!(t.status, JobStatus::Failed);
+        let out = outcomes(
+            &spec(1),
+            &jobs,
+            &ModelOutcome::Batch(values),
+            &explained,
+            "ab",
+        );
+        assert!(
+            out.iter().all(
+                |o| matches!(o, Outcome::Job(t) if t.status == JobStatus::Failed)
+                    || matches!(o, Outcome::Chunk(c) if c.failed == 2)
+            ),
+            "no explain section here: every asked-for row fails"
+        );
     }
 }

@@ -255,6 +255,17 @@ async fn before_reading(
         .transpose()
         .map_err(|m| field("passthrough", m))?
         .unwrap_or_default();
+    // A result line's columns are the model's outputs and reasons too.
+    if let Some(n) = passthrough.iter().find(|n| {
+        spec.outputs.iter().any(|o| &o.name == *n)
+            || n.strip_prefix("reason_")
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        return Err(field(
+            "passthrough",
+            format!("`{n}` is a column of the results; rename it"),
+        ));
+    }
     let delimiter = q
         .delimiter
         .as_deref()

@@ -34,6 +34,8 @@ async fn record(
         return Ok(Vec::new());
     };
     // A copy found on the wrong queue: the job's own message decides.
+    // (Not `x-first-death-queue`: a job back from a retry tier keeps the
+    // tier's name there.)
     if infq_common::dead::is_misplaced(props) {
         return Ok(Vec::new());
     }

@@ -102,12 +102,14 @@ pub(super) async fn misplaced(job: Pending, reason: String) {
         Some(s) => s.requeuer.misplaced(&job.msg, job.lane, &reason).await,
         None => false,
     };
-    let verdict = if published {
-        Verdict::Ack
+    if published {
+        settle(&job.delivery, Verdict::Ack).await;
     } else {
-        Verdict::Reject
-    };
-    settle(&job.delivery, verdict).await;
+        // Not rejected: the broker would dead-letter it unmarked, and the
+        // recorder would then fail the job. It comes back later instead.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        settle(&job.delivery, Verdict::Requeue).await;
+    }
 }
 
 /// Dead-letters an undecodable message with the reason. Nothing in it can
