@@ -664,3 +664,138 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
     assert_eq!(depth, 0, "nothing enqueued by the refused uploads");
     env.stop().await.unwrap();
 }
+
+/// `GET /v1/batches/{id}/results?partial=true`: its status, the
+/// missing-rows header, and the body's lines after the header line.
+async fn partial_results(env: &TestEnv, id: &str) -> (u16, u64, Vec<String>) {
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results?partial=true")))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let missing = r
+        .headers()
+        .get("x-infq-rows-missing")
+        .map(|v| v.to_str().unwrap().parse().unwrap())
+        .unwrap_or(u64::MAX);
+    let text = r.text().await.unwrap();
+    (
+        status,
+        missing,
+        text.lines().skip(1).map(String::from).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_results_of_a_running_batch_are_a_consistent_subset_of_the_final_ones() {
+    const ROWS: usize = 3000;
+    // No worker yet, so the batch is seen before any of it runs. Explained
+    // rows of the recurrent model are slow enough (about a thousand a
+    // second here) for the run to be watched.
+    let mut env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let body: String = infq::txn_rows(ROWS, 23)
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    let r = upload(
+        &env,
+        "model=txn-risk&explain=true",
+        "application/x-ndjson",
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Without `partial`, a batch that has not ended is a conflict that
+    // says where the partial results are.
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("partial=true"));
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results?partial=maybe")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "partial is true or false");
+    let (status, missing, lines) = partial_results(&env, &id).await;
+    assert_eq!((status, missing, lines.len()), (200, ROWS as u64, 0));
+
+    env.start_worker().await;
+    let mut snapshots = Vec::new();
+    loop {
+        let ended = !matches!(
+            env.get_json(&format!("/v1/batches/{id}")).await["status"]
+                .as_str()
+                .unwrap(),
+            "queued" | "running"
+        );
+        let (status, missing, lines) = partial_results(&env, &id).await;
+        assert_eq!(status, 200);
+        snapshots.push((missing, lines));
+        if ended {
+            break;
+        }
+        assert!(snapshots.len() < 6000, "batch {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-infq-rows-missing"], "0");
+    let text = r.text().await.unwrap();
+    let last: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(last.len(), ROWS);
+    assert!(last.iter().all(|l| l.ends_with(',')), "no row failed");
+
+    let row_of = |line: &str| -> usize { line.split(',').next().unwrap().parse().unwrap() };
+    let mut midway = 0;
+    let mut before: Vec<usize> = Vec::new();
+    for (missing, lines) in &snapshots {
+        assert_eq!(
+            lines.len() as u64 + missing,
+            ROWS as u64,
+            "the header counts what is left out"
+        );
+        let rows: Vec<usize> = lines.iter().map(|l| row_of(l)).collect();
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "rows in order, each once"
+        );
+        for (row, line) in rows.iter().zip(lines) {
+            assert_eq!(
+                line,
+                last[row - 1],
+                "row {row} as the final results have it"
+            );
+        }
+        assert!(
+            before.iter().all(|r| rows.binary_search(r).is_ok()),
+            "a finished row stays"
+        );
+        if !lines.is_empty() && lines.len() < ROWS {
+            midway += 1;
+        }
+        before = rows;
+    }
+    println!(
+        "{} partial reads of {ROWS} explained rows, {midway} while part of the batch had run",
+        snapshots.len()
+    );
+    assert!(midway > 0, "a read saw the batch part-way");
+    env.stop().await.unwrap();
+}

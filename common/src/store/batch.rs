@@ -92,6 +92,41 @@ impl JobStore {
         parse_batch(*id, f).map(Some)
     }
 
+    /// The chunks of a batch whose results are stored (run or
+    /// dead-lettered), in order: what a running batch has finished. Once
+    /// stored, a chunk's results stay as they are, unless a dead-letter
+    /// replay reopens a dead-lettered chunk to run it again.
+    pub async fn finished_chunks(&self, id: &JobId) -> Result<Vec<u32>, StoreError> {
+        let mut c = self.conn.clone();
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.keys.chunk_results(id))
+            .query_async(&mut c)
+            .await?;
+        // Fields this process did not write in this shape are not chunks.
+        let mut out: Vec<u32> = fields.iter().filter_map(|f| f.parse().ok()).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Reads the stored results of the chunks `indices` (missing ones are
+    /// `None`), from the current layout only: for a batch that is still
+    /// running, which never has the earlier one.
+    pub async fn get_chunks_at(
+        &self,
+        id: &JobId,
+        indices: &[u32],
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        Ok(redis::cmd("HMGET")
+            .arg(self.keys.chunk_results(id))
+            .arg(indices)
+            .query_async(&mut c)
+            .await?)
+    }
+
     /// Reads the stored results of chunks `from..to` (missing ones are
     /// `None`).
     pub async fn get_chunks(
@@ -103,12 +138,10 @@ impl JobStore {
         if from >= to {
             return Ok(Vec::new());
         }
-        let mut c = self.conn.clone();
-        let mut out: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.chunk_results(id))
-            .arg((from..to).collect::<Vec<u32>>())
-            .query_async(&mut c)
+        let mut out = self
+            .get_chunks_at(id, &(from..to).collect::<Vec<u32>>())
             .await?;
+        let mut c = self.conn.clone();
         // A batch stored before chunk results were kept in one hash has
         // them under keys of their own (see the upgrade note of
         // `crate::keys`).

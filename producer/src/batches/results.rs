@@ -1,5 +1,6 @@
 //! `GET /v1/batches/{id}/results`: a finished batch's results, read back
-//! chunk by chunk and streamed in input order as CSV or JSONL.
+//! chunk by chunk and streamed in input order as CSV or JSONL; with
+//! `partial=true`, the rows a running batch has finished so far.
 
 use crate::auth::Caller;
 use crate::bulk::Format;
@@ -22,7 +23,14 @@ use std::sync::Arc;
 pub struct ResultsQuery {
     /// `csv` or `jsonl`; else the `Accept` header decides (CSV by default).
     format: Option<String>,
+    /// `true`: a batch that is still running answers with the rows it has
+    /// finished so far instead of `409`.
+    partial: Option<bool>,
 }
+
+/// Response header: how many of the batch's rows the body does not carry
+/// (not finished yet); `0` once the batch has ended.
+pub const ROWS_MISSING: &str = "x-infq-rows-missing";
 
 /// Chunk results fetched from Redis per round trip while streaming.
 const CHUNKS_PER_READ: u32 = 32;
@@ -30,15 +38,19 @@ const CHUNKS_PER_READ: u32 = 32;
 /// `GET /v1/batches/{id}/results`: every row in input order, as CSV
 /// (`row,<outputs...>,error`, with `reason_1..reason_k` before `error` for
 /// an explained batch) or JSONL (`{"row", "output"}`, with `explanation`
-/// for an explained batch, or `{"row", "error"}`), streamed.
+/// for an explained batch, or `{"row", "error"}`), streamed. With
+/// `partial=true`, a running batch answers with the rows finished so far,
+/// in order, and [`ROWS_MISSING`] says how many are not there yet.
 #[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "batches",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Batch id"),
-           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Accept header decides (CSV by default)")),
+           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Accept header decides (CSV by default)"),
+           ("partial" = Option<bool>, Query, description = "`true`: while the batch runs, the rows finished so far (in order, each with its row number) instead of 409")),
     responses(
-        (status = 200, description = "Every row in input order: CSV `row,<outputs...>,error`, or JSONL `{\"row\", \"output\"}` / `{\"row\", \"error\"}`", body = String, content_type = "text/csv"),
+        (status = 200, description = "Every row in input order: CSV `row,<outputs...>,error`, or JSONL `{\"row\", \"output\"}` / `{\"row\", \"error\"}`; with `partial=true`, the rows finished so far", body = String, content_type = "text/csv",
+            headers(("x-infq-rows-missing" = u64, description = "Rows of the batch the body does not carry because they have not finished (0 once the batch has ended)"))),
         (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
-        (status = 409, description = "The batch has not ended", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The batch has not ended (and `partial=true` was not asked)", body = crate::openapi::ErrorBody),
     ))]
 pub async fn batch_results(
     State(state): State<Arc<AppState>>,
@@ -61,12 +73,32 @@ pub async fn batch_results(
     }
     .map_err(|m| ApiError::Invalid(vec![crate::detail::Detail::field("format", m)]))?;
     let rec = owned_batch(&state, &caller, &batch_id, &id).await?;
-    if !rec.status.is_terminal() {
+    let running = !rec.status.is_terminal();
+    if running && q.partial != Some(true) {
         return Err(ApiError::Conflict(format!(
-            "batch {id} is {}; its results are ready once it finishes (GET /v1/batches/{id}?wait=60 waits for that)",
+            "batch {id} is {}; its results are ready once it finishes (GET /v1/batches/{id}?wait=60 waits for that), and the rows finished so far are at GET /v1/batches/{id}/results?partial=true",
             rec.status
         )));
     }
+    // Which chunks to read: all of an ended batch; of a running one, those
+    // stored when this request came, so that the count of missing rows
+    // holds for the body.
+    let source = if running {
+        ChunkSource::Finished(Arc::new(state.store.finished_chunks(&batch_id).await?))
+    } else {
+        ChunkSource::All(rec.chunks)
+    };
+    let chunk_rows = u64::from(rec.chunk_rows);
+    let missing_rows = match &source {
+        ChunkSource::All(_) => 0,
+        ChunkSource::Finished(done) => {
+            let carried: u64 = done
+                .iter()
+                .map(|&i| rows_of_chunk(i, chunk_rows, rec.total))
+                .sum();
+            rec.total.saturating_sub(carried)
+        }
+    };
     // The names recorded with the batch; a record from before they were
     // falls back to the registry's version of today.
     let outputs = if rec.outputs.is_empty() {
@@ -90,23 +122,39 @@ pub async fn batch_results(
         outputs: Arc::new(outputs),
         explain: rec.explain.map(Arc::new),
         passthrough: Arc::new(rec.passthrough),
-        chunk_rows: u64::from(rec.chunk_rows),
+        chunk_rows,
         total: rec.total,
-        missing: format!("not run: batch {}", rec.status),
+        // A running batch's body leaves out what is not stored (a chunk
+        // reopened since the request came).
+        missing: (!running).then(|| format!("not run: batch {}", rec.status)),
     };
     let header_line = render.header();
     let store = state.store.clone();
-    let chunks = rec.chunks;
+    let count = source.len();
     let stream = futures_util::stream::unfold(0u32, move |from| {
         let store = store.clone();
         let render = render.clone();
+        let source = source.clone();
         async move {
-            if from >= chunks {
+            if from >= count {
                 return None;
             }
-            let to = (from + CHUNKS_PER_READ).min(chunks);
-            let part = match store.get_chunks(&batch_id, from, to).await {
-                Ok(texts) => render.chunks(from, &texts),
+            let to = (from + CHUNKS_PER_READ).min(count);
+            let read = match &source {
+                ChunkSource::All(_) => store
+                    .get_chunks(&batch_id, from, to)
+                    .await
+                    .map(|texts| (from..to).zip(texts).collect::<Vec<_>>()),
+                ChunkSource::Finished(done) => {
+                    let indices = &done[from as usize..to as usize];
+                    store
+                        .get_chunks_at(&batch_id, indices)
+                        .await
+                        .map(|texts| indices.iter().copied().zip(texts).collect())
+                }
+            };
+            let part = match read {
+                Ok(chunks) => render.chunks(&chunks),
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
             Some((part, to))
@@ -118,10 +166,41 @@ pub async fn batch_results(
         Format::Jsonl => "application/x-ndjson",
     };
     Ok((
-        [(header::CONTENT_TYPE, content_type)],
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::HeaderName::from_static(ROWS_MISSING),
+                missing_rows.to_string(),
+            ),
+        ],
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The chunks a results body reads.
+#[derive(Clone)]
+enum ChunkSource {
+    /// Every chunk of an ended batch, `0..n`.
+    All(u32),
+    /// The chunks a running batch had stored, in order.
+    Finished(Arc<Vec<u32>>),
+}
+
+impl ChunkSource {
+    fn len(&self) -> u32 {
+        match self {
+            ChunkSource::All(n) => *n,
+            ChunkSource::Finished(done) => done.len() as u32,
+        }
+    }
+}
+
+/// Rows in chunk `index` of a batch of `total` rows in chunks of
+/// `chunk_rows` (the last may be short; an index past the end has none).
+fn rows_of_chunk(index: u32, chunk_rows: u64, total: u64) -> u64 {
+    let first = u64::from(index) * chunk_rows;
+    chunk_rows.min(total.saturating_sub(first))
 }
 
 /// Turns stored chunks into lines of the chosen format.
@@ -135,7 +214,9 @@ struct Renderer {
     passthrough: Arc<Vec<String>>,
     chunk_rows: u64,
     total: u64,
-    missing: String,
+    /// The error of a row whose chunk is not stored; `None`: such rows
+    /// are left out (a running batch's partial results).
+    missing: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -182,16 +263,16 @@ impl Renderer {
         }
     }
 
-    /// Renders chunks `from..` whose stored texts are `texts`.
-    fn chunks(&self, from: u32, texts: &[Option<String>]) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(texts.len() * self.chunk_rows as usize * 24);
+    /// Renders chunks, each its index and its stored text if it has one.
+    fn chunks(&self, chunks: &[(u32, Option<String>)]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(chunks.len() * self.chunk_rows as usize * 24);
         let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
-        for (i, text) in texts.iter().enumerate() {
-            let index = u64::from(from) + i as u64;
-            let first = index * self.chunk_rows + 1;
-            let rows = self.chunk_rows.min(self.total + 1 - first);
+        for (index, text) in chunks {
+            let first = u64::from(*index) * self.chunk_rows + 1;
+            let rows = rows_of_chunk(*index, self.chunk_rows, self.total);
             let stored = match text {
                 Some(t) => Some(parse_chunk(t).map_err(std::io::Error::other)?),
+                None if self.missing.is_none() => continue,
                 None => None,
             };
             let parsed = stored.as_ref().map_or(&[][..], |c| c.rows.as_slice());
@@ -209,7 +290,7 @@ impl Renderer {
                 let (values, error): (Option<&[f32]>, Option<&str>) = match result {
                     Some(RowResult::Error(e)) => (None, Some(e)),
                     Some(r) => (r.values(), None),
-                    None => (None, Some(&self.missing)),
+                    None => (None, self.missing.as_deref()),
                 };
                 let explanation = self
                     .explain
@@ -280,8 +361,12 @@ mod tests {
             passthrough: Arc::new(Vec::new()),
             chunk_rows: 2,
             total: 5,
-            missing: "not run: batch cancelled".into(),
+            missing: Some("not run: batch cancelled".into()),
         }
+    }
+
+    fn indexed(from: u32, texts: Vec<Option<String>>) -> Vec<(u32, Option<String>)> {
+        (from..).zip(texts).collect()
     }
 
     #[test]
@@ -292,7 +377,7 @@ mod tests {
             Some(r#"[[0.125],"bad, row"]"#.to_string()),
             None,
         ];
-        let out = String::from_utf8(r.chunks(0, &texts).unwrap()).unwrap();
+        let out = String::from_utf8(r.chunks(&indexed(0, texts)).unwrap()).unwrap();
         assert_eq!(String::from_utf8(r.header()).unwrap(), "row,p,error\n");
         assert_eq!(
             out,
@@ -303,10 +388,39 @@ mod tests {
     #[test]
     fn jsonl_rows_carry_row_numbers() {
         let r = renderer(Format::Jsonl);
-        let out = String::from_utf8(r.chunks(2, &[Some("[[0.75]]".into())]).unwrap()).unwrap();
+        let out = String::from_utf8(r.chunks(&[(2, Some("[[0.75]]".into()))]).unwrap()).unwrap();
         assert_eq!(out, "{\"row\":5,\"output\":{\"p\":0.75}}\n");
         assert!(r.header().is_empty());
-        let bad = r.chunks(0, &[Some("not json".into())]);
+        let bad = r.chunks(&[(0, Some("not json".into()))]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn partial_results_carry_the_stored_chunks_only_with_their_row_numbers() {
+        let r = Renderer {
+            missing: None,
+            ..renderer(Format::Csv)
+        };
+        // Chunks 0 and 2 of 3 stored; 1 is not (a reopened chunk read
+        // after the request came is left out too).
+        let out = r
+            .chunks(&[
+                (0, Some("[[0.25],[0.5]]".into())),
+                (1, None),
+                (2, Some("[[0.125]]".into())),
+            ])
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1,0.25,\n2,0.5,\n5,0.125,\n"
+        );
+    }
+
+    #[test]
+    fn chunk_sizes_follow_the_total() {
+        assert_eq!(rows_of_chunk(0, 256, 1000), 256);
+        assert_eq!(rows_of_chunk(3, 256, 1000), 232);
+        assert_eq!(rows_of_chunk(4, 256, 1000), 0);
+        assert_eq!(rows_of_chunk(u32::MAX, 256, 1000), 0);
     }
 }
