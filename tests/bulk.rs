@@ -85,14 +85,21 @@ async fn a_100k_row_portfolio_matches_the_model_in_input_order() {
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),
-        vec!["row", "default_probability", "error"]
+        vec![
+            "row",
+            "default_probability",
+            "model",
+            "version",
+            "model_sha256",
+            "error"
+        ]
     );
     let mut count = 0usize;
     let mut worst = 0f64;
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.unwrap();
         assert_eq!(rec[0].parse::<usize>().unwrap(), i + 1, "input order");
-        assert_eq!(&rec[2], "", "row {} failed", i + 1);
+        assert_eq!(&rec[5], "", "row {} failed", i + 1);
         let got: f64 = rec[1].parse().unwrap();
         let diff = (got - f64::from(expected[i])).abs();
         worst = worst.max(diff);
@@ -350,7 +357,7 @@ async fn a_cancelled_batch_does_not_run() {
         .unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1001);
-    assert_eq!(lines[1], "1,,not run: batch cancelled");
+    assert_eq!(lines[1], "1,,credit-default,1,,not run: batch cancelled");
     shutdown.cancel();
     worker.join().await.unwrap();
     env.stop().await.unwrap();
@@ -571,7 +578,16 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
     let mut rdr = csv::Reader::from_reader(table.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),
-        vec!["row", "loan_id", "branch", "default_probability", "error"]
+        vec![
+            "row",
+            "loan_id",
+            "branch",
+            "default_probability",
+            "model",
+            "version",
+            "model_sha256",
+            "error"
+        ]
     );
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.unwrap();

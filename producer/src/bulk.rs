@@ -130,7 +130,15 @@ pub fn read_rows_within<R: Read, W: Write>(
 pub const MAX_PASSTHROUGH_COLUMNS: usize = 16;
 pub use infq_common::registry::MAX_PASSTHROUGH_VALUE_BYTES;
 /// Names a passthrough column may not take: the keys of a result line.
-pub const RESERVED_NAMES: [&str; 5] = ["row", "output", "error", "explanation", "model_sha256"];
+pub const RESERVED_NAMES: [&str; 7] = [
+    "row",
+    "output",
+    "error",
+    "explanation",
+    "model",
+    "version",
+    "model_sha256",
+];
 
 /// The client's own columns to carry through to the results
 /// (`passthrough=loan_id,branch`), and where each valid row's values go:

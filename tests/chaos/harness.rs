@@ -379,7 +379,9 @@ pub(crate) async fn verify(
             let mut cols = line.split(',');
             let row: usize = cols.next().unwrap_or("0").parse().unwrap_or(0);
             let value = cols.next().unwrap_or("");
-            let error = cols.next().unwrap_or("");
+            // `error` is the last column (after the lineage columns); one
+            // holding a comma is quoted, and still not empty.
+            let error = cols.next_back().unwrap_or("");
             seen += 1;
             if row != i + 1 || i >= expected.len() {
                 v.inconsistent += 1;

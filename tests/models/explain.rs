@@ -238,6 +238,9 @@ async fn a_jobs_reasons_equal_the_same_rows_in_a_batch() {
             "default_probability",
             "reason_1",
             "reason_2",
+            "model",
+            "version",
+            "model_sha256",
             "error"
         ]
     );

@@ -98,7 +98,43 @@ async fn results_name_the_model_file_and_registry_that_made_them() {
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["model_sha256"], credit, "{v}");
+        assert_eq!(
+            (v["model"].as_str(), v["version"].as_str()),
+            (Some("credit-default"), Some("1")),
+            "{v}"
+        );
     }
+    let table = http
+        .get(format!("{base}/v1/batches/{id}/results?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut rdr = csv::Reader::from_reader(table.as_bytes());
+    assert_eq!(
+        rdr.headers().unwrap(),
+        vec![
+            "row",
+            "default_probability",
+            "model",
+            "version",
+            "model_sha256",
+            "error"
+        ]
+    );
+    let mut rows = 0;
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        assert_eq!(
+            (&rec[2], &rec[3], &rec[4]),
+            ("credit-default", "1", credit.as_str()),
+            "{rec:?}"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, 2);
     drop((worker, producer));
     infq::delete_namespace_named(&ns).await;
 }

@@ -317,7 +317,11 @@ outputs = [{{ name = "p_default" }}]
     }
     let csv = results("csv").await;
     let mut csv_lines = csv.lines();
-    assert_eq!(csv_lines.next(), Some("row,p_default,error"), "{csv}");
+    assert_eq!(
+        csv_lines.next(),
+        Some("row,p_default,model,version,model_sha256,error"),
+        "{csv}"
+    );
     assert!(
         csv_lines.all(|l| !l.split(',').nth(1).unwrap_or_default().is_empty()),
         "{csv}"

@@ -36,9 +36,11 @@ pub const ROWS_MISSING: &str = "x-infq-rows-missing";
 const CHUNKS_PER_READ: u32 = 32;
 
 /// `GET /v1/batches/{id}/results`: every row in input order, as CSV
-/// (`row,<outputs...>,error`, with `reason_1..reason_k` before `error` for
-/// an explained batch) or JSONL (`{"row", "output"}`, with `explanation`
-/// for an explained batch, or `{"row", "error"}`), streamed. With
+/// (`row,<passthrough...>,<outputs...>,model,version,model_sha256,error`,
+/// with `reason_1..reason_k` after the outputs for an explained batch) or
+/// JSONL (`{"row", "output", "model", "version", "model_sha256"}`, with
+/// `explanation` for an explained batch, or `{"row", "model", "version",
+/// "error"}`), streamed. With
 /// `partial=true`, a running batch answers with the rows finished so far,
 /// in order, and [`ROWS_MISSING`] says how many are not there yet.
 #[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "batches",
@@ -47,7 +49,7 @@ const CHUNKS_PER_READ: u32 = 32;
            ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Accept header decides (CSV by default)"),
            ("partial" = Option<bool>, Query, description = "`true`: while the batch runs, the rows finished so far (in order, each with its row number) instead of 409")),
     responses(
-        (status = 200, description = "Every row in input order: CSV `row,<outputs...>,error`, or JSONL `{\"row\", \"output\"}` / `{\"row\", \"error\"}`; with `partial=true`, the rows finished so far", body = String, content_type = "text/csv",
+        (status = 200, description = "Every row in input order: CSV `row,<outputs...>,model,version,model_sha256,error`, or JSONL `{\"row\", \"output\", \"model\", \"version\", \"model_sha256\"}` / `{\"row\", \"model\", \"version\", \"error\"}`; with `partial=true`, the rows finished so far", body = String, content_type = "text/csv",
             headers(("x-infq-rows-missing" = u64, description = "Rows of the batch the body does not carry because they have not finished (0 once the batch has ended)"))),
         (status = 404, description = "No such batch of this tenant", body = crate::openapi::ErrorBody),
         (status = 409, description = "The batch has not ended (and `partial=true` was not asked)", body = crate::openapi::ErrorBody),
@@ -119,6 +121,8 @@ pub async fn batch_results(
     };
     let render = Renderer {
         format,
+        model: Arc::from(rec.model.as_str()),
+        version: Arc::from(rec.version.as_str()),
         outputs: Arc::new(outputs),
         explain: rec.explain.map(Arc::new),
         passthrough: Arc::new(rec.passthrough),
@@ -207,6 +211,9 @@ fn rows_of_chunk(index: u32, chunk_rows: u64, total: u64) -> u64 {
 #[derive(Clone)]
 struct Renderer {
     format: Format,
+    /// The batch's model and version: every row names them (lineage).
+    model: Arc<str>,
+    version: Arc<str>,
     outputs: Arc<Vec<infq_common::registry::OutputSpec>>,
     /// How rows are explained, for a batch that asked for reasons.
     explain: Option<Arc<ExplainPlan>>,
@@ -228,7 +235,10 @@ struct JsonlRow<'a> {
     output: Option<NamedOutputs<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     explanation: Option<Explanation<'a>>,
-    /// The model file that ran the row (lineage).
+    /// The model and version asked for, and the file that ran the row
+    /// (lineage).
+    model: &'a str,
+    version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     model_sha256: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,7 +265,7 @@ impl Renderer {
                 if let Some(plan) = &self.explain {
                     cols.extend((1..=plan.top_k).map(|k| format!("reason_{k}")));
                 }
-                cols.push("error".into());
+                cols.extend(["model", "version", "model_sha256", "error"].map(String::from));
                 let _ = w.write_record(&cols);
                 w.into_inner().unwrap_or_default()
             }
@@ -304,6 +314,8 @@ impl Renderer {
                             ids: Ids(&self.passthrough, ids_of(r as usize)),
                             output: values.map(|v| NamedOutputs(&self.outputs, v)),
                             explanation,
+                            model: &self.model,
+                            version: &self.version,
                             model_sha256: values.and(sha256),
                             error,
                         };
@@ -332,6 +344,9 @@ impl Renderer {
                                 rec.push(text.unwrap_or("").to_string());
                             }
                         }
+                        rec.push(self.model.to_string());
+                        rec.push(self.version.to_string());
+                        rec.push(values.and(sha256).unwrap_or("").to_string());
                         rec.push(error.unwrap_or("").to_string());
                         csv.write_record(&rec)?;
                     }
@@ -353,6 +368,8 @@ mod tests {
     fn renderer(format: Format) -> Renderer {
         Renderer {
             format,
+            model: Arc::from("m"),
+            version: Arc::from("1"),
             outputs: Arc::new(vec![OutputSpec {
                 name: "p".into(),
                 description: String::new(),
@@ -373,15 +390,20 @@ mod tests {
     fn csv_rows_in_input_order_with_errors() {
         let r = renderer(Format::Csv);
         let texts = vec![
-            Some("[[0.25],[0.5]]".to_string()),
+            Some(r#"{"sha256":"ab12","rows":[[0.25],[0.5]]}"#.to_string()),
             Some(r#"[[0.125],"bad, row"]"#.to_string()),
             None,
         ];
         let out = String::from_utf8(r.chunks(&indexed(0, texts)).unwrap()).unwrap();
-        assert_eq!(String::from_utf8(r.header()).unwrap(), "row,p,error\n");
+        assert_eq!(
+            String::from_utf8(r.header()).unwrap(),
+            "row,p,model,version,model_sha256,error\n"
+        );
+        // The file's digest where it ran (a chunk stored before lineage
+        // has none); the model and version on every row.
         assert_eq!(
             out,
-            "1,0.25,\n2,0.5,\n3,0.125,\n4,,\"bad, row\"\n5,,not run: batch cancelled\n"
+            "1,0.25,m,1,ab12,\n2,0.5,m,1,ab12,\n3,0.125,m,1,,\n4,,m,1,,\"bad, row\"\n5,,m,1,,not run: batch cancelled\n"
         );
     }
 
@@ -389,7 +411,10 @@ mod tests {
     fn jsonl_rows_carry_row_numbers() {
         let r = renderer(Format::Jsonl);
         let out = String::from_utf8(r.chunks(&[(2, Some("[[0.75]]".into()))]).unwrap()).unwrap();
-        assert_eq!(out, "{\"row\":5,\"output\":{\"p\":0.75}}\n");
+        assert_eq!(
+            out,
+            "{\"row\":5,\"output\":{\"p\":0.75},\"model\":\"m\",\"version\":\"1\"}\n"
+        );
         assert!(r.header().is_empty());
         let bad = r.chunks(&[(0, Some("not json".into()))]);
         assert!(bad.is_err());
@@ -412,7 +437,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "1,0.25,\n2,0.5,\n5,0.125,\n"
+            "1,0.25,m,1,,\n2,0.5,m,1,,\n5,0.125,m,1,,\n"
         );
     }
 
