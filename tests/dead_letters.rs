@@ -87,10 +87,13 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     .await;
     assert_eq!(r.status(), 202);
     let id = infq::id_of(r).await;
-    let csv = "student,balance,income\n".to_string() + &"0,100,20000\n".repeat(300);
+    let csv = "loan_id,student,balance,income\n".to_string()
+        + &(0..300)
+            .map(|i| format!("L-{i},0,100,20000\n"))
+            .collect::<String>();
     let r = env
         .http
-        .post(env.url("/v1/batches?model=credit-default"))
+        .post(env.url("/v1/batches?model=credit-default&passthrough=loan_id"))
         .body(csv)
         .send()
         .await
@@ -162,6 +165,30 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         env.get_json(&format!("/v1/batches/{batch}")).await["status"] == "succeeded"
     })
     .await;
+    // The dead chunk's rows failed, and still carry the client's ids.
+    let text = env
+        .http
+        .get(env.url(&format!("/v1/batches/{batch}/results?format=jsonl")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 300);
+    for (i, v) in rows.iter().enumerate() {
+        assert_eq!(v["loan_id"], format!("L-{i}"), "{v}");
+        if i < 256 {
+            assert!(
+                v["error"].as_str().unwrap().contains("dead_lettered"),
+                "{v}"
+            );
+        }
+    }
     let r = replay(&env, &[&id, &chunk]).await;
     assert_eq!(r["count"], 2, "{r}");
     let job = env.get_json(&format!("/v1/jobs/{id}?wait=10")).await;

@@ -201,7 +201,13 @@ impl JobStore {
             .arg(c.first_row)
             .arg(&msg.model)
             .arg(&msg.version)
-            .arg(msg.digest());
+            .arg(msg.digest())
+            // The client's ids, so that the failed rows still carry them.
+            .arg(if msg.passthrough.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&msg.passthrough).expect("strings serialise")
+            });
         Ok(dead_chunk_of(&self.run_one(&inv).await?))
     }
 

@@ -6,7 +6,8 @@
 -- ARGV[1] chunk index; ARGV[2] the error as a JSON string; ARGV[3] TTL
 -- (ms); ARGV[4] now (ms); ARGV[5] channel; ARGV[6] batch id; ARGV[7] the
 -- message's first row; ARGV[8] model; ARGV[9] version; ARGV[10] its
--- digest.
+-- digest; ARGV[11] its passthrough values as a JSON array of strings, or
+-- '' (they are under the digest, so they are the uploaded ones).
 -- Returns 'done' (the batch has completed), 'ok', 'dup', 'missing', or
 -- why the chunk does not fit its batch.
 local f = redis.call('HMGET', KEYS[1], 'status', 'total', 'chunk_rows', 'chunks', 'model', 'version', 'erased')
@@ -19,6 +20,7 @@ local keep = ttl(KEYS[1], ARGV[3])
 local per = tonumber(f[3])
 local rows = math.min(per, tonumber(f[2]) - tonumber(ARGV[1]) * per)
 local body = '[' .. string.rep(ARGV[2] .. ',', rows - 1) .. ARGV[2] .. ']'
+if ARGV[11] ~= '' then body = '{"rows":' .. body .. ',"ids":' .. ARGV[11] .. '}' end
 local fresh = redis.call('HSETNX', KEYS[2], ARGV[1], body) == 1
 if fresh then
   redis.call('PEXPIRE', KEYS[2], keep)
