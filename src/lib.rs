@@ -428,20 +428,54 @@ pub async fn submit_job(http: &reqwest::Client, base: &str, body: &serde_json::V
 
 /// Long-polls a job until it is terminal and returns its view.
 pub async fn wait_job(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    wait_ended(http, &format!("{base}/v1/jobs/{id}")).await
+}
+
+/// Long-polls a batch until it has ended and returns its view.
+pub async fn wait_batch(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    wait_ended(http, &format!("{base}/v1/batches/{id}")).await
+}
+
+/// Long-polls the job or batch at `url` (up to ten minutes) until it is
+/// neither queued nor running.
+async fn wait_ended(http: &reqwest::Client, url: &str) -> serde_json::Value {
     for _ in 0..20 {
-        let v: serde_json::Value = http
-            .get(format!("{base}/v1/jobs/{id}?wait=30"))
-            .send()
-            .await
-            .expect("poll")
-            .json()
-            .await
-            .expect("json");
+        let v = get_json(http, &format!("{url}?wait=30")).await;
         if v["status"] != "queued" && v["status"] != "running" {
             return v;
         }
     }
-    panic!("job {id} did not end");
+    panic!("{url} did not end");
+}
+
+/// `GET url` with `http`, as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Uploads a bulk file, `POST {base}/v1/batches?{query}`, with its
+/// `Content-Type` if given.
+pub async fn upload_batch(
+    http: &reqwest::Client,
+    base: &str,
+    query: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut r = http.post(format!("{base}/v1/batches?{query}"));
+    if let Some(ct) = content_type {
+        r = r.header("content-type", ct);
+    }
+    r.body(body).send().await.expect("upload")
+}
+
+/// A batch's results in `format` (`csv` or `jsonl`), as text.
+pub async fn batch_results(http: &reqwest::Client, base: &str, id: &str, format: &str) -> String {
+    get_text(
+        http,
+        &format!("{base}/v1/batches/{id}/results?format={format}"),
+    )
+    .await
 }
 
 /// Deletes the queues and Redis keys of namespace `ns` (after a test that

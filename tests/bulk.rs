@@ -26,31 +26,11 @@ fn portfolio(n: usize) -> (Vec<[f32; 3]>, String) {
 }
 
 async fn upload(env: &TestEnv, query: &str, content_type: &str, body: String) -> reqwest::Response {
-    env.http
-        .post(env.url(&format!("/v1/batches?{query}")))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload")
+    infq::upload_batch(&env.http, &env.base, query, Some(content_type), body).await
 }
 
 async fn wait_batch(env: &TestEnv, id: &str) -> Value {
-    for _ in 0..20 {
-        let v: Value = env
-            .http
-            .get(env.url(&format!("/v1/batches/{id}?wait=30")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "queued" && v["status"] != "running" {
-            return v;
-        }
-    }
-    panic!("batch {id} did not finish");
+    infq::wait_batch(&env.http, &env.base, id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,15 +53,7 @@ async fn a_100k_row_portfolio_matches_the_model_in_input_order() {
     let registry = env.settings.registry().unwrap();
     let expected = reference_outputs(&registry, &rows).unwrap();
 
-    let text = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}/results")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::get_text(&env.http, &env.url(&format!("/v1/batches/{id}/results"))).await;
     let mut rdr = csv::Reader::from_reader(text.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),
@@ -346,15 +318,7 @@ async fn a_cancelled_batch_does_not_run() {
         0,
         "nothing ran"
     );
-    let text = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}/results")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::get_text(&env.http, &env.url(&format!("/v1/batches/{id}/results"))).await;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1001);
     assert_eq!(lines[1], "1,,credit-default,1,,not run: batch cancelled");
@@ -404,15 +368,7 @@ async fn interactive_jobs_overtake_a_running_bulk_batch() {
     assert_eq!(done["status"], "succeeded");
     let batch_finished = done["finished_at"].as_str().unwrap().to_string();
     for id in &jobs {
-        let v: Value = env
-            .http
-            .get(env.url(&format!("/v1/jobs/{id}?wait=10")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = infq::get_json(&env.http, &env.url(&format!("/v1/jobs/{id}?wait=10"))).await;
         assert_eq!(v["status"], "succeeded");
         let finished = v["finished_at"].as_str().unwrap();
         assert!(
@@ -455,15 +411,7 @@ async fn default_csv_as_shipped_and_a_semicolon_export_are_scored() {
         let done = wait_batch(&env, &id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         assert_eq!(done["succeeded"], n);
-        let text = env
-            .http
-            .get(env.url(&format!("/v1/batches/{id}/results")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = infq::get_text(&env.http, &env.url(&format!("/v1/batches/{id}/results"))).await;
         let mut rdr = csv::Reader::from_reader(text.as_bytes());
         let mut count = 0;
         for (i, rec) in rdr.records().enumerate() {
@@ -503,15 +451,7 @@ async fn default_csv_as_shipped_and_a_semicolon_export_are_scored() {
         "{v}"
     );
     // The categories are shown with the model.
-    let m: Value = env
-        .http
-        .get(env.url("/v1/models/credit-default@1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m: Value = infq::get_json(&env.http, &env.url("/v1/models/credit-default@1")).await;
     assert_eq!(
         m["inputs"][0]["categories"],
         json!({"No": 0.0, "Yes": 1.0}),
@@ -568,13 +508,8 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
     let id = accepted["id"].as_str().unwrap().to_string();
     let done = wait_batch(&env, &id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let get = |format: &'static str| {
-        let url = env.url(&format!("/v1/batches/{id}/results?format={format}"));
-        let http = env.http.clone();
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
     let expected = reference_outputs(&env.settings.registry().unwrap(), &rows).unwrap();
-    let table = get("csv").await;
+    let table = infq::batch_results(&env.http, &env.base, &id, "csv").await;
     let mut rdr = csv::Reader::from_reader(table.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),
@@ -597,7 +532,11 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
         let p: f32 = rec[3].parse().unwrap();
         assert!((p - expected[i]).abs() <= 1e-6);
     }
-    for (i, line) in get("jsonl").await.lines().enumerate() {
+    for (i, line) in infq::batch_results(&env.http, &env.base, &id, "jsonl")
+        .await
+        .lines()
+        .enumerate()
+    {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["row"], i + 1);
         assert_eq!(v["loan_id"], format!("L-{}", i / 2), "{v}");
@@ -619,15 +558,7 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
         .unwrap()
         .to_string();
     assert_eq!(wait_batch(&env, &id).await["status"], "succeeded");
-    let text = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}/results?format=csv")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::batch_results(&env.http, &env.base, &id, "csv").await;
     let ids: Vec<String> = csv::Reader::from_reader(text.as_bytes())
         .records()
         .map(|r| r.unwrap()[1].to_string())

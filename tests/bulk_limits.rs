@@ -125,13 +125,14 @@ fn rows(n: usize) -> String {
 }
 
 async fn upload(env: &TestEnv, body: String) -> reqwest::Response {
-    env.http
-        .post(env.url("/v1/batches?model=credit-default"))
-        .header("content-type", "text/csv")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    infq::upload_batch(
+        &env.http,
+        &env.base,
+        "model=credit-default",
+        Some("text/csv"),
+        body,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,26 +253,11 @@ async fn a_wide_models_batch_is_chunked_to_fit_messages_and_completes() {
     assert_eq!(accepted["chunks"], ROWS.div_ceil(per_chunk), "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_string();
 
-    let done: Value = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}?wait=50")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value =
+        infq::get_json(&env.http, &env.url(&format!("/v1/batches/{id}?wait=50"))).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["succeeded"], ROWS, "{done}");
-    let text = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}/results?format=jsonl")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::batch_results(&env.http, &env.base, &id, "jsonl").await;
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -166,15 +166,7 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     })
     .await;
     // The dead chunk's rows failed, and still carry the client's ids.
-    let text = env
-        .http
-        .get(env.url(&format!("/v1/batches/{batch}/results?format=jsonl")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::batch_results(&env.http, &env.base, &batch, "jsonl").await;
     let rows: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -375,14 +375,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
         for (id, model, rows) in &work.batches {
             let mut v = Value::Null;
             for _ in 0..10 {
-                v = http
-                    .get(format!("{base}/v1/batches/{id}?wait=30"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                v = infq::get_json(http, &format!("{base}/v1/batches/{id}?wait=30")).await;
                 if v["status"] == "succeeded" {
                     break;
                 }
@@ -390,14 +383,7 @@ async fn every_202_ends_right_whatever_is_published_to_the_queues() {
             assert_eq!(v["status"], "succeeded", "{name} {v}");
             assert_eq!(v["succeeded"], rows.len(), "{name} {v}");
             assert_eq!(v["failed"], 0, "{name} {v}");
-            let text = http
-                .get(format!("{base}/v1/batches/{id}/results?format=jsonl"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = infq::batch_results(http, &base, id, "jsonl").await;
             let want = infq::model_outputs(&registry, model, rows).unwrap();
             let lines: Vec<Value> = text
                 .lines()

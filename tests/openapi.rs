@@ -67,14 +67,7 @@ async fn call(
 async fn the_document_lists_what_is_served_and_real_answers_match_it() {
     let env = TestEnv::start().await.unwrap();
     let http = &env.http;
-    let doc: Value = http
-        .get(env.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = infq::get_json(http, &env.url("/openapi.json")).await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["title"], "infq");
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());

@@ -203,15 +203,7 @@ async fn forged_chunks_neither_finish_a_batch_nor_count_twice() {
         publish_raw(&env, "credit-default", Priority::Bulk, &mid, &m.encode()).await;
     }
     env.start_worker().await;
-    let v: Value = env
-        .http
-        .get(env.url(&format!("/v1/batches/{id}?wait=60")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = infq::get_json(&env.http, &env.url(&format!("/v1/batches/{id}?wait=60"))).await;
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(v["total"], rows);
     assert_eq!(v["succeeded"], rows, "{v}");

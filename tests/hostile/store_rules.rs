@@ -113,15 +113,7 @@ async fn every_state_carries_its_own_error() {
     assert!(store.get(&id).await.unwrap().unwrap().error.is_some());
     let done = Transition::succeeded("{\"default_probability\":0.5}".into());
     assert_eq!(store.transition(&id, &done).await.unwrap(), Applied::Yes);
-    let v: Value = env
-        .http
-        .get(env.url(&format!("/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = infq::get_json(&env.http, &env.url(&format!("/v1/jobs/{id}"))).await;
     assert_eq!(v["status"], "succeeded");
     assert!(v.get("error").is_none_or(Value::is_null), "{v}");
     // Retried, then expired: its error says it expired.
@@ -137,15 +129,7 @@ async fn every_state_carries_its_own_error() {
             .unwrap(),
         Applied::Yes
     );
-    let v: Value = env
-        .http
-        .get(env.url(&format!("/v1/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = infq::get_json(&env.http, &env.url(&format!("/v1/jobs/{id}"))).await;
     assert_eq!(v["status"], "expired");
     assert!(
         !v.to_string().contains("out of memory"),

@@ -217,19 +217,12 @@ async fn a_jobs_reasons_equal_the_same_rows_in_a_batch() {
     let b = get_json(&http, &format!("{base}/v1/batches/{id}?wait=60")).await;
     assert_eq!(b["status"], "succeeded", "{b}");
     assert_eq!(b["explain"], true, "{b}");
-    let text = |format: &'static str| {
-        let (http, url) = (
-            http.clone(),
-            format!("{base}/v1/batches/{id}/results?format={format}"),
-        );
-        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-    let lines: Vec<Value> = text("jsonl")
+    let lines: Vec<Value> = infq::batch_results(&http, &base, &id, "jsonl")
         .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let table = text("csv").await;
+    let table = infq::batch_results(&http, &base, &id, "csv").await;
     let mut rdr = csv::Reader::from_reader(table.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),

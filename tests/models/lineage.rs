@@ -87,14 +87,7 @@ async fn results_name_the_model_file_and_registry_that_made_them() {
     let done = get_json(&http, &format!("{base}/v1/batches/{id}?wait=60")).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["registry_sha256"], registry, "{done}");
-    let text = http
-        .get(format!("{base}/v1/batches/{id}/results?format=jsonl"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::batch_results(&http, &base, id, "jsonl").await;
     for line in text.lines() {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["model_sha256"], credit, "{v}");
@@ -104,14 +97,7 @@ async fn results_name_the_model_file_and_registry_that_made_them() {
             "{v}"
         );
     }
-    let table = http
-        .get(format!("{base}/v1/batches/{id}/results?format=csv"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let table = infq::batch_results(&http, &base, id, "csv").await;
     let mut rdr = csv::Reader::from_reader(table.as_bytes());
     assert_eq!(
         rdr.headers().unwrap(),

@@ -118,14 +118,7 @@ async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
     assert_eq!(credit_results.len(), 1024);
 
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let metrics = http
-        .get(format!("http://{}/metrics", worker.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = infq::get_text(&http, &format!("http://{}/metrics", worker.addr)).await;
     let credit_max = largest_batch_bound(&metrics, "credit-default");
     let txn_max = largest_batch_bound(&metrics, "txn-risk");
     println!("largest batch bound: credit-default {credit_max}, txn-risk {txn_max}");

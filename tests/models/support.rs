@@ -37,24 +37,13 @@ pub(crate) async fn upload(
     model: &str,
     jsonl: String,
 ) -> Vec<Value> {
-    let r = http
-        .post(format!("{base}/v1/batches?model={model}&format=jsonl"))
-        .body(jsonl)
-        .send()
-        .await
-        .unwrap();
+    let query = format!("model={model}&format=jsonl");
+    let r = infq::upload_batch(http, base, &query, None, jsonl).await;
     assert_eq!(r.status(), 202, "{:?}", r.text().await);
     let id = infq::id_of(r).await;
-    let b: Value = infq::get_json(http, &format!("{base}/v1/batches/{id}?wait=120")).await;
+    let b = infq::wait_batch(http, base, &id).await;
     assert_eq!(b["status"], "succeeded", "{b}");
-    let text = http
-        .get(format!("{base}/v1/batches/{id}/results?format=jsonl"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = infq::batch_results(http, base, &id, "jsonl").await;
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

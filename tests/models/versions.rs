@@ -97,14 +97,7 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
         by_version.get("2").copied().unwrap_or(0) > 0,
         "{by_version:?}"
     );
-    let metrics = http
-        .get(format!("http://{}/metrics", worker.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = infq::get_text(&http, &format!("http://{}/metrics", worker.addr)).await;
     assert!(
         metrics.contains("infq_registry_reloads_total{outcome=\"ok\"} ")
             && !metrics.contains("infq_registry_reloads_total{outcome=\"failed\"}"),
@@ -293,19 +286,7 @@ outputs = [{{ name = "p_default" }}]
     assert!(gone, "the producer still lists version 7");
     // The file is a copy of version 1's.
     let expected = reference_outputs(&test_settings().registry().unwrap(), &rows).unwrap();
-    let results = |format: &'static str| {
-        let (http, base, id) = (http.clone(), base.clone(), id.clone());
-        async move {
-            http.get(format!("{base}/v1/batches/{id}/results?format={format}"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    let jsonl = results("jsonl").await;
+    let jsonl = infq::batch_results(&http, &base, &id, "jsonl").await;
     let lines: Vec<Value> = jsonl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -315,7 +296,7 @@ outputs = [{{ name = "p_default" }}]
         let got = line["output"]["p_default"].as_f64().unwrap_or(f64::NAN) as f32;
         assert!((got - want).abs() <= 1e-6, "{line} against {want}");
     }
-    let csv = results("csv").await;
+    let csv = infq::batch_results(&http, &base, &id, "csv").await;
     let mut csv_lines = csv.lines();
     assert_eq!(
         csv_lines.next(),

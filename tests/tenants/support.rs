@@ -25,11 +25,14 @@ pub(crate) async fn tenant(env: &TestEnv, name: &str, limits: Option<Limits>) ->
 
 /// Uploads a CSV file as a batch.
 pub(crate) async fn upload(http: &reqwest::Client, env: &TestEnv, csv: &str) -> reqwest::Response {
-    http.post(env.url("/v1/batches?model=credit-default&format=csv"))
-        .body(csv.to_string())
-        .send()
-        .await
-        .unwrap()
+    infq::upload_batch(
+        http,
+        &env.base,
+        "model=credit-default&format=csv",
+        None,
+        csv.to_string(),
+    )
+    .await
 }
 
 /// Whether `http`'s key is refused within 4 s (the producer's key cache).
