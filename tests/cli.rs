@@ -128,81 +128,26 @@ async fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     assert!(err.contains("line 3") && err.contains("oops"), "{err}");
 
     let missing = dir.path().join("missing.csv");
-    one_line_error(
-        &infq(
-            Some(&env),
-            &[
-                "submit",
-                missing.to_str().unwrap(),
-                "--model",
-                "credit-default",
-            ],
-        )
-        .await,
-    );
-    one_line_error(
-        &infq(
-            Some(&env),
-            &[
-                "submit",
-                bad.to_str().unwrap(),
-                "--model",
-                "no-such-model",
-                "-q",
-            ],
-        )
-        .await,
-    );
-    one_line_error(
-        &infq(
-            Some(&env),
-            &[
-                "submit",
-                bad.to_str().unwrap(),
-                "--model",
-                "credit-default",
-                "--format",
-                "xml",
-            ],
-        )
-        .await,
-    );
-    one_line_error(
-        &infq(
-            Some(&env),
-            &[
-                "jobs",
-                "submit",
-                "--model",
-                "credit-default",
-                "--inputs",
-                "{not json",
-            ],
-        )
-        .await,
-    );
-    one_line_error(
-        &infq(
-            Some(&env),
-            &[
-                "jobs",
-                "submit",
-                "--model",
-                "credit-default",
-                "--inputs",
-                "[1, 2]",
-            ],
-        )
-        .await,
-    );
-    one_line_error(&infq(Some(&env), &["status", "../../etc/passwd"]).await);
-    one_line_error(
-        &infq(
-            Some(&env),
-            &["results", "01a22848-1b5a-7259-ba90-2d787f609491"],
-        )
-        .await,
-    );
+    let (missing, bad_file) = (missing.to_str().unwrap(), bad.to_str().unwrap());
+    let model = ["--model", "credit-default"];
+    for args in [
+        vec!["submit", missing, model[0], model[1]],
+        vec!["submit", bad_file, "--model", "no-such-model", "-q"],
+        vec!["submit", bad_file, model[0], model[1], "--format", "xml"],
+        vec![
+            "jobs",
+            "submit",
+            model[0],
+            model[1],
+            "--inputs",
+            "{not json",
+        ],
+        vec!["jobs", "submit", model[0], model[1], "--inputs", "[1, 2]"],
+        vec!["status", "../../etc/passwd"],
+        vec!["results", "01a22848-1b5a-7259-ba90-2d787f609491"],
+    ] {
+        one_line_error(&infq(Some(&env), &args).await);
+    }
     one_line_error(&infq(None, &["--url", "http://127.0.0.1:1", "jobs", "get", "x"]).await);
     // Forbidden callback URLs are refused with the reason.
     let err = one_line_error(

@@ -150,19 +150,14 @@ explain = {{ method = "integrated_gradients", baseline = {{ a = 0 }} }}
 /// section is refused and enqueues nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobs_reasons_equal_the_same_rows_in_a_batch() {
-    use crate::support::{add_credit_version, env_of, own_registry};
+    use crate::support::{add_credit_version, client, env_with_registry, own_registry};
     use infq::{get_json, submit_job, wait_job};
     use serde_json::{json, Value};
     let ns = format!("explain{}", uuid::Uuid::new_v4().simple());
     let (_dir, file) = own_registry();
     add_credit_version(&file, "2", false);
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
-    let http = infq::http_builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .unwrap();
+    let env = env_with_registry(&ns, &file, Some(0));
+    let http = client(120);
     let (worker, producer, base) = infq::procs::start_pair(&env, &http).await.unwrap();
 
     // The registry shows how each version is explained.

@@ -3,7 +3,7 @@
 //! name the registry and infq's version; a worker refuses a file whose
 //! digest is not the one the registry declares.
 
-use crate::support::{env_of, own_registry};
+use crate::support::{client, env_with_registry, own_registry};
 use infq::{get_json, load_default_csv, root, submit_job, test_settings, wait_job};
 use serde_json::{json, Value};
 
@@ -21,13 +21,8 @@ fn sha256sum(path: &std::path::Path) -> String {
 async fn results_name_the_model_file_and_registry_that_made_them() {
     let ns = format!("lineage{}", uuid::Uuid::new_v4().simple());
     let (_dir, file) = own_registry();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
-    let http = infq::http_builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .unwrap();
+    let env = env_with_registry(&ns, &file, Some(0));
+    let http = client(120);
     let (worker, producer, base) = infq::procs::start_pair(&env, &http).await.unwrap();
     let credit = sha256sum(&root().join("models/credit-default.pt"));
     let txn = sha256sum(&root().join("models/txn-risk.pt"));

@@ -15,10 +15,7 @@ use std::time::Duration;
 async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let env = env_of(&ns);
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(150))
-        .build()
-        .unwrap();
+    let http = client(150);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let registry = test_settings().registry().unwrap();
 
@@ -142,10 +139,7 @@ async fn two_models_run_side_by_side_with_their_own_queues_and_batch_sizes() {
 async fn v2_tensors_give_the_same_outputs_as_named_inputs_singly_and_in_bulk() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let env = env_of(&ns);
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
 
     let rows = txn_rows(20, 9);
@@ -210,12 +204,8 @@ async fn a_model_with_two_instances_runs_batches_on_two_threads() {
     );
     assert_ne!(text, two);
     std::fs::write(&file, two).unwrap();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let env = env_with_registry(&ns, &file, None);
+    let http = client(60);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     // Two model threads, m0- and m1-, for txn-risk; one for credit-default.
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", worker.child.id()))

@@ -19,6 +19,30 @@ pub(crate) fn env_of(ns: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// [`env_of`] with the registry `file`, polled every `poll_ms` (`0`: read
+/// again only when told) or at the configured interval (`None`).
+pub(crate) fn env_with_registry(
+    ns: &str,
+    file: &std::path::Path,
+    poll_ms: Option<u64>,
+) -> Vec<(&'static str, String)> {
+    let mut env = env_of(ns);
+    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    if let Some(ms) = poll_ms {
+        env.push(("INFQ_MODELS_POLL_MS", ms.to_string()));
+    }
+    env
+}
+
+/// A client of the development tenant whose requests give up after
+/// `secs`.
+pub(crate) fn client(secs: u64) -> reqwest::Client {
+    infq::http_builder()
+        .timeout(Duration::from_secs(secs))
+        .build()
+        .unwrap()
+}
+
 pub(crate) fn named(row: &[f32]) -> Value {
     let history: Vec<Vec<f32>> = row[..48].chunks(4).map(<[f32]>::to_vec).collect();
     json!({"history": history, "tenure_months": row[48]})

@@ -16,9 +16,7 @@ use std::time::Duration;
 async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let (_dir, file) = own_registry();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    env.push(("INFQ_MODELS_POLL_MS", "300".into()));
+    let env = env_with_registry(&ns, &file, Some(300));
     let http = infq::http_builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(32)
@@ -112,14 +110,10 @@ async fn a_new_version_starts_serving_under_load_without_a_failed_job() {
 async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let (_dir, file) = own_registry();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
+    let mut env = env_with_registry(&ns, &file, None);
     // No polling: only the command reloads.
     env.push(("INFQ_MODELS_POLL_MS", "0".into()));
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let cli = |extra: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(infq::procs::bin_dir(PROFILE).join("infq"));
@@ -183,15 +177,10 @@ async fn infq_admin_models_reload_tells_every_process_and_refuses_a_bad_file() {
 async fn a_job_for_a_version_whose_file_is_missing_waits_until_it_loads() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let (dir, file) = own_registry();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
+    let mut env = env_with_registry(&ns, &file, Some(0));
     env.push(("INFQ_AMQP__RETRY_DELAYS_MS", "[300, 600]".into()));
     env.push(("INFQ_WORKER__MAX_RETRIES", "20".into()));
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let reload = || admin_reload(&ns, &file);
 
@@ -225,13 +214,8 @@ async fn batch_results_keep_their_output_names_after_the_version_is_removed() {
     let ns = format!("models{}", uuid::Uuid::new_v4().simple());
     let (dir, file) = own_registry();
     let original = std::fs::read_to_string(&file).unwrap();
-    let mut env = env_of(&ns);
-    env.push(("INFQ_MODELS_FILE", file.display().to_string()));
-    env.push(("INFQ_MODELS_POLL_MS", "0".into()));
-    let http = infq::http_builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let env = env_with_registry(&ns, &file, Some(0));
+    let http = client(60);
     let (worker, producer, base) = start_pair(&env, &http).await.unwrap();
     let reload = || admin_reload(&ns, &file);
 
