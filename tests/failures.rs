@@ -94,15 +94,17 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     let queue = topology.job_queue("credit-default", Priority::Interactive);
     assert_eq!(env.queue_depth(&queue).await.unwrap(), 2, "one job per key");
 
-    // Batches: the same file replays, another file conflicts.
+    // Batches: the same file replays, another file or the same file with
+    // other parameters conflicts.
     let csv = "student,balance,income\n0,100,20000\n1,900,5000\n";
-    let upload = |body: &'static str| {
+    let upload_as = |query: &'static str, body: &'static str| {
         env.http
-            .post(env.url("/v1/batches?model=credit-default"))
+            .post(env.url(&format!("/v1/batches?{query}")))
             .header("idempotency-key", "portfolio-2026-11")
             .body(body)
             .send()
     };
+    let upload = |body: &'static str| upload_as("model=credit-default", body);
     let b1 = upload(csv).await.unwrap();
     assert_eq!(b1.status(), 202);
     let b1: Value = b1.json().await.unwrap();
@@ -112,6 +114,23 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     assert_eq!(b2.json::<Value>().await.unwrap()["id"], b1["id"]);
     let b3 = upload("student,balance,income\n0,1,2\n").await.unwrap();
     assert_eq!(b3.status(), 409);
+    for other in [
+        "model=credit-default&explain=true",
+        "model=credit-default@2",
+        "model=credit-default&format=jsonl",
+        "model=credit-default&webhook_url=https://example.com/hook",
+    ] {
+        let r = upload_as(other, csv).await.unwrap();
+        assert_eq!(r.status(), 409, "{other}");
+    }
+    // The same parameters in another order, the format the body's type
+    // gave named, are the same request.
+    let b4 = upload_as("format=csv&model=credit-default", csv)
+        .await
+        .unwrap();
+    assert_eq!(b4.status(), 202);
+    assert_eq!(b4.headers()["idempotent-replayed"], "true");
+    assert_eq!(b4.json::<Value>().await.unwrap()["id"], b1["id"]);
     let bulk = topology.job_queue("credit-default", Priority::Bulk);
     assert_eq!(
         env.queue_depth(&bulk).await.unwrap(),

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 /// Query of `POST /v1/batches`.
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 pub struct CreateQuery {
     /// `name` or `name@version`.
     model: Option<String>,
@@ -157,6 +157,14 @@ async fn create_idempotent(
     };
     let scope = format!("{}/batches", caller.name());
     let redis_key = state.idempotency.redis_key(&scope, key);
+    // What the request asks besides its file: the same file with other
+    // parameters is another request.
+    let asked = query.as_ref().ok().map(|Query(q)| {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        asked_of(q, content_type)
+    });
     // The body's hash is known only once it is read, so the key is claimed
     // first and compared after.
     match state
@@ -165,7 +173,8 @@ async fn create_idempotent(
         .await?
     {
         Begin::New(claimed) => match create(state.clone(), &caller, query, headers, body).await {
-            Ok((accepted, hash)) => {
+            Ok((accepted, file)) => {
+                let hash = request_hash(asked.as_deref(), &file);
                 idempotency::remember(&state, &claimed, &hash, &accepted).await;
                 Ok(accepted.response(false))
             }
@@ -181,13 +190,43 @@ async fn create_idempotent(
             response,
             ..
         } => {
-            let hash = hash_upload(&state, body).await?;
-            if hash != stored {
+            let file = hash_upload(&state, body).await?;
+            // A key stored by an earlier release holds the file's hash
+            // alone.
+            let same = stored == request_hash(asked.as_deref(), &file)
+                || (!stored.starts_with(REQUEST_HASH_PREFIX) && stored == file);
+            if !same {
                 return Err(idempotency::mismatch());
             }
             Ok(Accepted::stored("/v1/batches", &response)?.response(true))
         }
     }
+}
+
+/// Marks a stored request hash of parameters and file (see
+/// [`request_hash`]).
+const REQUEST_HASH_PREFIX: &str = "q1:";
+
+/// An upload's parameters, canonical: the query's fields by name, and the
+/// format the `Content-Type` picks when the query names none.
+fn asked_of(q: &CreateQuery, content_type: Option<&str>) -> String {
+    let mut v = serde_json::to_value(q).expect("a query serialises");
+    if q.format.is_none() {
+        if let Ok(f) = Format::detect(None, content_type) {
+            v["format"] = format!("{f:?}").to_ascii_lowercase().into();
+        }
+    }
+    v.to_string()
+}
+
+/// What an idempotent upload is compared by: its parameters (see
+/// [`asked_of`]) and the SHA-256 of its file.
+fn request_hash(asked: Option<&str>, file: &str) -> String {
+    let mut h = BodyHasher::default();
+    h.update(asked.unwrap_or("").as_bytes());
+    h.update(b"\n");
+    h.update(file.as_bytes());
+    format!("{REQUEST_HASH_PREFIX}{}", h.finish())
 }
 
 /// Reads a whole upload only to hash it (a repeat of a finished request).
@@ -523,4 +562,42 @@ async fn create(
         },
         hash,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(text: &str) -> CreateQuery {
+        let uri: axum::http::Uri = format!("/v1/batches?{text}").parse().unwrap();
+        Query::<CreateQuery>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn a_request_is_its_parameters_and_its_file() {
+        let plain = asked_of(&query("model=m"), Some("text/csv"));
+        // Order and a named default do not matter.
+        assert_eq!(
+            plain,
+            asked_of(&query("format=csv&model=m"), Some("text/csv"))
+        );
+        assert_eq!(plain, asked_of(&query("model=m"), None));
+        for other in [
+            "model=m&explain=true",
+            "model=m@2",
+            "model=m&passthrough=id",
+            "model=m&delimiter=%3B",
+            "model=m&webhook_url=https://example.com/h",
+        ] {
+            assert_ne!(plain, asked_of(&query(other), None), "{other}");
+        }
+        assert_ne!(
+            plain,
+            asked_of(&query("model=m"), Some("application/x-ndjson"))
+        );
+        let a = request_hash(Some(&plain), "f1");
+        assert!(a.starts_with(REQUEST_HASH_PREFIX));
+        assert_ne!(a, request_hash(Some(&plain), "f2"));
+        assert_ne!(a, request_hash(None, "f1"));
+    }
 }
