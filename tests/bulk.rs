@@ -746,3 +746,170 @@ async fn partial_results_of_a_running_batch_are_a_consistent_subset_of_the_final
     assert!(midway > 0, "a read saw the batch part-way");
     env.stop().await.unwrap();
 }
+
+/// The record batches of a Parquet file.
+fn parquet_batches(bytes: Vec<u8>) -> Vec<arrow_array::RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+        bytes,
+    ))
+    .expect("a Parquet file")
+    .build()
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_as_parquet_match_the_csv_row_for_row() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, UInt64Type};
+    use arrow_array::Array;
+    let env = TestEnv::start().await.unwrap();
+    let (_, csv) = portfolio(100_000);
+    let r = upload(&env, "model=credit-default&passthrough=id", "text/csv", csv).await;
+    assert_eq!(r.status(), 202);
+    let id = infq::id_of(r).await;
+    assert_eq!(wait_batch(&env, &id).await["status"], "succeeded");
+    let table = infq::batch_results(&env.http, &env.base, &id, "csv").await;
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results")))
+        .header("accept", "application/vnd.apache.parquet")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    let file = r.bytes().await.unwrap().to_vec();
+    // pandas reads it with no options, as a quant would.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.parquet");
+    std::fs::write(&path, &file).unwrap();
+    let out = std::process::Command::new(root().join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, pandas as pd; df = pd.read_parquet(sys.argv[1]); \
+             print(len(df), ','.join(df.columns), df['id'].iloc[99999], \
+             df['default_probability'].dtype, df['error'].isna().all())",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "100000 row,id,default_probability,model,version,model_sha256,error loan-99999 float32 True"
+    );
+    let batches = parquet_batches(file);
+    assert!(batches.len() > 1, "row groups as the chunks are read");
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "row",
+            "id",
+            "default_probability",
+            "model",
+            "version",
+            "model_sha256",
+            "error"
+        ]
+    );
+    let mut rows = csv::Reader::from_reader(table.as_bytes()).into_records();
+    let mut n = 0;
+    for b in &batches {
+        let row = b.column(0).as_primitive::<UInt64Type>();
+        let ids = b.column(1).as_string::<i32>();
+        let p = b.column(2).as_primitive::<Float32Type>();
+        let sha = b.column(5).as_string::<i32>();
+        let error = b.column(6);
+        for k in 0..b.num_rows() {
+            let rec = rows.next().unwrap().unwrap();
+            assert_eq!(row.value(k).to_string(), &rec[0]);
+            assert_eq!(ids.value(k), &rec[1]);
+            // The float written in CSV is the shortest that reads back
+            // as the same f32.
+            assert_eq!(
+                p.value(k),
+                rec[2].parse::<f32>().unwrap(),
+                "row {}",
+                &rec[0]
+            );
+            assert_eq!(sha.value(k), &rec[5]);
+            assert!(error.is_null(k));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 100_000);
+    assert!(rows.next().is_none());
+
+    // An explained batch of the recurrent model: reasons, each feature's
+    // attribution, and the tensor's values one by one.
+    let body: String = infq::txn_rows(40, 5)
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    let r = upload(
+        &env,
+        "model=txn-risk&explain=true",
+        "application/x-ndjson",
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let id = infq::id_of(r).await;
+    assert_eq!(wait_batch(&env, &id).await["status"], "succeeded");
+    let jsonl = infq::batch_results(&env.http, &env.base, &id, "jsonl").await;
+    let lines: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let r = env
+        .http
+        .get(env.url(&format!("/v1/batches/{id}/results?format=parquet")))
+        .send()
+        .await
+        .unwrap();
+    let batches = parquet_batches(r.bytes().await.unwrap().to_vec());
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 40);
+    let col = |name: &str| b.column_by_name(name).unwrap_or_else(|| panic!("{name}"));
+    for (k, line) in lines.iter().enumerate() {
+        let e = &line["explanation"];
+        let reasons: Vec<&str> = e["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reason"].as_str().unwrap())
+            .collect();
+        for (j, name) in ["reason_1", "reason_2"].iter().enumerate() {
+            let c = col(name).as_string::<i32>();
+            let got = (!c.is_null(k)).then(|| c.value(k));
+            assert_eq!(got, reasons.get(j).copied(), "row {} {name}", k + 1);
+        }
+        let tenure = col("attribution_tenure_months").as_primitive::<Float32Type>();
+        assert_eq!(
+            tenure.value(k),
+            e["attributions"]["tenure_months"].as_f64().unwrap() as f32
+        );
+        let list = col("elements_history").as_list::<i32>().value(k);
+        let values = list.as_primitive::<Float32Type>();
+        let want = e["elements"]["history"].as_array().unwrap();
+        assert_eq!(values.len(), want.len());
+        for (a, w) in values.values().iter().zip(want) {
+            assert_eq!(*a, w.as_f64().unwrap() as f32);
+        }
+    }
+    env.stop().await.unwrap();
+}

@@ -133,6 +133,15 @@ impl Explanation<'_> {
             .map(|(f, _, sum)| (f.name.as_str(), *sum))
     }
 
+    /// Each tensor feature's attributions, value by value, in schema
+    /// order.
+    pub fn elements(&self) -> impl Iterator<Item = (&str, &[f32])> {
+        self.per_feature
+            .iter()
+            .filter(|(f, ..)| f.tensor)
+            .map(|(f, values, _)| (f.name.as_str(), *values))
+    }
+
     /// As JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an explanation serialises")

@@ -11,6 +11,7 @@
 //! the broker holds every chunk. Results are read back chunk by chunk and
 //! streamed in input order.
 
+mod parquet_out;
 mod publish;
 pub mod results;
 pub mod upload;

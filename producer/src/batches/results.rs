@@ -2,8 +2,8 @@
 //! chunk by chunk and streamed in input order as CSV or JSONL; with
 //! `partial=true`, the rows a running batch has finished so far.
 
+use super::parquet_out::{ParquetSink, RowView};
 use crate::auth::Caller;
-use crate::bulk::Format;
 use crate::error::ApiError;
 use crate::lookup::{owned_batch, parse_id};
 use crate::state::AppState;
@@ -21,11 +21,57 @@ use std::sync::Arc;
 /// Query of `GET /v1/batches/{id}/results`.
 #[derive(Deserialize)]
 pub struct ResultsQuery {
-    /// `csv` or `jsonl`; else the `Accept` header decides (CSV by default).
+    /// `csv`, `jsonl` or `parquet`; else the `Accept` header decides (CSV
+    /// by default).
     format: Option<String>,
     /// `true`: a batch that is still running answers with the rows it has
     /// finished so far instead of `409`.
     partial: Option<bool>,
+}
+
+/// The formats results come in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsFormat {
+    /// A header line, then a line per row.
+    Csv,
+    /// A JSON object per line.
+    Jsonl,
+    /// Apache Parquet (see [`super::parquet_out`]).
+    Parquet,
+}
+
+impl ResultsFormat {
+    /// From `?format=`, or else from the `Accept` header; CSV when neither
+    /// says.
+    pub fn detect(query: Option<&str>, accept: Option<&str>) -> Result<Self, String> {
+        if let Some(q) = query {
+            return match q {
+                "csv" => Ok(Self::Csv),
+                "jsonl" | "ndjson" => Ok(Self::Jsonl),
+                "parquet" => Ok(Self::Parquet),
+                other => Err(format!("format `{other}`: use csv, jsonl or parquet")),
+            };
+        }
+        let accept = accept.unwrap_or("").to_ascii_lowercase();
+        Ok(if accept.contains("parquet") {
+            Self::Parquet
+        } else if ["ndjson", "jsonl", "jsonlines"]
+            .iter()
+            .any(|t| accept.contains(t))
+        {
+            Self::Jsonl
+        } else {
+            Self::Csv
+        })
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Jsonl => "application/x-ndjson",
+            Self::Parquet => super::parquet_out::CONTENT_TYPE,
+        }
+    }
 }
 
 /// Response header: how many of the batch's rows the body does not carry
@@ -46,7 +92,7 @@ const CHUNKS_PER_READ: u32 = 32;
 #[utoipa::path(get, path = "/v1/batches/{id}/results", tag = "batches",
     security(("api_key" = [])),
     params(("id" = String, Path, description = "Batch id"),
-           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Accept header decides (CSV by default)"),
+           ("format" = Option<String>, Query, description = "`csv`, `jsonl` or `parquet`; else the Accept header decides (CSV by default)"),
            ("partial" = Option<bool>, Query, description = "`true`: while the batch runs, the rows finished so far (in order, each with its row number) instead of 409")),
     responses(
         (status = 200, description = "Every row in input order: CSV `row,<outputs...>,model,version,model_sha256,error`, or JSONL `{\"row\", \"output\", \"model\", \"version\", \"model_sha256\"}` / `{\"row\", \"model\", \"version\", \"error\"}`; with `partial=true`, the rows finished so far", body = String, content_type = "text/csv",
@@ -64,16 +110,8 @@ pub async fn batch_results(
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let batch_id = parse_id(&id, "batch")?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let format = match q.format.as_deref() {
-        Some(f) => Format::detect(Some(f), None),
-        None => Ok(match accept {
-            Some(a) if a.contains("ndjson") || a.contains("jsonl") || a.contains("jsonlines") => {
-                Format::Jsonl
-            }
-            _ => Format::Csv,
-        }),
-    }
-    .map_err(|m| ApiError::Invalid(vec![crate::detail::Detail::field("format", m)]))?;
+    let format = ResultsFormat::detect(q.format.as_deref(), accept)
+        .map_err(|m| ApiError::Invalid(vec![crate::detail::Detail::field("format", m)]))?;
     let rec = owned_batch(&state, &caller, &batch_id, &id).await?;
     let running = !rec.status.is_terminal();
     if running && q.partial != Some(true) {
@@ -133,15 +171,27 @@ pub async fn batch_results(
         missing: (!running).then(|| format!("not run: batch {}", rec.status)),
     };
     let header_line = render.header();
+    let parquet = match format {
+        ResultsFormat::Parquet => Some(
+            render
+                .parquet_sink()
+                .map_err(|e| ApiError::Internal(format!("starting the Parquet results: {e}")))?,
+        ),
+        _ => None,
+    };
     let store = state.store.clone();
     let count = source.len();
-    let stream = futures_util::stream::unfold(0u32, move |from| {
+    // Each step reads up to CHUNKS_PER_READ chunks and renders them (one
+    // row group of a Parquet file); a step past the last closes the file.
+    let stream = futures_util::stream::unfold((Some(0u32), parquet), move |(from, mut sink)| {
         let store = store.clone();
         let render = render.clone();
         let source = source.clone();
         async move {
+            let from = from?;
             if from >= count {
-                return None;
+                let last = sink.map(|s| s.finish().map_err(std::io::Error::other))?;
+                return Some((last, (None, None)));
             }
             let to = (from + CHUNKS_PER_READ).min(count);
             let read = match &source {
@@ -158,17 +208,21 @@ pub async fn batch_results(
                 }
             };
             let part = match read {
-                Ok(chunks) => render.chunks(&chunks),
                 Err(e) => Err(std::io::Error::other(e.to_string())),
+                Ok(chunks) => match sink.as_mut() {
+                    None => render.chunks(&chunks),
+                    Some(sink) => render
+                        .rows(&chunks, |r| sink.push(&r))
+                        .and_then(|()| sink.group().map_err(std::io::Error::other)),
+                },
             };
-            Some((part, to))
+            // The sink goes on to the next step; an error ends the body.
+            let next = part.is_ok().then_some(to);
+            Some((part, (next, sink)))
         }
     });
     let body = futures_util::stream::once(async move { Ok(header_line) }).chain(stream);
-    let content_type = match format {
-        Format::Csv => "text/csv; charset=utf-8",
-        Format::Jsonl => "application/x-ndjson",
-    };
+    let content_type = format.content_type();
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_string()),
@@ -210,7 +264,7 @@ fn rows_of_chunk(index: u32, chunk_rows: u64, total: u64) -> u64 {
 /// Turns stored chunks into lines of the chosen format.
 #[derive(Clone)]
 struct Renderer {
-    format: Format,
+    format: ResultsFormat,
     /// The batch's model and version: every row names them (lineage).
     model: Arc<str>,
     version: Arc<str>,
@@ -255,9 +309,10 @@ impl Serialize for Ids<'_> {
 }
 
 impl Renderer {
+    /// What comes before the rows: CSV's header line.
     fn header(&self) -> Vec<u8> {
         match self.format {
-            Format::Csv => {
+            ResultsFormat::Csv => {
                 let mut w = csv::Writer::from_writer(Vec::new());
                 let mut cols = vec!["row".to_string()];
                 cols.extend(self.passthrough.iter().cloned());
@@ -269,14 +324,29 @@ impl Renderer {
                 let _ = w.write_record(&cols);
                 w.into_inner().unwrap_or_default()
             }
-            Format::Jsonl => Vec::new(),
+            ResultsFormat::Jsonl | ResultsFormat::Parquet => Vec::new(),
         }
     }
 
-    /// Renders chunks, each its index and its stored text if it has one.
-    fn chunks(&self, chunks: &[(u32, Option<String>)]) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(chunks.len() * self.chunk_rows as usize * 24);
-        let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
+    /// A Parquet writer with this batch's columns.
+    fn parquet_sink(&self) -> parquet::errors::Result<ParquetSink> {
+        let outputs: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        ParquetSink::new(
+            &self.passthrough,
+            &outputs,
+            self.explain.as_deref(),
+            self.model.clone(),
+            self.version.clone(),
+        )
+    }
+
+    /// Calls `each` with every row of `chunks` (each its index and its
+    /// stored text if it has one), in order.
+    fn rows(
+        &self,
+        chunks: &[(u32, Option<String>)],
+        mut each: impl FnMut(RowView<'_>),
+    ) -> std::io::Result<()> {
         for (index, text) in chunks {
             let first = u64::from(*index) * self.chunk_rows + 1;
             let rows = rows_of_chunk(*index, self.chunk_rows, self.total);
@@ -289,71 +359,92 @@ impl Renderer {
             let sha256 = stored.as_ref().and_then(|c| c.sha256.as_deref());
             let columns = self.passthrough.len();
             let ids = stored.as_ref().map_or(&[][..], |c| c.ids.as_slice());
-            // A row's values, or none where the chunk has none (it was
-            // dead-lettered, or never ran).
-            let ids_of = |r: usize| -> &[String] {
-                ids.get(r * columns..(r + 1) * columns).unwrap_or_default()
-            };
-            for r in 0..rows {
-                let row = first + r;
-                let result = parsed.get(r as usize);
+            for r in 0..rows as usize {
+                let result = parsed.get(r);
                 let (values, error): (Option<&[f32]>, Option<&str>) = match result {
                     Some(RowResult::Error(e)) => (None, Some(e)),
                     Some(r) => (r.values(), None),
                     None => (None, self.missing.as_deref()),
                 };
-                let explanation = self
-                    .explain
-                    .as_deref()
-                    .zip(result.and_then(RowResult::attributions))
-                    .map(|(plan, a)| plan.explain(a));
-                match self.format {
-                    Format::Jsonl => {
-                        let line = JsonlRow {
-                            row,
-                            ids: Ids(&self.passthrough, ids_of(r as usize)),
-                            output: values.map(|v| NamedOutputs(&self.outputs, v)),
-                            explanation,
-                            model: &self.model,
-                            version: &self.version,
-                            model_sha256: values.and(sha256),
-                            error,
-                        };
-                        serde_json::to_writer(&mut out, &line)?;
-                        out.push(b'\n');
-                    }
-                    Format::Csv => {
-                        let mut rec = Vec::with_capacity(self.outputs.len() + columns + 6);
-                        rec.push(row.to_string());
-                        let mine = ids_of(r as usize);
-                        for k in 0..columns {
-                            rec.push(mine.get(k).cloned().unwrap_or_default());
-                        }
-                        for k in 0..self.outputs.len() {
-                            rec.push(
-                                values
-                                    .and_then(|v| v.get(k))
-                                    .map(|x| x.to_string())
-                                    .unwrap_or_default(),
-                            );
-                        }
-                        if let Some(plan) = &self.explain {
-                            let mut texts = explanation.as_ref().map(|e| e.reason_texts());
-                            for _ in 0..plan.top_k {
-                                let text = texts.as_mut().and_then(Iterator::next);
-                                rec.push(text.unwrap_or("").to_string());
-                            }
-                        }
-                        rec.push(self.model.to_string());
-                        rec.push(self.version.to_string());
-                        rec.push(values.and(sha256).unwrap_or("").to_string());
-                        rec.push(error.unwrap_or("").to_string());
-                        csv.write_record(&rec)?;
-                    }
-                }
+                each(RowView {
+                    row: first + r as u64,
+                    // None where the chunk has none (it never ran, or was
+                    // stored before ids were).
+                    ids: ids.get(r * columns..(r + 1) * columns).unwrap_or_default(),
+                    values,
+                    explanation: self
+                        .explain
+                        .as_deref()
+                        .zip(result.and_then(RowResult::attributions))
+                        .map(|(plan, a)| plan.explain(a)),
+                    sha256,
+                    error,
+                });
             }
         }
-        if self.format == Format::Csv {
+        Ok(())
+    }
+
+    /// Renders chunks as lines of text (CSV or JSONL).
+    fn chunks(&self, chunks: &[(u32, Option<String>)]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(chunks.len() * self.chunk_rows as usize * 24);
+        let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
+        let mut failed = None;
+        let columns = self.passthrough.len();
+        self.rows(chunks, |r| {
+            if failed.is_some() {
+                return;
+            }
+            let done = match self.format {
+                ResultsFormat::Jsonl | ResultsFormat::Parquet => {
+                    let line = JsonlRow {
+                        row: r.row,
+                        ids: Ids(&self.passthrough, r.ids),
+                        output: r.values.map(|v| NamedOutputs(&self.outputs, v)),
+                        explanation: r.explanation,
+                        model: &self.model,
+                        version: &self.version,
+                        model_sha256: r.values.and(r.sha256),
+                        error: r.error,
+                    };
+                    serde_json::to_writer(&mut out, &line)
+                        .map(|()| out.push(b'\n'))
+                        .map_err(std::io::Error::from)
+                }
+                ResultsFormat::Csv => {
+                    let mut rec = Vec::with_capacity(self.outputs.len() + columns + 6);
+                    rec.push(r.row.to_string());
+                    for k in 0..columns {
+                        rec.push(r.ids.get(k).cloned().unwrap_or_default());
+                    }
+                    for k in 0..self.outputs.len() {
+                        rec.push(
+                            r.values
+                                .and_then(|v| v.get(k))
+                                .map(|x| x.to_string())
+                                .unwrap_or_default(),
+                        );
+                    }
+                    if let Some(plan) = &self.explain {
+                        let mut texts = r.explanation.as_ref().map(|e| e.reason_texts());
+                        for _ in 0..plan.top_k {
+                            let text = texts.as_mut().and_then(Iterator::next);
+                            rec.push(text.unwrap_or("").to_string());
+                        }
+                    }
+                    rec.push(self.model.to_string());
+                    rec.push(self.version.to_string());
+                    rec.push(r.values.and(r.sha256).unwrap_or("").to_string());
+                    rec.push(r.error.unwrap_or("").to_string());
+                    csv.write_record(&rec).map_err(std::io::Error::from)
+                }
+            };
+            failed = done.err();
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self.format == ResultsFormat::Csv {
             out = csv.into_inner().map_err(|e| e.into_error())?;
         }
         Ok(out)
@@ -365,7 +456,7 @@ mod tests {
     use super::*;
     use infq_common::registry::OutputSpec;
 
-    fn renderer(format: Format) -> Renderer {
+    fn renderer(format: ResultsFormat) -> Renderer {
         Renderer {
             format,
             model: Arc::from("m"),
@@ -388,7 +479,7 @@ mod tests {
 
     #[test]
     fn csv_rows_in_input_order_with_errors() {
-        let r = renderer(Format::Csv);
+        let r = renderer(ResultsFormat::Csv);
         let texts = vec![
             Some(r#"{"sha256":"ab12","rows":[[0.25],[0.5]]}"#.to_string()),
             Some(r#"[[0.125],"bad, row"]"#.to_string()),
@@ -409,7 +500,7 @@ mod tests {
 
     #[test]
     fn jsonl_rows_carry_row_numbers() {
-        let r = renderer(Format::Jsonl);
+        let r = renderer(ResultsFormat::Jsonl);
         let out = String::from_utf8(r.chunks(&[(2, Some("[[0.75]]".into()))]).unwrap()).unwrap();
         assert_eq!(
             out,
@@ -424,7 +515,7 @@ mod tests {
     fn partial_results_carry_the_stored_chunks_only_with_their_row_numbers() {
         let r = Renderer {
             missing: None,
-            ..renderer(Format::Csv)
+            ..renderer(ResultsFormat::Csv)
         };
         // Chunks 0 and 2 of 3 stored; 1 is not (a reopened chunk read
         // after the request came is left out too).
