@@ -913,3 +913,217 @@ async fn results_as_parquet_match_the_csv_row_for_row() {
     }
     env.stop().await.unwrap();
 }
+
+/// A Parquet file of `n` rows of the portfolio: `loan_id` (strings),
+/// `student` by name, `balance` as float64 and `income` as int64, the
+/// types a pandas export of such a table has; `columns` picks and orders
+/// them.
+fn portfolio_parquet(n: usize, columns: &[&str]) -> Vec<u8> {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    let base = load_default_csv(&root().join("data/Default.csv")).unwrap();
+    let row = |i: usize| base[i % base.len()];
+    let column = |name: &str, from: usize, to: usize| -> ArrayRef {
+        match name {
+            "loan_id" => std::sync::Arc::new(StringArray::from_iter_values(
+                (from..to).map(|i| format!("loan-{i}")),
+            )),
+            "student" => std::sync::Arc::new(StringArray::from_iter_values((from..to).map(|i| {
+                if row(i).student == 1.0 {
+                    "Yes"
+                } else {
+                    "No"
+                }
+            }))),
+            "balance" => std::sync::Arc::new(Float64Array::from_iter_values(
+                (from..to).map(|i| f64::from(row(i).balance + (i / base.len()) as f32)),
+            )),
+            "income" => std::sync::Arc::new(Int64Array::from_iter_values(
+                (from..to).map(|i| row(i).income.round() as i64),
+            )),
+            // A name the model does not know, in row 7.
+            "student_maybe" => {
+                std::sync::Arc::new(StringArray::from_iter_values((from..to).map(|i| {
+                    if i == 6 {
+                        "Maybe"
+                    } else {
+                        "No"
+                    }
+                })))
+            }
+            // A feature of the wrong type: text where numbers belong.
+            "balance_text" => std::sync::Arc::new(StringArray::from_iter_values(
+                (from..to).map(|i| format!("{}", row(i).balance)),
+            )),
+            other => panic!("{other}"),
+        }
+    };
+    let fields: Vec<(String, ArrayRef)> = columns
+        .iter()
+        .map(|c| {
+            (
+                c.replace("_text", "").replace("_maybe", ""),
+                column(c, 0, 1),
+            )
+        })
+        .collect();
+    let schema = RecordBatch::try_from_iter(fields).unwrap().schema();
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), None).unwrap();
+    for from in (0..n).step_by(30_000) {
+        let to = (from + 30_000).min(n);
+        let arrays: Vec<ArrayRef> = columns.iter().map(|c| column(c, from, to)).collect();
+        w.write(&RecordBatch::try_new(schema.clone(), arrays).unwrap())
+            .unwrap();
+    }
+    w.into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_portfolio_comes_back_as_parquet_like_its_csv() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float32Type;
+    let env = TestEnv::start().await.unwrap();
+    const N: usize = 100_000;
+    let file = portfolio_parquet(N, &["loan_id", "student", "balance", "income"]);
+    let r = infq::upload_batch(
+        &env.http,
+        &env.base,
+        "model=credit-default&passthrough=loan_id",
+        Some("application/vnd.apache.parquet"),
+        file,
+    )
+    .await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let from_parquet = infq::id_of(r).await;
+    // The same rows as CSV (the balance written as the f32 it is).
+    let base = load_default_csv(&root().join("data/Default.csv")).unwrap();
+    let mut csv = String::from("loan_id,student,balance,income\n");
+    for i in 0..N {
+        let b = base[i % base.len()];
+        let student = if b.student == 1.0 { "Yes" } else { "No" };
+        let balance = b.balance + (i / base.len()) as f32;
+        csv.push_str(&format!(
+            "loan-{i},{student},{balance},{}\n",
+            b.income.round() as i64
+        ));
+    }
+    let r = upload(
+        &env,
+        "model=credit-default&passthrough=loan_id",
+        "text/csv",
+        csv,
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let from_csv = infq::id_of(r).await;
+    let mut tables = Vec::new();
+    for id in [&from_parquet, &from_csv] {
+        assert_eq!(wait_batch(&env, id).await["status"], "succeeded");
+        let r = env
+            .http
+            .get(env.url(&format!("/v1/batches/{id}/results?format=parquet")))
+            .send()
+            .await
+            .unwrap();
+        let mut ids = Vec::with_capacity(N);
+        let mut p = Vec::with_capacity(N);
+        for b in parquet_batches(r.bytes().await.unwrap().to_vec()) {
+            ids.extend(
+                b.column_by_name("loan_id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|s| s.unwrap().to_string()),
+            );
+            p.extend(
+                b.column_by_name("default_probability")
+                    .unwrap()
+                    .as_primitive::<Float32Type>()
+                    .iter()
+                    .map(Option::unwrap),
+            );
+        }
+        tables.push((ids, p));
+    }
+    assert_eq!(tables[0].0.len(), N);
+    assert_eq!(tables[0].0[N - 1], format!("loan-{}", N - 1));
+    assert_eq!(tables[0], tables[1], "loan ids and outputs as from the CSV");
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parquet_files_are_refused_naming_the_problem_and_enqueue_nothing() {
+    // No worker: whatever is enqueued stays to be counted.
+    let settings = test_settings();
+    let env = TestEnv::start_with(settings.clone(), false).await.unwrap();
+    let good = portfolio_parquet(1000, &["loan_id", "student", "balance", "income"]);
+    let truncated = good[..good.len() / 2].to_vec();
+    let cases = vec![
+        (
+            "a feature of the wrong type",
+            "model=credit-default",
+            portfolio_parquet(10, &["student", "balance_text", "income"]),
+            "balance",
+            "expected numbers",
+        ),
+        (
+            "a missing feature",
+            "model=credit-default",
+            portfolio_parquet(10, &["student", "balance"]),
+            "income",
+            "missing column",
+        ),
+        (
+            "an unknown passthrough column",
+            "model=credit-default&passthrough=branch",
+            good.clone(),
+            "branch",
+            "unknown passthrough column",
+        ),
+        (
+            "a category the model does not know",
+            "model=credit-default",
+            portfolio_parquet(10, &["student_maybe", "balance", "income"]),
+            "student",
+            "`Maybe` is not one of No (0), Yes (1)",
+        ),
+        (
+            "a truncated file",
+            "model=credit-default",
+            truncated,
+            "",
+            "not a readable Parquet file",
+        ),
+        (
+            "not Parquet at all",
+            "model=credit-default",
+            b"student,balance,income\n0,1,2\n".to_vec(),
+            "",
+            "not a readable Parquet file",
+        ),
+    ];
+    for (what, query, body, field, message) in cases {
+        let r = infq::upload_batch(
+            &env.http,
+            &env.base,
+            query,
+            Some("application/vnd.apache.parquet"),
+            body,
+        )
+        .await;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 422, "{what}: {v}");
+        let detail = &v["error"]["details"][0];
+        assert!(
+            detail["message"].as_str().unwrap().contains(message),
+            "{what}: {v}"
+        );
+        if !field.is_empty() {
+            assert_eq!(detail["field"], field, "{what}: {v}");
+        }
+    }
+    let bulk = Topology::of(&settings).job_queue("credit-default", Priority::Bulk);
+    assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0, "nothing enqueued");
+    assert!(records(&env).await.is_empty(), "no record");
+    env.stop().await.unwrap();
+}

@@ -14,11 +14,12 @@ pub fn format_of(path: &Path, explicit: Option<&str>) -> anyhow::Result<String> 
         Some(f) => f.to_string(),
         None => match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl" | "ndjson") => "jsonl".into(),
+            Some("parquet" | "pq") => "parquet".into(),
             _ => "csv".into(),
         },
     };
-    if f != "csv" && f != "jsonl" {
-        anyhow::bail!("--format {f}: use csv or jsonl");
+    if !["csv", "jsonl", "parquet"].contains(&f.as_str()) {
+        anyhow::bail!("--format {f}: use csv, jsonl or parquet");
     }
     Ok(f)
 }
@@ -128,6 +129,10 @@ mod tests {
     fn formats_come_from_flag_or_extension() {
         assert_eq!(format_of(Path::new("a.csv"), None).unwrap(), "csv");
         assert_eq!(format_of(Path::new("a.jsonl"), None).unwrap(), "jsonl");
+        assert_eq!(
+            format_of(Path::new("book.parquet"), None).unwrap(),
+            "parquet"
+        );
         assert_eq!(
             format_of(Path::new("a.txt"), Some("jsonl")).unwrap(),
             "jsonl"

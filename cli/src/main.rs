@@ -28,12 +28,13 @@ enum Command {
     /// Uploads a CSV or JSONL file as a bulk batch; with --wait, follows it
     /// to the end, and with --out, downloads its results.
     Submit {
-        /// The file: CSV with a header row naming the features, or JSONL.
+        /// The file: CSV with a header row naming the features, JSONL or
+        /// Parquet.
         file: PathBuf,
         /// Model name or name@version.
         #[arg(long)]
         model: String,
-        /// csv or jsonl; by default from the file's extension.
+        /// csv, jsonl or parquet; by default from the file's extension.
         #[arg(long)]
         format: Option<String>,
         /// Follows the batch until it ends, with a progress bar.
@@ -42,7 +43,7 @@ enum Command {
         /// Writes the results here once the batch ends (implies --wait).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Format of the results file: csv or jsonl; by default from --out's extension.
+        /// Format of the results file: csv, jsonl or parquet; by default from --out's extension.
         #[arg(long)]
         results_format: Option<String>,
         /// Where to POST the signed `batch.completed` event.
@@ -64,7 +65,7 @@ enum Command {
     Results {
         /// The batch id.
         id: String,
-        /// csv or jsonl.
+        /// csv, jsonl or parquet.
         #[arg(long, default_value = "csv")]
         format: String,
         /// File to write; standard output by default.

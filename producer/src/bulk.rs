@@ -16,6 +16,9 @@ use crate::validate::features;
 use infq_common::registry::ModelSpec;
 use std::io::{BufRead, BufReader, Read, Write};
 
+mod parquet_in;
+pub use parquet_in::read_parquet;
+
 /// Problems reported for one file before reading stops.
 pub const MAX_PROBLEMS: usize = 100;
 
@@ -28,6 +31,8 @@ pub enum Format {
     Csv,
     /// One JSON value per line: an object of named features or an array.
     Jsonl,
+    /// Apache Parquet ([`read_parquet`]).
+    Parquet,
 }
 
 impl Format {
@@ -37,7 +42,8 @@ impl Format {
             return match q {
                 "csv" => Ok(Format::Csv),
                 "jsonl" | "ndjson" => Ok(Format::Jsonl),
-                other => Err(format!("format `{other}`: use csv or jsonl")),
+                "parquet" => Ok(Format::Parquet),
+                other => Err(format!("format `{other}`: use csv, jsonl or parquet")),
             };
         }
         let ct = content_type
@@ -55,6 +61,9 @@ impl Format {
             | "application/x-jsonlines"
             | "application/json-lines"
             | "application/ndjson" => Ok(Format::Jsonl),
+            "application/vnd.apache.parquet" | "application/x-parquet" | "application/parquet" => {
+                Ok(Format::Parquet)
+            }
             _ => Ok(Format::Csv),
         }
     }
@@ -344,6 +353,10 @@ fn read_all<R: Read, W: Write>(
             passthrough,
             max_rows,
         ),
+        // Read from a file, not a stream: the upload spools it first.
+        Format::Parquet => Err(std::io::Error::other(
+            "a Parquet file is read with read_parquet",
+        )),
     }
 }
 

@@ -172,6 +172,11 @@ impl<F> SpoolFile<F> {
     pub fn held(&self) -> u64 {
         self.lease.held()
     }
+
+    /// The file, to read it where a reader needs the file itself.
+    pub fn file(&self) -> &F {
+        &self.file
+    }
 }
 
 impl<F: Write> Write for SpoolFile<F> {

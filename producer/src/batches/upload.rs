@@ -7,7 +7,9 @@
 
 use super::publish::publish_chunks;
 use crate::auth::Caller;
-use crate::bulk::{parse_delimiter, parse_passthrough, read_upload, Format, Passthrough};
+use crate::bulk::{
+    parse_delimiter, parse_passthrough, read_parquet, read_upload, Format, Passthrough,
+};
 use crate::error::ApiError;
 use crate::idempotency::{self, Accepted};
 use crate::record_limit::RecordTooLong;
@@ -33,7 +35,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 pub struct CreateQuery {
     /// `name` or `name@version`.
     model: Option<String>,
-    /// `csv` or `jsonl`; else the `Content-Type` decides.
+    /// `csv`, `jsonl` or `parquet`; else the `Content-Type` decides.
     format: Option<String>,
     /// Where `batch.completed` is sent.
     webhook_url: Option<String>,
@@ -112,13 +114,13 @@ fn closing(e: ApiError) -> Response {
 #[utoipa::path(post, path = "/v1/batches", tag = "batches",
     security(("api_key" = [])),
     params(("model" = String, Query, description = "`name` or `name@version`"),
-           ("format" = Option<String>, Query, description = "`csv` or `jsonl`; else the Content-Type decides"),
+           ("format" = Option<String>, Query, description = "`csv`, `jsonl` or `parquet`; else the Content-Type decides (`application/vnd.apache.parquet` for Parquet)"),
            ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
            ("explain" = Option<bool>, Query, description = "Explain every row's score: attributions and reason codes (the model needs an `explain` section)"),
            ("passthrough" = Option<String>, Query, description = "The client's own columns (`loan_id,branch`) to carry through to every result row, next to `row`; at most 16, values of at most 256 bytes"),
            ("delimiter" = Option<String>, Query, description = "CSV field separator: `,`, `;`, `|` or `tab`; else the header line's most frequent of them. With `;`, decimals may use a comma"),
            ("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same bytes returns the original answer")),
-    request_body(content = String, description = "CSV with a header row naming the features, or JSONL: one row per line", content_type = "text/csv"),
+    request_body(content = String, description = "CSV with a header row naming the features, JSONL (one row per line), or Apache Parquet (columns named as CSV's)", content_type = "text/csv"),
     responses(
         (status = 202, description = "Every row is with the broker", body = infq_common::views::BatchView),
         (status = 401, description = "No valid API key", body = crate::openapi::ErrorBody),
@@ -413,6 +415,18 @@ async fn create(
         .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
         Some(SpoolFile::new(file, state.spool.lease(caller.name())))
     };
+    // A Parquet file is spooled whole before it is read (its footer says
+    // where its columns are), within the same budgets.
+    let whole = if format == Format::Parquet {
+        let file = match &cfg.spool_dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| ApiError::Internal(format!("cannot create a spool file: {e}")))?;
+        Some(SpoolFile::new(file, state.spool.lease(caller.name())))
+    } else {
+        None
+    };
     let names = passthrough.clone();
     let upload = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let limit = cfg.max_upload_bytes;
@@ -432,15 +446,26 @@ async fn create(
                 Some(w) => Passthrough::new(&names, w),
                 None => Passthrough::none(),
             };
-            read_upload(
-                format,
-                delimiter,
-                &mut input,
-                &parse_spec,
-                &mut out,
-                &mut carry,
-                max_rows,
-            )?
+            match whole {
+                Some(whole) => {
+                    let mut w = std::io::BufWriter::with_capacity(1 << 16, whole);
+                    std::io::copy(&mut input, &mut w)?;
+                    let whole = w.into_inner().map_err(|e| e.into_error())?;
+                    // Read through a second handle; `whole` holds the
+                    // budget until the rows are spooled.
+                    let file = whole.file().try_clone()?;
+                    read_parquet(file, &parse_spec, &mut out, &mut carry, max_rows)?
+                }
+                None => read_upload(
+                    format,
+                    delimiter,
+                    &mut input,
+                    &parse_spec,
+                    &mut out,
+                    &mut carry,
+                    max_rows,
+                )?,
+            }
         };
         let mut spool = out.into_inner().map_err(|e| e.into_error())?;
         spool.rewind()?;

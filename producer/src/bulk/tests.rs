@@ -146,6 +146,11 @@ fn formats_are_detected() {
         Ok(Format::Jsonl)
     );
     assert_eq!(Format::detect(None, Some("text/csv")), Ok(Format::Csv));
+    assert_eq!(Format::detect(Some("parquet"), None), Ok(Format::Parquet));
+    assert_eq!(
+        Format::detect(None, Some("application/vnd.apache.parquet")),
+        Ok(Format::Parquet)
+    );
     assert_eq!(Format::detect(None, None), Ok(Format::Csv));
     assert!(Format::detect(Some("xml"), None).is_err());
 }
