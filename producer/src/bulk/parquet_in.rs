@@ -21,6 +21,16 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use std::io::Write;
 
+/// Runs a call into the Parquet and Arrow libraries, which may panic on
+/// a malformed file: a panic is the file's problem, answered like any
+/// other, not the server's.
+fn contained<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the Parquet reader failed on its contents".into()),
+    }
+}
+
 /// Rows per record batch read.
 const BATCH_ROWS: usize = 8192;
 
@@ -60,7 +70,7 @@ pub fn read_parquet<W: Write>(
     max_rows: u64,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
-    let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
+    let builder = match contained(|| ParquetRecordBatchReaderBuilder::try_new(file)) {
         Ok(b) => b,
         Err(e) => {
             report.problem(1, None, format!("not a readable Parquet file: {e}"));
@@ -120,11 +130,12 @@ pub fn read_parquet<W: Write>(
         return Ok(report);
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = match builder
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-    {
+    let reader = match contained(|| {
+        builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+    }) {
         Ok(r) => r,
         Err(e) => {
             report.problem(1, None, format!("not a readable Parquet file: {e}"));
@@ -133,7 +144,13 @@ pub fn read_parquet<W: Write>(
     };
     let mut row = vec![0f32; spec.width()];
     let mut seen = 0u64;
-    'batches: for batch in reader {
+    let mut reader = reader;
+    'batches: loop {
+        let batch = match contained(|| reader.next().transpose()) {
+            Ok(None) => break,
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -149,7 +166,7 @@ pub fn read_parquet<W: Write>(
             let column = batch
                 .column_by_name(name)
                 .ok_or_else(|| format!("column `{name}` is missing from a row group"))?;
-            arrow_cast::cast(column, to).map_err(|e| e.to_string())
+            contained(|| arrow_cast::cast(column, to))
         };
         let mut features = Vec::with_capacity(wanted.len());
         for ((_, name), kind) in wanted.iter().zip(&kinds) {
