@@ -131,6 +131,15 @@ impl TestEnv {
         anyhow::bail!("test environment did not become ready")
     }
 
+    /// The keys of the environment's namespace, less its tenants' quota
+    /// counters: the records, results and marks its work left.
+    pub async fn records(&self) -> Vec<String> {
+        let quota = infq_common::keys::Keys::new(&self.settings.namespace).quota_prefix();
+        let mut keys = self.redis_keys().await.unwrap();
+        keys.retain(|k| !k.starts_with(&quota));
+        keys
+    }
+
     /// Starts a worker in an environment started without one; [`Self::stop`]
     /// drains it like the first.
     pub async fn start_worker(&mut self) {
@@ -398,6 +407,22 @@ pub fn made_up_message(model: &str, version: &str, inputs: Vec<f32>) -> JobMessa
         retention_ms: None,
         passthrough: Vec::new(),
     }
+}
+
+/// `n` rows built from Default.csv (cycled, with the balance shifted on
+/// each pass so rows differ), as f32 features and as CSV text with an
+/// extra `id` column and the features in another order.
+pub fn portfolio(n: usize) -> (Vec<[f32; 3]>, String) {
+    let base = load_default_csv(&root().join("data/Default.csv")).unwrap();
+    let mut rows = Vec::with_capacity(n);
+    let mut csv = String::from("id,income,student,balance\n");
+    for i in 0..n {
+        let b = base[i % base.len()];
+        let row = [b.student, b.balance + (i / base.len()) as f32, b.income];
+        csv.push_str(&format!("loan-{i},{},{},{}\n", row[2], row[0], row[1]));
+        rows.push(row);
+    }
+    (rows, csv)
 }
 
 /// `GET url` with `http`, as JSON.
