@@ -151,6 +151,45 @@ impl TestEnv {
         );
     }
 
+    /// Takes the message at the head of `queue` and dead-letters it with
+    /// `reason`, as a worker refusing it does: straight to the dead-letter
+    /// exchange, so it reaches `<ns>.dead` and `<ns>.dead.record` at once.
+    pub async fn refuse_head(&self, queue: &str, reason: &str) {
+        let conn = self.amqp().await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let got = ch
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap()
+            .expect("a message to refuse");
+        let topology = infq_common::topology::Topology::of(&self.settings);
+        let d = got.delivery;
+        let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
+            .await
+            .unwrap();
+        let lease = confirms
+            .lease(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        infq_common::dead::publish_dead(
+            &lease,
+            &topology,
+            queue,
+            &d.data,
+            &d.properties,
+            reason,
+            false,
+        )
+        .await
+        .unwrap();
+        d.acker.ack(Default::default()).await.unwrap();
+        infq_common::amqp::close(&conn, "refused").await;
+    }
+
     /// The token that stops this environment: a worker started later with
     /// it is drained by [`Self::stop`] like the first.
     pub fn shutdown_token(&self) -> CancellationToken {

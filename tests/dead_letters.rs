@@ -19,42 +19,6 @@ async fn post_job(env: &TestEnv, body: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// Takes the message at the head of `queue` and dead-letters it with
-/// `reason`, as a worker refusing it does: straight to the dead-letter
-/// exchange, so it reaches `<ns>.dead` and `<ns>.dead.record` at once.
-async fn refuse_head(env: &TestEnv, queue: &str, reason: &str) {
-    let conn = env.amqp().await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let got = ch
-        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-        .await
-        .unwrap()
-        .expect("a message to refuse");
-    let topology = Topology::of(&env.settings);
-    let d = got.delivery;
-    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
-        .await
-        .unwrap();
-    let lease = confirms
-        .lease(std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
-    infq_common::dead::publish_dead(
-        &lease,
-        &topology,
-        queue,
-        &d.data,
-        &d.properties,
-        reason,
-        false,
-    )
-    .await
-    .unwrap();
-    d.acker.ack(Default::default()).await.unwrap();
-    infq_common::amqp::close(&conn, "refused").await;
-}
-
 async fn replay(env: &TestEnv, ids: &[&str]) -> Value {
     let r = env
         .http
@@ -105,14 +69,12 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     // Both dead-lettered with a reason of infq's, and no worker running to
     // record them from `<ns>.dead.record`.
     let reason = "made-up check: a field out of range";
-    refuse_head(
-        &env,
+    env.refuse_head(
         &topology.job_queue("credit-default", Priority::Interactive),
         reason,
     )
     .await;
-    refuse_head(
-        &env,
+    env.refuse_head(
         &topology.job_queue("credit-default", Priority::Bulk),
         reason,
     )
@@ -332,8 +294,7 @@ async fn dead_letter_queues_of_an_earlier_version_are_kept_as_they_are() {
     )
     .await;
     assert_eq!(r.status(), 202);
-    refuse_head(
-        &env,
+    env.refuse_head(
         &topology.job_queue("credit-default", Priority::Interactive),
         "made-up check",
     )

@@ -42,6 +42,13 @@ pub struct ConfigArg {
     config: PathBuf,
 }
 
+impl ConfigArg {
+    /// The configuration file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.config
+    }
+}
+
 /// `infq admin tenants ...`
 #[derive(Subcommand, Debug)]
 pub enum TenantsCommand {

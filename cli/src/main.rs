@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use infq_cli::client::Client;
-use infq_cli::{admin, bulk, demo, env};
+use infq_cli::{admin, audit, bulk, demo, env};
 use infq_common::config::{CLIENT_API_KEY_ENV, CLIENT_URL_ENV};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,11 @@ enum Command {
     /// read the deployment's configuration, as the servers do).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// The audit trail: every submission, completion, cancellation,
+    /// erasure and dead-letter replay, read from the broker's audit stream
+    /// as JSON lines.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Scores borrowers of the Default data set through the running system
     /// and prints throughput and the predicted default rate.
     Demo {
@@ -210,6 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&url, api_key.as_deref())?;
     match cli.command {
         Command::Admin(cmd) => admin::run(cmd).await?,
+        Command::Audit(cmd) => audit::run(cmd).await?,
         Command::Jobs(JobsCommand::Submit {
             model,
             inputs,

@@ -47,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod amqp;
+pub mod audit;
 pub mod config;
 pub mod confirms;
 pub mod dead;

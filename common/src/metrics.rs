@@ -77,6 +77,11 @@ pub enum Kind {
     Histogram,
 }
 
+/// Histogram: seconds to publish audit records until confirmed.
+pub const AUDIT_PUBLISH_SECONDS: &str = "infq_audit_publish_seconds";
+/// Counter: audit publishes that failed (their event is then retried or refused).
+pub const AUDIT_PUBLISH_FAILURES: &str = "infq_audit_publish_failures_total";
+
 /// Every metric: name, kind, which binary exports it and its help text.
 /// `/metrics` carries the help; the README's list and the tests follow it.
 pub const ALL: &[(&str, Kind, Source, &str)] = &[
@@ -106,6 +111,8 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (RECONNECTS, Kind::Counter, Source::Both, "Connections re-established after a failure, by dependency."),
     (CONSUMER_CANCELS_TOTAL, Kind::Counter, Source::Worker, "Consumers cancelled by the broker that subscribed again."),
     (REGISTRY_RELOADS, Kind::Counter, Source::Both, "Hot reloads of the model registry, by outcome."),
+    (AUDIT_PUBLISH_SECONDS, Kind::Histogram, Source::Both, "Time to publish audit records until the broker confirmed them."),
+    (AUDIT_PUBLISH_FAILURES, Kind::Counter, Source::Both, "Audit publishes the broker did not confirm (the event is refused or retried)."),
 ];
 
 /// Which binary exports a metric.

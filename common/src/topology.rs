@@ -22,6 +22,9 @@
 //!   events whose attempt failed until the next one is due, then
 //!   dead-letter them back to `<ns>.webhooks`.
 //!
+//! - `<ns>.audit` (a stream, declared when `amqp.audit.enabled`) keeps the
+//!   audit trail (see [`crate::audit`]), by age and size.
+//!
 //! Producer and worker both declare the topology, idempotently, so either
 //! may start first.
 
@@ -101,6 +104,17 @@ impl Topology {
     /// Delays of the webhook schedule.
     pub fn webhook_delays_ms(&self) -> &[u64] {
         &self.webhook_delays_ms
+    }
+
+    /// The stream audit records are appended to (through the default
+    /// exchange, by name).
+    pub fn audit_stream(&self) -> String {
+        format!("{}.audit", self.ns)
+    }
+
+    /// Whether audit records are written.
+    pub fn audits(&self) -> bool {
+        self.amqp.audit.enabled
     }
 
     /// The exchange jobs are published to.
@@ -246,6 +260,7 @@ impl Topology {
                 queues.push(self.job_queue(model, lane));
             }
         }
+        queues.push(self.audit_stream());
         queues.push(self.webhooks_exchange());
         exchanges.push(self.webhooks_exchange());
         for tier in 1..self.webhook_delays_ms.len() {

@@ -14,10 +14,11 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::Json;
+use infq_common::audit::Event;
 use infq_common::job::JobStatus;
-use infq_common::message::{JobMessage, CONTENT_TYPE};
+use infq_common::message::{JobMessage, Work, CONTENT_TYPE};
 use infq_common::store::Reopened;
 use infq_common::topology::{death_reason, Topology};
 use infq_common::webhooks::event::decode_all;
@@ -298,6 +299,7 @@ pub struct ReplayRequest {
     ))]
 pub async fn replay(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<crate::auth::Caller>,
     body: Result<Json<ReplayRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::Malformed(e.body_text()))?;
@@ -317,6 +319,7 @@ pub async fn replay(
     let mut replayed = Vec::new();
     let mut kept = Vec::new();
     let mut problems = Vec::new();
+    let mut audit = Vec::new();
     for d in taken {
         let Ok(mut msg) = JobMessage::decode(&d.data) else {
             // Webhook events go back to the dispatchers as they are.
@@ -396,6 +399,15 @@ pub async fn replay(
         match published {
             Ok(()) => {
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
+                let record = match msg.work {
+                    Work::Job { id } => caller.audit_job(Event::DeadLetterReplayed, &id),
+                    Work::Chunk { batch, index, .. } => {
+                        let mut r = caller.audit_batch(Event::DeadLetterReplayed, &batch);
+                        r.chunk = Some(index);
+                        r
+                    }
+                };
+                audit.push(record.of_model(&msg.model, &msg.version));
                 replayed.push(id);
             }
             Err(e) => {
@@ -411,6 +423,7 @@ pub async fn replay(
         }
     }
     put_back(&kept).await;
+    state.publisher.audit(audit).await;
     tracing::info!(replayed = replayed.len(), "dead letters replayed");
     Ok(Json(json!({
         "replayed": replayed,

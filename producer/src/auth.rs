@@ -11,17 +11,34 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
+use infq_common::audit::{Event, Record};
 use infq_common::tenants::{Admission, Tenant};
 use std::sync::Arc;
 
-/// The tenant a request acts for.
+/// The tenant a request acts for, and the public id of the key it
+/// presented (for the audit trail).
 #[derive(Clone, Debug)]
-pub struct Caller(pub Arc<Tenant>);
+pub struct Caller(pub Arc<Tenant>, pub Arc<str>);
 
 impl Caller {
     /// The tenant's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The public id of the key it presented.
+    pub fn key_id(&self) -> &str {
+        &self.1
+    }
+
+    /// An audit record of `event` about job `job`, by this caller.
+    pub fn audit_job(&self, event: Event, job: &impl std::fmt::Display) -> Record {
+        Record::job(event, &job.to_string()).by(Some(self.name()), Some(self.key_id()))
+    }
+
+    /// An audit record of `event` about batch `batch`, by this caller.
+    pub fn audit_batch(&self, event: Event, batch: &impl std::fmt::Display) -> Record {
+        Record::batch(event, &batch.to_string()).by(Some(self.name()), Some(self.key_id()))
     }
 
     /// `Ok` if the record's owner is this tenant; otherwise the same 404
@@ -68,7 +85,8 @@ pub async fn require_key(
         .authenticate(key)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
-    req.extensions_mut().insert(Caller(tenant));
+    let key_id = infq_common::tenants::key_id(&infq_common::tenants::key_hash(key));
+    req.extensions_mut().insert(Caller(tenant, key_id.into()));
     Ok(next.run(req).await)
 }
 

@@ -25,6 +25,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use infq_common::audit::Event;
 use infq_common::job::JobStatus;
 use infq_common::store::{BatchRecord, Cancelled};
 use infq_common::views::BatchView;
@@ -80,6 +81,10 @@ pub async fn delete_batch(
         return Err(ApiError::NotFound(format!("batch {id}")));
     }
     tracing::info!(batch_id = %batch_id, tenant = caller.name(), "batch erased");
+    state
+        .publisher
+        .audit(vec![caller.audit_batch(Event::BatchErased, &batch_id)])
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -108,7 +113,12 @@ pub async fn cancel_batch(
         )
         .await?
     {
-        Cancelled::Yes => {}
+        Cancelled::Yes => {
+            state
+                .publisher
+                .audit(vec![caller.audit_batch(Event::BatchCancelled, &batch_id)])
+                .await;
+        }
         Cancelled::Missing => return Err(ApiError::NotFound(format!("batch {id}"))),
         Cancelled::Refused(st) => {
             return Err(ApiError::Conflict(format!("batch {id} is already {st}")))

@@ -14,6 +14,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use infq_common::audit::{inputs_sha256, Event};
 use infq_common::idempotency::Begin;
 use infq_common::job::JobStatus;
 use infq_common::job::{format_ms, new_job_id, now_ms, JobError, JobId};
@@ -233,6 +234,11 @@ async fn submit(
     let quota = state.tenants.check(&caller.0, &id, 1, true);
     let admission = state.store.create_admitted(&record, &quota).await?;
     crate::auth::answer(caller, admission, 1)?;
+    let mut audit = caller
+        .audit_job(Event::JobSubmitted, &id)
+        .of_model(&msg.model, &msg.version);
+    audit.model_sha256 = registry.file_sha256(job.spec).map(str::to_string);
+    audit.inputs_sha256 = Some(inputs_sha256(&msg.inputs));
     let traceparent = trace.as_deref().map(infq_common::trace::traceparent);
     if let Err(e) = state.publisher.publish_traced(&msg, traceparent).await {
         let full = matches!(e, crate::publisher::PublishError::Nacked);
@@ -247,6 +253,7 @@ async fn submit(
     }
     metrics::counter!(m::JOBS_SUBMITTED, "model" => record.model.clone(), "priority" => record.priority.as_str())
         .increment(1);
+    state.publisher.audit(vec![audit]).await;
     Ok(Accepted {
         location: format!("/v1/jobs/{id}"),
         body: json!({
@@ -311,6 +318,10 @@ pub async fn delete_job(
         return Err(ApiError::NotFound(format!("job {id}")));
     }
     tracing::info!(job_id = %job_id, tenant = caller.name(), "job erased");
+    state
+        .publisher
+        .audit(vec![caller.audit_job(Event::JobErased, &job_id)])
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +350,12 @@ pub async fn cancel_job(
         )
         .await?
     {
-        Cancelled::Yes => {}
+        Cancelled::Yes => {
+            state
+                .publisher
+                .audit(vec![caller.audit_job(Event::JobCancelled, &job_id)])
+                .await;
+        }
         Cancelled::Missing => return Err(ApiError::NotFound(format!("job {id}"))),
         Cancelled::Refused(st) => {
             return Err(ApiError::Conflict(format!(

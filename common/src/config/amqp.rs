@@ -39,6 +39,8 @@ pub struct AmqpConfig {
     pub retry_delays_ms: Vec<u64>,
     /// How often queue depths and consumer counts are read for `/metrics`.
     pub stats_interval_ms: u64,
+    /// The audit stream (`[amqp.audit]`).
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for AmqpConfig {
@@ -55,6 +57,7 @@ impl Default for AmqpConfig {
             max_queue_length: 1_000_000,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
             stats_interval_ms: 5_000,
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ impl AmqpConfig {
                 problems.push("amqp.quorum_initial_group_size: must be 1 to 64".into());
             }
         }
+        problems.extend(self.audit.problems());
         problems
     }
 }

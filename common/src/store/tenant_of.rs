@@ -33,8 +33,25 @@ impl JobStore {
         &self,
         subjects: &[Subject],
     ) -> Result<Vec<Option<[String; 3]>>, StoreError> {
-        let mut out: Vec<Option<Option<[String; 3]>>> =
-            subjects.iter().map(|s| self.cached_quota(s.id())).collect();
+        if self.one_slot_per_script() {
+            return Ok(vec![None; subjects.len()]);
+        }
+        Ok(self
+            .tenants_of(subjects)
+            .await?
+            .into_iter()
+            .map(|t| t.map(|t| self.keys.quota(&t)))
+            .collect())
+    }
+
+    /// The tenants of `subjects` (`None`: it has none, or no record),
+    /// learning those not known yet in one round trip.
+    pub async fn tenants_of(
+        &self,
+        subjects: &[Subject],
+    ) -> Result<Vec<Option<Arc<str>>>, StoreError> {
+        let mut out: Vec<Option<Option<Arc<str>>>> =
+            subjects.iter().map(|s| self.tenants.get(s.id())).collect();
         let unknown: Vec<usize> = (0..subjects.len()).filter(|&i| out[i].is_none()).collect();
         if !unknown.is_empty() {
             let mut pipe = redis::pipe();
@@ -51,7 +68,7 @@ impl JobStore {
                 if status.is_some() {
                     self.note_tenant(subjects[i].id(), tenant.as_deref());
                 }
-                out[i] = Some(tenant.map(|t| self.keys.quota(&t)));
+                out[i] = Some(tenant.map(Arc::from));
             }
         }
         Ok(out.into_iter().map(Option::flatten).collect())

@@ -29,6 +29,16 @@ fn without_placement(args: &FieldTable) -> FieldTable {
     out
 }
 
+/// The arguments any stream matches on redeclaration but its type.
+fn stream_type_only() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    args
+}
+
 /// Whether the broker refused a declaration as inequivalent to an existing
 /// one (`406 PRECONDITION_FAILED`).
 fn is_precondition_failed(e: &lapin::Error) -> bool {
@@ -182,6 +192,13 @@ impl Topology {
                 d.queue(&name, args, &earlier).await?;
                 d.bind(&name, &name, "").await?;
             }
+        }
+        if self.audits() {
+            // A stream: its retention is set when it is created (a policy
+            // changes it later), so an existing one is kept as it is.
+            let args = self.amqp.audit.stream_args();
+            let earlier = [stream_type_only()];
+            d.queue(&self.audit_stream(), args, &earlier).await?;
         }
         d.close().await;
         Ok(())

@@ -21,6 +21,7 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
+use infq_common::audit::Event;
 use infq_common::idempotency::{Begin, BodyHasher};
 use infq_common::job::{new_job_id, now_ms, JobError, JobStatus, Priority};
 use infq_common::store::{BatchRecord, NewBatch};
@@ -551,6 +552,14 @@ async fn create(
     metrics::counter!(infq_common::metrics::JOBS_SUBMITTED, "model" => spec.name.clone(), "priority" => Priority::Bulk.as_str())
         .increment(report.rows);
     tracing::info!(batch_id = %id, rows = report.rows, chunks, "batch accepted");
+    let mut audit = caller
+        .audit_batch(Event::BatchSubmitted, &id)
+        .of_model(&batch.model, &batch.version);
+    audit.model_sha256 = batch.lineage.model_sha256.clone();
+    // The file as uploaded: `sha256sum` of the client's copy.
+    audit.inputs_sha256 = Some(hash.clone());
+    audit.rows = Some(report.rows);
+    state.publisher.audit(vec![audit]).await;
     // Every chunk is with the broker: the answer is built from what is
     // known, since a failed read now must not turn an accepted batch into
     // an error the client would retry.

@@ -5,6 +5,7 @@
 use super::finish::{publish_events, settle, Verdict};
 use crate::context::WorkerCtx;
 use crate::outcome::RawDelivery;
+use infq_common::audit::{inputs_sha256, Event, Record};
 use infq_common::job::{JobError, JobStatus};
 use infq_common::message::JobMessage;
 use infq_common::store::{Applied, JobStore, StoreError};
@@ -29,15 +30,15 @@ async fn record(
     store: &JobStore,
     data: &[u8],
     props: &BasicProperties,
-) -> Result<Vec<EventMessage>, StoreError> {
+) -> Result<(Vec<EventMessage>, Option<Record>), StoreError> {
     let Ok(msg) = JobMessage::decode(data) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     // A copy found on the wrong queue: the job's own message decides.
     // (Not `x-first-death-queue`: a job back from a retry tier keeps the
     // tier's name there.)
     if infq_common::dead::is_misplaced(props) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let reason = death_reason(props);
     let due = match msg.work.chunk() {
@@ -61,23 +62,38 @@ async fn record(
         }
     };
     if !due {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let kind = match msg.work.chunk() {
         None => SubjectKind::Job,
         Some(_) => SubjectKind::Batch,
     };
-    let webhook = match kind {
-        SubjectKind::Job => store.get(&msg.record()).await?.and_then(|r| r.webhook_url),
-        SubjectKind::Batch => store
-            .get_batch(&msg.record())
-            .await?
-            .and_then(|r| r.webhook_url),
+    let (webhook, audit) = match kind {
+        SubjectKind::Job => {
+            let rec = store.get(&msg.record()).await?;
+            let audit = rec.as_ref().map(|r| {
+                let mut a = Record::job(Event::JobCompleted, &msg.record().to_string())
+                    .of_model(&msg.model, &msg.version)
+                    .by(r.tenant.as_deref(), None);
+                a.inputs_sha256 = Some(inputs_sha256(&msg.inputs));
+                a.status = Some(r.status.as_str().to_string());
+                a
+            });
+            (rec.and_then(|r| r.webhook_url), audit)
+        }
+        SubjectKind::Batch => {
+            let rec = store.get_batch(&msg.record()).await?;
+            (
+                rec.and_then(|r| r.webhook_url),
+                super::audit::batch_end(store, &msg.record()).await?,
+            )
+        }
     };
-    Ok(webhook
+    let events = webhook
         .map(|_| EventMessage::new(kind, msg.record()))
         .into_iter()
-        .collect())
+        .collect();
+    Ok((events, audit))
 }
 
 /// Records one dead letter, publishes its event if one is due, and
@@ -86,8 +102,8 @@ async fn record(
 /// it; the copy in `<ns>.dead` stays); returned to its queue after a pause
 /// when Redis or the broker cannot take it now.
 pub(super) async fn record_task(ctx: Arc<WorkerCtx>, raw: RawDelivery) {
-    let due = match record(&ctx.store, &raw.data, &raw.properties).await {
-        Ok(due) => due,
+    let (due, audit) = match record(&ctx.store, &raw.data, &raw.properties).await {
+        Ok(r) => r,
         Err(e) if !e.is_retryable() => {
             tracing::warn!(error = %e, "a dead letter cannot be recorded; skipping it");
             settle(&raw.delivery, Verdict::Ack).await;
@@ -100,6 +116,8 @@ pub(super) async fn record_task(ctx: Arc<WorkerCtx>, raw: RawDelivery) {
             return;
         }
     };
+    let session = raw.delivery.settler.session().cloned();
+    super::audit::publish(&ctx, session.as_ref(), audit.into_iter().collect()).await;
     if publish_events(&raw.delivery.settler, due).await {
         settle(&raw.delivery, Verdict::Ack).await;
     } else {

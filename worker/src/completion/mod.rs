@@ -17,6 +17,7 @@
 //! ([`refused`], [`dead`]) run as tasks of their own, so they never hold
 //! up results.
 
+mod audit;
 mod dead;
 mod finish;
 mod refused;
@@ -29,6 +30,7 @@ use crate::writer::{due_events, failed_for_good, outcomes, Outcome};
 use finish::{ack_all, announce};
 use infq_common::job::{now_ms, JobStatus};
 use infq_common::metrics as m;
+use infq_common::store::Applied;
 use infq_common::webhooks::event::EventMessage;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -122,10 +124,23 @@ async fn store(ctx: &Arc<WorkerCtx>, jobs: Vec<Pending>, updates: Vec<Outcome>) 
         }
     };
     let due = due_events(&jobs, &updates, &applied);
+    // The ends stored now (not those stored before: they were recorded
+    // then) are audited.
+    let mut records = Vec::new();
+    let mut completed = Vec::new();
+    for ((job, out), applied) in jobs.iter().zip(&updates).zip(&applied) {
+        match (out, applied) {
+            (Outcome::Job(t), Some(Applied::Yes)) => records.extend(audit::job_end(job, t)),
+            (Outcome::Chunk(c), Some(Applied::Completed)) => completed.push(c.batch),
+            _ => {}
+        }
+    }
     Some(Cycle {
         ctx: ctx.clone(),
         pairs: jobs.into_iter().zip(updates).collect(),
         due,
+        records,
+        completed,
         started,
     })
 }
@@ -142,7 +157,9 @@ async fn ended_jobs(ctx: &WorkerCtx, ended: Vec<(Pending, Option<JobStatus>)>) {
             }
         }
     }
-    // Ended, perhaps by a worker that stopped before its event was out.
+    // Ended, perhaps by a worker that stopped before its event (and its
+    // audit record) was out.
+    audit::stored_ends(ctx, &ended).await;
     let due: Vec<Option<EventMessage>> = ended.iter().map(|(j, _)| j.event()).collect();
     let pairs = announce(ended, due, |_| true).await;
     let jobs: Vec<Pending> = pairs.into_iter().map(|(j, _)| j).collect();
@@ -156,12 +173,38 @@ struct Cycle {
     pairs: Vec<(Pending, Outcome)>,
     /// The event due for each job, in the order of `pairs`.
     due: Vec<Option<EventMessage>>,
+    /// The audit records of the jobs that ended.
+    records: Vec<infq_common::audit::Record>,
+    /// Batches completed by these results, whose completion is audited.
+    completed: Vec<infq_common::job::JobId>,
     started: Instant,
 }
 
 impl Cycle {
-    async fn run(self) {
-        let pairs = announce(self.pairs, self.due, |o| !matches!(o, Outcome::Retry(_))).await;
+    async fn run(mut self) {
+        let session = self
+            .pairs
+            .iter()
+            .find_map(|(j, _)| j.delivery.settler.session().cloned());
+        let records = std::mem::take(&mut self.records);
+        let completed = std::mem::take(&mut self.completed);
+        let ctx = self.ctx.clone();
+        let audited = async move {
+            let mut records = records;
+            for id in &completed {
+                match audit::batch_end(&ctx.store, id).await {
+                    Ok(r) => records.extend(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, batch_id = %id, "could not read a completed batch for its audit record")
+                    }
+                }
+            }
+            audit::publish(&ctx, session.as_ref(), records).await;
+        };
+        let (pairs, ()) = tokio::join!(
+            announce(self.pairs, self.due, |o| !matches!(o, Outcome::Retry(_))),
+            audited
+        );
         let mut retries = Vec::new();
         let mut jobs = Vec::with_capacity(pairs.len());
         let mut updates = Vec::with_capacity(pairs.len());
