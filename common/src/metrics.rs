@@ -153,6 +153,7 @@ pub fn install(source: Source) -> Result<PrometheusHandle, String> {
     // start, so a dashboard or alert sees 0 rather than nothing.
     metrics::counter!(RECONNECTS, "outcome" => "amqp").absolute(0);
     metrics::counter!(REGISTRY_RELOADS, "outcome" => "ok").absolute(0);
+    metrics::counter!(AUDIT_PUBLISH_FAILURES).absolute(0);
     if source == Source::Worker {
         metrics::counter!(JOBS_RETRIED).absolute(0);
         metrics::counter!(CONSUMER_CANCELS_TOTAL).absolute(0);
