@@ -33,7 +33,8 @@ pub const DEAD_LETTERED: &str = "infq_dead_lettered_total";
 pub const JOBS_RETRIED: &str = "infq_jobs_retried_total";
 /// Webhook attempts (`outcome`: `delivered`, `retrying`, `failed`,
 /// `disabled`, and `deferred` for events held back while their host is
-/// paused).
+/// paused; for `batch.progress` events, sent once, `progress_delivered`,
+/// `progress_failed` and `progress_dropped`).
 pub const WEBHOOK_ATTEMPTS: &str = "infq_webhook_attempts_total";
 /// Duration of one webhook attempt.
 pub const WEBHOOK_SECONDS: &str = "infq_webhook_seconds";

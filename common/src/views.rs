@@ -119,6 +119,9 @@ pub struct BatchView {
     infq_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_url: Option<String>,
+    /// The least time between two `batch.progress` events, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_interval_secs: Option<u64>,
 }
 
 impl From<BatchRecord> for BatchView {
@@ -158,6 +161,7 @@ impl From<BatchRecord> for BatchView {
             finished_at: b.finished_at_ms.map(format_ms),
             error: b.error,
             webhook_url: b.webhook_url,
+            progress_interval_secs: b.progress_ms.map(|ms| ms / 1000),
         }
     }
 }

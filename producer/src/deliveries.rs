@@ -106,6 +106,7 @@ async fn retry(
         chain,
         attempt: 0,
         gen: Some(gen),
+        progress: None,
     };
     if let Err(e) = state.publisher.publish_event(&msg).await {
         // Back to where it stood: automatic attempts still waiting go on.

@@ -42,6 +42,7 @@ pub(crate) fn new_batch(total: u64, chunk_rows: u32, retention_ms: u64) -> NewBa
         chunk_rows,
         created_at_ms: infq_common::job::now_ms(),
         webhook_url: None,
+        progress_ms: None,
         tenant: None,
         retention_ms: Some(retention_ms),
         outputs: vec!["p".into()],

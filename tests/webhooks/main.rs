@@ -1,6 +1,6 @@
 //! Webhook callbacks end to end, with a real HTTP receiver, RabbitMQ and
 //! Redis: retries with one `webhook-id`, `410 Gone` disabling an endpoint,
-//! `Retry-After`, `batch.completed`, manual redelivery, the SSRF guard at
+//! `Retry-After`, `batch.completed`, `batch.progress`, manual redelivery, the SSRF guard at
 //! submit and at send time, and signatures checked by an implementation
 //! other than the one infq signs with.
 
@@ -8,6 +8,7 @@ mod addresses;
 mod delivery;
 mod disabling;
 mod events;
+mod progress;
 mod receiver;
 mod signing;
 mod support;

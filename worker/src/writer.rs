@@ -219,7 +219,8 @@ pub fn failed_for_good(job: &Pending, rows: usize, error: &str) -> Outcome {
 }
 
 /// The events due once these outcomes are stored: a single job's terminal
-/// state, and a batch completed by one of its chunks; one entry per job.
+/// state, a batch completed by one of its chunks, and a batch's progress
+/// event its chunk made due; one entry per job.
 pub fn due_events(
     jobs: &[Pending],
     updates: &[Outcome],
@@ -229,6 +230,10 @@ pub fn due_events(
         .zip(updates)
         .zip(applied)
         .map(|((job, out), applied)| {
+            if let (Outcome::Chunk(c), Some(Applied::Progress(n))) = (out, applied) {
+                // Its batch runs on; its progress event is due.
+                return job.webhook.then(|| EventMessage::progress(c.batch, *n));
+            }
             let due = match out {
                 Outcome::Job(t) => t.status.is_terminal() && t.status != JobStatus::Cancelled,
                 Outcome::Chunk(_) => matches!(applied, Some(Applied::Completed)),

@@ -76,6 +76,9 @@ pub enum Applied {
     Yes,
     /// A chunk's results are stored and its batch is complete.
     Completed,
+    /// A chunk's results are stored, and the batch's progress event
+    /// number `n` is due (its interval has passed since the last one).
+    Progress(u32),
     /// Refused: the stored state (terminal, or of higher rank) stays.
     Refused(JobStatus),
     /// A chunk whose results were stored before, or a job or batch with
@@ -231,6 +234,10 @@ pub(super) fn applied_of(v: &Value) -> Result<Applied, StoreError> {
         Some("done") => Ok(Applied::Completed),
         Some("dup") | Some("missing") => Ok(Applied::Ignored),
         Some("forged") => Ok(Applied::Forged),
+        Some(p) if p.starts_with('p') && p.len() > 1 => p[1..]
+            .parse()
+            .map(Applied::Progress)
+            .map_err(|_| StoreError::Reply(p.to_string())),
         _ => status_of(v).map(Applied::Refused),
     }
 }
@@ -342,6 +349,10 @@ mod tests {
         assert_eq!(applied_of(&bulk("dup")).unwrap(), Applied::Ignored);
         assert_eq!(applied_of(&bulk("missing")).unwrap(), Applied::Ignored);
         assert_eq!(applied_of(&bulk("forged")).unwrap(), Applied::Forged);
+        assert_eq!(applied_of(&bulk("p7")).unwrap(), Applied::Progress(7));
+        for bad in ["p", "px", "p-1", "p99999999999"] {
+            assert!(applied_of(&bulk(bad)).is_err(), "{bad}");
+        }
         assert_eq!(
             applied_of(&bulk("succeeded")).unwrap(),
             Applied::Refused(JobStatus::Succeeded)

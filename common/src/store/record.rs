@@ -127,6 +127,9 @@ pub struct NewBatch {
     pub created_at_ms: u64,
     /// Where `batch.completed` is sent.
     pub webhook_url: Option<String>,
+    /// The least time between two of its `batch.progress` events, when
+    /// it asked for them (it has a `webhook_url` then).
+    pub progress_ms: Option<u64>,
     /// The tenant that owns it.
     pub tenant: Option<String>,
     /// How long its record and results are kept after each change.
@@ -174,6 +177,9 @@ impl NewBatch {
         ];
         if let Some(u) = &self.webhook_url {
             f.push(("webhook_url", u.clone()));
+        }
+        if let Some(ms) = self.progress_ms {
+            f.push(("progress_ms", ms.to_string()));
         }
         if let Some(t) = &self.tenant {
             f.push(("tenant", t.clone()));
@@ -244,6 +250,10 @@ pub struct BatchRecord {
     pub error: Option<JobError>,
     /// Where `batch.completed` is sent.
     pub webhook_url: Option<String>,
+    /// The least time between two `batch.progress` events, when asked.
+    pub progress_ms: Option<u64>,
+    /// The number of the last `batch.progress` event due (0: none yet).
+    pub progress_seq: u32,
     /// Times it was reopened after completing (a dead-lettered chunk
     /// replayed); each completion is an event of its own.
     pub reopened: u32,
@@ -322,6 +332,8 @@ pub(super) fn parse_batch(
         finished_at_ms: num("finished_at"),
         error: f.get("error").and_then(|e| serde_json::from_str(e).ok()),
         webhook_url: f.get("webhook_url").cloned(),
+        progress_ms: num("progress_ms"),
+        progress_seq: num("progress_seq").unwrap_or(0) as u32,
         reopened: num("reopened").unwrap_or(0) as u32,
         tenant: f.get("tenant").cloned(),
         erased: f.contains_key("erased"),
@@ -429,6 +441,7 @@ mod tests {
             chunk_rows: 2,
             created_at_ms: 7,
             webhook_url: Some("https://x.example/h".into()),
+            progress_ms: Some(30_000),
             tenant: Some("acme".into()),
             retention_ms: None,
             outputs: vec!["p".into(), "q".into()],
@@ -455,6 +468,7 @@ mod tests {
         assert_eq!(rec.lineage.infq_version.as_deref(), Some("0.1.0"));
         assert_eq!(rec.tenant.as_deref(), Some("acme"));
         assert_eq!(rec.webhook_url.as_deref(), Some("https://x.example/h"));
+        assert_eq!((rec.progress_ms, rec.progress_seq), (Some(30_000), 0));
         assert_eq!((rec.started_at_ms, rec.finished_at_ms), (None, None));
         assert!(parse_batch(id, map(&[("total", "1")])).is_err());
     }

@@ -244,6 +244,7 @@ async fn chunk_results_of_the_earlier_layout_are_read_and_erased() {
         chunk_rows: 2,
         created_at_ms: now_ms(),
         webhook_url: None,
+        progress_ms: None,
         tenant: None,
         retention_ms: None,
         outputs: vec!["p".into()],
@@ -281,5 +282,68 @@ async fn chunk_results_of_the_earlier_layout_are_read_and_erased() {
     );
     assert!(s.erase(Subject::Batch(b.id)).await.unwrap());
     assert_eq!(s.get_chunks(&b.id, 0, 2).await.unwrap(), vec![None, None]);
+    cleanup(&s).await;
+}
+
+#[tokio::test]
+async fn progress_events_come_due_at_most_once_per_interval() {
+    let s = store();
+    let b = NewBatch {
+        id: new_job_id(),
+        model: "m".into(),
+        version: "1".into(),
+        total: 6,
+        chunks: 6,
+        chunk_rows: 1,
+        created_at_ms: now_ms(),
+        webhook_url: Some("https://hooks.example.com/p".into()),
+        progress_ms: Some(1_000),
+        tenant: None,
+        retention_ms: None,
+        outputs: vec!["p".into()],
+        explain: None,
+        passthrough: Vec::new(),
+        lineage: Default::default(),
+    };
+    assert!(s.create_batch(&b).await.unwrap());
+    let chunk = |index: u32| ChunkResult {
+        batch: b.id,
+        index,
+        rows_json: "[[0.5]]".into(),
+        succeeded: 1,
+        failed: 0,
+    };
+    let store_at = |index: u32, now: u64| {
+        let s = s.clone();
+        let c = chunk(index);
+        async move {
+            let v = s.run_one(&s.store_chunk(&c, now, &None)).await.unwrap();
+            super::outcome::applied_of(&v).unwrap()
+        }
+    };
+    // Queued (never claimed): no progress, whatever the time.
+    assert_eq!(store_at(0, 50_000).await, Applied::Yes);
+    let mut c = s.connection();
+    let _: () = redis::cmd("HSET")
+        .arg(s.keys().batch(&b.id))
+        .arg("status")
+        .arg("running")
+        .arg("started_at")
+        .arg(100_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // Within the first interval after it started: none due.
+    assert_eq!(store_at(1, 100_999).await, Applied::Yes);
+    assert_eq!(store_at(2, 101_000).await, Applied::Progress(1));
+    // A stored chunk stored again is a duplicate, never an event.
+    assert_eq!(store_at(2, 200_000).await, Applied::Ignored);
+    assert_eq!(store_at(3, 101_500).await, Applied::Yes);
+    assert_eq!(store_at(4, 102_000).await, Applied::Progress(2));
+    let rec = s.get_batch(&b.id).await.unwrap().unwrap();
+    assert_eq!((rec.progress_ms, rec.progress_seq), (Some(1_000), 2));
+    // The chunk that completes the batch announces its completion only.
+    assert_eq!(store_at(5, 900_000).await, Applied::Completed);
+    assert_eq!(s.get_batch(&b.id).await.unwrap().unwrap().progress_seq, 2);
     cleanup(&s).await;
 }

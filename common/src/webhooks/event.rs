@@ -39,6 +39,12 @@ pub fn webhook_id(subject: &JobId, gen: u32) -> String {
     }
 }
 
+/// The `webhook-id` of a batch's progress event number `n`: every one is
+/// an event of its own, sent once.
+pub fn progress_id(batch: &JobId, n: u32) -> String {
+    format!("msg_{}_p{n}", batch.simple())
+}
+
 /// The generation a `webhook-id` of `subject` names, if it names one.
 pub fn generation_of(subject: &JobId, webhook_id: &str) -> Option<u32> {
     let rest = webhook_id.strip_prefix(&format!("msg_{}", subject.simple()))?;
@@ -103,6 +109,11 @@ pub struct EventMessage {
     /// its current end, fixed by the first attempt for the later ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gen: Option<u32>,
+    /// For a batch's `batch.progress` event: its number (from 1), which
+    /// the record must have reached. Sent once, never retried: the next
+    /// one says more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<u32>,
 }
 
 /// An event message as it arrives, before its checks.
@@ -116,6 +127,8 @@ struct Wire {
     attempt: u32,
     #[serde(default)]
     gen: Option<u32>,
+    #[serde(default)]
+    progress: Option<u32>,
     // Messages of earlier versions carried the URL, the tenant and the
     // built event. Only the record may say those: a message that carries
     // them is refused (read here only to say why).
@@ -144,12 +157,21 @@ impl TryFrom<Wire> for EventMessage {
                 w.attempt
             ));
         }
+        if let Some(n) = w.progress {
+            if w.kind != SubjectKind::Batch || n == 0 || w.attempt != 0 || w.gen.is_some() {
+                return Err(format!(
+                    "progress event {n} is malformed: only a batch has them, numbered from 1, \
+                     sent once (no attempt or generation)"
+                ));
+            }
+        }
         Ok(Self {
             kind: w.kind,
             subject: w.subject,
             chain: w.chain,
             attempt: w.attempt,
             gen: w.gen,
+            progress: w.progress,
         })
     }
 }
@@ -203,6 +225,15 @@ impl EventMessage {
             chain: uuid::Uuid::new_v4(),
             attempt: 0,
             gen: None,
+            progress: None,
+        }
+    }
+
+    /// The message of a batch's progress event number `n`.
+    pub fn progress(batch: JobId, n: u32) -> Self {
+        Self {
+            progress: Some(n),
+            ..Self::new(SubjectKind::Batch, batch)
         }
     }
 
@@ -275,6 +306,27 @@ pub fn batch_event(rec: BatchRecord, public_url: Option<&str>, now_ms: u64) -> O
     let (id, gen) = (rec.id, rec.reopened);
     let data = BatchView::from(rec).with_base_url(public_url);
     Some(build(&id, gen, "batch.completed", at, data))
+}
+
+/// The `batch.progress` event number `n` of a running batch, built when
+/// it is sent: its counts, rate and ETA as the record says them now.
+/// `None` once the batch has ended (its `batch.completed` says the rest).
+pub fn progress_event(
+    rec: BatchRecord,
+    n: u32,
+    public_url: Option<&str>,
+    now_ms: u64,
+) -> Option<Event> {
+    if !matches!(rec.status, JobStatus::Queued | JobStatus::Running) {
+        return None;
+    }
+    let id = rec.id;
+    let view = BatchView::from(rec).with_base_url(public_url);
+    let mut data = serde_json::to_value(view).expect("a batch view serialises");
+    data["sequence"] = n.into();
+    let mut e = build(&id, 0, "batch.progress", now_ms, data);
+    e.id = progress_id(&id, n);
+    Some(e)
 }
 
 /// When attempt `next` (an index into `schedule_ms`) of an event should

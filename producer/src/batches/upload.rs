@@ -40,6 +40,14 @@ pub struct CreateQuery {
     format: Option<String>,
     /// Where `batch.completed` is sent.
     webhook_url: Option<String>,
+    /// Also send `batch.progress` events while it runs. (Left out of the
+    /// request's idempotency hash when not asked, like the interval, so
+    /// the hashes of earlier requests stay as they were.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    progress: bool,
+    /// The least time between two progress events (asks for them too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_interval_secs: Option<u64>,
     /// CSV field separator: `,`, `;`, `|` or `tab`; else found from the
     /// header line.
     delimiter: Option<String>,
@@ -117,6 +125,8 @@ fn closing(e: ApiError) -> Response {
     params(("model" = String, Query, description = "`name` or `name@version`"),
            ("format" = Option<String>, Query, description = "`csv`, `jsonl` or `parquet`; else the Content-Type decides (`application/vnd.apache.parquet` for Parquet)"),
            ("webhook_url" = Option<String>, Query, description = "Where `batch.completed` is sent"),
+           ("progress" = Option<bool>, Query, description = "Also send `batch.progress` events (counts, rate, ETA) to `webhook_url` while the batch runs, at most one every `progress_interval_secs`"),
+           ("progress_interval_secs" = Option<u64>, Query, description = "The least time between two `batch.progress` events, 1 to 86400 (default 30); asks for them too"),
            ("explain" = Option<bool>, Query, description = "Explain every row's score: attributions and reason codes (the model needs an `explain` section)"),
            ("passthrough" = Option<String>, Query, description = "The client's own columns (`loan_id,branch`) to carry through to every result row, next to `row`; at most 16, values of at most 256 bytes"),
            ("delimiter" = Option<String>, Query, description = "CSV field separator: `,`, `;`, `|` or `tab`; else the header line's most frequent of them. With `;`, decimals may use a comma"),
@@ -258,6 +268,7 @@ struct Unread {
     explain: Option<infq_common::explain::ExplainPlan>,
     passthrough: Vec<String>,
     webhook_url: Option<String>,
+    progress_ms: Option<u64>,
     id: infq_common::job::JobId,
 }
 
@@ -328,6 +339,8 @@ async fn before_reading(
             url
         }
     };
+    let progress_ms = progress_interval(q.progress, q.progress_interval_secs, &webhook_url)
+        .map_err(|m| field("progress_interval_secs", m))?;
 
     // The upload counts against the rate before a byte is read, and its
     // rows against the queued limit once they are counted.
@@ -340,8 +353,37 @@ async fn before_reading(
         explain,
         passthrough,
         webhook_url,
+        progress_ms,
         id,
     })
+}
+
+/// Longest interval between two progress events a batch may ask for.
+const MAX_PROGRESS_SECS: u64 = 86_400;
+/// The interval when a batch asks for progress without one.
+const DEFAULT_PROGRESS_SECS: u64 = 30;
+
+/// The interval (ms) between progress events a batch asked for with
+/// `progress` and `progress_interval_secs`, if it did; they go to its
+/// `webhook_url`, so it needs one.
+fn progress_interval(
+    asked: bool,
+    secs: Option<u64>,
+    webhook_url: &Option<String>,
+) -> Result<Option<u64>, String> {
+    if !asked && secs.is_none() {
+        return Ok(None);
+    }
+    let secs = secs.unwrap_or(DEFAULT_PROGRESS_SECS);
+    if !(1..=MAX_PROGRESS_SECS).contains(&secs) {
+        return Err(format!(
+            "the interval between progress events is 1 to {MAX_PROGRESS_SECS} seconds, not {secs}"
+        ));
+    }
+    if webhook_url.is_none() {
+        return Err("progress events go to the batch's `webhook_url`: give one".into());
+    }
+    Ok(Some(secs * 1000))
 }
 
 /// How much of an upload refused before it was read is read anyway, and
@@ -383,6 +425,7 @@ async fn create(
         explain,
         passthrough,
         webhook_url,
+        progress_ms,
         id,
     } = match before_reading(&state, caller, query, &headers).await {
         Ok(u) => u,
@@ -516,6 +559,7 @@ async fn create(
         chunk_rows,
         created_at_ms,
         webhook_url,
+        progress_ms,
         tenant: Some(caller.name().to_string()),
         retention_ms: Some(caller.retention_ms()),
         outputs: spec.outputs.iter().map(|o| o.name.clone()).collect(),
@@ -579,6 +623,8 @@ async fn create(
         finished_at_ms: None,
         error: None,
         webhook_url: batch.webhook_url,
+        progress_ms: batch.progress_ms,
+        progress_seq: 0,
         reopened: 0,
         tenant: batch.tenant,
         erased: false,
@@ -622,6 +668,8 @@ mod tests {
             "model=m&passthrough=id",
             "model=m&delimiter=%3B",
             "model=m&webhook_url=https://example.com/h",
+            "model=m&progress=true",
+            "model=m&progress_interval_secs=30",
         ] {
             assert_ne!(plain, asked_of(&query(other), None), "{other}");
         }
@@ -633,5 +681,34 @@ mod tests {
         assert!(a.starts_with(REQUEST_HASH_PREFIX));
         assert_ne!(a, request_hash(Some(&plain), "f2"));
         assert_ne!(a, request_hash(None, "f1"));
+        // Not asking for progress leaves the hash as it was before
+        // progress events existed.
+        assert_eq!(
+            asked_of(&query("model=m&progress=false"), Some("text/csv")),
+            plain
+        );
+        assert_eq!(
+            plain,
+            r#"{"delimiter":null,"explain":false,"format":"csv","model":"m","passthrough":null,"webhook_url":null}"#
+        );
+    }
+
+    #[test]
+    fn progress_events_need_a_url_and_a_sane_interval() {
+        let url = Some("https://hooks.example.com/h".to_string());
+        assert_eq!(progress_interval(false, None, &url), Ok(None));
+        assert_eq!(progress_interval(false, None, &None), Ok(None));
+        assert_eq!(progress_interval(true, None, &url), Ok(Some(30_000)));
+        assert_eq!(progress_interval(false, Some(5), &url), Ok(Some(5_000)));
+        assert_eq!(
+            progress_interval(true, Some(86_400), &url),
+            Ok(Some(86_400_000))
+        );
+        for bad in [0, 86_401, u64::MAX] {
+            let e = progress_interval(true, Some(bad), &url).unwrap_err();
+            assert!(e.contains("1 to 86400 seconds"), "{bad}: {e}");
+        }
+        let e = progress_interval(true, None, &None).unwrap_err();
+        assert!(e.contains("webhook_url"), "{e}");
     }
 }

@@ -439,12 +439,15 @@ impl Dispatcher {
     /// One attempt, up to the request; `Err` when it must be made again as
     /// it is (nothing was sent).
     async fn attempt(&self, msg: &EventMessage) -> Result<Step, AttemptError> {
+        if let Some(n) = msg.progress {
+            return self.progress(msg, n).await;
+        }
         let schedule = &self.settings.webhooks.schedule_ms;
         let public_url = self.settings.webhooks.public_url.as_deref();
         let resolved = subject::resolve(&self.jobs, public_url, msg, schedule.len()).await?;
         let target = match resolved {
             Resolution::Go(t) => t,
-            Resolution::Erased => return Ok(Step::Nothing),
+            Resolution::Erased | Resolution::Outdated(_) => return Ok(Step::Nothing),
             Resolution::Refused(why) => return Ok(Step::Refused(why)),
         };
         let (gen, url) = (target.gen, target.url.as_str());
@@ -579,6 +582,80 @@ impl Dispatcher {
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => made.log.outcome.clone()).increment(1);
         tracing::debug!(subject = %msg.subject, attempt = number, outcome = %made.log.outcome, %host, "webhook attempt");
         Ok(Step::Made(Box::new(made)))
+    }
+}
+
+impl Dispatcher {
+    /// A batch's progress event: checked against its record, built from
+    /// it now, and sent once if its host may take it at once. Never
+    /// retried, deferred or logged as a delivery: the next one (or
+    /// `batch.completed`) says more. `Err` when it must be made again as
+    /// it is (nothing was sent).
+    async fn progress(&self, msg: &EventMessage, n: u32) -> Result<Step, AttemptError> {
+        let public_url = self.settings.webhooks.public_url.as_deref();
+        let dropped = |why: &str| {
+            tracing::debug!(batch_id = %msg.subject, sequence = n, reason = why, "progress event dropped");
+            metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "progress_dropped").increment(1);
+            Ok(Step::Nothing)
+        };
+        let target = match subject::resolve_progress(&self.jobs, public_url, msg, n).await? {
+            Resolution::Go(t) => t,
+            Resolution::Erased => return Ok(Step::Nothing),
+            Resolution::Outdated(why) => return dropped(&why),
+            Resolution::Refused(why) => return Ok(Step::Refused(why)),
+        };
+        let Some(event) = target.built else {
+            return dropped("nothing to send");
+        };
+        let url = target.url.as_str();
+        let host = host_of(url);
+        if self
+            .breakers
+            .paused(&host, std::time::Instant::now())
+            .is_some()
+        {
+            return dropped("its host is paused");
+        }
+        if self.deliveries.disabled_since(url).await?.is_some() {
+            return dropped("its endpoint is disabled");
+        }
+        let signer = self.signers.of(target.tenant.as_deref()).await?;
+        let slot = match self.breakers.wait_slot(&host, SLOT_WAIT).await {
+            Take::Go(slot) => slot,
+            Take::Paused(_) | Take::Busy => return dropped("its host is busy"),
+        };
+        let sent = {
+            let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
+                return dropped("the dispatcher is busy");
+            };
+            let _all = all?;
+            self.sender.send(url, &event, signer.as_deref()).await
+        };
+        let outcome = match sent.verdict {
+            Verdict::Delivered | Verdict::Gone if sent.duration >= self.slow => Some(Outcome::Slow),
+            Verdict::Delivered | Verdict::Gone => Some(Outcome::Fast),
+            Verdict::Retry => Some(Outcome::Failed),
+            Verdict::Refused => None,
+        };
+        if let Some(o) = outcome {
+            self.breakers.record(&host, o, std::time::Instant::now());
+        }
+        drop(slot);
+        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
+        let label = match sent.verdict {
+            Verdict::Delivered => "progress_delivered",
+            Verdict::Gone => {
+                tracing::warn!(%host, "webhook endpoint answered 410 Gone; disabling it");
+                self.deliveries.disable(url, now_ms()).await?;
+                "progress_failed"
+            }
+            Verdict::Retry | Verdict::Refused => {
+                tracing::debug!(batch_id = %msg.subject, sequence = n, error = ?sent.error, "progress event not delivered; not retried");
+                "progress_failed"
+            }
+        };
+        metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => label).increment(1);
+        Ok(Step::Nothing)
     }
 }
 

@@ -11,8 +11,11 @@
 //! sent, and the dispatcher dead-letters it with the reason.
 
 use infq_common::job::{now_ms, JobId, JobStatus};
+use infq_common::store::BatchRecord;
 use infq_common::store::{JobStore, StoreError};
-use infq_common::webhooks::event::{batch_event, job_event, Event, EventMessage, SubjectKind};
+use infq_common::webhooks::event::{
+    batch_event, job_event, progress_event, Event, EventMessage, SubjectKind,
+};
 
 /// Where and for whom an event that passed the checks goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +42,9 @@ pub enum Resolution {
     Erased,
     /// Refused, with the reason it is dead-lettered with.
     Refused(String),
+    /// A progress event that is no longer worth sending (its batch ended,
+    /// or a later one is due): dropped, for this reason.
+    Outdated(String),
 }
 
 /// What the record of a subject says, as far as its event is concerned.
@@ -112,6 +118,75 @@ pub fn check(msg: &EventMessage, facts: Option<Facts>, schedule_len: usize) -> R
         gen,
         built,
     })
+}
+
+/// Checks the message of progress event number `n` of a batch against
+/// its record (`None`: there is none), built at `now_ms`: only the latest
+/// event due of a running batch is sent, built from the record as it is
+/// now.
+pub fn check_progress(
+    msg: &EventMessage,
+    n: u32,
+    rec: Option<BatchRecord>,
+    public_url: Option<&str>,
+    now_ms: u64,
+) -> Resolution {
+    let id = msg.subject;
+    let Some(rec) = rec else {
+        return Resolution::Refused(format!(
+            "names no batch record: {id} was never recorded, or has expired"
+        ));
+    };
+    if rec.erased {
+        return Resolution::Erased;
+    }
+    let Some(url) = rec.webhook_url.clone() else {
+        return Resolution::Refused(format!("batch {id} asked for no webhook"));
+    };
+    if rec.progress_ms.is_none() {
+        return Resolution::Refused(format!("batch {id} asked for no progress events"));
+    }
+    if n > rec.progress_seq {
+        return Resolution::Refused(format!(
+            "progress event {n} of batch {id} is beyond its record's {}",
+            rec.progress_seq
+        ));
+    }
+    if n < rec.progress_seq {
+        return Resolution::Outdated(format!(
+            "progress event {n} of batch {id}: event {} is due",
+            rec.progress_seq
+        ));
+    }
+    let (status, tenant) = (rec.status, rec.tenant.clone());
+    match progress_event(rec, n, public_url, now_ms) {
+        Some(e) => Resolution::Go(Target {
+            url,
+            tenant,
+            gen: 0,
+            built: Some(e),
+        }),
+        None => Resolution::Outdated(format!("batch {id} is {}", status.as_str())),
+    }
+}
+
+/// Reads the batch a progress message names and checks the message
+/// against it ([`check_progress`]). `Err` only when Redis may answer
+/// later.
+pub async fn resolve_progress(
+    jobs: &JobStore,
+    public_url: Option<&str>,
+    msg: &EventMessage,
+    n: u32,
+) -> Result<Resolution, StoreError> {
+    match jobs.get_batch(&msg.subject).await {
+        Ok(rec) => Ok(check_progress(msg, n, rec, public_url, now_ms())),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => Ok(Resolution::Refused(format!(
+            "the record of batch {} cannot be read: {e}",
+            msg.subject
+        ))),
+    }
 }
 
 /// The reason an event message of an older end whose event was never
@@ -229,6 +304,92 @@ mod tests {
             panic!("refused")
         };
         assert_eq!((t.gen, t.built), (1, None));
+    }
+
+    fn running(seq: u32) -> BatchRecord {
+        BatchRecord {
+            id: new_job_id(),
+            status: JobStatus::Running,
+            model: "m".into(),
+            version: "1".into(),
+            total: 1000,
+            chunks: 10,
+            chunk_rows: 100,
+            done_chunks: 4,
+            succeeded: 390,
+            failed: 10,
+            created_at_ms: 1_000,
+            started_at_ms: Some(2_000),
+            finished_at_ms: None,
+            error: None,
+            webhook_url: Some("https://hooks.acme.example/p".into()),
+            progress_ms: Some(5_000),
+            progress_seq: seq,
+            reopened: 0,
+            tenant: Some("acme".into()),
+            erased: false,
+            outputs: vec!["p".into()],
+            explain: None,
+            passthrough: Vec::new(),
+            lineage: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_progress_event_is_built_from_the_record_when_it_is_sent() {
+        let rec = running(3);
+        let m = EventMessage::progress(rec.id, 3);
+        let Resolution::Go(t) = check_progress(&m, 3, Some(rec.clone()), None, 12_000) else {
+            panic!("not sent")
+        };
+        assert_eq!(
+            (t.url.as_str(), t.tenant.as_deref()),
+            ("https://hooks.acme.example/p", Some("acme"))
+        );
+        let e = t.built.unwrap();
+        assert_eq!(e.id, format!("msg_{}_p3", rec.id.simple()));
+        assert_eq!(e.kind, "batch.progress");
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        assert_eq!(body["type"], "batch.progress");
+        assert_eq!(body["data"]["sequence"], 3);
+        assert_eq!(body["data"]["succeeded"], 390);
+        assert_eq!(body["data"]["failed"], 10);
+        assert_eq!(body["data"]["chunks_done"], 4);
+        assert_eq!(body["data"]["status"], "running");
+    }
+
+    #[test]
+    fn progress_messages_the_record_does_not_back_are_refused_or_dropped() {
+        let rec = running(3);
+        let m = |n| EventMessage::progress(rec.id, n);
+        let check = |n, r: Option<BatchRecord>| check_progress(&m(n), n, r, None, 12_000);
+        assert!(refused(check(3, None)).contains("names no batch record"));
+        assert!(refused(check(4, Some(rec.clone()))).contains("beyond its record's 3"));
+        let mut quiet = rec.clone();
+        quiet.progress_ms = None;
+        assert!(refused(check(3, Some(quiet))).contains("no progress events"));
+        let mut silent = rec.clone();
+        silent.webhook_url = None;
+        assert!(refused(check(3, Some(silent))).contains("no webhook"));
+        // A later one is due: this one says less.
+        assert!(matches!(
+            check(2, Some(rec.clone())),
+            Resolution::Outdated(_)
+        ));
+        for st in [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            let mut ended = rec.clone();
+            ended.status = st;
+            assert!(
+                matches!(check(3, Some(ended)), Resolution::Outdated(w) if w.contains(st.as_str()))
+            );
+        }
+        let mut gone = rec.clone();
+        gone.erased = true;
+        assert_eq!(check(3, Some(gone)), Resolution::Erased);
     }
 
     #[test]

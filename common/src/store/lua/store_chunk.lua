@@ -8,7 +8,9 @@
 -- batch id; ARGV[8] chunk index.
 -- Returns 'done' when the batch has completed (now or before, so a retry
 -- after a lost reply still announces it), else 'ok', 'dup' (stored
--- before) or 'missing'.
+-- before) or 'missing'; or, for a chunk stored now of a batch that asked
+-- for progress events ('progress_ms') whose interval has passed since the
+-- last one (or since it started), 'p<n>': its event number n is due.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
 if redis.call('HEXISTS', KEYS[1], 'erased') == 1 then return 'missing' end
 local q = quota_keys(4)
@@ -23,5 +25,14 @@ if fresh then
   redis.call('HINCRBY', KEYS[1], 'done_chunks', 1)
 end
 if complete(KEYS[1], KEYS[2], KEYS[3], q, ARGV[5], ARGV[6], ARGV[7], ARGV[4]) then return 'done' end
-if fresh then return 'ok' end
-return 'dup'
+if not fresh then return 'dup' end
+local f = redis.call('HMGET', KEYS[1], 'progress_ms', 'status', 'progress_at', 'started_at')
+local every = tonumber(f[1])
+if every and f[2] == 'running' then
+  local last = tonumber(f[3] or f[4] or ARGV[5])
+  if tonumber(ARGV[5]) - last >= every then
+    redis.call('HSET', KEYS[1], 'progress_at', ARGV[5])
+    return 'p' .. redis.call('HINCRBY', KEYS[1], 'progress_seq', 1)
+  end
+end
+return 'ok'
