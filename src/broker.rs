@@ -14,6 +14,17 @@ impl TestEnv {
         Topology::of(&self.settings)
     }
 
+    /// A confirm channel of its own on `conn`, leased as infq's
+    /// publishers lease theirs (publish with confirm and `mandatory`).
+    pub async fn confirm_lease(conn: &lapin::Connection) -> infq_common::confirms::Lease {
+        infq_common::confirms::ConfirmChannels::open(conn, 1)
+            .await
+            .unwrap()
+            .lease(Duration::from_secs(5))
+            .await
+            .unwrap()
+    }
+
     /// Publishes `body` to `exchange` under `routing_key`, persistent, with
     /// `message_id` if given, and waits for the broker's confirm.
     pub async fn publish(

@@ -168,13 +168,7 @@ impl TestEnv {
             .expect("a message to refuse");
         let topology = infq_common::topology::Topology::of(&self.settings);
         let d = got.delivery;
-        let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
-            .await
-            .unwrap();
-        let lease = confirms
-            .lease(std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
+        let lease = Self::confirm_lease(&conn).await;
         infq_common::dead::publish_dead(
             &lease,
             &topology,

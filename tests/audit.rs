@@ -235,13 +235,7 @@ async fn an_audit_export_after_a_mixed_run_has_one_record_per_event_and_no_featu
     // A message on the stream that is not records costs only itself: the
     // export names its offset and fails after writing every record.
     let conn = env.amqp().await.unwrap();
-    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
-        .await
-        .unwrap();
-    let lease = confirms
-        .lease(std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
+    let lease = TestEnv::confirm_lease(&conn).await;
     lease
         .publish(
             "",

@@ -215,13 +215,7 @@ async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
 
     // Three dead letters, listed more times than RabbitMQ 4.0 to 4.2 would
     // deliver them without a limit of their own.
-    let confirms = infq_common::confirms::ConfirmChannels::open(&conn, 1)
-        .await
-        .unwrap();
-    let lease = confirms
-        .lease(std::time::Duration::from_secs(5))
-        .await
-        .unwrap();
+    let lease = TestEnv::confirm_lease(&conn).await;
     for i in 0..3 {
         infq_common::dead::publish_dead(
             &lease,

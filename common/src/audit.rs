@@ -339,6 +339,45 @@ pub async fn publish(
     r
 }
 
+/// Appends `records` to `stream` on the lease `lease` resolves to (see
+/// [`publish`]), all within `timeout`. A failure, to lease or to
+/// publish, is logged and counted (`infq_audit_publish_failures_total`),
+/// not returned: it comes after what the records record was done, and must
+/// not undo it or turn it into an error a client would retry.
+pub async fn append(
+    lease: impl std::future::Future<Output = Result<Lease, crate::amqp::PublishError>>,
+    stream: &str,
+    records: &[Record],
+    timeout: Duration,
+) {
+    let Some(first) = records.first() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let r = match lease.await {
+        Ok(lease) => {
+            let left = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            publish(&lease, stream, records, left).await
+        }
+        Err(e) => {
+            metrics::counter!(crate::metrics::AUDIT_PUBLISH_FAILURES).increment(1);
+            Err(e)
+        }
+    };
+    if let Err(e) = r {
+        tracing::error!(
+            error = %e,
+            event = first.event.as_str(),
+            job = first.job.as_deref().unwrap_or(""),
+            batch = first.batch.as_deref().unwrap_or(""),
+            records = records.len(),
+            "audit records could not be written to the audit stream"
+        );
+    }
+}
+
 /// Where reading the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {

@@ -293,40 +293,14 @@ impl Publisher {
     }
 
     /// Appends `records` to the audit stream (when auditing is on), with
-    /// a confirm. A failure is logged and counted, not returned: it comes
-    /// after what it records was done and acknowledged by the broker, and
-    /// must not turn that into an error the client would retry.
+    /// a confirm; a failure is logged and counted, not returned (see
+    /// [`infq_common::audit::append`]).
     pub async fn audit(&self, records: Vec<infq_common::audit::Record>) {
         if !self.topology.audits() || records.is_empty() {
             return;
         }
-        let started = Instant::now();
-        let r = match self.lease().await {
-            Ok(lease) => {
-                infq_common::audit::publish(
-                    &lease,
-                    &self.topology.audit_stream(),
-                    &records,
-                    self.left(started),
-                )
-                .await
-            }
-            Err(e) => {
-                metrics::counter!(infq_common::metrics::AUDIT_PUBLISH_FAILURES).increment(1);
-                Err(e)
-            }
-        };
-        if let Err(e) = r {
-            let first = &records[0];
-            tracing::error!(
-                error = %e,
-                event = first.event.as_str(),
-                job = first.job.as_deref().unwrap_or(""),
-                batch = first.batch.as_deref().unwrap_or(""),
-                records = records.len(),
-                "audit records could not be written to the audit stream"
-            );
-        }
+        let stream = self.topology.audit_stream();
+        infq_common::audit::append(self.lease(), &stream, &records, self.timeout()).await;
     }
 
     async fn publish_to(
