@@ -1,0 +1,37 @@
+"""infq's Python client: jobs, bulk batches and webhooks of an infq
+deployment, sync (:class:`Client`) and async (:class:`AsyncClient`)."""
+
+from . import errors, webhooks
+from .aio import AsyncClient
+from .client import Client
+from .errors import (
+    Conflict,
+    Forbidden,
+    InfqError,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from .types import Batch, Event, Job, JobError
+
+__all__ = [
+    "AsyncClient",
+    "Batch",
+    "Client",
+    "Conflict",
+    "Event",
+    "Forbidden",
+    "InfqError",
+    "InvalidRequest",
+    "Job",
+    "JobError",
+    "NotFound",
+    "RateLimited",
+    "Unauthorized",
+    "Unavailable",
+    "errors",
+    "webhooks",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,28 @@
+"""The client's types name exactly the fields of the server's schemas."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import httpx
+import pytest
+
+import infq
+
+
+@pytest.mark.parametrize(("cls", "schema"), [(infq.Job, "Job"), (infq.Batch, "Batch")])
+def test_types_match_the_openapi_document(url: str, cls: type, schema: str) -> None:
+    doc = httpx.get(f"{url}/openapi.json").json()
+    props = doc["components"]["schemas"][schema]["properties"]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    assert fields == set(props), (
+        f"only the client has {fields - set(props)}; only the server has {set(props) - fields}"
+    )
+    required = set(doc["components"]["schemas"][schema].get("required", []))
+    optional = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    }
+    # A field the server may leave out must have a default here.
+    assert set(props) - required <= optional
