@@ -69,6 +69,13 @@ async fn the_pytest_suite_passes_against_a_live_producer_and_worker() {
         ("INFQ_TEST_SLOW_KEY", slow_key),
         ("INFQ_TEST_WEBHOOK_SECRET", SECRET.to_string()),
         (
+            "INFQ_TEST_MODEL_FILE",
+            root()
+                .join("models/credit-default.pt")
+                .display()
+                .to_string(),
+        ),
+        (
             "INFQ_TEST_DEFAULT_CSV",
             root().join("data/Default.csv").display().to_string(),
         ),

@@ -14,6 +14,7 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
+from .frames import score
 from .types import Batch, Event, Job, JobError
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "errors",
+    "score",
     "webhooks",
 ]
 __version__ = "0.1.0"
