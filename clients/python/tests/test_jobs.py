@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 
+import httpx
 import pytest
 
 import infq
@@ -103,3 +105,32 @@ def test_a_thousand_concurrent_async_submissions(url: str) -> None:
     ends = asyncio.run(main())
     assert {j.status for j in ends} == {"succeeded"}
     assert len({j.id for j in ends}) == 1000
+
+
+def test_a_broker_outage_is_waited_out_with_no_duplicate(url: str) -> None:
+    """The producer's broker connection is cut for 3 s: submissions meanwhile
+    are answered 503 with Retry-After, which the client retries under the
+    same Idempotency-Key until one is taken; that key then names the one
+    job."""
+    seen: list[int] = []
+    http = httpx.Client(
+        base_url=url,
+        headers={"authorization": f"Bearer {os.environ['INFQ_API_KEY']}"},
+        timeout=30,
+        event_hooks={"response": [lambda r: seen.append(r.status_code)]},
+    )
+    httpx.post(f"{os.environ['INFQ_TEST_BROKER_RELAY']}/cut", params={"ms": 3000})
+    key = f"py-outage-{uuid.uuid4()}"
+    with infq.Client(url, http=http, retries=12) as c:
+        job = c.submit("credit-default", ROW, idempotency_key=key)
+        assert 503 in seen and seen[-1] == 202, seen
+        assert c.wait(job.id, timeout=60).status == "succeeded"
+        again = c.submit("credit-default", ROW, idempotency_key=key)
+    assert again.id == job.id
+    # Without retries, an outage is typed.
+    httpx.post(f"{os.environ['INFQ_TEST_BROKER_RELAY']}/cut", params={"ms": 3000})
+    with infq.Client(url, os.environ["INFQ_API_KEY"], retries=1) as c:
+        with pytest.raises(infq.Unavailable) as e:
+            c.submit("credit-default", ROW)
+    assert e.value.status == 503 and e.value.retry_after is not None
+    time.sleep(3)
