@@ -57,3 +57,11 @@ def test_a_real_callback_verifies_and_a_tampered_one_does_not(
         verify(body, headers, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     d = client.deliveries(job.id)
     assert d["events"][0]["type"] == "job.succeeded"
+    # Sent again by hand: the same event, under the same id.
+    r = client.retry_delivery(job.id, "job.succeeded")
+    assert r["webhook_id"] == headers["webhook-id"]
+    until = time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < until:
+        time.sleep(0.05)
+    again = verify(got[1][0], got[1][1], secret)
+    assert (again.id, again.type) == (event.id, event.type)
