@@ -15,7 +15,7 @@ from .errors import (
     Unavailable,
 )
 from .frames import score
-from .types import Batch, Event, Job, JobError
+from .types import Batch, Event, Feature, Job, JobError, Model, Output
 
 __all__ = [
     "AsyncClient",
@@ -23,12 +23,15 @@ __all__ = [
     "Client",
     "Conflict",
     "Event",
+    "Feature",
     "Forbidden",
     "InfqError",
     "InvalidRequest",
     "Job",
     "JobError",
+    "Model",
     "NotFound",
+    "Output",
     "RateLimited",
     "Unauthorized",
     "Unavailable",

@@ -15,7 +15,7 @@ import httpx
 import tenacity
 
 from . import errors
-from .types import Batch, Job
+from .types import Batch, Job, Model
 
 T = TypeVar("T")
 
@@ -127,8 +127,12 @@ def delete_job(id: str) -> Op[None]:
     return Op("DELETE", f"/v1/jobs/{id}", _nothing)
 
 
-def models() -> Op[Any]:
-    return Op("GET", "/v1/models", _json)
+def _models(resp: httpx.Response) -> list[Model]:
+    return [Model.from_json(m) for m in checked(resp).json()["models"]]
+
+
+def models() -> Op[list[Model]]:
+    return Op("GET", "/v1/models", _models)
 
 
 def deliveries(kind: str, id: str) -> Op[Any]:

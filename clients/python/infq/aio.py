@@ -15,7 +15,7 @@ import tenacity
 
 from . import _core, errors
 from ._core import Op, Upload
-from .types import Batch, Job
+from .types import Batch, Job, Model
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class AsyncClient:
     async def delete(self, id: str) -> None:
         await self._call(_core.delete_job(id))
 
-    async def models(self) -> Any:
+    async def models(self) -> list[Model]:
         return await self._call(_core.models())
 
     async def deliveries(self, id: str, *, batch: bool = False) -> Any:

@@ -12,7 +12,7 @@ import tenacity
 
 from . import _core, errors
 from ._core import Op, Upload
-from .types import Batch, Job
+from .types import Batch, Job, Model
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class Client:
         """Erases the job at once."""
         self._call(_core.delete_job(id))
 
-    def models(self) -> Any:
+    def models(self) -> list[Model]:
         """Every model version the deployment serves, with its schema."""
         return self._call(_core.models())
 

@@ -125,6 +125,59 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Feature:
+    """One input feature of a model: its name, shape (empty for a number),
+    accepted range and, for a categorical one, its names and codes."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    description: str
+    categories: dict[str, float]
+    min: float | None = None
+    max: float | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output column of a model."""
+
+    name: str
+    description: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model version as ``GET /v1/models`` shows it."""
+
+    name: str
+    version: str
+    default: bool
+    description: str
+    inputs: list[Feature]
+    outputs: list[Output]
+    width: int
+    max_batch_size: int
+    max_batch_delay_ms: int
+    device: str
+    instances: int
+    precision: str
+    explain: dict[str, Any] | None = None
+    sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Model:
+        data = dict(data)
+        data["inputs"] = [_build(Feature, f) for f in data.get("inputs", [])]
+        data["outputs"] = [_build(Output, o) for o in data.get("outputs", [])]
+        return _build(cls, data)
+
+
+@dataclass(frozen=True)
 class Event:
     """A verified webhook event: ``type`` (``job.succeeded``, ``job.failed``,
     ``batch.completed``, ``batch.progress``), its ``webhook-id``, when it was

@@ -19,7 +19,7 @@ def test_every_async_method(url: str) -> None:
     async def main() -> None:
         async with infq.AsyncClient(url, os.environ["INFQ_API_KEY"]) as a:
             models = await a.models()
-            assert {m["name"] for m in models["models"]} >= {"credit-default"}
+            assert {m.name for m in models} >= {"credit-default"}
             job = await a.submit("credit-default", [0, 1500.0, 40000.0], metadata={"k": 1})
             done = await a.wait(job.id, timeout=30)
             assert done.status == "succeeded" and done.metadata == {"k": 1}

@@ -10,7 +10,16 @@ import pytest
 import infq
 
 
-@pytest.mark.parametrize(("cls", "schema"), [(infq.Job, "Job"), (infq.Batch, "Batch")])
+@pytest.mark.parametrize(
+    ("cls", "schema"),
+    [
+        (infq.Job, "Job"),
+        (infq.Batch, "Batch"),
+        (infq.Model, "ModelVersion"),
+        (infq.Feature, "Feature"),
+        (infq.Output, "Output"),
+    ],
+)
 def test_types_match_the_openapi_document(url: str, cls: type, schema: str) -> None:
     doc = httpx.get(f"{url}/openapi.json").json()
     props = doc["components"]["schemas"][schema]["properties"]

@@ -70,10 +70,13 @@ def test_errors_are_typed_with_their_details(client: infq.Client, url: str) -> N
 
 
 def test_models_lists_each_version_with_its_digest(client: infq.Client) -> None:
-    models = client.models()["models"]
-    names = {m["name"] for m in models}
-    assert {"credit-default", "txn-risk"} <= names
-    assert all(len(m["sha256"]) == 64 for m in models if m.get("sha256"))
+    models = client.models()
+    assert {"credit-default", "txn-risk"} <= {m.name for m in models}
+    credit = next(m for m in models if m.name == "credit-default" and m.default)
+    assert credit.sha256 is not None and len(credit.sha256) == 64
+    assert [f.name for f in credit.inputs] == ["student", "balance", "income"]
+    assert credit.inputs[0].categories == {"No": 0, "Yes": 1}
+    assert [o.name for o in credit.outputs] == ["default_probability"]
 
 
 def test_a_tiny_rate_is_waited_out_with_no_duplicate(url: str) -> None:
