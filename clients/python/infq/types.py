@@ -38,6 +38,15 @@ class JobError:
     message: str
 
 
+def _with_error(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``error`` object (if any) as a :class:`JobError`."""
+    err = data.get("error")
+    if not isinstance(err, dict):
+        return data
+    code, message = str(err.get("code", "")), str(err.get("message", ""))
+    return {**data, "error": JobError(code=code, message=message)}
+
+
 @dataclass(frozen=True)
 class Job:
     """A single job as ``GET /v1/jobs/{id}`` shows it."""
@@ -65,13 +74,7 @@ class Job:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
-        data = dict(data)
-        if isinstance(data.get("error"), dict):
-            data["error"] = JobError(
-                code=str(data["error"].get("code", "")),
-                message=str(data["error"].get("message", "")),
-            )
-        return _build(cls, data)
+        return _build(cls, _with_error(data))
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,7 @@ class Batch:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Batch:
-        data = dict(data)
-        if isinstance(data.get("error"), dict):
-            data["error"] = JobError(
-                code=str(data["error"].get("code", "")),
-                message=str(data["error"].get("message", "")),
-            )
-        return _build(cls, data)
+        return _build(cls, _with_error(data))
 
 
 @dataclass(frozen=True)
