@@ -22,7 +22,7 @@
 //! held messages never stop the dispatcher from taking new ones.
 
 use super::breaker::{deferral_tier, host_of, Breakers, Outcome, Take};
-use super::client::{Sender, Verdict};
+use super::client::{Sender, Sent, Verdict};
 use super::error::AttemptError;
 use super::events::{publish_on, EventsError};
 use super::signers::Signers;
@@ -38,7 +38,8 @@ use infq_common::shutdown::CancellationToken;
 use infq_common::store::JobStore;
 use infq_common::tenants::TenantStore;
 use infq_common::topology::Topology;
-use infq_common::webhooks::event::{decode_all, next_wait, EventMessage};
+use infq_common::webhooks::event::{decode_all, next_wait, Event, EventMessage};
+use infq_common::webhooks::sign::Signer;
 use infq_common::webhooks::store::{Attempt, Begin, BeginArgs, DeliveryStore, EventState};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicQosOptions};
@@ -512,37 +513,18 @@ impl Dispatcher {
             return Ok(Step::Made(Box::new(made)));
         }
         let signer = self.signers.of(target.tenant.as_deref()).await?;
-        // A slot of the host (its circuit asked again: a host that failed
-        // while this event waited is not tried now), then one of the
-        // dispatcher; neither is waited for long.
-        let slot = match self.breakers.wait_slot(&host, SLOT_WAIT).await {
-            Take::Go(slot) => slot,
-            Take::Paused(pause) => return Ok(Step::Defer(Some(gen), pause)),
-            Take::Busy => return Ok(Step::Defer(Some(gen), Duration::ZERO)),
+        let sent = match self
+            .send_through(&host, url, &event, signer.as_deref())
+            .await?
+        {
+            Through::Sent(sent) => sent,
+            Through::Paused(pause) => return Ok(Step::Defer(Some(gen), pause)),
+            Through::Busy => return Ok(Step::Defer(Some(gen), Duration::ZERO)),
         };
-        let sent = {
-            let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
-                return Ok(Step::Defer(Some(gen), Duration::ZERO));
-            };
-            let _all = all?;
-            self.sender.send(url, &event, signer.as_deref()).await
-        };
-        let outcome = match sent.verdict {
-            Verdict::Delivered | Verdict::Gone if sent.duration >= self.slow => Some(Outcome::Slow),
-            Verdict::Delivered | Verdict::Gone => Some(Outcome::Fast),
-            Verdict::Retry => Some(Outcome::Failed),
-            // Refused by our own guard: nothing reached the host.
-            Verdict::Refused => None,
-        };
-        if let Some(o) = outcome {
-            self.breakers.record(&host, o, std::time::Instant::now());
-        }
-        drop(slot);
         made.log.status_code = sent.status_code;
         made.log.error = sent.error.clone();
         made.log.duration_ms = sent.duration.as_millis() as u64;
         made.log.response = sent.response.clone();
-        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
         let (verdict, retry_after) = (sent.verdict, sent.retry_after_ms);
         made.state = match verdict {
             Verdict::Delivered => EventState::Delivered,
@@ -620,28 +602,13 @@ impl Dispatcher {
             return dropped("its endpoint is disabled");
         }
         let signer = self.signers.of(target.tenant.as_deref()).await?;
-        let slot = match self.breakers.wait_slot(&host, SLOT_WAIT).await {
-            Take::Go(slot) => slot,
-            Take::Paused(_) | Take::Busy => return dropped("its host is busy"),
+        let sent = match self
+            .send_through(&host, url, &event, signer.as_deref())
+            .await?
+        {
+            Through::Sent(sent) => sent,
+            Through::Paused(_) | Through::Busy => return dropped("its host is busy"),
         };
-        let sent = {
-            let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
-                return dropped("the dispatcher is busy");
-            };
-            let _all = all?;
-            self.sender.send(url, &event, signer.as_deref()).await
-        };
-        let outcome = match sent.verdict {
-            Verdict::Delivered | Verdict::Gone if sent.duration >= self.slow => Some(Outcome::Slow),
-            Verdict::Delivered | Verdict::Gone => Some(Outcome::Fast),
-            Verdict::Retry => Some(Outcome::Failed),
-            Verdict::Refused => None,
-        };
-        if let Some(o) = outcome {
-            self.breakers.record(&host, o, std::time::Instant::now());
-        }
-        drop(slot);
-        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
         let label = match sent.verdict {
             Verdict::Delivered => "progress_delivered",
             Verdict::Gone => {
@@ -656,6 +623,57 @@ impl Dispatcher {
         };
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => label).increment(1);
         Ok(Step::Nothing)
+    }
+}
+
+/// What became of a request through its host's and the dispatcher's
+/// slots.
+enum Through {
+    /// Sent (or refused by our own guard), and counted for its host.
+    Sent(Sent),
+    /// Not sent: the host is paused for this long.
+    Paused(Duration),
+    /// Not sent: no slot of the host or of the dispatcher came in time.
+    Busy,
+}
+
+impl Dispatcher {
+    /// Sends `event` to `url` within a slot of `host` (its circuit asked
+    /// again: a host that failed while the event waited is not tried now)
+    /// and one of the dispatcher, neither waited for long; records how the
+    /// host answered and how long it took.
+    async fn send_through(
+        &self,
+        host: &str,
+        url: &str,
+        event: &Event,
+        signer: Option<&Signer>,
+    ) -> Result<Through, AttemptError> {
+        let slot = match self.breakers.wait_slot(host, SLOT_WAIT).await {
+            Take::Go(slot) => slot,
+            Take::Paused(pause) => return Ok(Through::Paused(pause)),
+            Take::Busy => return Ok(Through::Busy),
+        };
+        let sent = {
+            let Ok(all) = tokio::time::timeout(SLOT_WAIT, self.sending.acquire()).await else {
+                return Ok(Through::Busy);
+            };
+            let _all = all?;
+            self.sender.send(url, event, signer).await
+        };
+        let outcome = match sent.verdict {
+            Verdict::Delivered | Verdict::Gone if sent.duration >= self.slow => Some(Outcome::Slow),
+            Verdict::Delivered | Verdict::Gone => Some(Outcome::Fast),
+            Verdict::Retry => Some(Outcome::Failed),
+            // Refused by our own guard: nothing reached the host.
+            Verdict::Refused => None,
+        };
+        if let Some(o) = outcome {
+            self.breakers.record(host, o, std::time::Instant::now());
+        }
+        drop(slot);
+        metrics::histogram!(m::WEBHOOK_SECONDS).record(sent.duration.as_secs_f64());
+        Ok(Through::Sent(sent))
     }
 }
 
