@@ -27,6 +27,16 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The process's Prometheus recorder, installed by the first environment
+/// started, so that `/metrics` answers as it does in a real producer.
+fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| infq_common::metrics::install(infq_common::metrics::Source::Both).ok())
+        .clone()
+}
+
 /// Settings from `config/default.toml` under a fresh namespace, with queues
 /// that expire after a minute unused, no worker listener, and the producer
 /// on an ephemeral port.
@@ -97,7 +107,7 @@ impl TestEnv {
         let state = Arc::new(infq_producer::AppState::new(
             settings.clone(),
             registry,
-            None,
+            prometheus(),
         )?);
         let producer = tokio::spawn(infq_producer::serve(state, listener, shutdown.clone()));
         let env = Self {

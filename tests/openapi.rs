@@ -2,10 +2,24 @@
 //! every operation it lists is served (no request to one falls through to
 //! the router's "route not found"), and real answers of a run, successes
 //! and errors, validate against the schemas it gives for them.
+//!
+//! And the contract test: schemathesis, with every check it has
+//! (`--checks all`), against a live producer and worker on this test's
+//! own namespace. Requests the document allows must be accepted, requests
+//! it forbids refused, every answer must match the document, and links
+//! lead from created jobs and batches to the operations on them. The test
+//! then requires that every operation of the document was reached: it
+//! answered at least once with something other than "no such resource",
+//! "no key", "wrong method" or a refusal of the request.
+//! `tests/openapi/schemathesis_hooks.py` writes each upload's file to
+//! match its query (a relation a schema cannot state) and gives each
+//! positive submission its own idempotency key.
 
-use infq::TestEnv;
+use infq::{root, test_settings, TestEnv};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Checks `body` against the schema the document gives for `method path`
 /// answering `status` as JSON.
@@ -273,4 +287,169 @@ async fn the_document_lists_what_is_served_and_real_answers_match_it() {
         &replayed,
     );
     env.stop().await.unwrap();
+}
+
+/// The deployment's webhook secret.
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// A fixed seed, so a failure here replays; the tool prints it too.
+const SEED: &str = "20261204";
+
+/// A receiver that takes every callback (`204`), for the seeded events.
+async fn receiver() -> String {
+    let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Waits until `path` lists a built event (one with a `webhook-id`).
+async fn built_event(env: &TestEnv, path: &str) {
+    let start = Instant::now();
+    loop {
+        let log = env.get_json(path).await;
+        if log["events"][0]["webhook_id"].is_string() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{path}: {log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each `METHOD /path` and the statuses it answered, from the tool's
+/// NDJSON report (every phase, stateful steps included).
+fn statuses(report: &str) -> BTreeMap<String, BTreeSet<u16>> {
+    let mut out: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for line in report.lines() {
+        let event: Value = serde_json::from_str(line).expect("an NDJSON event");
+        let Some(recorder) = event["ScenarioFinished"]["recorder"].as_object() else {
+            continue;
+        };
+        let Some(interactions) = recorder.get("interactions").and_then(Value::as_object) else {
+            continue;
+        };
+        for (case, interaction) in interactions {
+            let value = &recorder["cases"][case]["value"];
+            let (Some(method), Some(path), Some(status)) = (
+                value["method"].as_str(),
+                value["path"].as_str(),
+                interaction["response"]["status_code"].as_u64(),
+            ) else {
+                continue;
+            };
+            out.entry(format!("{} {path}", method.to_uppercase()))
+                .or_default()
+                .insert(status as u16);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_with_every_check_passes_and_reaches_every_operation() {
+    let mut s = test_settings();
+    s.webhooks.secrets = vec![SECRET.into()];
+    s.webhooks.allow_http = true;
+    s.webhooks.allow_hosts = vec!["127.0.0.1".into()];
+    let env = TestEnv::start_with(s, true).await.unwrap();
+    let hook = receiver().await;
+
+    // A job and a batch whose events were sent, for the redelivery
+    // operations: the tool cannot wait for a callback by itself.
+    let job = infq::submit_job(
+        &env.http,
+        &env.base,
+        &json!({"model": "credit-default", "inputs": [0, 1000, 30000], "webhook_url": hook}),
+    )
+    .await;
+    infq::wait_job(&env.http, &env.base, &job).await;
+    built_event(&env, &format!("/v1/jobs/{job}/deliveries")).await;
+    let r = infq::upload_batch(
+        &env.http,
+        &env.base,
+        &format!("model=credit-default&webhook_url={hook}"),
+        Some("text/csv"),
+        "student,balance,income\nNo,1000,30000\nYes,2000,10000\n",
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let batch = infq::id_of(r).await;
+    infq::wait_batch(&env.http, &env.base, &batch).await;
+    built_event(&env, &format!("/v1/batches/{batch}/deliveries")).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+# Only the document's own links are followed.
+[phases.stateful.inference]
+algorithms = []
+
+[[operations]]
+include-operation-id = "retry_job_event"
+parameters = {{ id = "{job}", event = "job.succeeded" }}
+
+[[operations]]
+include-operation-id = "retry_batch_event"
+parameters = {{ id = "{batch}", event = "batch.completed" }}
+"#
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let key = infq_common::tenants::DEV_API_KEY;
+    let base = env.base.clone();
+    let (config_arg, reports_arg) = (config.clone(), reports.clone());
+    // The tool keeps its example database in its working folder.
+    let cwd = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(root().join(".venv/bin/schemathesis"))
+            .arg("--config-file")
+            .arg(&config_arg)
+            .args(["run", &format!("{base}/openapi.json"), "--checks", "all"])
+            .args(["-H", &format!("Authorization: Bearer {key}")])
+            .args(["--max-examples", "25", "--seed", SEED, "--no-color"])
+            .args(["--report", "ndjson", "--report-dir"])
+            .arg(&reports_arg)
+            .current_dir(&cwd)
+            .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+            .env("PYTHONPATH", root().join("tests/openapi"))
+            .env("INFQ_URL", &base)
+            .env("INFQ_API_KEY", key)
+            .output()
+            .expect("schemathesis (run scripts/setup)")
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    let doc: Value = env.get_json("/openapi.json").await;
+    env.stop().await.unwrap();
+    assert!(out.status.success(), "schemathesis found failures:\n{text}");
+
+    let report = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    let answered = statuses(&report);
+    let not_reached = [400, 401, 404, 405, 413, 422];
+    let mut missed = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let op = format!("{} {path}", method.to_uppercase());
+            let got = answered.get(&op).cloned().unwrap_or_default();
+            if !got.iter().any(|s| !not_reached.contains(s)) {
+                missed.push(format!("{op}: {got:?}"));
+            }
+        }
+    }
+    eprintln!("answered: {answered:?}");
+    assert!(missed.is_empty(), "operations never reached: {missed:#?}");
 }

@@ -36,6 +36,9 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every name `?format=` accepts ([`Format::detect`]).
+    pub const NAMES: [&'static str; 4] = ["csv", "jsonl", "ndjson", "parquet"];
+
     /// From `?format=`, or else from the `Content-Type`; CSV when neither says.
     pub fn detect(query: Option<&str>, content_type: Option<&str>) -> Result<Self, String> {
         if let Some(q) = query {
@@ -208,13 +211,17 @@ impl<'a> Passthrough<'a> {
 
 /// Parses `?passthrough=a,b`: distinct names, none of them a result key.
 pub fn parse_passthrough(s: &str) -> Result<Vec<String>, String> {
+    // `passthrough=`: an empty list, as OpenAPI writes one.
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
     let names: Vec<String> = s.split(',').map(|n| n.trim().to_string()).collect();
     if names.len() > MAX_PASSTHROUGH_COLUMNS {
         return Err(format!("at most {MAX_PASSTHROUGH_COLUMNS} columns"));
     }
     for (i, n) in names.iter().enumerate() {
-        if n.is_empty() || n.len() > 64 {
-            return Err("column names of 1 to 64 bytes, separated by commas".into());
+        if n.is_empty() || n.chars().count() > 64 {
+            return Err("column names of 1 to 64 characters, separated by commas".into());
         }
         if RESERVED_NAMES.contains(&n.as_str()) {
             return Err(format!(
@@ -268,6 +275,9 @@ pub fn read_upload<R: Read, W: Write>(
 /// Field separators a CSV file may use: `,` and the `;` of European
 /// spreadsheet exports, tab and `|`.
 pub const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// Every spelling `?delimiter=` accepts ([`parse_delimiter`]).
+pub const DELIMITER_NAMES: [&str; 6] = [",", ";", "|", "tab", "\t", "\\t"];
 
 /// `?delimiter=`: `,`, `;`, `|`, or `tab` (also `\t`).
 pub fn parse_delimiter(s: &str) -> Result<u8, String> {

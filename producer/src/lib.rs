@@ -25,7 +25,7 @@ pub mod validate;
 pub mod wait;
 pub mod waiters;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::middleware;
 use axum::routing::{any, get};
 use axum::serve::ListenerExt;
@@ -90,12 +90,15 @@ pub fn router_and_api(state: Arc<AppState>) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(routes::metrics_text))
         .split_for_parts();
     utoipa::Modify::modify(&openapi::CommonErrors, &mut api);
-    let document = bytes::Bytes::from(api.to_json().unwrap_or_default());
+    let document = Arc::new(openapi::registry::Document::new(
+        serde_json::to_value(&api).unwrap_or_default(),
+        state.guard.as_ref(),
+    ));
     let router = router
         .route(
             "/openapi.json",
-            get(move || {
-                let d = document.clone();
+            get(move |State(state): State<Arc<AppState>>| {
+                let d = document.for_registry(state.registry());
                 async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], d) }
             }),
         )

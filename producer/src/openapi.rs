@@ -8,6 +8,9 @@
 //! `tests/openapi.rs` checks real answers of a running server against the
 //! document, so neither can drift unnoticed.
 
+pub mod exact;
+pub mod registry;
+
 use serde::Deserialize;
 use std::collections::HashMap;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};

@@ -490,7 +490,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`: Prometheus exposition.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+              (status = 404, description = "This process has no metrics recorder (the router embedded elsewhere)", body = String, content_type = "text/plain")))]
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match &state.prometheus {
         Some(h) => h.render().into_response(),

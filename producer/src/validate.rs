@@ -13,10 +13,10 @@ mod v2;
 pub use error::ValidationError;
 pub use features::features;
 pub use limits::{
-    MAX_DEADLINE_MS, MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_PROBLEMS, MAX_STRING_BYTES,
+    MAX_DEADLINE_MS, MAX_JSON_DEPTH, MAX_METADATA_BYTES, MAX_PROBLEMS, MAX_STRING_CHARS,
 };
 pub use shape::check_shape;
-pub use v2::v2_tensors;
+pub use v2::{v2_tensors, DATATYPES};
 
 use crate::detail::Detail;
 use infq_common::job::Priority;
@@ -40,7 +40,7 @@ pub struct JobRequest {
     #[serde(default)]
     pub webhook_url: Option<String>,
     /// Milliseconds from now after which the job expires unrun.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub deadline_ms: Option<u64>,
     /// Client data stored with the job and returned with it.
     #[serde(default)]
@@ -49,6 +49,24 @@ pub struct JobRequest {
     /// reasons (the model's registry entry must have an `explain` section).
     #[serde(default)]
     pub explain: bool,
+}
+
+/// A whole number, also when written with a fraction of zero (`5.0`), as
+/// JSON Schema's `integer` allows; a negative one or a fraction is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        Some(x) if x >= 0.0 && x.fract() == 0.0 && x <= u64::MAX as f64 => Ok(Some(x as u64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {n}, expected a whole number of at least 0"
+        ))),
+    }
 }
 
 /// A submission that passed every check.
@@ -96,7 +114,7 @@ pub fn validate<'r>(
     registry: &'r Registry,
     guard: Option<&Guard>,
 ) -> Result<ValidJob<'r>, ValidationError> {
-    check_shape(body, MAX_JSON_DEPTH, MAX_STRING_BYTES)?;
+    check_shape(body, MAX_JSON_DEPTH, MAX_STRING_CHARS)?;
     let req: JobRequest =
         serde_json::from_slice(body).map_err(|e| ValidationError::Malformed(e.to_string()))?;
     let spec = registry

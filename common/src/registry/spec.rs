@@ -69,7 +69,9 @@ impl FeatureSpec {
     /// error says what is wrong in words a client can act on.
     pub fn number(&self, x: f64) -> Result<f32, String> {
         let y = x as f32;
-        if !y.is_finite() {
+        // Beyond f32::MAX is refused even where it would round down to it,
+        // so the bound is the one the API's schema states.
+        if !y.is_finite() || x.abs() > f64::from(f32::MAX) {
             return Err("must be a finite 32-bit float".into());
         }
         if self.is_categorical() {

@@ -230,6 +230,11 @@ impl Guard {
         }
     }
 
+    /// Whether `http://` callback URLs are accepted besides `https://`.
+    pub fn allows_http(&self) -> bool {
+        self.allow_http
+    }
+
     fn allowed(&self, host: &str, literal: Option<IpAddr>) -> bool {
         self.allow_hosts.iter().any(|a| {
             *a == host || matches!((literal, a.parse::<IpAddr>()), (Some(ip), Ok(b)) if ip == b)
@@ -239,9 +244,17 @@ impl Guard {
     /// Checks what can be checked without a lookup: form, scheme,
     /// credentials, and an address literal's kind.
     pub fn parse(&self, raw: &str) -> Result<Target, GuardError> {
-        if raw.len() > MAX_URL_LEN {
+        // Characters of the URL as the client wrote it, as the API's schema
+        // counts them (`maxLength`).
+        if raw.chars().count() > MAX_URL_LEN {
             return Err(GuardError::TooLong);
         }
+        self.parse_form(raw)
+    }
+
+    /// [`Guard::parse`] but for the length: for a URL [`Guard::parse`]
+    /// accepted and normalised (percent-encoding may lengthen it).
+    fn parse_form(&self, raw: &str) -> Result<Target, GuardError> {
         let url = Url::parse(raw).map_err(|e| GuardError::Invalid(e.to_string()))?;
         let wanted = if self.allow_http {
             "https or http"
@@ -341,7 +354,7 @@ impl Guard {
     /// name that does not resolve now is accepted; the dispatcher checks
     /// again before every attempt.
     pub async fn check_submitted(&self, raw: &str) -> Result<Url, GuardError> {
-        let t = self.parse(raw)?;
+        let t = self.parse_form(raw)?;
         if t.literal.is_none() && !t.allowed {
             match self.resolve(&t.host, t.port, Duration::from_secs(2)).await {
                 Ok(_) | Err(GuardError::Unresolvable { .. }) => {}

@@ -359,7 +359,7 @@ async fn before_reading(
 }
 
 /// Longest interval between two progress events a batch may ask for.
-const MAX_PROGRESS_SECS: u64 = 86_400;
+pub const MAX_PROGRESS_SECS: u64 = 86_400;
 /// The interval when a batch asks for progress without one.
 const DEFAULT_PROGRESS_SECS: u64 = 30;
 

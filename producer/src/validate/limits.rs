@@ -7,8 +7,9 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 
 /// Deepest nesting of arrays and objects in a job body.
 pub const MAX_JSON_DEPTH: usize = 16;
-/// Longest string (key or value) in a job body, in bytes as sent.
-pub const MAX_STRING_BYTES: usize = 4096;
+/// Longest string (key or value) in a job body, in characters (an escape
+/// such as `\u00e9` is one).
+pub const MAX_STRING_CHARS: usize = 4096;
 
 /// Most problems reported for one request.
 pub const MAX_PROBLEMS: usize = 100;

@@ -179,6 +179,25 @@ fn unknown_model_and_options() {
         details(r#"{"model":"credit-default","inputs":[1,2,3],"deadline_ms":0,"metadata":[1]}"#);
     let fields: Vec<_> = d.iter().map(|d| d.field.clone().unwrap()).collect();
     assert_eq!(fields, vec!["deadline_ms", "metadata"]);
+    // A whole number may be written with a zero fraction (JSON Schema's
+    // `integer`); a fraction or a negative is malformed.
+    let r = registry();
+    let ok = validate(
+        br#"{"model":"credit-default","inputs":[1,2,3],"deadline_ms":5.0}"#,
+        &r,
+        None,
+    );
+    assert_eq!(ok.unwrap().deadline_ms, Some(5));
+    for bad in ["5.5", "-1", "\"5\""] {
+        let body = format!(r#"{{"model":"credit-default","inputs":[1,2,3],"deadline_ms":{bad}}}"#);
+        assert!(
+            matches!(
+                validate(body.as_bytes(), &r, None),
+                Err(ValidationError::Malformed(_))
+            ),
+            "{bad}"
+        );
+    }
 }
 
 fn seq_registry() -> Registry {

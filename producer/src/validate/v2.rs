@@ -7,6 +7,13 @@ use infq_common::registry::ModelSpec;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The datatypes a tensor may have: every numeric one, and `BOOL` (as 0
+/// and 1).
+pub const DATATYPES: [&str; 12] = [
+    "FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
+    "UINT64", "BOOL",
+];
+
 /// One tensor of an Open Inference Protocol (KServe v2) request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,12 +53,8 @@ pub fn v2_tensors(
                 continue;
             }
         };
-        const NUMERIC: [&str; 11] = [
-            "FP32", "FP64", "FP16", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32",
-            "UINT64",
-        ];
         let boolean = t.datatype == "BOOL";
-        if !boolean && !NUMERIC.contains(&t.datatype.as_str()) {
+        if !DATATYPES.contains(&t.datatype.as_str()) {
             problems.push(Detail::field(
                 format!("{at}.datatype"),
                 format!("`{}` is not a numeric datatype", truncate(&t.datatype, 16)),
