@@ -141,7 +141,7 @@ async fn oversized_inputs_get_413_naming_the_limit() {
                 r#"{{"model":"credit-default","inputs":[0,1,2],"metadata":{{"a":"{}"}}}}"#,
                 "x".repeat(5000)
             ),
-            "4096 bytes",
+            "4096 characters",
         ),
         (
             format!(
