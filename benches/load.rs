@@ -35,6 +35,8 @@ struct Args {
 mod ceiling;
 #[path = "load/cluster.rs"]
 mod cluster;
+#[path = "load/python.rs"]
+mod python;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/saturation.rs"]
@@ -47,6 +49,7 @@ mod throughput;
 mod webhooks;
 
 use cluster::cluster;
+use python::python;
 use report::{thousands, Report};
 use saturation::{ceiling_rate, saturation};
 use throughput::{bulk, interactive, model};
@@ -71,6 +74,13 @@ enum Scenario {
     /// A bulk upload end to end, with the producer's peak memory.
     Bulk {
         /// Rows in the uploaded file.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+    },
+    /// The Python client's `infq.score` on a portfolio frame, next to the
+    /// same file through `infq submit --wait --out`.
+    Python {
+        /// Rows in the frame and the file.
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
     },
@@ -173,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             saturation(&args, clients, seconds, &mut report).await?
         }
         Scenario::Bulk { rows } => bulk(&args, rows, &mut report).await?,
+        Scenario::Python { rows } => python(&args, rows, &mut report).await?,
         Scenario::Interactive {
             rate,
             seconds,
@@ -190,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
             webhooks(&args, clients, secs, &mut report).await?;
             model(&args, &mut report).await?;
             bulk(&args, bulk_rows, &mut report).await?;
+            python(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
             if !args.smoke {
                 cluster(&args, clients, secs, &mut report).await?;

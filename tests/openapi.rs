@@ -292,13 +292,42 @@ const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 /// A fixed seed, so a failure here replays; the tool prints it too.
 const SEED: &str = "20261204";
 
-/// A receiver that takes every callback (`204`), for the seeded events.
-async fn receiver() -> String {
-    let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
+/// The bodies of the callbacks a receiver took.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A receiver that takes every callback (`204`) and keeps its body.
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let keep = received.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let keep = keep.clone();
+        async move {
+            if let Ok(v) = serde_json::from_slice(&body) {
+                keep.lock().unwrap().push(v);
+            }
+            axum::http::StatusCode::NO_CONTENT
+        }
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    (url, received)
+}
+
+/// How a callback's body departs from the document's schema for its type
+/// (OpenAPI 3.1 `webhooks`).
+fn event_mismatches(doc: &Value, body: &Value) -> Vec<String> {
+    let kind = body["type"].as_str().unwrap_or_default();
+    let schema =
+        &doc["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "the document lists no event `{kind}`");
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::draft202012::new(&root).expect("a valid JSON Schema");
+    validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect()
 }
 
 /// Waits until `path` lists a built event (one with a `webhook-id`).
@@ -350,7 +379,7 @@ async fn schemathesis_with_every_check_passes_and_reaches_every_operation() {
     s.webhooks.allow_http = true;
     s.webhooks.allow_hosts = vec!["127.0.0.1".into()];
     let env = TestEnv::start_with(s, true).await.unwrap();
-    let hook = receiver().await;
+    let (hook, received) = receiver().await;
 
     // A job and a batch whose events were sent, for the redelivery
     // operations: the tool cannot wait for a callback by itself.
@@ -449,4 +478,30 @@ parameters = {{ id = "{batch}", event = "batch.completed" }}
     }
     eprintln!("answered: {answered:?}");
     assert!(missed.is_empty(), "operations never reached: {missed:#?}");
+
+    // The callbacks sent (the seeded ones and their redeliveries by the
+    // tool) match the document's `webhooks`.
+    let bodies = received.lock().unwrap().clone();
+    let kinds: BTreeSet<&str> = bodies.iter().filter_map(|b| b["type"].as_str()).collect();
+    assert!(
+        kinds.contains("job.succeeded") && kinds.contains("batch.completed"),
+        "{kinds:?}"
+    );
+    for body in &bodies {
+        let errors = event_mismatches(&doc, body);
+        assert!(errors.is_empty(), "{errors:?}\n{body}");
+    }
+    assert_eq!(
+        doc["webhooks"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        [
+            "batch.completed",
+            "batch.progress",
+            "job.failed",
+            "job.succeeded"
+        ]
+    );
 }

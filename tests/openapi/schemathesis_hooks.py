@@ -1,4 +1,4 @@
-"""Schemathesis hooks for infq's contract test (tests/contract.rs).
+"""Schemathesis hooks for the contract test in tests/openapi.rs.
 
 An upload's file must name the chosen model's features and the
 passthrough columns the query asks for, in the format the query or the
@@ -11,16 +11,16 @@ tested. Negative cases keep the body the tool made.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import random
 import urllib.request
 import uuid
+import zlib
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import schemathesis
 from hypothesis import strategies as st
 
@@ -30,7 +30,9 @@ _WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005
 # Bodies of the other media types are made by `map_case` below; these only
 # let the tool send them.
 schemathesis.openapi.media_type("application/x-ndjson", st.just(b"{}\n"))
-schemathesis.openapi.media_type("application/vnd.apache.parquet", st.just(b"PAR1"))  # sent as CSV below
+schemathesis.openapi.media_type(
+    "application/vnd.apache.parquet", st.just(b"PAR1")
+)  # sent as CSV below
 
 
 def _models() -> dict[str, dict[str, Any]]:
@@ -59,62 +61,59 @@ def _value(feature: dict[str, Any], rng: random.Random) -> float | str:
     return round(rng.uniform(lo, hi), 3)
 
 
-def _columns(model: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
-    out = []
-    for f in model["inputs"]:
-        size = 1
-        for d in f["shape"]:
-            size *= d
-        if f["shape"]:
-            out.extend((f, f"{f['name']}[{k}]") for k in range(size))
-        else:
-            out.append((f, f["name"]))
-    return out
+def _size(feature: dict[str, Any]) -> int:
+    size = 1
+    for d in feature["shape"]:
+        size *= d
+    return size
 
 
-def _file(model: dict[str, Any], fmt: str, delimiter: str, passthrough: list[str], seed: int) -> str | bytes:
+def _file(
+    model: dict[str, Any], fmt: str, delimiter: str, passthrough: list[str], seed: int
+) -> str:
+    """A few rows for `model`: CSV (a tensor feature's values as `name[k]`)
+    or JSON Lines (named features, tensors flat), with the passthrough
+    columns."""
     rng = random.Random(seed)
-    columns = _columns(model)
-    names = [name for _, name in columns]
+    features = model["inputs"]
+    names = [f["name"] for f in features]
     extra = [p for p in passthrough if p not in names]
     rows = []
     for i in range(rng.randint(1, 5)):
-        row: dict[str, Any] = {name: _value(f, rng) for f, name in columns}
+        row: dict[str, Any] = {}
+        for f in features:
+            values = [_value(f, rng) for _ in range(_size(f))]
+            row[f["name"]] = values if f["shape"] else values[0]
         row.update({p: f"v{i}" for p in extra})
         rows.append(row)
-    header = names + extra
-    if fmt == "parquet":
-        table = pa.table({c: [str(r[c]) if c in extra else r[c] for r in rows] for c in header})
-        out = io.BytesIO()
-        pq.write_table(table, out)
-        return out.getvalue()
     if fmt == "jsonl":
-        lines = []
-        for r in rows:
-            obj: dict[str, Any] = {}
-            for f in model["inputs"]:
-                if f["shape"]:
-                    flat = [r[f"{f['name']}[{k}]"] for k in range(len([c for c in names if c.startswith(f["name"] + "[")]))]
-                    obj[f["name"]] = flat
-                else:
-                    obj[f["name"]] = r[f["name"]]
-            obj.update({p: r[p] for p in extra})
-            lines.append(json.dumps(obj))
-        return "\n".join(lines) + "\n"
-    import csv
-
-    out_text = io.StringIO()
-    writer = csv.writer(out_text, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(header)
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    header: list[str] = []
+    for f in features:
+        header += (
+            [f"{f['name']}[{k}]" for k in range(_size(f))]
+            if f["shape"]
+            else [f["name"]]
+        )
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(header + extra)
     for r in rows:
-        writer.writerow([r[c] for c in header])
-    return out_text.getvalue()
+        cells: list[Any] = []
+        for f in features:
+            cells += r[f["name"]] if f["shape"] else [r[f["name"]]]
+        writer.writerow(cells + [r[p] for p in extra])
+    return out.getvalue()
 
 
 @schemathesis.hook
 def map_case(context: Any, case: Any) -> Any:
     meta = case.meta
-    if case.operation.method.upper() != "POST" or meta is None or not meta.generation.mode.is_positive:
+    if (
+        case.operation.method.upper() != "POST"
+        or meta is None
+        or not meta.generation.mode.is_positive
+    ):
         return case
     # An idempotency key names one request: a key used again with another
     # body is rightly refused (409), so each positive case gets its own
@@ -141,15 +140,19 @@ def map_case(context: Any, case: Any) -> Any:
         if query.get("format") is not None:
             query["format"] = "csv"
             case.query = query
-    delimiter = {None: ",", "tab": "\t", "\\t": "\t"}.get(query.get("delimiter"), query.get("delimiter") or ",")
+    delimiter = {None: ",", "tab": "\t", "\\t": "\t"}.get(
+        query.get("delimiter"), query.get("delimiter") or ","
+    )
     passthrough = query.get("passthrough") or []
     if isinstance(passthrough, str):
         passthrough = passthrough.split(",")
     passthrough = [p.strip(_WHITESPACE) for p in passthrough]
     # Progress events go to the batch's webhook: asking for them needs one.
-    if (query.get("progress") or query.get("progress_interval_secs") is not None) and not query.get("webhook_url"):
+    if (
+        query.get("progress") or query.get("progress_interval_secs") is not None
+    ) and not query.get("webhook_url"):
         query["webhook_url"] = "https://hooks.contract.invalid/infq"
         case.query = query
-    seed = hash(json.dumps(query, sort_keys=True, default=str)) & 0xFFFF
+    seed = zlib.crc32(json.dumps(query, sort_keys=True, default=str).encode())
     case.body = _file(model, fmt, delimiter, passthrough, seed)
     return case

@@ -15,9 +15,10 @@ from .errors import (
     Unavailable,
 )
 from .frames import score
-from .types import Batch, Event, Feature, Job, JobError, Model, Output
+from .types import EVENT_TYPES, Batch, Event, Feature, Job, JobError, Model, Output
 
 __all__ = [
+    "EVENT_TYPES",
     "AsyncClient",
     "Batch",
     "Client",

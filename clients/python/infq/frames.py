@@ -34,7 +34,8 @@ def score(
     The frame is written to a temporary Parquet file (only the columns the
     model reads are used by the server; the index is not sent) and streamed
     up; the results come back as Parquet, also through a temporary file, so
-    the data is never held twice in memory as text. ``id_column``, if given,
+    the data is never held twice in memory as text. A server that refuses
+    Parquet gets CSV instead, the same way. ``id_column``, if given,
     travels with each row and is checked against the caller's on return.
     Raises :class:`~infq.errors.InvalidRequest` naming the rows and columns
     the server refused, and ``TimeoutError`` after ``timeout`` seconds.
@@ -43,30 +44,44 @@ def score(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .errors import InfqError, InvalidRequest
+
     own = client is None
     c = client or Client()
+    passthrough = [id_column] if id_column else None
     try:
         with tempfile.TemporaryDirectory(prefix="infq-score-") as tmp:
+            fmt = "parquet"
             upload = os.path.join(tmp, "rows.parquet")
             pq.write_table(pa.Table.from_pandas(df, preserve_index=False), upload)
-            batch = c.batches.create(
-                upload,
-                model,
-                format="parquet",
-                passthrough=[id_column] if id_column else None,
-                explain=explain,
-            )
+            try:
+                batch = c.batches.create(
+                    upload, model, format=fmt, passthrough=passthrough, explain=explain
+                )
+            except InvalidRequest as e:
+                # A server that does not take Parquet gets CSV, written
+                # straight to a file.
+                if not _refuses_format(e):
+                    raise
+                fmt = "csv"
+                upload = os.path.join(tmp, "rows.csv")
+                df.to_csv(upload, index=False)
+                batch = c.batches.create(
+                    upload, model, format=fmt, passthrough=passthrough, explain=explain
+                )
             done = c.batches.wait(batch.id, timeout=timeout, progress=progress)
             if done.status != "succeeded":
-                from .errors import InfqError
-
                 raise InfqError(
                     f"batch {done.id} ended {done.status}"
                     + (f": {done.error.message}" if done.error else "")
                 )
-            results = os.path.join(tmp, "results.parquet")
-            c.batches.results(batch.id, format="parquet", out=results)
-            out = pq.read_table(results).to_pandas()
+            results = os.path.join(tmp, f"results.{fmt}")
+            c.batches.results(batch.id, format=fmt, out=results)
+            if fmt == "parquet":
+                out = pq.read_table(results).to_pandas()
+            else:
+                dtypes = {id_column: str} if id_column else None
+                out = pd.read_csv(results, dtype=dtypes, keep_default_na=False, na_values=[""])
     finally:
         if own:
             c.close()
@@ -85,3 +100,9 @@ def score(
     scored: Any = out[keep]
     scored.index = df.index
     return pd.concat([df, scored], axis=1)
+
+
+def _refuses_format(e: Exception) -> bool:
+    """Whether a refusal is of the file's format (a server without Parquet)."""
+    details = getattr(e, "details", ())
+    return any(getattr(d, "field", None) == "format" for d in details)

@@ -174,6 +174,10 @@ class Model:
         return _build(cls, data)
 
 
+#: Every event type a deployment sends (its OpenAPI document's ``webhooks``).
+EVENT_TYPES = ("job.succeeded", "job.failed", "batch.completed", "batch.progress")
+
+
 @dataclass(frozen=True)
 class Event:
     """A verified webhook event: ``type`` (``job.succeeded``, ``job.failed``,

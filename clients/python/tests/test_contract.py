@@ -35,3 +35,19 @@ def test_types_match_the_openapi_document(url: str, cls: type, schema: str) -> N
     }
     # A field the server may leave out must have a default here.
     assert set(props) - required <= optional
+
+
+def test_events_match_the_openapi_webhooks(url: str) -> None:
+    doc = httpx.get(f"{url}/openapi.json").json()
+    assert set(doc["webhooks"]) == set(infq.EVENT_TYPES)
+    fields = {f.name for f in dataclasses.fields(infq.Event)}
+    for kind, item in doc["webhooks"].items():
+        ref = item["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        # The body's fields; `id` is the webhook-id header, and `sequence`
+        # is read from a progress event's data.
+        assert set(schema["properties"]) <= fields, kind
+        assert fields - set(schema["properties"]) == {"id", "sequence"}, kind
+        data = schema["properties"]["data"]
+        target = data.get("$ref") or data["allOf"][0]["$ref"]
+        assert target.endswith("/Job" if kind.startswith("job.") else "/Batch"), kind

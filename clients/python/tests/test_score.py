@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 
+import httpx
 import pytest
 
 import infq
@@ -58,3 +59,45 @@ def test_score_with_reasons_and_a_refused_frame(client: infq.Client) -> None:
     with pytest.raises(infq.InvalidRequest) as e:
         infq.score(bad, "credit-default", progress=False, client=client)
     assert any("maybe" in d.message for d in e.value.details), e.value.details
+
+
+class _NoParquet(httpx.BaseTransport):
+    """The real server behind a door that refuses Parquet, as a server
+    without it would: `422` naming `format`."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.refused = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("format") == "parquet":
+            self.refused += 1
+            detail = {"field": "format", "line": None, "message": "use csv or jsonl"}
+            body = {"error": {"code": "invalid_request", "message": "invalid", "details": [detail]}}
+            return httpx.Response(422, json=body)
+        return self.inner.handle_request(request)
+
+
+def test_score_sends_csv_to_a_server_without_parquet(url: str, client: infq.Client) -> None:
+    df = pd.DataFrame(
+        {
+            "student": ["Yes", "No"] * 50,
+            "balance": [float(100 * i) for i in range(100)],
+            "income": [20_000.0 + 10 * i for i in range(100)],
+            "loan_id": [f"007-{i}" for i in range(100)],
+        }
+    )
+    door = _NoParquet()
+    key = os.environ["INFQ_API_KEY"]
+    http = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, transport=door, timeout=60
+    )
+    with infq.Client(url, key, http=http) as old:
+        via_csv = infq.score(df, "credit-default", id_column="loan_id", progress=False, client=old)
+    via_parquet = infq.score(
+        df, "credit-default", id_column="loan_id", progress=False, client=client
+    )
+    assert door.refused == 1
+    assert list(via_csv["loan_id"]) == list(df["loan_id"])  # ids kept as text
+    diff = (via_csv["default_probability"] - via_parquet["default_probability"]).abs().max()
+    assert diff < 1e-6

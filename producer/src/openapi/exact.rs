@@ -1,8 +1,9 @@
 //! What the derived document cannot say by itself, stated on its JSON:
 //! links from the operations that create a job or a batch to those that
-//! read, cancel, erase and redeliver it, and the exact forms of the
-//! values the handlers check by hand (a replay's alternatives, an
-//! idempotency key, a wait, a listing's limit).
+//! read, cancel, erase and redeliver it, the webhook events infq sends
+//! (OpenAPI 3.1 `webhooks`), and the exact forms of the values the
+//! handlers check by hand (a replay's alternatives, an idempotency key, a
+//! wait, a listing's limit, an upload's parameters).
 
 use crate::batches::upload::MAX_PROGRESS_SECS;
 use crate::bulk::{Format, DELIMITER_NAMES, MAX_PASSTHROUGH_COLUMNS, RESERVED_NAMES};
@@ -94,6 +95,7 @@ pub fn refine(doc: &mut Value) {
             "application/vnd.apache.parquet": text,
         });
     }
+    events(doc);
     doc["components"]["schemas"]["ReplayRequest"] = json!({
         "type": "object",
         "description": "Which dead letters to replay: `ids` as listed, or `\"all\": true` for every decodable one (or both).",
@@ -185,4 +187,70 @@ fn with_null(names: &[&str]) -> Vec<Value> {
         .map(|n| json!(n))
         .chain([Value::Null])
         .collect()
+}
+
+/// The events sent to callback URLs, as OpenAPI 3.1 `webhooks`: each a
+/// `POST` of `{"type", "timestamp", "data"}` signed as Standard Webhooks
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+fn events(doc: &mut Value) {
+    let event = |types: Value, data: Value, description: &str| {
+        json!({
+            "type": "object",
+            "description": description,
+            "additionalProperties": false,
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": types,
+                "timestamp": { "type": "string", "format": "date-time", "description": "When the event was built (RFC 3339, UTC)" },
+                "data": data,
+            },
+        })
+    };
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["JobEvent"] = event(
+        json!({ "enum": ["job.succeeded", "job.failed"] }),
+        json!({ "$ref": "#/components/schemas/Job" }),
+        "A job ended: `job.succeeded` with its outputs, `job.failed` with its error (`expired` when its deadline passed unrun).",
+    );
+    schemas["BatchEvent"] = event(
+        json!({ "const": "batch.completed" }),
+        json!({ "$ref": "#/components/schemas/Batch" }),
+        "A batch ended, with its counts and the link to its results.",
+    );
+    schemas["BatchProgressEvent"] = event(
+        json!({ "const": "batch.progress" }),
+        json!({
+            "allOf": [{ "$ref": "#/components/schemas/Batch" }],
+            "required": ["sequence"],
+            "properties": { "sequence": { "type": "integer", "minimum": 1, "description": "1 for the batch's first progress event, then one more each time" } },
+        }),
+        "A running batch's counts, rate and ETA, at most once per `progress_interval_secs`; sent once, never retried.",
+    );
+    let mut hooks = serde_json::Map::new();
+    for (kind, schema, summary) in [
+        ("job.succeeded", "JobEvent", "A job succeeded"),
+        ("job.failed", "JobEvent", "A job failed or expired"),
+        ("batch.completed", "BatchEvent", "A batch ended"),
+        (
+            "batch.progress",
+            "BatchProgressEvent",
+            "A running batch's progress",
+        ),
+    ] {
+        hooks.insert(
+            kind.into(),
+            json!({ "post": {
+                "summary": summary,
+                "description": "Sent to the job's or batch's `webhook_url`, signed as Standard Webhooks under the deployment's secrets. Any 2xx takes it; other answers are retried on the deployment's schedule (progress events excepted), and `410 Gone` disables the endpoint.",
+                "parameters": [
+                    { "name": "webhook-id", "in": "header", "required": true, "schema": { "type": "string" }, "description": "The event's id: the same on every attempt" },
+                    { "name": "webhook-timestamp", "in": "header", "required": true, "schema": { "type": "string" }, "description": "Seconds since the Unix epoch, at signing" },
+                    { "name": "webhook-signature", "in": "header", "required": true, "schema": { "type": "string" }, "description": "`v1,<base64 HMAC-SHA256>`, one per secret, separated by spaces" },
+                ],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } },
+                "responses": { "2XX": { "description": "Taken" }, "410": { "description": "Gone: disables the endpoint until a manual redelivery" } },
+            } }),
+        );
+    }
+    doc["webhooks"] = Value::Object(hooks);
 }
