@@ -171,10 +171,10 @@ async fn main() -> anyhow::Result<()> {
     match scenario {
         Scenario::Model => model(&args, &mut report).await?,
         Scenario::Ceiling => {
-            let c = ceiling_rate(&args).await?;
+            let (c, cpu) = ceiling_rate(&args).await?;
             report.row(
                 "ceiling: bare durable path",
-                format!("{} jobs/s", thousands(c)),
+                format!("{} jobs/s; {cpu:.0} us CPU per job", thousands(c)),
                 "-".into(),
                 "-".into(),
             );

@@ -285,3 +285,50 @@ async fn bad_start_points_are_refused_before_the_broker_is_asked() {
     assert_eq!(out.status.code(), Some(2), "--idle-ms out of range");
     env.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_share_audit_messages_and_each_is_recorded_once() {
+    // Without a worker: only the submissions are recorded.
+    let env = TestEnv::start_with(test_settings(), false).await.unwrap();
+    let n = 300;
+    let submits = (0..n).map(|i| {
+        let env = &env;
+        async move {
+            let body = json!({"model": "credit-default", "inputs": [0, i, 30000]});
+            infq::id_of(post(env, "/v1/jobs", body).await).await
+        }
+    });
+    let ids: std::collections::BTreeSet<String> =
+        futures_util::future::join_all(submits).await.into_iter().collect();
+    assert_eq!(ids.len(), n);
+    let conn = env.amqp().await.unwrap();
+    let stream = Topology::of(&env.settings).audit_stream();
+    let since = infq_common::audit::Since::First;
+    let mut reader = infq_common::audit::Reader::open(&conn, &stream, since)
+        .await
+        .unwrap();
+    let (mut messages, mut seen) = (0, Vec::new());
+    while seen.len() < n {
+        let entry = reader
+            .next(Some(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("every submission's record");
+        let records = entry.records.unwrap();
+        messages += 1;
+        seen.extend(
+            records
+                .into_iter()
+                .filter(|r| r.event == Event::JobSubmitted)
+                .filter_map(|r| r.job),
+        );
+    }
+    // Each job once, none missing; and the records of concurrent
+    // requests went together.
+    let once: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), n, "a record twice");
+    assert_eq!(once, ids);
+    assert!(messages < n, "{messages} messages for {n} records: none grouped");
+    eprintln!("{n} submissions recorded in {messages} messages");
+    env.stop().await.unwrap();
+}

@@ -18,9 +18,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Runs the bare path for `secs` seconds (after one second of warm-up) and
-/// returns jobs per second consumed, stored and acknowledged.
-pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
+/// What the bare path did: jobs per second consumed, stored and
+/// acknowledged, and the CPU each cost, summed over RabbitMQ, Redis and
+/// this process (the publisher and consumer both live here).
+pub struct Ceiling {
+    pub rate: f64,
+    pub cpu_us_per_job: f64,
+}
+
+/// Runs the bare path for `secs` seconds (after one second of warm-up).
+pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<Ceiling> {
     let queue = format!("ceiling{}", uuid::Uuid::new_v4().simple());
     let mut args = FieldTable::default();
     args.insert(
@@ -88,7 +95,7 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
     let mut base = None;
     while start.elapsed() < end {
         if base.is_none() && start.elapsed() >= warm {
-            base = Some((Instant::now(), consumed.load(Ordering::Relaxed)));
+            base = Some((Instant::now(), consumed.load(Ordering::Relaxed), cpu()));
         }
         while in_flight.len() < 1024 {
             let msg = JobMessage {
@@ -122,8 +129,10 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
             c?;
         }
     }
-    let (t0, n0) = base.unwrap_or((start, 0));
-    let rate = (consumed.load(Ordering::Relaxed) - n0) as f64 / t0.elapsed().as_secs_f64();
+    let (t0, n0, c0) = base.unwrap_or((start, 0, cpu()));
+    let jobs = (consumed.load(Ordering::Relaxed) - n0) as f64;
+    let rate = jobs / t0.elapsed().as_secs_f64();
+    let cpu_us_per_job = (cpu() - c0) * 1e6 / jobs.max(1.0);
     done.store(true, Ordering::Relaxed);
     while in_flight.next().await.is_some() {}
     consume.await??;
@@ -131,5 +140,14 @@ pub async fn ceiling(settings: &Settings, secs: f64) -> anyhow::Result<f64> {
         .await?;
     infq_common::amqp::close(&pub_conn, "done").await;
     infq_common::amqp::close(&con_conn, "done").await;
-    Ok(rate)
+    Ok(Ceiling {
+        rate,
+        cpu_us_per_job,
+    })
+}
+
+/// CPU seconds so far of RabbitMQ, Redis and this process.
+fn cpu() -> f64 {
+    let me = std::process::id();
+    crate::stack::cpu_seconds(|pid, comm| pid == me || comm == "beam.smp" || comm == "redis-server")
 }

@@ -35,7 +35,11 @@ async fn measure(
     };
     let mut ceil = Vec::new();
     for _ in 0..args.runs {
-        ceil.push(ceiling::ceiling(&cfg, if args.smoke { 1.0 } else { 4.0 }).await?);
+        ceil.push(
+            ceiling::ceiling(&cfg, if args.smoke { 1.0 } else { 4.0 })
+                .await?
+                .rate,
+        );
     }
     let (sat, p99) = saturate(args, clients, seconds, label, &env).await?;
     Ok((median(ceil), sat, p99))

@@ -378,6 +378,101 @@ pub async fn append(
     }
 }
 
+/// Group commit of audit records: concurrent callers' records go to the
+/// stream together, as one message and one confirm, appended by one task
+/// ([`append`]) while the callers wait for it. Under load the records of
+/// many requests share a message, so the stream costs the broker one
+/// write per group rather than one per request; alone, a caller's records
+/// go at once. Order is kept: records are appended in the order handed
+/// over. A caller is answered once its group is appended (or failed,
+/// logged and counted as [`append`] does).
+pub struct Groups {
+    stream: String,
+    timeout: Duration,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<Grouped>>,
+}
+
+/// One caller's records, the confirm channels to append them on, and
+/// where to say they were appended.
+struct Grouped {
+    records: Vec<Record>,
+    pool: std::sync::Arc<crate::confirms::ConfirmChannels>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Most records in one message.
+const MAX_GROUP: usize = 512;
+
+impl Groups {
+    /// Groups for `stream`, each appended within `timeout`.
+    pub fn new(stream: String, timeout: Duration) -> Self {
+        Self {
+            stream,
+            timeout,
+            tx: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Appends `records` with whatever else is waiting, on `pool`, and
+    /// returns once they are appended (or failed).
+    pub async fn append(
+        &self,
+        pool: std::sync::Arc<crate::confirms::ConfirmChannels>,
+        records: Vec<Record>,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        let tx = self.tx.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+            tokio::spawn(appender(rx, self.stream.clone(), self.timeout));
+            tx
+        });
+        let (done, appended) = tokio::sync::oneshot::channel();
+        let item = Grouped {
+            records,
+            pool,
+            done,
+        };
+        if let Err(e) = tx.send(item).await {
+            let records = e.0.records;
+            let gone = async {
+                Err(crate::amqp::PublishError::Unavailable(
+                    "the audit appender stopped".into(),
+                ))
+            };
+            append(gone, &self.stream, &records, self.timeout).await;
+            return;
+        }
+        let _ = appended.await;
+    }
+}
+
+/// The task behind [`Groups`]: takes what is waiting (at most
+/// [`MAX_GROUP`] records), appends it as one message on the newest pool
+/// handed over, answers its callers, and again.
+async fn appender(mut rx: tokio::sync::mpsc::Receiver<Grouped>, stream: String, timeout: Duration) {
+    while let Some(first) = rx.recv().await {
+        let mut pool = first.pool;
+        let mut records = first.records;
+        let mut done = vec![first.done];
+        while records.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(g) => {
+                    records.extend(g.records);
+                    pool = g.pool;
+                    done.push(g.done);
+                }
+                Err(_) => break,
+            }
+        }
+        append(pool.lease(timeout), &stream, &records, timeout).await;
+        for d in done {
+            let _ = d.send(());
+        }
+    }
+}
+
 /// Where reading the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {

@@ -43,6 +43,8 @@ pub struct Publisher {
     link: Mutex<Link>,
     /// Recent answers of [`Self::queue_full`], per queue.
     full: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
+    /// Audit records of concurrent requests, appended together.
+    audits: infq_common::audit::Groups,
 }
 
 /// How long an answer of [`Publisher::queue_full`] stands, and how long
@@ -52,7 +54,12 @@ const FULL_CHECK_EVERY: Duration = Duration::from_secs(1);
 impl Publisher {
     /// A publisher for the given models' queues; it connects on first use.
     pub fn new(cfg: AmqpConfig, topology: Topology, models: Vec<String>) -> Self {
+        let audits = infq_common::audit::Groups::new(
+            topology.audit_stream(),
+            Duration::from_millis(cfg.publish_timeout_ms),
+        );
         Self {
+            audits,
             cfg,
             topology,
             models,
@@ -299,8 +306,15 @@ impl Publisher {
         if !self.topology.audits() || records.is_empty() {
             return;
         }
-        let stream = self.topology.audit_stream();
-        infq_common::audit::append(self.lease(), &stream, &records, self.timeout()).await;
+        match self.channels().await {
+            // With the records of other requests waiting now: one message.
+            Ok(pool) => self.audits.append(pool, records).await,
+            Err(e) => {
+                let stream = self.topology.audit_stream();
+                infq_common::audit::append(async { Err(e) }, &stream, &records, self.timeout())
+                    .await
+            }
+        }
     }
 
     async fn publish_to(
