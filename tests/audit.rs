@@ -298,8 +298,10 @@ async fn concurrent_submissions_share_audit_messages_and_each_is_recorded_once()
             infq::id_of(post(env, "/v1/jobs", body).await).await
         }
     });
-    let ids: std::collections::BTreeSet<String> =
-        futures_util::future::join_all(submits).await.into_iter().collect();
+    let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(ids.len(), n);
     let conn = env.amqp().await.unwrap();
     let stream = Topology::of(&env.settings).audit_stream();
@@ -328,7 +330,10 @@ async fn concurrent_submissions_share_audit_messages_and_each_is_recorded_once()
     let once: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
     assert_eq!(seen.len(), n, "a record twice");
     assert_eq!(once, ids);
-    assert!(messages < n, "{messages} messages for {n} records: none grouped");
+    assert!(
+        messages < n,
+        "{messages} messages for {n} records: none grouped"
+    );
     eprintln!("{n} submissions recorded in {messages} messages");
     env.stop().await.unwrap();
 }

@@ -40,7 +40,12 @@ fn mismatches(doc: &Value, method: &str, path: &str, status: u16, body: &Value) 
         schema.is_object(),
         "{method} {path} answered {status}, which the document does not describe: {body}"
     );
-    // The components travel with the schema, so `$ref`s resolve.
+    against(doc, schema, body)
+}
+
+/// How `body` departs from `schema`, one of the document's; its
+/// components travel with it, so `$ref`s resolve.
+fn against(doc: &Value, schema: &Value, body: &Value) -> Vec<String> {
     let mut root = schema.clone();
     root["components"] = doc["components"].clone();
     let validator = jsonschema::draft202012::new(&root).expect("a valid JSON Schema");
@@ -321,13 +326,7 @@ fn event_mismatches(doc: &Value, body: &Value) -> Vec<String> {
     let schema =
         &doc["webhooks"][kind]["post"]["requestBody"]["content"]["application/json"]["schema"];
     assert!(schema.is_object(), "the document lists no event `{kind}`");
-    let mut root = schema.clone();
-    root["components"] = doc["components"].clone();
-    let validator = jsonschema::draft202012::new(&root).expect("a valid JSON Schema");
-    validator
-        .iter_errors(body)
-        .map(|e| format!("{} at {}", e, e.instance_path))
-        .collect()
+    against(doc, schema, body)
 }
 
 /// Waits until `path` lists a built event (one with a `webhook-id`).
