@@ -35,6 +35,8 @@ struct Args {
 mod ceiling;
 #[path = "load/cluster.rs"]
 mod cluster;
+#[path = "load/fairness.rs"]
+mod fairness;
 #[path = "load/python.rs"]
 mod python;
 #[path = "load/report.rs"]
@@ -49,6 +51,7 @@ mod throughput;
 mod webhooks;
 
 use cluster::cluster;
+use fairness::fairness;
 use python::python;
 use report::{thousands, Report};
 use saturation::{ceiling_rate, saturation};
@@ -83,6 +86,16 @@ enum Scenario {
         /// Rows in the frame and the file.
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+    },
+    /// Fair shares between tenants: a small batch uploaded behind another
+    /// tenant's accepted backlog, and three tenants uploading at once.
+    Fairness {
+        /// Rows of the big tenant's backlog.
+        #[arg(long, default_value_t = 5_000_000)]
+        big_rows: usize,
+        /// Rows of each of the three tenants' batches.
+        #[arg(long, default_value_t = 300_000)]
+        each_rows: usize,
     },
     /// Interactive latency at a fixed rate, idle and while a bulk batch runs.
     Interactive {
@@ -184,6 +197,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Bulk { rows } => bulk(&args, rows, &mut report).await?,
         Scenario::Python { rows } => python(&args, rows, &mut report).await?,
+        Scenario::Fairness {
+            big_rows,
+            each_rows,
+        } => fairness(&args, big_rows, each_rows, &mut report).await?,
         Scenario::Interactive {
             rate,
             seconds,
@@ -203,6 +220,12 @@ async fn main() -> anyhow::Result<()> {
             bulk(&args, bulk_rows, &mut report).await?;
             python(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
+            let (big, each) = if args.smoke {
+                (20_000, 5_000)
+            } else {
+                (5_000_000, 300_000)
+            };
+            fairness(&args, big, each, &mut report).await?;
             if !args.smoke {
                 cluster(&args, clients, secs, &mut report).await?;
             }

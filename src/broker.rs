@@ -3,7 +3,12 @@
 //! reading and waiting for its dead letters.
 
 use crate::TestEnv;
+use infq_common::job::Priority;
 use infq_common::topology::Topology;
+
+/// The development tenant of `config/default.toml`, whose key the
+/// environment's client sends.
+pub const DEV_TENANT: &str = "dev";
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
 use lapin::BasicProperties;
 use std::time::Duration;
@@ -12,6 +17,40 @@ impl TestEnv {
     /// The exchanges and queues of this environment's namespace.
     pub fn topology(&self) -> Topology {
         Topology::of(&self.settings)
+    }
+
+    /// The queue `tenant`'s chunks of `model` travel in: its share of the
+    /// model's bulk lane (see [`infq_common::shares`]).
+    pub fn share_queue(&self, model: &str, tenant: &str) -> String {
+        let share = infq_common::shares::Share::new(model, tenant).expect("a tenant name");
+        self.topology().share_queue(&share)
+    }
+
+    /// The queue the development tenant's chunks of `model` travel in (the
+    /// environment's own client is that tenant's).
+    pub fn dev_bulk_queue(&self, model: &str) -> String {
+        self.share_queue(model, DEV_TENANT)
+    }
+
+    /// Chunks of `model` waiting in its bulk lane: its own queue and every
+    /// tenant's share of it.
+    pub async fn bulk_queued(&self, model: &str) -> u32 {
+        let topology = self.topology();
+        let mut n = self
+            .queue_depth(&topology.job_queue(model, Priority::Bulk))
+            .await
+            .unwrap();
+        let shares = infq_common::shares::Shares::new(self.redis().await, self.store().keys())
+            .list()
+            .await
+            .unwrap();
+        for share in shares.iter().filter(|s| s.model == model) {
+            n += self
+                .queue_depth(&topology.share_queue(share))
+                .await
+                .unwrap();
+        }
+        n
     }
 
     /// A confirm channel of its own on `conn`, leased as infq's

@@ -284,9 +284,13 @@ pub async fn delete_namespace(settings: &Settings) -> anyhow::Result<()> {
     let topology = infq_common::topology::Topology::of(settings);
     let conn = infq_common::amqp::connect(&settings.amqp, "infq-test-cleanup").await?;
     let ch = conn.create_channel().await?;
-    topology.delete(&ch, &registry.names()).await?;
-    infq_common::amqp::close(&conn, "done").await;
     let mut c = redis_of(settings).await;
+    let keys = infq_common::keys::Keys::new(&settings.namespace);
+    let shares = infq_common::shares::Shares::new(c.clone(), &keys)
+        .list()
+        .await?;
+    topology.delete(&ch, &registry.names(), &shares).await?;
+    infq_common::amqp::close(&conn, "done").await;
     let pattern = infq_common::keys::Keys::new(&settings.namespace).everything();
     let keys: Vec<String> = if c.is_cluster() {
         // KEYS goes to every primary; test namespaces are small.

@@ -127,7 +127,7 @@ async fn an_audit_export_after_a_mixed_run_has_one_record_per_event_and_no_featu
 
     // Every record is out before each answer and acknowledgement; the
     // export stops once nothing more comes.
-    let out = audit_cli(&env, &["export", "--since", &since, "--idle-ms", "1500"]).await;
+    let out = audit_cli(&env, &["export", "--since", &since, "--idle-ms", "5000"]).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
         out.status.success(),
@@ -248,7 +248,7 @@ async fn an_audit_export_after_a_mixed_run_has_one_record_per_event_and_no_featu
         .unwrap();
     drop(lease);
     infq_common::amqp::close(&conn, "forged").await;
-    let out = audit_cli(&env, &["export", "--since", "first", "--idle-ms", "1500"]).await;
+    let out = audit_cli(&env, &["export", "--since", "first", "--idle-ms", "5000"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

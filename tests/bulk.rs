@@ -239,8 +239,7 @@ async fn a_cancelled_batch_does_not_run() {
         .as_str()
         .unwrap()
         .to_string();
-    let topology = Topology::of(&settings);
-    let bulk = topology.job_queue("credit-default", Priority::Bulk);
+    let bulk = env.dev_bulk_queue("credit-default");
     assert_eq!(
         env.queue_depth(&bulk).await.unwrap(),
         4,
@@ -581,11 +580,7 @@ async fn passthrough_columns_come_back_next_to_their_rows() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["details"][0]["field"], field, "{query}: {v}");
     }
-    let topology = Topology::of(&env.settings);
-    let depth = env
-        .queue_depth(&topology.job_queue("credit-default", Priority::Bulk))
-        .await
-        .unwrap();
+    let depth = env.bulk_queued("credit-default").await;
     assert_eq!(depth, 0, "nothing enqueued by the refused uploads");
     env.stop().await.unwrap();
 }

@@ -74,11 +74,8 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         reason,
     )
     .await;
-    env.refuse_head(
-        &topology.job_queue("credit-default", Priority::Bulk),
-        reason,
-    )
-    .await;
+    env.refuse_head(&env.dev_bulk_queue("credit-default"), reason)
+        .await;
     let dead = env.get_json("/v1/admin/dead-letters").await;
     let ids = listed_ids(&dead);
     assert!(ids.contains(&id) && ids.contains(&chunk), "{dead}");

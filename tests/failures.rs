@@ -131,9 +131,8 @@ async fn idempotency_keys_replay_and_refuse_other_bodies() {
     assert_eq!(b4.status(), 202);
     assert_eq!(b4.headers()["idempotent-replayed"], "true");
     assert_eq!(b4.json::<Value>().await.unwrap()["id"], b1["id"]);
-    let bulk = topology.job_queue("credit-default", Priority::Bulk);
     assert_eq!(
-        env.queue_depth(&bulk).await.unwrap(),
+        env.bulk_queued("credit-default").await,
         1,
         "one batch per key"
     );
@@ -245,7 +244,7 @@ async fn poison_messages_are_dead_lettered_after_the_delivery_limit_and_replayed
 
     // Every delivery "crashes its worker" until the broker gives up.
     let interactive = topology.job_queue("credit-default", Priority::Interactive);
-    let bulk = topology.job_queue("credit-default", Priority::Bulk);
+    let bulk = env.dev_bulk_queue("credit-default");
     let mut crashes = 0;
     while crash_consume(&env, &interactive).await {
         crashes += 1;

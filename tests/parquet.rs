@@ -5,8 +5,6 @@
 //! the clusters of `scripts/test`.
 
 use infq::{load_default_csv, portfolio, root, test_settings, TestEnv};
-use infq_common::job::Priority;
-use infq_common::topology::Topology;
 use serde_json::Value;
 
 async fn upload(env: &TestEnv, query: &str, content_type: &str, body: String) -> reqwest::Response {
@@ -392,8 +390,11 @@ async fn bad_parquet_files_are_refused_naming_the_problem_and_enqueue_nothing() 
             assert_eq!(detail["field"], field, "{what}: {v}");
         }
     }
-    let bulk = Topology::of(&settings).job_queue("credit-default", Priority::Bulk);
-    assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0, "nothing enqueued");
+    assert_eq!(
+        env.bulk_queued("credit-default").await,
+        0,
+        "nothing enqueued"
+    );
     assert!(env.records().await.is_empty(), "no record");
     env.stop().await.unwrap();
 }

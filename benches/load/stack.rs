@@ -82,6 +82,30 @@ impl Stack {
         infq::delete_namespace(&settings).await
     }
 
+    /// A client of a new tenant `name` of this stack's namespace, with
+    /// room for `max_queued` rows.
+    pub(crate) async fn tenant(
+        &self,
+        name: &str,
+        max_queued: u64,
+    ) -> anyhow::Result<reqwest::Client> {
+        let mut settings = settings()?;
+        settings.namespace = self.ns.clone();
+        let link = infq::redis_of(&settings).await;
+        let limits = infq_common::config::Limits {
+            rate_per_sec: 1000.0,
+            burst: 1000,
+            max_queued,
+            retention_secs: 3600,
+        };
+        let (_, _, key) = infq_common::tenants::TenantStore::new(link, &settings)
+            .create_tenant(name, Some(limits), false)
+            .await?;
+        Ok(infq::http_builder_with_key(&key)
+            .timeout(Duration::from_secs(3600))
+            .build()?)
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.producer.addr)
     }
@@ -147,10 +171,18 @@ impl Stack {
 
     /// Uploads a CSV file, streamed; returns the accepted batch.
     pub(crate) async fn upload(&self, file: &Path) -> anyhow::Result<Value> {
+        self.upload_as(&self.http, file).await
+    }
+
+    /// [`Self::upload`] as `http`'s tenant.
+    pub(crate) async fn upload_as(
+        &self,
+        http: &reqwest::Client,
+        file: &Path,
+    ) -> anyhow::Result<Value> {
         let f = tokio::fs::File::open(file).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 16);
-        let r = self
-            .http
+        let r = http
             .post(self.url("/v1/batches?model=credit-default"))
             .header("content-type", "text/csv")
             .body(reqwest::Body::wrap_stream(stream))
@@ -166,9 +198,17 @@ impl Stack {
     }
 
     pub(crate) async fn wait_batch(&self, id: &str) -> anyhow::Result<Value> {
+        self.wait_batch_as(&self.http, id).await
+    }
+
+    /// [`Self::wait_batch`] as `http`'s tenant.
+    pub(crate) async fn wait_batch_as(
+        &self,
+        http: &reqwest::Client,
+        id: &str,
+    ) -> anyhow::Result<Value> {
         loop {
-            let v: Value = self
-                .http
+            let v: Value = http
                 .get(self.url(&format!("/v1/batches/{id}?wait=30")))
                 .send()
                 .await?

@@ -19,6 +19,7 @@
 //! | `<ns>:{<id>}:deliveries` | list | a subject's webhook delivery log |
 //! | `<ns>:quota:{<tenant>}` (`:open`, `:due`) | hash (hash, zset) | a tenant's quota |
 //! | `<ns>:tenants`, `<ns>:keys` | hash | tenants by name, API keys by hash |
+//! | `<ns>:shares` | set | the tenants' shares of bulk lanes, `<model>/<tenant>` ([`crate::shares`]) |
 //! | `<ns>:idem:{<sha256>}` | hash | an idempotency key |
 //! | `<ns>:webhooks:disabled:<sha256 of URL>` | string | an endpoint disabled by `410 Gone` |
 //! | `<ns>:done` | channel | ids of jobs and batches that reached a terminal state |
@@ -160,6 +161,11 @@ impl Keys {
     /// Tenants by name (JSON).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.ns)
+    }
+
+    /// The set of fair shares of bulk lanes (see [`crate::shares`]).
+    pub fn shares(&self) -> String {
+        format!("{}:shares", self.ns)
     }
 
     /// API keys by their SHA-256 (JSON).

@@ -67,8 +67,10 @@ pub struct JobMessage {
     /// Not used: the stored record names the webhook. Still read (and
     /// range-checked), so messages of earlier releases decode.
     pub webhook_url: Option<String>,
-    /// Not used: the stored record names the tenant. Still read (and
-    /// range-checked), so messages of earlier releases decode.
+    /// On a bulk chunk, the tenant whose fair share of the lane it travels
+    /// in ([`Self::share`]): routing only, the stored record names the
+    /// tenant. Ignored on a single job (messages of earlier releases carry
+    /// it there too).
     pub tenant: Option<String>,
     /// Not used: the stored record keeps the retention. Still read (and
     /// range-checked), so messages of earlier releases decode.
@@ -140,6 +142,16 @@ pub fn routing_key(model: &str, lane: Priority) -> String {
     format!("{model}.{}", lane.as_str())
 }
 
+/// Routing key of a tenant's share of a model's bulk lane (see
+/// [`crate::shares`]): the lane's, then the tenant.
+pub fn share_routing_key(share: &crate::shares::Share) -> String {
+    format!(
+        "{}.{}",
+        routing_key(&share.model, Priority::Bulk),
+        share.tenant
+    )
+}
+
 /// What an AMQP `message_id` names: a job, or one chunk of a batch (so a
 /// chunk is never taken for a job of the batch's id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,9 +216,23 @@ impl JobMessage {
         self.work.record()
     }
 
-    /// The routing key the message is published with (see [`routing_key`]).
+    /// The routing key the message is published with: its share's (see
+    /// [`share_routing_key`]) if it travels in one, else its lane's (see
+    /// [`routing_key`]).
     pub fn routing_key(&self) -> String {
-        routing_key(&self.model, self.priority)
+        match self.share() {
+            Some(s) => share_routing_key(&s),
+            None => routing_key(&self.model, self.priority),
+        }
+    }
+
+    /// The tenant's share of its model's bulk lane a chunk travels in (see
+    /// [`crate::shares`]): a bulk chunk's with a `tenant`, none otherwise.
+    pub fn share(&self) -> Option<crate::shares::Share> {
+        if self.priority != Priority::Bulk || !self.work.is_chunk() {
+            return None;
+        }
+        crate::shares::Share::new(&self.model, self.tenant.as_deref()?)
     }
 
     /// The AMQP properties every publisher of a job message sets: durable,
@@ -413,6 +439,33 @@ mod tests {
             assert_eq!(a.to_bits(), b.to_bits());
         }
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_chunk_with_a_tenant_routes_to_its_share_and_nothing_else_does() {
+        let mut chunk = sample();
+        chunk.priority = Priority::Bulk;
+        chunk.work = Work::Chunk {
+            batch: crate::job::new_job_id(),
+            index: 0,
+            first_row: 1,
+        };
+        assert_eq!(chunk.routing_key(), "credit-default.bulk.acme");
+        assert_eq!(
+            chunk.share(),
+            crate::shares::Share::new("credit-default", "acme")
+        );
+        // Without a tenant, or with one that cannot name a share: the
+        // lane's own queue.
+        for t in [None, Some("ac.me"), Some(""), Some("a b")] {
+            chunk.tenant = t.map(String::from);
+            assert_eq!(chunk.routing_key(), "credit-default.bulk", "{t:?}");
+        }
+        // A single job is never routed by tenant.
+        let job = sample();
+        assert!(job.tenant.is_some());
+        assert_eq!(job.routing_key(), "credit-default.interactive");
+        assert_eq!(job.share(), None);
     }
 
     #[test]

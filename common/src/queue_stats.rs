@@ -83,6 +83,44 @@ pub struct Watched {
     pub queues: Vec<String>,
     /// The dead-letter queue, reported as `infq_dlq_depth` too.
     pub dead: String,
+    /// The tenants' shares of these models' bulk lanes, read each round.
+    pub shares: Option<ShareQueues>,
+}
+
+/// Where the shares of some models' bulk lanes are found (see
+/// [`crate::shares`]): each is a job queue with gauges of its own.
+#[derive(Clone)]
+pub struct ShareQueues {
+    /// The set of shares.
+    pub store: crate::shares::Shares,
+    /// Their queue names.
+    pub topology: crate::topology::Topology,
+    /// The models whose shares are watched.
+    pub models: Vec<String>,
+}
+
+impl std::fmt::Debug for ShareQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShareQueues")
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+impl ShareQueues {
+    /// The share queues of the watched models now; none if the set cannot
+    /// be read within a second.
+    async fn queues(&self) -> Vec<String> {
+        let listed = tokio::time::timeout(Duration::from_secs(1), self.store.list()).await;
+        let Ok(Ok(shares)) = listed else {
+            return Vec::new();
+        };
+        shares
+            .iter()
+            .filter(|s| self.models.contains(&s.model))
+            .map(|s| self.topology.share_queue(s))
+            .collect()
+    }
 }
 
 /// Reads one queue's counts; `Ok(None)` when the queue does not exist (the
@@ -170,9 +208,14 @@ async fn poll(
     watched: &Watched,
     heads: Option<&HeadTimes>,
 ) -> lapin::Result<Channel> {
+    let shares = match &watched.shares {
+        Some(s) => s.queues().await,
+        None => Vec::new(),
+    };
     let all = watched
         .queues
         .iter()
+        .chain(&shares)
         .map(|q| (q, false))
         .chain([(&watched.dead, true)]);
     for (queue, dead) in all {

@@ -10,7 +10,7 @@ mod error;
 mod models;
 mod size;
 mod spec;
-mod validate;
+pub(crate) mod validate;
 
 pub use device::{parse_device, DeviceChoice};
 pub use error::RegistryError;

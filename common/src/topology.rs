@@ -3,6 +3,9 @@
 //! - `<ns>.jobs` (direct) routes `<model>.<lane>` to the quorum queue
 //!   `<ns>.jobs.<model>.<lane>`. Every job queue has a delivery limit and
 //!   dead-letters (at least once) to `<ns>.dead`.
+//! - `<ns>.jobs.<model>.bulk.<tenant>`, bound by `<model>.bulk.<tenant>`,
+//!   is a tenant's share of a model's bulk lane (see [`crate::shares`]),
+//!   declared like a job queue when the tenant first uploads to the model.
 //! - `<ns>.dead` (fanout) feeds two quorum queues: `<ns>.dead`, which keeps
 //!   dead letters for inspection and replay, and `<ns>.dead.record`, from
 //!   which workers record each dead-lettered job as `failed`. Both have an
@@ -161,6 +164,25 @@ impl Topology {
         format!("{}.jobs.{model}.{}", self.ns, lane.as_str())
     }
 
+    /// Queue of a tenant's share of a model's bulk lane (see
+    /// [`crate::shares`]).
+    pub fn share_queue(&self, share: &crate::shares::Share) -> String {
+        format!(
+            "{}.{}",
+            self.job_queue(&share.model, Priority::Bulk),
+            share.tenant
+        )
+    }
+
+    /// The queue a job message is published to: its share's, or its
+    /// lane's.
+    pub fn queue_of(&self, msg: &crate::message::JobMessage) -> String {
+        match msg.share() {
+            Some(s) => self.share_queue(&s),
+            None => self.job_queue(&msg.model, msg.priority),
+        }
+    }
+
     fn quorum_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_str("quorum"));
@@ -242,9 +264,15 @@ impl Topology {
         args
     }
 
-    /// Deletes every exchange and queue of the namespace, messages and all:
-    /// for tearing down test and benchmark namespaces.
-    pub async fn delete(&self, ch: &Channel, models: &[&str]) -> lapin::Result<()> {
+    /// Deletes every exchange and queue of the namespace (the models'
+    /// lanes and the tenants' `shares` of them included), messages and
+    /// all: for tearing down test and benchmark namespaces.
+    pub async fn delete(
+        &self,
+        ch: &Channel,
+        models: &[&str],
+        shares: &[crate::shares::Share],
+    ) -> lapin::Result<()> {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
         let mut queues = vec![self.dead_queue(), self.dead_record_queue()];
         let mut exchanges = vec![self.jobs_exchange(), self.dead_exchange()];
@@ -260,6 +288,7 @@ impl Topology {
                 queues.push(self.job_queue(model, lane));
             }
         }
+        queues.extend(shares.iter().map(|s| self.share_queue(s)));
         queues.push(self.audit_stream());
         queues.push(self.webhooks_exchange());
         exchanges.push(self.webhooks_exchange());

@@ -382,19 +382,28 @@ pub async fn replay(
         let props = msg.properties(None);
         let key = msg.routing_key();
         let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-        let published = match state.publisher.lease().await {
-            Ok(lease) => {
-                lease
-                    .publish(
-                        &topology.jobs_exchange(),
-                        &key,
-                        &msg.encode(),
-                        props,
-                        timeout,
-                    )
-                    .await
-            }
+        // A chunk goes back to its share, made ready first (a dead letter
+        // may be older than its share).
+        let ready = match msg.share() {
+            Some(share) => state.publisher.open_share(&state.shares, &share).await,
+            None => Ok(()),
+        };
+        let published = match ready {
             Err(e) => Err(e),
+            Ok(()) => match state.publisher.lease().await {
+                Ok(lease) => {
+                    lease
+                        .publish(
+                            &topology.jobs_exchange(),
+                            &key,
+                            &msg.encode(),
+                            props,
+                            timeout,
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            },
         };
         match published {
             Ok(()) => {

@@ -135,9 +135,13 @@ pub async fn serve(
     ));
     tokio::spawn(reload_task(state.clone(), trigger_rx, shutdown.clone()));
     let topology = Topology::of(&state.settings);
-    let queues = state
+    let models: Vec<String> = state
         .registry()
         .names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let queues = models
         .iter()
         .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
         .collect();
@@ -146,6 +150,11 @@ pub async fn serve(
         infq_common::queue_stats::Watched {
             queues,
             dead: topology.dead_queue(),
+            shares: Some(infq_common::queue_stats::ShareQueues {
+                store: state.shares.clone(),
+                topology: topology.clone(),
+                models,
+            }),
         },
         None,
         shutdown.clone(),

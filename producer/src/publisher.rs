@@ -15,6 +15,7 @@ use infq_common::config::AmqpConfig;
 use infq_common::confirms::{ConfirmChannels, Lease};
 use infq_common::message::{JobMessage, CONTENT_TYPE};
 use infq_common::retry::Schedule;
+use infq_common::shares::{Share, Shares};
 use infq_common::topology::Topology;
 use lapin::{BasicProperties, Channel, Connection};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ const PUBLISH_CHANNELS: usize = 64;
 struct Link {
     conn: Option<Connection>,
     channels: Option<Arc<ConfirmChannels>>,
+    /// Shares declared on this connection (see [`Publisher::open_share`]).
+    shares: std::collections::HashSet<Share>,
     next_attempt: Instant,
     schedule: Schedule,
 }
@@ -66,6 +69,7 @@ impl Publisher {
             link: Mutex::new(Link {
                 conn: None,
                 channels: None,
+                shares: Default::default(),
                 next_attempt: Instant::now(),
                 schedule: Schedule::reconnect(),
             }),
@@ -125,6 +129,7 @@ impl Publisher {
             amqp::close(&conn, "reconnecting").await;
         }
         link.channels = None;
+        link.shares.clear();
         match self.open().await {
             Ok((conn, channels)) => {
                 if had_link {
@@ -170,6 +175,41 @@ impl Publisher {
             .await
             .map_err(|e| e.to_string())?;
         Ok((conn, channels))
+    }
+
+    /// Makes `share` ready for its chunks (see [`infq_common::shares`]):
+    /// in the set workers read, then its queue declared; once per
+    /// connection. A tenant's first chunk in a share must not be published
+    /// before this: the broker would return it as unroutable.
+    pub async fn open_share(&self, shares: &Shares, share: &Share) -> Result<(), PublishError> {
+        self.channels().await?;
+        if self.link.lock().await.shares.contains(share) {
+            return Ok(());
+        }
+        shares
+            .add(share)
+            .await
+            .map_err(|e| PublishError::Unavailable(format!("recording the share: {e}")))?;
+        let mut link = self.link.lock().await;
+        let conn = link
+            .conn
+            .as_ref()
+            .ok_or_else(|| PublishError::Unavailable("reconnecting".into()))?;
+        let limit = Duration::from_millis(self.cfg.connect_timeout_ms);
+        match tokio::time::timeout(limit, self.topology.declare_share(conn, share)).await {
+            Ok(Ok(())) => {
+                link.shares.insert(share.clone());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(PublishError::Unavailable(format!(
+                "declaring {}: {e}",
+                self.topology.share_queue(share)
+            ))),
+            Err(_) => Err(PublishError::Unavailable(format!(
+                "declaring {}: no answer within {limit:?}",
+                self.topology.share_queue(share)
+            ))),
+        }
     }
 
     /// Publishes a job (a batch's chunk) on `lease` and waits for the
@@ -224,7 +264,7 @@ impl Publisher {
             .await;
         match sent {
             Err(PublishError::Nacked) => {
-                let queue = self.topology.job_queue(&msg.model, msg.priority);
+                let queue = self.topology.queue_of(msg);
                 if self.queue_full(&queue).await {
                     Err(PublishError::Nacked)
                 } else {

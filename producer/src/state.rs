@@ -35,6 +35,8 @@ pub struct AppState {
     pub guard: Option<infq_common::webhooks::guard::Guard>,
     /// Tenants, API keys and quotas.
     pub tenants: infq_common::tenants::TenantStore,
+    /// The tenants' shares of bulk lanes (see [`infq_common::shares`]).
+    pub shares: infq_common::shares::Shares,
     /// Webhook events and their delivery logs.
     pub deliveries: infq_common::webhooks::store::DeliveryStore,
     /// Renders `/metrics`; `None` where no recorder is installed (tests).
@@ -73,12 +75,14 @@ impl AppState {
             &settings,
         );
         let tenants = infq_common::tenants::TenantStore::new(store.connection(), &settings);
+        let shares = infq_common::shares::Shares::new(store.connection(), store.keys());
         let spool = spool::SpoolBudget::new(
             settings.producer.spool_budget_bytes,
             settings.producer.tenant_spool_bytes,
         );
         Ok(Self {
             tenants,
+            shares,
             guard,
             deliveries,
             settings,

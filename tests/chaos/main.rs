@@ -194,8 +194,17 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let dead = depth(topology.dead_queue()).await?;
-    let waiting = depth(topology.job_queue("credit-default", Priority::Interactive)).await?
+    // The tenants' shares of the bulk lane too (infq_common::shares).
+    let mut at_redis = settings.clone();
+    at_redis.redis.url = cluster.redis.url();
+    let link = infq::redis_of(&at_redis).await;
+    let keys = infq_common::keys::Keys::new(&cluster.ns);
+    let shares = infq_common::shares::Shares::new(link, &keys).list().await?;
+    let mut waiting = depth(topology.job_queue("credit-default", Priority::Interactive)).await?
         + depth(topology.job_queue("credit-default", Priority::Bulk)).await?;
+    for share in &shares {
+        waiting += depth(topology.share_queue(share)).await?;
+    }
     eprintln!("[chaos] dead letters: {dead}; left in job queues: {waiting}");
     table.push(String::new());
     table.push(format!(
@@ -208,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>();
     let names: Vec<&str> = reg.iter().map(String::as_str).collect();
     drop(cluster);
-    let _ = topology.delete(&ch, &names).await;
+    let _ = topology.delete(&ch, &names, &shares).await;
     infq_common::amqp::close(&conn, "done").await;
 
     // The broker cluster's scenarios, on nodes of the suite's own.

@@ -313,8 +313,10 @@ async fn a_jobs_reasons_equal_the_same_rows_in_a_batch() {
     // before it has been consumed).
     let mut settings = test_settings();
     settings.namespace = ns.clone();
-    let queue = infq_common::topology::Topology::of(&settings)
-        .job_queue("credit-default", infq_common::job::Priority::Bulk);
+    // The development tenant's share of the lane, where its chunks go.
+    let share =
+        infq_common::shares::Share::new("credit-default", infq::broker::DEV_TENANT).unwrap();
+    let queue = infq_common::topology::Topology::of(&settings).share_queue(&share);
     let conn = infq_common::amqp::connect(&settings.amqp, "infq-test")
         .await
         .unwrap();

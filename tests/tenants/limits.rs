@@ -16,7 +16,6 @@ async fn quotas_and_full_queues_answer_429_and_enqueue_nothing() {
     let env = TestEnv::start_with(settings, false).await.unwrap();
     let topology = Topology::of(&env.settings);
     let queue = topology.job_queue("credit-default", Priority::Interactive);
-    let bulk = topology.job_queue("credit-default", Priority::Bulk);
     let store = tenants(&env);
 
     // Rate: a burst of 2 at 0.2/s.
@@ -47,7 +46,7 @@ async fn quotas_and_full_queues_answer_429_and_enqueue_nothing() {
     let r = upload(&slow, &env, "student,balance,income\n0,1,2\n").await;
     assert_eq!(r.status(), 429);
     assert_eq!(env.queue_depth(&queue).await.unwrap(), 2);
-    assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0);
+    assert_eq!(env.bulk_queued("credit-default").await, 0);
 
     // Queued work: at most 4 jobs and rows open.
     let capped = tenant(
@@ -69,7 +68,7 @@ async fn quotas_and_full_queues_answer_429_and_enqueue_nothing() {
     .await;
     assert_eq!(r.status(), 429, "5 rows over a limit of 4");
     assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0);
+    assert_eq!(env.bulk_queued("credit-default").await, 0);
     let r = upload(
         &capped,
         &env,
@@ -200,8 +199,6 @@ async fn oversized_inputs_get_413_naming_the_limit() {
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(named), "{msg} names {named}");
     }
-    let topology = Topology::of(&env.settings);
-    let bulk = topology.job_queue("credit-default", Priority::Bulk);
-    assert_eq!(env.queue_depth(&bulk).await.unwrap(), 0);
+    assert_eq!(env.bulk_queued("credit-default").await, 0);
     env.stop().await.unwrap();
 }

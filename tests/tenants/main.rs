@@ -5,4 +5,5 @@
 mod keys;
 mod limits;
 mod privacy;
+mod shares;
 mod support;

@@ -65,10 +65,7 @@ async fn a_running_batch_sends_signed_progress_events_at_most_one_per_interval()
         let text = r.text().await.unwrap();
         assert!(text.contains("webhook_url"), "{text}");
     }
-    let lane = env
-        .topology()
-        .job_queue("txn-risk", infq_common::job::Priority::Bulk);
-    assert_eq!(env.queue_depth(&lane).await.unwrap(), 0, "nothing enqueued");
+    assert_eq!(env.bulk_queued("txn-risk").await, 0, "nothing enqueued");
 
     let r = upload(
         &env,

@@ -18,8 +18,10 @@ use infq_common::job::Priority;
 use infq_common::message::JobMessage;
 use infq_common::metrics as m;
 use infq_common::retry::Schedule;
+use infq_common::shares::{Share, Shares};
 use lapin::options::BasicQosOptions;
 use lapin::Connection;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +100,7 @@ async fn session(
                 head: ctx.heads.slot(&queue),
                 name: queue,
                 lane,
+                share: None,
                 route: route.clone(),
                 settler,
                 completion: completion.clone(),
@@ -125,18 +128,40 @@ async fn session(
         shutdown.clone(),
     ));
 
+    // The tenants' shares of the bulk lanes: those known now, then each
+    // new one as it appears (see infq_common::shares).
+    let mut shares = ShareConsumers::new(&conn, routes, completion, &publishers, ctx);
+    if let Err(e) = shares.refresh(&mut tasks).await {
+        infq_common::amqp::close(&conn, "reconnecting").await;
+        return Err(e);
+    }
+
     ctx.stats.broker_connected.store(true, Ordering::Relaxed);
     ctx.stats.broker_sessions.fetch_add(1, Ordering::Relaxed);
     schedule.reset();
-    tracing::info!(queues = consumers, "consuming");
+    tracing::info!(
+        queues = consumers + shares.len(),
+        shares = shares.len(),
+        "consuming"
+    );
 
-    let ended = tokio::select! {
-        _ = shutdown.cancelled() => None,
-        ended = tasks.join_next() => ended,
-        // What a delivery's end publishes (retries, events) could no
-        // longer go out.
-        _ = publishers.spent() => Some(Ok("the session's publish channels are spent")),
+    let mut poll = tokio::time::interval(infq_common::shares::POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break None,
+            ended = tasks.join_next() => break ended.map(|e| e.map(|why| why.to_string())),
+            // What a delivery's end publishes (retries, events) could no
+            // longer go out.
+            _ = publishers.spent() => break Some(Ok("the session's publish channels are spent".into())),
+            _ = poll.tick() => {
+                if let Err(e) = shares.refresh(&mut tasks).await {
+                    break Some(Ok(format!("consuming a new share failed: {e}")));
+                }
+            }
+        }
     };
+    drop(shares);
     drop(publishers);
     if shutdown.is_cancelled() {
         // Each task cancels its consumer as it ends.
@@ -148,12 +173,125 @@ async fn session(
     anyhow::bail!("a consumer stopped: {ended:?}")
 }
 
+/// The consumers of the tenants' shares of the bulk lanes of a session's
+/// routes: one channel per route, one consumer per share on it.
+struct ShareConsumers<'a> {
+    conn: &'a Connection,
+    routes: &'a [Arc<ModelRoute>],
+    completion: &'a Sender<CompletionCommand>,
+    publishers: &'a Arc<Session>,
+    ctx: &'a Arc<WorkerCtx>,
+    store: Shares,
+    /// Each route's share channel and its settler, once it has one.
+    channels: HashMap<String, (lapin::Channel, Arc<Settler>)>,
+    /// The shares consumed.
+    open: HashSet<Share>,
+}
+
+impl<'a> ShareConsumers<'a> {
+    fn new(
+        conn: &'a Connection,
+        routes: &'a [Arc<ModelRoute>],
+        completion: &'a Sender<CompletionCommand>,
+        publishers: &'a Arc<Session>,
+        ctx: &'a Arc<WorkerCtx>,
+    ) -> Self {
+        Self {
+            conn,
+            routes,
+            completion,
+            publishers,
+            ctx,
+            store: Shares::new(ctx.store.connection(), ctx.store.keys()),
+            channels: HashMap::new(),
+            open: HashSet::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Consumes each share of the routes' models not consumed yet. The
+    /// set unreadable (Redis down) leaves the shares consumed as they are;
+    /// a broker error ends the session.
+    async fn refresh(&mut self, tasks: &mut JoinSet<&'static str>) -> anyhow::Result<()> {
+        let listed = match tokio::time::timeout(SHARE_LIST_WAIT, self.store.list()).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "the set of shares cannot be read now");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        for share in listed {
+            if self.open.contains(&share) {
+                continue;
+            }
+            let Some(route) = self.routes.iter().find(|r| r.name() == share.model) else {
+                continue;
+            };
+            self.open(route.clone(), share, tasks).await?;
+        }
+        Ok(())
+    }
+
+    async fn open(
+        &mut self,
+        route: Arc<ModelRoute>,
+        share: Share,
+        tasks: &mut JoinSet<&'static str>,
+    ) -> anyhow::Result<()> {
+        let topology = &self.ctx.topology;
+        topology.declare_share(self.conn, &share).await?;
+        let (ch, settler) = match self.channels.get(route.name()) {
+            Some(c) => c.clone(),
+            None => {
+                let ch = self.conn.create_channel().await?;
+                let chunk_rows = self.ctx.settings.producer.chunk_rows;
+                // Per consumer: every share's consumer holds this many.
+                let prefetch = crate::route::share_prefetch(route.prefetch(), chunk_rows);
+                ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                let settler = Settler::new(
+                    ch.clone(),
+                    self.publishers.clone(),
+                    Some(self.ctx.stats.held.clone()),
+                );
+                self.channels
+                    .insert(route.name().to_string(), (ch.clone(), settler.clone()));
+                (ch, settler)
+            }
+        };
+        let queue = topology.share_queue(&share);
+        let tag = consumer_tag("infq-worker");
+        let sub = Subscription::open(&ch, &queue, &tag, Some(self.ctx.stats.clone())).await?;
+        tracing::info!(%queue, "consuming a new share");
+        let queue = QueueCtx {
+            head: None,
+            name: queue,
+            lane: Priority::Bulk,
+            share: Some(share.clone()),
+            route,
+            settler,
+            completion: self.completion.clone(),
+        };
+        tasks.spawn(consumer_task(sub, queue, self.ctx.clone()));
+        self.open.insert(share);
+        Ok(())
+    }
+}
+
+/// How long a session waits to read the set of shares.
+const SHARE_LIST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The queue one consumer reads, where its jobs go, and how its
 /// deliveries are settled.
 struct QueueCtx {
     name: String,
     head: Option<Arc<AtomicU64>>,
     lane: Priority,
+    /// The tenant's share of the bulk lane the queue is, if it is one.
+    share: Option<Share>,
     route: Arc<ModelRoute>,
     /// Settles the consumer's channel.
     settler: Arc<Settler>,
@@ -184,7 +322,12 @@ async fn consumer_task(
             settler: queue.settler.clone(),
         };
         let cmd = match JobMessage::decode(&delivery.data) {
-            Ok(msg) => {
+            Ok(mut msg) => {
+                // A chunk sent back (a retry) goes to the queue it came
+                // from: its share, or the lane's own queue.
+                if queue.lane == Priority::Bulk {
+                    msg.tenant = queue.share.as_ref().map(|s| s.tenant.clone());
+                }
                 if let Some(h) = &queue.head {
                     h.fetch_max(msg.created_at_ms, Ordering::Relaxed);
                 }

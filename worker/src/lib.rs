@@ -159,6 +159,7 @@ pub async fn start_with(
         None
     };
     let names: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let model_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let job_queues: Vec<String> = names
         .iter()
         .flat_map(|name| Priority::ALL.map(|lane| topology.job_queue(name, lane)))
@@ -222,6 +223,11 @@ pub async fn start_with(
         queue_stats::Watched {
             queues: job_queues,
             dead: topology.dead_queue(),
+            shares: Some(queue_stats::ShareQueues {
+                store: infq_common::shares::Shares::new(ctx.store.connection(), ctx.store.keys()),
+                topology: topology.clone(),
+                models: model_names,
+            }),
         },
         Some(heads),
         shutdown.clone(),

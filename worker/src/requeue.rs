@@ -158,9 +158,14 @@ impl Requeuer {
         }
     }
 
-    /// [`Self::dead_letter_raw`] for a decoded job from `lane`.
+    /// [`Self::dead_letter_raw`] for a decoded job from `lane` (a chunk
+    /// from its share: the consumer names the share it came from).
     pub async fn dead_letter(&self, msg: &JobMessage, lane: Priority, reason: &str) -> bool {
-        let queue = self.topology.job_queue(&msg.model, lane);
+        let queue = if lane == msg.priority {
+            self.topology.queue_of(msg)
+        } else {
+            self.topology.job_queue(&msg.model, lane)
+        };
         self.dead_letter_raw(&queue, &msg.encode(), &msg.properties(None), reason)
             .await
     }

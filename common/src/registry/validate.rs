@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Model names become queue names and URL segments, so they are kept to a
 /// safe alphabet.
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

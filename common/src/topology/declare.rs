@@ -203,6 +203,29 @@ impl Topology {
         d.close().await;
         Ok(())
     }
+
+    /// Declares a tenant's share of a model's bulk lane (see
+    /// [`crate::shares`]): a queue like the lane's own, bound by the
+    /// share's routing key. Idempotent.
+    pub async fn declare_share(
+        &self,
+        conn: &Connection,
+        share: &crate::shares::Share,
+    ) -> lapin::Result<()> {
+        let mut d = Declarer::open(conn).await?;
+        let q = self.share_queue(share);
+        let args = self.job_queue_args();
+        let earlier = [without_placement(&args)];
+        d.queue(&q, args, &earlier).await?;
+        d.bind(
+            &q,
+            &self.jobs_exchange(),
+            &crate::message::share_routing_key(share),
+        )
+        .await?;
+        d.close().await;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,21 @@ pub(super) async fn publish_chunks(
             }
         }
     });
+    // A tenant's chunks travel in its share of the lane (see
+    // infq_common::shares), made ready before the first is published.
+    let share = batch
+        .tenant
+        .as_deref()
+        .and_then(|t| infq_common::shares::Share::new(&batch.model, t));
+    if let Some(share) = &share {
+        state
+            .publisher
+            .open_share(&state.shares, share)
+            .await
+            .map_err(ApiError::from)?;
+    }
+    let tenant = share.as_ref().map(|s| s.tenant.clone());
+    let tenant = &tenant;
     let window = state.settings.producer.publish_window.max(1);
     // Every chunk on one channel: a message the broker returns is then
     // reported on a confirm of this batch, which fails as a whole.
@@ -70,7 +85,7 @@ pub(super) async fn publish_chunks(
                 deadline_at_ms: None,
                 retries: 0,
                 webhook_url: None,
-                tenant: None,
+                tenant: tenant.clone(),
                 retention_ms: None,
                 passthrough,
             };
