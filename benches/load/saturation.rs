@@ -122,10 +122,14 @@ pub(crate) async fn saturation(
                 median(l.p50.clone()),
                 median(l.p99.clone())
             ),
-            format!(
-                "target: p50 <= {} ms (batch delay + 5), p99 <= 25 ms",
-                delay + 5
-            ),
+            if (l.share - 0.1).abs() < 1e-9 {
+                format!(
+                    "target: p50 <= {} ms (batch delay + 2), p99 <= 10 ms",
+                    delay + 2
+                )
+            } else {
+                "-".into()
+            },
             "-".into(),
         );
     }

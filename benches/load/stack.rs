@@ -197,6 +197,25 @@ impl Stack {
         Ok(r.json().await?)
     }
 
+    /// Downloads a batch's results in `format`, streamed and counted, not
+    /// kept: the seconds from the request to the last byte, and the bytes.
+    pub(crate) async fn download(&self, id: &str, format: &str) -> anyhow::Result<(f64, u64)> {
+        use futures_util::StreamExt;
+        let t0 = Instant::now();
+        let r = self
+            .http
+            .get(self.url(&format!("/v1/batches/{id}/results?format={format}")))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 200, "results: {}", r.status());
+        let mut body = r.bytes_stream();
+        let mut bytes = 0u64;
+        while let Some(chunk) = body.next().await {
+            bytes += chunk?.len() as u64;
+        }
+        Ok((t0.elapsed().as_secs_f64(), bytes))
+    }
+
     pub(crate) async fn wait_batch(&self, id: &str) -> anyhow::Result<Value> {
         self.wait_batch_as(&self.http, id).await
     }
