@@ -60,6 +60,12 @@ async fn a_small_batch_uploaded_after_a_big_backlog_finishes_first() {
         backlog_now["status"], "succeeded",
         "the backlog was still running when the small batch had finished: {backlog_now}"
     );
+    // A tenant's first upload while the worker runs: its share is found
+    // and consumed (infq_common::shares::POLL).
+    let newcomer = tenant(&env, "newcomer", None).await;
+    let first = upload(&newcomer, &env, 500).await;
+    let first = infq::wait_batch(&newcomer, &env.base, &first).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
     env.stop().await.unwrap();
 }
 
