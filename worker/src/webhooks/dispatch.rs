@@ -89,7 +89,15 @@ enum Settled {
     /// Could not be settled (Redis or the broker away): the message goes
     /// back to the queue.
     Again,
+    /// Not attempted now (its host paused or busy): to be published to
+    /// this delay tier, with the message's other deferrals to the same
+    /// tier (one message for all of them).
+    Deferred(Retry),
 }
+
+/// Where and how long an event's next attempt waits: the exchange, the
+/// event, and the delay tier's message TTL.
+type Retry = (String, EventMessage, Option<u64>);
 
 /// An attempt made (or skipped), waiting to be settled: the next attempt
 /// queued, the attempt logged.
@@ -103,9 +111,7 @@ struct Made {
     /// The endpoint answered 410 Gone now.
     gone: bool,
     /// Where and how long the next attempt waits.
-    retry: Option<(String, EventMessage, Option<u64>)>,
-    /// Not attempted (its host is paused or busy): only `retry` applies.
-    deferred: bool,
+    retry: Option<Retry>,
 }
 
 /// How long a message whose events cannot be settled (Redis or the broker
@@ -277,15 +283,20 @@ impl Dispatcher {
             futures_util::future::join_all(msgs.iter().map(|m| self.event(m, publish, give_up)))
                 .await;
         let (mut again, mut undead) = (false, false);
+        let mut deferred = Vec::new();
+        let mut refused = Vec::new();
         for (i, (msg, end)) in msgs.iter().zip(ends).enumerate() {
-            let reason = match end {
-                Settled::Done => continue,
-                Settled::Again => {
-                    again = true;
-                    continue;
-                }
-                Settled::Refused(r) => r,
-            };
+            match end {
+                Settled::Done => {}
+                Settled::Again => again = true,
+                Settled::Deferred(r) => deferred.push(r),
+                Settled::Refused(r) => refused.push((i, msg, r)),
+            }
+        }
+        if !deferred.is_empty() && !self.defer_all(deferred, publish, give_up).await {
+            again = true;
+        }
+        for (i, msg, reason) in refused {
             tracing::warn!(subject = %msg.subject, %reason, "webhook event refused; dead-lettering");
             metrics::counter!(m::DEAD_LETTERED, "outcome" => "refused_event").increment(1);
             // A message of one event goes as it came; one event of many
@@ -338,7 +349,9 @@ impl Dispatcher {
             match self.attempt(msg).await {
                 Ok(Step::Nothing) => return Settled::Done,
                 Ok(Step::Refused(why)) => return Settled::Refused(why),
-                Ok(Step::Defer(gen, wait)) => break self.deferral(msg, gen, wait),
+                Ok(Step::Defer(gen, wait)) => {
+                    return Settled::Deferred(self.deferral(msg, gen, wait))
+                }
                 Ok(Step::Made(made)) => break *made,
                 Err(e) => {
                     tracing::warn!(subject = %msg.subject, error = %e, "webhook attempt postponed");
@@ -380,17 +393,15 @@ impl Dispatcher {
                     }
                     queued = true;
                 }
-                if !made.deferred {
-                    self.deliveries
-                        .record_attempt(
-                            &made.msg.subject,
-                            made.gen,
-                            &made.msg.chain,
-                            &made.log,
-                            made.state,
-                        )
-                        .await?;
-                }
+                self.deliveries
+                    .record_attempt(
+                        &made.msg.subject,
+                        made.gen,
+                        &made.msg.chain,
+                        &made.log,
+                        made.state,
+                    )
+                    .await?;
                 Ok::<(), AttemptError>(())
             }
             .await;
@@ -412,7 +423,7 @@ impl Dispatcher {
     /// of end `gen` if known, into the first delay tier that outlasts
     /// `pause` (else the longest), so it comes back once the host may take
     /// it rather than cycling meanwhile.
-    fn deferral(&self, msg: &EventMessage, gen: Option<u32>, pause: Duration) -> Made {
+    fn deferral(&self, msg: &EventMessage, gen: Option<u32>, pause: Duration) -> Retry {
         let schedule = self.topology.webhook_delays_ms();
         let next = EventMessage {
             gen: gen.or(msg.gen),
@@ -425,16 +436,51 @@ impl Dispatcher {
             None => (self.topology.webhooks_exchange(), next, None),
         };
         metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "deferred").increment(1);
-        Made {
-            gen: 0,
-            url: String::new(),
-            log: Attempt::default(),
-            msg: msg.clone(),
-            state: EventState::Pending,
-            gone: false,
-            retry: Some(retry),
-            deferred: true,
+        retry
+    }
+
+    /// Publishes deferred events, those bound for the same delay tier as
+    /// one message; `false` if that could not be done before `give_up`.
+    async fn defer_all(
+        &self,
+        deferred: Vec<Retry>,
+        publish: &Publish,
+        give_up: tokio::time::Instant,
+    ) -> bool {
+        let mut tiers: Vec<(String, Option<u64>, Vec<EventMessage>)> = Vec::new();
+        for (x, msg, wait) in deferred {
+            match tiers.iter_mut().find(|(tx, tw, _)| *tx == x && *tw == wait) {
+                Some((_, _, msgs)) => msgs.push(msg),
+                None => tiers.push((x, wait, vec![msg])),
+            }
         }
+        let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
+        for (x, wait, msgs) in tiers {
+            loop {
+                let sent = async {
+                    let lease = publish.lease(PUBLISH_WAIT).await.map_err(|source| {
+                        EventsError::Publish {
+                            exchange: x.clone(),
+                            source,
+                        }
+                    })?;
+                    publish_on(&lease, &x, &msgs, wait).await
+                }
+                .await;
+                match sent {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() < give_up && publish.usable() => {
+                        tracing::warn!(exchange = %x, error = %e, "deferring webhook events failed; retrying");
+                        tokio::time::sleep(pause.next().unwrap_or(Duration::from_secs(1))).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(exchange = %x, error = %e, "webhook events not deferred; they will be taken again");
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// One attempt, up to the request; `Err` when it must be made again as
@@ -500,7 +546,6 @@ impl Dispatcher {
             state: EventState::Pending,
             gone: false,
             retry: None,
-            deferred: false,
         };
         if let Some(since) = self.deliveries.disabled_since(url).await? {
             made.log.outcome = "disabled".into();
