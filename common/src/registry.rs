@@ -8,9 +8,10 @@
 mod device;
 mod error;
 mod models;
+pub(crate) mod name;
 mod size;
 mod spec;
-pub(crate) mod validate;
+mod validate;
 
 pub use device::{parse_device, DeviceChoice};
 pub use error::RegistryError;

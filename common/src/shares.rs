@@ -66,7 +66,7 @@ impl Share {
     /// written (the set is input like any other).
     pub fn parse(member: &str) -> Option<Self> {
         let (model, tenant) = member.split_once('/')?;
-        if !crate::registry::validate::valid_name(model) {
+        if !crate::registry::name::valid_name(model) {
             return None;
         }
         Share::new(model, tenant)

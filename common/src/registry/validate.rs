@@ -3,20 +3,11 @@
 
 use super::device::{parse_device, DeviceChoice};
 use super::error::RegistryError;
+use super::name::valid_name;
 use super::size::{rows_per_message, F16_MAX, MAX_WIDTH};
 use super::spec::{ExplainSpec, ModelSpec, Precision};
 use std::collections::HashSet;
 use std::path::Path;
-
-/// Model names become queue names and URL segments, so they are kept to a
-/// safe alphabet.
-pub(crate) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-}
 
 fn valid_version(s: &str) -> bool {
     !s.is_empty()
