@@ -165,6 +165,17 @@ impl TestEnv {
     /// `reason`, as a worker refusing it does: straight to the dead-letter
     /// exchange, so it reaches `<ns>.dead` and `<ns>.dead.record` at once.
     pub async fn refuse_head(&self, queue: &str, reason: &str) {
+        self.refuse_head_edited(queue, reason, |body| body).await
+    }
+
+    /// [`Self::refuse_head`], dead-lettering what `edit` makes of the
+    /// message's body, as anyone who can publish to the broker could.
+    pub async fn refuse_head_edited(
+        &self,
+        queue: &str,
+        reason: &str,
+        edit: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    ) {
         let conn = self.amqp().await.unwrap();
         let ch = conn.create_channel().await.unwrap();
         ch.confirm_select(Default::default()).await.unwrap();
@@ -183,7 +194,7 @@ impl TestEnv {
             &lease,
             &topology,
             queue,
-            &d.data,
+            &edit(d.data.clone()),
             &d.properties,
             reason,
             false,

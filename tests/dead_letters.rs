@@ -74,8 +74,14 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
         reason,
     )
     .await;
-    env.refuse_head(&env.dev_bulk_queue("credit-default"), reason)
-        .await;
+    // The chunk's dead letter names another tenant's share: a replay
+    // goes by the batch's record, and makes no share of that name.
+    env.refuse_head_edited(&env.dev_bulk_queue("credit-default"), reason, |body| {
+        let mut m = infq_common::message::JobMessage::decode(&body).unwrap();
+        m.tenant = Some("intruder".into());
+        m.encode()
+    })
+    .await;
     let dead = env.get_json("/v1/admin/dead-letters").await;
     let ids = listed_ids(&dead);
     assert!(ids.contains(&id) && ids.contains(&chunk), "{dead}");
@@ -150,6 +156,16 @@ async fn a_replay_before_the_recorder_keeps_the_dead_letter_for_a_later_one() {
     })
     .await;
     assert_eq!(env.queue_depth(&topology.dead_queue()).await.unwrap(), 0);
+    let shares = infq_common::shares::Shares::new(env.redis().await, env.store().keys())
+        .list()
+        .await
+        .unwrap();
+    let tenants: Vec<&str> = shares.iter().map(|s| s.tenant.as_str()).collect();
+    assert_eq!(
+        tenants,
+        [infq::broker::DEV_TENANT],
+        "the record's tenant only"
+    );
     shutdown.cancel();
     worker.join().await.unwrap();
     env.stop().await.unwrap();

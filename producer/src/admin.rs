@@ -378,12 +378,24 @@ pub async fn replay(
                 continue;
             }
         }
+        // A chunk goes back to the share of its batch's tenant, as the
+        // record says: the message's own `tenant` is anyone's to write.
+        if msg.work.is_chunk() {
+            match state.store.get_batch(&msg.record()).await {
+                Ok(batch) => msg.tenant = batch.and_then(|b| b.tenant),
+                Err(e) => {
+                    problems.push(json!({"id": id, "reason": e.to_string()}));
+                    kept.push(d);
+                    continue;
+                }
+            }
+        }
         msg.retries = 0;
         let props = msg.properties(None);
         let key = msg.routing_key();
         let timeout = std::time::Duration::from_millis(state.settings.amqp.publish_timeout_ms);
-        // A chunk goes back to its share, made ready first (a dead letter
-        // may be older than its share).
+        // Its share made ready first (a dead letter may be older than
+        // its share).
         let ready = match msg.share() {
             Some(share) => state.publisher.open_share(&state.shares, &share).await,
             None => Ok(()),
