@@ -3,10 +3,11 @@
 //! A model's bulk lane is split by tenant: the chunks of a tenant's
 //! batches are published to `<ns>.jobs.<model>.bulk.<tenant>` (routing key
 //! `<model>.bulk.<tenant>`), the tenant's *share* of the lane. Workers
-//! consume every share of the models they serve, each with a prefetch of a
-//! few chunks, and the shares' consumers take turns feeding the model's
-//! batcher. So a tenant with a backlog of millions of rows holds a few
-//! chunks at each worker, not the whole lane: another tenant's first chunk
+//! consume every share of the models they serve, each with a bounded
+//! prefetch (32 chunks unless a model needs more), and the shares'
+//! consumers take turns feeding the model's batcher. So a tenant with a
+//! backlog of millions of rows holds that many chunks at each worker, not
+//! the whole lane: another tenant's first chunk
 //! runs after those, not after the backlog, and tenants with work waiting
 //! get equal turns. This is the broker's own mechanism (one queue per
 //! tenant, per-consumer prefetch); there is no scheduler process.

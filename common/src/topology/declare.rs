@@ -167,10 +167,7 @@ impl Topology {
         for model in models {
             for lane in Priority::ALL {
                 let q = self.job_queue(model, lane);
-                let args = self.job_queue_args();
-                let earlier = [without_placement(&args)];
-                d.queue(&q, args, &earlier).await?;
-                d.bind(&q, &self.jobs_exchange(), &Self::routing_key(model, lane))
+                self.job_queue_on(&mut d, &q, &Self::routing_key(model, lane))
                     .await?;
             }
         }
@@ -213,18 +210,20 @@ impl Topology {
         share: &crate::shares::Share,
     ) -> lapin::Result<()> {
         let mut d = Declarer::open(conn).await?;
-        let q = self.share_queue(share);
-        let args = self.job_queue_args();
-        let earlier = [without_placement(&args)];
-        d.queue(&q, args, &earlier).await?;
-        d.bind(
-            &q,
-            &self.jobs_exchange(),
-            &crate::message::share_routing_key(share),
-        )
-        .await?;
+        let key = crate::message::share_routing_key(share);
+        self.job_queue_on(&mut d, &self.share_queue(share), &key)
+            .await?;
         d.close().await;
         Ok(())
+    }
+
+    /// Declares job queue `q` (a lane's, or a share of one) and binds it to
+    /// the jobs exchange by `key`.
+    async fn job_queue_on(&self, d: &mut Declarer<'_>, q: &str, key: &str) -> lapin::Result<()> {
+        let args = self.job_queue_args();
+        let earlier = [without_placement(&args)];
+        d.queue(q, args, &earlier).await?;
+        d.bind(q, &self.jobs_exchange(), key).await
     }
 }
 

@@ -114,6 +114,24 @@ struct Made {
     retry: Option<Retry>,
 }
 
+/// Publishes `msgs` as one message to `exchange` (with `wait` as its TTL)
+/// on a confirm channel leased from `publish`.
+async fn publish_events(
+    publish: &Publish,
+    exchange: &str,
+    msgs: &[EventMessage],
+    wait: Option<u64>,
+) -> Result<(), EventsError> {
+    let lease = publish
+        .lease(PUBLISH_WAIT)
+        .await
+        .map_err(|source| EventsError::Publish {
+            exchange: exchange.to_string(),
+            source,
+        })?;
+    publish_on(&lease, exchange, msgs, wait).await
+}
+
 /// How long a message whose events cannot be settled (Redis or the broker
 /// away) is held and retried before it goes back to the queue.
 const HOLD: Duration = Duration::from_secs(60);
@@ -383,13 +401,7 @@ impl Dispatcher {
                 }
                 if !queued {
                     if let Some((x, next, wait)) = &made.retry {
-                        let lease = publish.lease(PUBLISH_WAIT).await.map_err(|source| {
-                            EventsError::Publish {
-                                exchange: x.clone(),
-                                source,
-                            }
-                        })?;
-                        publish_on(&lease, x, std::slice::from_ref(next), *wait).await?;
+                        publish_events(publish, x, std::slice::from_ref(next), *wait).await?;
                     }
                     queued = true;
                 }
@@ -457,17 +469,7 @@ impl Dispatcher {
         let mut pause = Schedule::exponential(Duration::from_millis(100), Duration::from_secs(5));
         for (x, wait, msgs) in tiers {
             loop {
-                let sent = async {
-                    let lease = publish.lease(PUBLISH_WAIT).await.map_err(|source| {
-                        EventsError::Publish {
-                            exchange: x.clone(),
-                            source,
-                        }
-                    })?;
-                    publish_on(&lease, &x, &msgs, wait).await
-                }
-                .await;
-                match sent {
+                match publish_events(publish, &x, &msgs, wait).await {
                     Ok(()) => break,
                     Err(e) if tokio::time::Instant::now() < give_up && publish.usable() => {
                         tracing::warn!(exchange = %x, error = %e, "deferring webhook events failed; retrying");
