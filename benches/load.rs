@@ -47,6 +47,8 @@ mod saturation;
 mod stack;
 #[path = "load/throughput.rs"]
 mod throughput;
+#[path = "load/upload.rs"]
+mod upload;
 #[path = "load/webhooks.rs"]
 mod webhooks;
 
@@ -56,6 +58,7 @@ use python::python;
 use report::{thousands, Report};
 use saturation::{ceiling_rate, saturation};
 use throughput::{bulk, interactive, model};
+use upload::big_upload;
 use webhooks::webhooks;
 
 #[derive(Subcommand, Debug, Clone)]
@@ -79,6 +82,13 @@ enum Scenario {
         /// Rows in the uploaded file.
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+    },
+    /// A large CSV upload (accepted, then cancelled) with the producer's
+    /// peak memory.
+    Upload {
+        /// Bytes of the uploaded file, about.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        bytes: u64,
     },
     /// The Python client's `infq.score` on a portfolio frame, next to the
     /// same file through `infq submit --wait --out`.
@@ -196,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             saturation(&args, clients, seconds, &mut report).await?
         }
         Scenario::Bulk { rows } => bulk(&args, rows, &mut report).await?,
+        Scenario::Upload { bytes } => big_upload(&args, bytes, &mut report).await?,
         Scenario::Python { rows } => python(&args, rows, &mut report).await?,
         Scenario::Fairness {
             big_rows,
@@ -218,6 +229,8 @@ async fn main() -> anyhow::Result<()> {
             webhooks(&args, clients, secs, &mut report).await?;
             model(&args, &mut report).await?;
             bulk(&args, bulk_rows, &mut report).await?;
+            let upload_bytes = if args.smoke { 2_000_000 } else { 1_000_000_000 };
+            big_upload(&args, upload_bytes, &mut report).await?;
             python(&args, bulk_rows, &mut report).await?;
             interactive(&args, rate, seconds, bulk_rows, &mut report).await?;
             let (big, each) = if args.smoke {

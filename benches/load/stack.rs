@@ -180,10 +180,21 @@ impl Stack {
         http: &reqwest::Client,
         file: &Path,
     ) -> anyhow::Result<Value> {
+        self.upload_query(http, file, "model=credit-default").await
+    }
+
+    /// Streams `file` as CSV to `/v1/batches?{query}` as `http`'s tenant;
+    /// the `202`'s body.
+    pub(crate) async fn upload_query(
+        &self,
+        http: &reqwest::Client,
+        file: &Path,
+        query: &str,
+    ) -> anyhow::Result<Value> {
         let f = tokio::fs::File::open(file).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 16);
         let r = http
-            .post(self.url("/v1/batches?model=credit-default"))
+            .post(self.url(&format!("/v1/batches?{query}")))
             .header("content-type", "text/csv")
             .body(reqwest::Body::wrap_stream(stream))
             .send()
@@ -214,6 +225,17 @@ impl Stack {
             bytes += chunk?.len() as u64;
         }
         Ok((t0.elapsed().as_secs_f64(), bytes))
+    }
+
+    /// Cancels a batch; its chunks not yet taken are then skipped.
+    pub(crate) async fn cancel_batch(&self, id: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(self.url(&format!("/v1/batches/{id}/cancel")))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "cancel: {}", r.status());
+        Ok(())
     }
 
     pub(crate) async fn wait_batch(&self, id: &str) -> anyhow::Result<Value> {
