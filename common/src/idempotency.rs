@@ -12,7 +12,6 @@
 use crate::keys::Keys;
 use crate::redis_link::RedisLink;
 use redis::{Script, Value};
-use sha2::{Digest, Sha256};
 use std::sync::LazyLock;
 
 /// Claims a key or reports what it holds: `lua/idempotency_begin.lua`.
@@ -57,33 +56,9 @@ pub enum Begin {
     },
 }
 
-/// A hex SHA-256 digest, used for keys and bodies.
-pub fn digest(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Incremental hashing of a streamed body.
-#[derive(Default, Clone)]
-pub struct BodyHasher(Sha256);
-
-impl BodyHasher {
-    /// Adds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    /// The hex digest.
-    pub fn finish(self) -> String {
-        self.0
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
+/// A hex SHA-256 digest of keys and bodies ([`crate::sha256::hex`]), and
+/// the incremental hashing of a streamed body.
+pub use crate::sha256::{hex as digest, Hasher as BodyHasher};
 
 /// Idempotency keys in Redis.
 #[derive(Clone)]

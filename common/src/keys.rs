@@ -41,7 +41,6 @@
 //! delivered again would be run and counted again.
 
 use crate::job::JobId;
-use sha2::{Digest, Sha256};
 
 /// How many sharded channels subjects' ends are published on in a Redis
 /// Cluster ([`Keys::done_shard`]): enough to spread them over the nodes.
@@ -248,12 +247,7 @@ impl Keys {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use crate::sha256::hex as sha256_hex;
 
 #[cfg(test)]
 mod tests {

@@ -64,6 +64,7 @@ pub mod registry;
 pub mod reload;
 pub mod results;
 pub mod retry;
+pub mod sha256;
 pub mod shares;
 pub mod shutdown;
 pub mod store;

@@ -2,7 +2,6 @@
 //! the SHA-256 of its bytes (hex, as `sha256sum` prints it), a registry by
 //! that of its text, and the software by infq's version.
 
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
@@ -11,13 +10,13 @@ pub const INFQ_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The SHA-256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::idempotency::digest(bytes)
+    crate::sha256::hex(bytes)
 }
 
 /// The SHA-256 of a file's bytes, read in pieces, in lowercase hex.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = crate::sha256::Hasher::default();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file.read(&mut buf)?;
@@ -26,11 +25,7 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
