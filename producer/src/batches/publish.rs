@@ -12,8 +12,9 @@ use infq_common::registry::ModelSpec;
 use infq_common::store::NewBatch;
 use std::sync::Arc;
 
-/// Publishes the spooled rows as chunk messages, `publish_window` awaiting
-/// their confirms at once; the first failure stops the upload.
+/// Publishes the spooled rows as chunk messages, up to `publish_window`
+/// awaiting their confirms at once (fewer for wide rows: [`window_for`]);
+/// the first failure stops the upload.
 pub(super) async fn publish_chunks(
     state: &Arc<AppState>,
     spec: &ModelSpec,
@@ -61,7 +62,11 @@ pub(super) async fn publish_chunks(
     }
     let tenant = share.as_ref().map(|s| s.tenant.clone());
     let tenant = &tenant;
-    let window = state.settings.producer.publish_window.max(1);
+    let window = window_for(
+        state.settings.producer.publish_window,
+        width * chunk_rows,
+        columns * chunk_rows,
+    );
     // Every chunk on one channel: a message the broker returns is then
     // reported on a confirm of this batch, which fails as a whole.
     let lease = state.publisher.lease().await?;
@@ -108,8 +113,44 @@ pub(super) async fn publish_chunks(
     result
 }
 
+/// Chunk messages in flight at once are bounded by their inputs too: a
+/// wide model's chunk is far larger than a narrow one's, and each one
+/// awaiting its confirm holds its rows and its encoded body. About
+/// [`WINDOW_BYTES`] of rows, never more than `configured` chunks, never
+/// fewer than 4.
+fn window_for(configured: usize, values_per_chunk: usize, passthrough_per_chunk: usize) -> usize {
+    // A value is 4 bytes in the rows and about 10 in the JSON body; a
+    // passthrough value a few dozen.
+    let bytes = values_per_chunk * 14 + passthrough_per_chunk * 48;
+    let fits = WINDOW_BYTES / bytes.max(1);
+    configured.max(1).min(fits.max(4))
+}
+
+/// What the chunks awaiting their confirms may hold, about.
+const WINDOW_BYTES: usize = 8 << 20;
+
 fn tokio_stream_of<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_for;
+
+    #[test]
+    fn the_window_holds_a_bounded_amount_of_rows() {
+        // Narrow rows: the configured window.
+        assert_eq!(window_for(256, 256 * 3, 0), 256);
+        // 49 values a row: about 8 MiB of chunks.
+        let wide = window_for(256, 256 * 49, 0);
+        assert!((40..=50).contains(&wide), "{wide}");
+        // Passthrough columns count too.
+        assert!(window_for(256, 256 * 3, 256 * 4) < 256);
+        // Never fewer than 4, never more than configured, never 0.
+        assert_eq!(window_for(256, 1 << 30, 0), 4);
+        assert_eq!(window_for(2, 1 << 30, 0), 2);
+        assert_eq!(window_for(0, 3, 0), 1);
+    }
 }
