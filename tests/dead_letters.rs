@@ -247,14 +247,25 @@ async fn dead_letters_survive_more_listings_than_a_default_delivery_limit() {
         assert_eq!(dead["count"], 3, "listing {n}: {dead}");
     }
     // Each listing counted as a delivery: past 20, and none was dropped.
-    let got = ch
-        .basic_get(
-            topology.dead_queue().as_str().into(),
-            BasicGetOptions { no_ack: false },
-        )
-        .await
-        .unwrap()
-        .expect("a dead letter");
+    // The last listing's returns reach the queue after its answer: a get
+    // right then may find none ready yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let got = loop {
+        let got = ch
+            .basic_get(
+                topology.dead_queue().as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .unwrap();
+        match got {
+            Some(got) => break got,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            None => panic!("no dead letter came back to its queue within 10 s"),
+        }
+    };
     let count = delivery_count(&got.delivery.properties);
     assert!(count >= 20, "x-delivery-count {count}");
     got.delivery
