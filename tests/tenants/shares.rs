@@ -77,7 +77,7 @@ async fn tenants_uploading_at_once_each_start_before_any_of_them_finishes() {
     let mut batches = Vec::new();
     for name in ["north", "south", "west"] {
         let http = tenant(&env, name, None).await;
-        let id = upload(&http, &env, 12_000).await;
+        let id = upload(&http, &env, 30_000).await;
         batches.push((name, http, id));
     }
     env.start_worker().await;

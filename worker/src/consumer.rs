@@ -214,7 +214,10 @@ impl<'a> ShareConsumers<'a> {
 
     /// Consumes each share of the routes' models not consumed yet. The
     /// set unreadable (Redis down) leaves the shares consumed as they are;
-    /// a broker error ends the session.
+    /// a broker error ends the session. Every new share is subscribed to
+    /// before any of their consumers starts feeding the batcher, so no
+    /// share found together with others (a session's start) gets a head
+    /// start of more than its prefetch while the others are declared.
     async fn refresh(&mut self, tasks: &mut JoinSet<&'static str>) -> anyhow::Result<()> {
         let listed = match tokio::time::timeout(SHARE_LIST_WAIT, self.store.list()).await {
             Ok(Ok(l)) => l,
@@ -224,6 +227,7 @@ impl<'a> ShareConsumers<'a> {
             }
             Err(_) => return Ok(()),
         };
+        let mut opened = Vec::new();
         for share in listed {
             if self.open.contains(&share) {
                 continue;
@@ -231,17 +235,21 @@ impl<'a> ShareConsumers<'a> {
             let Some(route) = self.routes.iter().find(|r| r.name() == share.model) else {
                 continue;
             };
-            self.open(route.clone(), share, tasks).await?;
+            opened.push(self.open(route.clone(), share).await?);
+        }
+        for (sub, queue) in opened {
+            tasks.spawn(consumer_task(sub, queue, self.ctx.clone()));
         }
         Ok(())
     }
 
+    /// Declares `share` and subscribes to it; its consumer is started by
+    /// the caller.
     async fn open(
         &mut self,
         route: Arc<ModelRoute>,
         share: Share,
-        tasks: &mut JoinSet<&'static str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<(Subscription, QueueCtx)> {
         let topology = &self.ctx.topology;
         topology.declare_share(self.conn, &share).await?;
         let (ch, settler) = match self.channels.get(route.name()) {
@@ -275,9 +283,8 @@ impl<'a> ShareConsumers<'a> {
             settler,
             completion: self.completion.clone(),
         };
-        tasks.spawn(consumer_task(sub, queue, self.ctx.clone()));
         self.open.insert(share);
-        Ok(())
+        Ok((sub, queue))
     }
 }
 
