@@ -41,6 +41,7 @@
 //! delivered again would be run and counted again.
 
 use crate::job::JobId;
+use crate::sha256::hex as sha256_hex;
 
 /// How many sharded channels subjects' ends are published on in a Redis
 /// Cluster ([`Keys::done_shard`]): enough to spread them over the nodes.
@@ -246,8 +247,6 @@ impl Keys {
             .is_some_and(|id| id.parse::<JobId>().is_ok())
     }
 }
-
-use crate::sha256::hex as sha256_hex;
 
 #[cfg(test)]
 mod tests {

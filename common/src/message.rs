@@ -295,9 +295,9 @@ impl JobMessage {
         h.finish()
     }
 
-    /// Serialises the message body. A large body (a chunk's) is trimmed
-    /// to its length: the buffer grew by doubling, and a chunk awaiting
-    /// its confirm would otherwise hold up to twice its size.
+    /// Serialises the message body, into a buffer sized for it first. A
+    /// large body far shorter than that (a chunk of short values) is
+    /// trimmed, since a chunk awaiting its confirm holds it.
     pub fn encode(&self) -> Vec<u8> {
         // About its size (a value takes 2 to 16 bytes, most near 10), so
         // the buffer seldom grows.
