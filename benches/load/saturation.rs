@@ -5,6 +5,7 @@ use crate::ceiling;
 use crate::report::{median, thousands, Report};
 use crate::stack::{cpu_by_part, settings, Stack};
 use crate::Args;
+use infq_common::metrics as m;
 
 /// The bare path's rate and CPU per job, medians over the runs.
 pub(crate) async fn ceiling_rate(args: &Args) -> anyhow::Result<(f64, f64)> {
@@ -27,7 +28,20 @@ pub(crate) struct Level {
     pub(crate) p99: Vec<f64>,
     pub(crate) mean_batch: Vec<f64>,
     pub(crate) histogram: String,
+    /// Mean milliseconds per stage, one entry per run.
+    pub(crate) stages: Vec<[f64; STAGES.len()]>,
 }
+
+/// The stages a single job's time is split into, as the services' own
+/// histograms measure them: (label, metric).
+const STAGES: [(&str, &str); 6] = [
+    ("publish and confirm", m::PUBLISH_SECONDS),
+    ("audit confirm", m::AUDIT_PUBLISH_SECONDS),
+    ("accepted to taken", m::QUEUE_WAIT_SECONDS),
+    ("batch filling", m::BATCH_WAIT_SECONDS),
+    ("forward pass", m::INFERENCE_SECONDS),
+    ("store", m::STORE_SECONDS),
+];
 
 pub(crate) async fn saturation(
     args: &Args,
@@ -74,8 +88,11 @@ pub(crate) async fn saturation(
         for (i, share) in [0.1, 0.5].into_iter().enumerate() {
             let rate = (share * rate).max(1.0) as u32;
             let before = stack.batch_sizes().await?;
+            let hist_before = stack.histograms().await?;
             let h = stack.interactive(rate, seconds).await?;
             let sizes = stack.batch_sizes().await?.since(&before);
+            let hist_after = stack.histograms().await?;
+            let stages = STAGES.map(|(_, name)| hist_after.mean_ms_since(&hist_before, name));
             if levels.len() <= i {
                 levels.push(Level {
                     share,
@@ -88,6 +105,7 @@ pub(crate) async fn saturation(
             l.p99.push(h.value_at_quantile(0.99) as f64 / 1e3);
             l.mean_batch.push(sizes.mean());
             l.histogram = sizes.histogram();
+            l.stages.push(stages);
         }
         stack.stop().await?;
     }
@@ -130,6 +148,23 @@ pub(crate) async fn saturation(
             } else {
                 "-".into()
             },
+            "-".into(),
+        );
+    }
+    for l in &levels {
+        let stage = |i: usize| median(l.stages.iter().map(|s| s[i]).collect());
+        let parts: Vec<String> = STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| format!("{label} {:.2}", stage(i)))
+            .collect();
+        report.row(
+            &format!(
+                "where a job's time goes at {:.0}% of saturation (means, ms; the stages overlap: accepted to taken includes the publish)",
+                l.share * 100.0
+            ),
+            parts.join(", "),
+            "-".into(),
             "-".into(),
         );
     }

@@ -121,6 +121,23 @@ impl Stack {
         Ok(BatchSizes::parse(&text))
     }
 
+    /// Sum and count of every histogram of the producer's and the
+    /// worker's `/metrics` (all label sets of a name together), by name.
+    pub(crate) async fn histograms(&self) -> anyhow::Result<Histograms> {
+        let mut out = Histograms::default();
+        for addr in [&self.producer.addr, &self.worker.addr] {
+            let text = self
+                .http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            out.add(&text);
+        }
+        Ok(out)
+    }
+
     /// `clients` loops of submit-then-wait for `seconds`; returns completed
     /// jobs per second and the latency histogram (microseconds).
     pub(crate) async fn closed_loop(
@@ -314,6 +331,42 @@ impl Stack {
         }
         hist.add(&*shared.lock().expect("histogram"))?;
         Ok(())
+    }
+}
+
+/// Histogram sums and counts by metric name, from Prometheus text.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Histograms(std::collections::HashMap<String, (f64, f64)>);
+
+impl Histograms {
+    fn add(&mut self, text: &str) {
+        for line in text.lines() {
+            let Some((name, _)) = line.split_once([' ', '{']) else {
+                continue;
+            };
+            let value = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if let Some(base) = name.strip_suffix("_sum") {
+                self.0.entry(base.to_string()).or_default().0 += value;
+            } else if let Some(base) = name.strip_suffix("_count") {
+                self.0.entry(base.to_string()).or_default().1 += value;
+            }
+        }
+    }
+
+    /// Mean of `name` between `before` and `self`, in milliseconds (the
+    /// histograms are in seconds); `NaN` when nothing was recorded.
+    pub(crate) fn mean_ms_since(&self, before: &Histograms, name: &str) -> f64 {
+        let (s1, c1) = self.0.get(name).copied().unwrap_or_default();
+        let (s0, c0) = before.0.get(name).copied().unwrap_or_default();
+        if c1 > c0 {
+            1e3 * (s1 - s0) / (c1 - c0)
+        } else {
+            f64::NAN
+        }
     }
 }
 
