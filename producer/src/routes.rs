@@ -6,7 +6,7 @@ use crate::idempotency::{self, Accepted};
 use crate::lookup::{owned_job, parse_id};
 use crate::state::AppState;
 use crate::validate::validate;
-use crate::wait::{poll_until, WaitQuery};
+use crate::wait::{poll_registered, poll_until, WaitQuery};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
@@ -81,12 +81,16 @@ pub async fn submit_job(
         job_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
+    // A wait is registered before the job exists, so its end cannot be
+    // missed and the record need not be read until it is announced.
+    let id = new_job_id();
+    let early = (wait > 0.0).then(|| state.waiters.register(id));
     // The submission runs to its end even if the client goes away, so no
     // job is left recorded but unpublished and no key is left pending.
     let (accepted, replayed) = tokio::spawn(
         {
             let state = state.clone();
-            async move { submit_idempotent(&state, &caller, key, body, trace).await }
+            async move { submit_idempotent(&state, &caller, key, body, trace, id).await }
         }
         .instrument(span),
     )
@@ -96,7 +100,9 @@ pub async fn submit_job(
     // client goes away, the server drops this future and the wait stops
     // reading Redis.
     if wait > 0.0 {
-        if let Some(finished) = finished_in_time(&state, &accepted, wait).await {
+        // A replay answers for an earlier job, which may have ended.
+        let early = early.filter(|_| !replayed);
+        if let Some(finished) = finished_in_time(&state, &accepted, wait, early).await {
             return Ok(finished);
         }
     }
@@ -107,8 +113,14 @@ pub async fn submit_job(
 /// its `Location`, if it does. `None` when the wait ends first, and also
 /// when reading the job fails: the broker holds the job, so the answer is
 /// then the submission's `202` with its id, never an error that a client
-/// would retry into a second job.
-async fn finished_in_time(state: &AppState, accepted: &Accepted, wait: f64) -> Option<Response> {
+/// would retry into a second job. `early` is a wait registered for the
+/// job before it was published.
+async fn finished_in_time(
+    state: &AppState,
+    accepted: &Accepted,
+    wait: f64,
+    early: Option<crate::waiters::WaitGuard>,
+) -> Option<Response> {
     let id = JobId::parse_str(accepted.body["id"].as_str()?).ok()?;
     let read = || async {
         state
@@ -117,11 +129,12 @@ async fn finished_in_time(state: &AppState, accepted: &Accepted, wait: f64) -> O
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("job {id}")))
     };
-    let rec = match poll_until(state, id, wait, read, |r: &JobRecord| {
-        r.status.is_terminal()
-    })
-    .await
-    {
+    let terminal = |r: &JobRecord| r.status.is_terminal();
+    let polled = match early {
+        Some(guard) => poll_registered(state, guard, true, wait, read, terminal).await,
+        None => poll_until(state, id, wait, read, terminal).await,
+    };
+    let rec = match polled {
         Ok(rec) if rec.status.is_terminal() => rec,
         Ok(_) => return None,
         Err(e) => {
@@ -144,9 +157,10 @@ async fn submit_idempotent(
     key: Option<String>,
     body: Bytes,
     trace: Option<String>,
+    id: JobId,
 ) -> Result<(Accepted, bool), ApiError> {
     let Some(key) = key else {
-        return Ok((submit(state, caller, &body, trace).await?, false));
+        return Ok((submit(state, caller, &body, trace, id).await?, false));
     };
     // Keys are the tenant's own: another tenant's key never collides.
     let scope = format!("{}/jobs", caller.name());
@@ -157,7 +171,7 @@ async fn submit_idempotent(
         .begin(&redis_key, &hash, idempotency::PENDING_JOB_MS)
         .await?
     {
-        Begin::New(claimed) => match submit(state, caller, &body, trace).await {
+        Begin::New(claimed) => match submit(state, caller, &body, trace, id).await {
             Ok(accepted) => {
                 idempotency::remember(state, &claimed, &hash, &accepted).await;
                 Ok((accepted, false))
@@ -178,6 +192,7 @@ async fn submit(
     caller: &Caller,
     body: &[u8],
     trace: Option<String>,
+    id: JobId,
 ) -> Result<Accepted, ApiError> {
     let registry = state.registry();
     let job = match validate(body, &registry, state.guard.as_ref()) {
@@ -190,7 +205,6 @@ async fn submit(
     if let Some(url) = &job.webhook_url {
         crate::callback::check_url_resolves(state, url).await?;
     }
-    let id = new_job_id();
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("job_id", tracing::field::display(id));

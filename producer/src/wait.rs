@@ -5,6 +5,7 @@
 use crate::detail::Detail;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::waiters::WaitGuard;
 use infq_common::job::JobId;
 use serde::Deserialize;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub async fn poll_until<T, F, Fut>(
     state: &AppState,
     id: JobId,
     wait: f64,
-    mut read: F,
+    read: F,
     done: impl Fn(&T) -> bool,
 ) -> Result<T, ApiError>
 where
@@ -45,18 +46,45 @@ where
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
     if wait <= 0.0 {
+        let mut read = read;
         return read().await;
     }
+    poll_registered(state, state.waiters.register(id), false, wait, read, done).await
+}
+
+/// [`poll_until`] with the wait already registered as `guard`. With
+/// `unfinished`, the caller registered it before the record could become
+/// final (a job not yet published), so the record is not read until a
+/// completion notice, or the once-a-second recheck, says to.
+pub async fn poll_registered<T, F, Fut>(
+    state: &AppState,
+    guard: WaitGuard,
+    mut unfinished: bool,
+    wait: f64,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
-    let guard = state.waiters.register(id);
     loop {
         let notified = guard.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let rec = read().await?;
-        if done(&rec) || tokio::time::Instant::now() >= deadline || state.shutdown.is_cancelled() {
-            return Ok(rec);
+        // Enabled first, so a notice from now on is not missed; one that
+        // came before is remembered by the guard.
+        if !unfinished || guard.woken() {
+            let rec = read().await?;
+            if done(&rec)
+                || tokio::time::Instant::now() >= deadline
+                || state.shutdown.is_cancelled()
+            {
+                return Ok(rec);
+            }
         }
+        unfinished = false;
         let recheck = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
         tokio::select! {
             _ = notified => {}

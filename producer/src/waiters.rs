@@ -7,14 +7,18 @@
 use infq_common::job::JobId;
 use infq_common::shutdown::CancellationToken;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// Requests waiting for jobs to finish.
 #[derive(Default)]
 pub struct Waiters {
-    map: Mutex<HashMap<JobId, (Arc<Notify>, usize)>>,
+    map: Mutex<HashMap<JobId, Entry>>,
 }
+
+/// One id's wake-up, whether it came, and how many wait for it.
+type Entry = (Arc<Notify>, Arc<AtomicBool>, usize);
 
 /// A registered wait; unregisters on drop.
 pub struct WaitGuard {
@@ -22,14 +26,26 @@ pub struct WaitGuard {
     id: JobId,
     /// Notified when the job reaches a terminal state.
     pub notify: Arc<Notify>,
+    /// Set by every wake-up of this id since it was first registered.
+    woken: Arc<AtomicBool>,
+}
+
+impl WaitGuard {
+    /// Whether a wake-up for this id came since it was registered: a
+    /// caller that registered before its job could end, and enabled a
+    /// `notify.notified()` before asking, need not read the job while this
+    /// is `false`.
+    pub fn woken(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
         let mut map = self.waiters.map.lock().expect("waiters lock");
         if let Some(entry) = map.get_mut(&self.id) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
+            entry.2 -= 1;
+            if entry.2 == 0 {
                 map.remove(&self.id);
             }
         }
@@ -42,18 +58,20 @@ impl Waiters {
         let mut map = self.map.lock().expect("waiters lock");
         let entry = map
             .entry(id)
-            .or_insert_with(|| (Arc::new(Notify::new()), 0));
-        entry.1 += 1;
+            .or_insert_with(|| (Arc::new(Notify::new()), Arc::default(), 0));
+        entry.2 += 1;
         WaitGuard {
             waiters: self.clone(),
             id,
             notify: entry.0.clone(),
+            woken: entry.1.clone(),
         }
     }
 
     /// Wakes every request waiting for `id`.
     pub fn wake(&self, id: &JobId) {
-        if let Some((n, _)) = self.map.lock().expect("waiters lock").get(id) {
+        if let Some((n, woken, _)) = self.map.lock().expect("waiters lock").get(id) {
+            woken.store(true, Ordering::Release);
             n.notify_waiters();
         }
     }
@@ -61,7 +79,8 @@ impl Waiters {
     /// Wakes every waiting request (after a reconnect, when notifications
     /// may have been missed).
     pub fn wake_all(&self) {
-        for (n, _) in self.map.lock().expect("waiters lock").values() {
+        for (n, woken, _) in self.map.lock().expect("waiters lock").values() {
+            woken.store(true, Ordering::Release);
             n.notify_waiters();
         }
     }
@@ -133,6 +152,7 @@ mod tests {
                 .is_err(),
             "b not woken"
         );
+        assert!(ga.woken() && !gb.woken(), "only a's wake-up is remembered");
         assert_eq!(w.len(), 2);
         drop(ga);
         drop(gb);
