@@ -8,7 +8,7 @@ use infq::wait::wait_until;
 use infq::{test_settings, TestEnv};
 use infq_common::audit::{inputs_sha256, Event, Record};
 use infq_common::job::{format_ms, now_ms, Priority};
-use infq_common::lineage::sha256_hex;
+use infq_common::sha256::hex as sha256_hex;
 use infq_common::topology::Topology;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@
 
 use crate::confirms::Lease;
 use crate::job::{format_ms, now_ms};
-use crate::lineage::sha256_hex;
+use crate::sha256::hex as sha256_hex;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
@@ -114,7 +114,8 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs_sha256: Option<String>,
     /// The SHA-256 of the outputs (a job's output JSON as stored; a
-    /// batch's results, see [`BatchDigest`]).
+    /// batch's results: its stored chunks' rows, as the store holds them,
+    /// one after the other in chunk order, through [`crate::sha256::Hasher`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs_sha256: Option<String>,
     /// The terminal state, for completions.
@@ -182,11 +183,6 @@ pub fn inputs_sha256(inputs: &[f32]) -> String {
     let bytes: Vec<u8> = inputs.iter().flat_map(|v| v.to_le_bytes()).collect();
     sha256_hex(&bytes)
 }
-
-/// The SHA-256 of a batch's results: its stored chunks' rows (JSON, as
-/// the store holds them) one after the other in chunk order, fed to a
-/// [`crate::idempotency::BodyHasher`].
-pub use crate::idempotency::BodyHasher as BatchDigest;
 
 /// The audit stream's retention, in the `[amqp.audit]` section.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

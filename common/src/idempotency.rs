@@ -56,10 +56,6 @@ pub enum Begin {
     },
 }
 
-/// A hex SHA-256 digest of keys and bodies ([`crate::sha256::hex`]), and
-/// the incremental hashing of a streamed body.
-pub use crate::sha256::{hex as digest, Hasher as BodyHasher};
-
 /// Idempotency keys in Redis.
 #[derive(Clone)]
 pub struct IdempotencyStore {
@@ -138,22 +134,5 @@ impl IdempotencyStore {
         inv.arg(&claimed.owner);
         let mut c = self.conn.clone();
         inv.invoke_async::<i64>(&mut c).await.map(|_| ())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digests_are_hex_sha256() {
-        assert_eq!(
-            digest(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        let mut h = BodyHasher::default();
-        h.update(b"a");
-        h.update(b"bc");
-        assert_eq!(h.finish(), digest(b"abc"));
     }
 }

@@ -8,11 +8,6 @@ use std::path::Path;
 /// infq's version, recorded with every batch.
 pub const INFQ_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The SHA-256 of `bytes`, in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::sha256::hex(bytes)
-}
-
 /// The SHA-256 of a file's bytes, read in pieces, in lowercase hex.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
@@ -39,7 +34,6 @@ mod tests {
         std::fs::write(&path, b"abc").unwrap();
         let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(file_sha256(&path).unwrap(), expected);
-        assert_eq!(sha256_hex(b"abc"), expected);
         assert!(file_sha256(&dir.path().join("missing")).is_err());
     }
 }

@@ -12,10 +12,10 @@
 //! see [`crate::store::quota`], which this store applies.
 
 use crate::config::{valid_tenant_name, Limits, Settings, TENANT_NAME_RULE};
-use crate::idempotency::digest;
 use crate::job::{now_ms, JobId};
 use crate::keys::Keys;
 use crate::redis_link::RedisLink;
+use crate::sha256::hex as digest;
 use crate::store::quota;
 use crate::store::StoreError;
 use base64::Engine;

@@ -107,8 +107,8 @@ pub fn mismatch() -> ApiError {
 /// hash as bytes.
 pub fn json_body_hash(body: &[u8]) -> String {
     match serde_json::from_slice::<Value>(body) {
-        Ok(v) => infq_common::idempotency::digest(v.to_string().as_bytes()),
-        Err(_) => infq_common::idempotency::digest(body),
+        Ok(v) => infq_common::sha256::hex(v.to_string().as_bytes()),
+        Err(_) => infq_common::sha256::hex(body),
     }
 }
 

@@ -187,7 +187,7 @@ pub fn load_checked(
 ) -> Result<(CModule, String), ModelError> {
     let bytes = std::fs::read(&spec.path)
         .map_err(|e| ModelError::Load(format!("{}: {e}", spec.path.display())))?;
-    let digest = infq_common::lineage::sha256_hex(&bytes);
+    let digest = infq_common::sha256::hex(&bytes);
     if let Some(declared) = &spec.sha256 {
         if *declared != digest {
             return Err(ModelError::Digest {

@@ -62,7 +62,7 @@ impl Registry {
         }
         let registry = Registry {
             models,
-            digest: crate::lineage::sha256_hex(text.as_bytes()),
+            digest: crate::sha256::hex(text.as_bytes()),
             files: HashMap::new(),
         };
         validate(&registry.models, path)?;

@@ -22,8 +22,9 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use infq_common::audit::Event;
-use infq_common::idempotency::{Begin, BodyHasher};
+use infq_common::idempotency::Begin;
 use infq_common::job::{new_job_id, now_ms, JobError, JobStatus, Priority};
+use infq_common::sha256::Hasher;
 use infq_common::store::{BatchRecord, NewBatch};
 use infq_common::views::BatchView;
 use serde::Deserialize;
@@ -65,7 +66,7 @@ struct UploadRead<R> {
     inner: R,
     left: u64,
     limit: u64,
-    hash: BodyHasher,
+    hash: Hasher,
 }
 
 impl<R: Read> Read for UploadRead<R> {
@@ -235,7 +236,7 @@ fn asked_of(q: &CreateQuery, content_type: Option<&str>) -> String {
 /// What an idempotent upload is compared by: its parameters (see
 /// [`asked_of`]) and the SHA-256 of its file.
 fn request_hash(asked: Option<&str>, file: &str) -> String {
-    let mut h = BodyHasher::default();
+    let mut h = Hasher::default();
     h.update(asked.unwrap_or("").as_bytes());
     h.update(b"\n");
     h.update(file.as_bytes());
@@ -245,7 +246,7 @@ fn request_hash(asked: Option<&str>, file: &str) -> String {
 /// Reads a whole upload only to hash it (a repeat of a finished request).
 async fn hash_upload(state: &AppState, body: Body) -> Result<String, ApiError> {
     let limit = state.settings.producer.max_upload_bytes;
-    let mut hash = BodyHasher::default();
+    let mut hash = Hasher::default();
     let mut seen = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(part) = stream.next().await {
@@ -481,7 +482,7 @@ async fn create(
             inner: SyncIoBridge::new(upload),
             left: limit,
             limit,
-            hash: BodyHasher::default(),
+            hash: Hasher::default(),
         };
         let mut out = std::io::BufWriter::with_capacity(1 << 16, spool);
         let mut ids_out = ids.map(|f| std::io::BufWriter::with_capacity(1 << 16, f));

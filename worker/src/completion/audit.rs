@@ -15,10 +15,10 @@
 use crate::context::WorkerCtx;
 use crate::pending::Pending;
 use crate::session::Session;
-use infq_common::audit::{inputs_sha256, BatchDigest, Event, Record};
+use infq_common::audit::{inputs_sha256, Event, Record};
 use infq_common::job::{JobId, JobStatus};
 use infq_common::keys::Subject;
-use infq_common::lineage::sha256_hex;
+use infq_common::sha256::hex as sha256_hex;
 use infq_common::store::{JobStore, StoreError, Transition};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub(super) async fn batch_end(store: &JobStore, id: &JobId) -> Result<Option<Rec
     let Some(b) = store.get_batch(id).await? else {
         return Ok(None);
     };
-    let mut digest = BatchDigest::default();
+    let mut digest = infq_common::sha256::Hasher::default();
     let mut from = 0;
     while from < b.chunks {
         let to = b.chunks.min(from.saturating_add(DIGEST_WINDOW));
