@@ -7,6 +7,8 @@
 //! Floats are written in their shortest f32 form, which reads back exactly.
 
 use crate::registry::OutputSpec;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// One row's outputs, serialised as `{"<name>": value, ...}` in schema order.
@@ -40,9 +42,10 @@ pub enum RowOut<'a> {
     },
 }
 
-/// One row of a chunk as the producer reads it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+/// One row of a chunk as the producer reads it (see [`RowOut`]; read by
+/// the JSON type of the element, without buffering it first as an
+/// untagged enum would).
+#[derive(Debug, Clone, PartialEq)]
 pub enum RowResult {
     /// The row's outputs.
     Values(Vec<f32>),
@@ -96,18 +99,72 @@ pub fn chunk_json(sha256: Option<&str>, rows: &[RowOut], ids: &[String]) -> Stri
     serde_json::to_string(&ChunkOut { sha256, rows, ids }).expect("rows serialise")
 }
 
-/// A stored chunk as read back.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+impl<'de> Deserialize<'de> for RowResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Explained {
+            v: Vec<f32>,
+            a: Vec<f32>,
+        }
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = RowResult;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of outputs, an error string or {\"v\", \"a\"}")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RowResult, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(RowResult::Values)
+            }
+            fn visit_str<E: serde::de::Error>(self, e: &str) -> Result<RowResult, E> {
+                Ok(RowResult::Error(e.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, e: String) -> Result<RowResult, E> {
+                Ok(RowResult::Error(e))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RowResult, A::Error> {
+                let Explained { v, a } = Explained::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(RowResult::Explained { v, a })
+            }
+        }
+        d.deserialize_any(Row)
+    }
+}
+
+/// A stored chunk as read back: the bare array of rows, or the object
+/// with lineage (told apart by the JSON type, as for [`RowResult`]).
+#[derive(Debug, Clone, PartialEq)]
 enum StoredForm {
     Rows(Vec<RowResult>),
-    WithLineage {
-        #[serde(default)]
-        sha256: Option<String>,
-        rows: Vec<RowResult>,
-        #[serde(default)]
-        ids: Vec<String>,
-    },
+    WithLineage(WithLineage),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct WithLineage {
+    #[serde(default)]
+    sha256: Option<String>,
+    rows: Vec<RowResult>,
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for StoredForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> Visitor<'de> for Form {
+            type Value = StoredForm;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of rows or {\"sha256\", \"rows\", \"ids\"}")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<StoredForm, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(seq)).map(StoredForm::Rows)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StoredForm, A::Error> {
+                WithLineage::deserialize(MapAccessDeserializer::new(map))
+                    .map(StoredForm::WithLineage)
+            }
+        }
+        d.deserialize_any(Form)
+    }
 }
 
 /// A stored chunk: its rows, and the SHA-256 of the model file that ran
@@ -130,7 +187,9 @@ pub fn parse_chunk(text: &str) -> Result<StoredChunk, serde_json::Error> {
             rows,
             ids: Vec::new(),
         },
-        StoredForm::WithLineage { sha256, rows, ids } => StoredChunk { sha256, rows, ids },
+        StoredForm::WithLineage(WithLineage { sha256, rows, ids }) => {
+            StoredChunk { sha256, rows, ids }
+        }
     })
 }
 
@@ -173,6 +232,45 @@ mod tests {
         let back = parse_chunk(&text).unwrap().rows;
         assert_eq!(back[0].values(), Some(&[0.5][..]));
         assert_eq!(back[0].attributions(), Some(&[0.25, -0.125][..]));
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for bad in [
+            "5",
+            "null",
+            r#""rows""#,
+            "[null]",
+            "[true]",
+            r#"[["x"]]"#,
+            r#"[{"v":[1]}]"#,
+            r#"[{"v":[1],"a":"x"}]"#,
+            r#"{"sha256":"ab"}"#,
+            r#"{"rows":3}"#,
+            r#"{"rows":[],"ids":[1]}"#,
+            "[[1e99]]",
+            "[[1,2]",
+        ] {
+            assert!(parse_chunk(bad).is_err(), "{bad}");
+        }
+        let ok = parse_chunk(r#"{"sha256":null,"rows":[[1],"e",{"a":[2],"v":[3],"x":0}],"y":1}"#)
+            .unwrap();
+        assert_eq!(ok.sha256, None);
+        assert_eq!(
+            ok.rows,
+            vec![
+                RowResult::Values(vec![1.0]),
+                RowResult::Error("e".into()),
+                RowResult::Explained {
+                    v: vec![3.0],
+                    a: vec![2.0]
+                }
+            ]
+        );
+        assert_eq!(
+            parse_chunk(r#"["a\"b"]"#).unwrap().rows[0],
+            RowResult::Error("a\"b".into())
+        );
     }
 
     #[test]

@@ -385,12 +385,52 @@ impl Renderer {
         Ok(())
     }
 
+    /// Writes one row as a CSV record, field by field (no allocation per
+    /// row: a million-row download spends its time here).
+    fn csv_row(
+        &self,
+        csv: &mut csv::Writer<Vec<u8>>,
+        field: &mut String,
+        r: &RowView<'_>,
+    ) -> std::io::Result<()> {
+        use std::fmt::Write;
+        let number = |field: &mut String, x: &dyn std::fmt::Display| {
+            field.clear();
+            let _ = write!(field, "{x}");
+        };
+        number(field, &r.row);
+        csv.write_field(&*field)?;
+        for k in 0..self.passthrough.len() {
+            csv.write_field(r.ids.get(k).map_or("", String::as_str))?;
+        }
+        for k in 0..self.outputs.len() {
+            match r.values.and_then(|v| v.get(k)) {
+                Some(x) => number(field, x),
+                None => field.clear(),
+            }
+            csv.write_field(&*field)?;
+        }
+        if let Some(plan) = &self.explain {
+            let mut texts = r.explanation.as_ref().map(|e| e.reason_texts());
+            for _ in 0..plan.top_k {
+                csv.write_field(texts.as_mut().and_then(Iterator::next).unwrap_or(""))?;
+            }
+        }
+        csv.write_field(&*self.model)?;
+        csv.write_field(&*self.version)?;
+        csv.write_field(r.values.and(r.sha256).unwrap_or(""))?;
+        csv.write_field(r.error.unwrap_or(""))?;
+        csv.write_record(None::<&[u8]>)?;
+        Ok(())
+    }
+
     /// Renders chunks as lines of text (CSV or JSONL).
     fn chunks(&self, chunks: &[(u32, Option<String>)]) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(chunks.len() * self.chunk_rows as usize * 24);
         let mut csv = csv::WriterBuilder::new().from_writer(Vec::new());
+        // A number's text, reused from row to row.
+        let mut field = String::new();
         let mut failed = None;
-        let columns = self.passthrough.len();
         self.rows(chunks, |r| {
             if failed.is_some() {
                 return;
@@ -411,33 +451,7 @@ impl Renderer {
                         .map(|()| out.push(b'\n'))
                         .map_err(std::io::Error::from)
                 }
-                ResultsFormat::Csv => {
-                    let mut rec = Vec::with_capacity(self.outputs.len() + columns + 6);
-                    rec.push(r.row.to_string());
-                    for k in 0..columns {
-                        rec.push(r.ids.get(k).cloned().unwrap_or_default());
-                    }
-                    for k in 0..self.outputs.len() {
-                        rec.push(
-                            r.values
-                                .and_then(|v| v.get(k))
-                                .map(|x| x.to_string())
-                                .unwrap_or_default(),
-                        );
-                    }
-                    if let Some(plan) = &self.explain {
-                        let mut texts = r.explanation.as_ref().map(|e| e.reason_texts());
-                        for _ in 0..plan.top_k {
-                            let text = texts.as_mut().and_then(Iterator::next);
-                            rec.push(text.unwrap_or("").to_string());
-                        }
-                    }
-                    rec.push(self.model.to_string());
-                    rec.push(self.version.to_string());
-                    rec.push(r.values.and(r.sha256).unwrap_or("").to_string());
-                    rec.push(r.error.unwrap_or("").to_string());
-                    csv.write_record(&rec).map_err(std::io::Error::from)
-                }
+                ResultsFormat::Csv => self.csv_row(&mut csv, &mut field, &r),
             };
             failed = done.err();
         })?;
