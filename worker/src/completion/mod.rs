@@ -44,12 +44,25 @@ pub use refused::retry;
 /// Batches whose events are being published at once.
 const MAX_ANNOUNCING: usize = 8;
 
+/// Jobs and chunks written in one round trip at most, gathered from the
+/// forward passes that ended while the last write was out.
+const MAX_WRITE_JOBS: usize = 128;
+
 /// Stores, announces and acknowledges until every sender is gone; then
 /// finishes what is under way.
 pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<WorkerCtx>) {
     let mut announcing = JoinSet::new();
     let mut aside = JoinSet::new();
-    while let Some(cmd) = rx.recv().await {
+    // A command taken while gathering stores, handled next.
+    let mut next: Option<CompletionCommand> = None;
+    loop {
+        let cmd = match next.take() {
+            Some(cmd) => cmd,
+            None => match rx.recv().await {
+                Some(cmd) => cmd,
+                None => break,
+            },
+        };
         while aside.try_join_next().is_some() {}
         match cmd {
             CompletionCommand::Store {
@@ -59,19 +72,33 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                 explained,
                 model_sha256,
             } => {
-                // Jobs out of retries fail for good; the others wait as
-                // `retrying`.
-                let updates: Vec<Outcome> =
-                    outcomes(&spec, &jobs, &outcome, &explained, &model_sha256)
-                        .into_iter()
-                        .zip(&jobs)
-                        .map(|(o, job)| match o {
-                            Outcome::Retry(e) if !ctx.can_retry(&job.msg) => {
-                                failed_for_good(job, job.rows(spec.width()), &e.to_string())
-                            }
-                            other => other,
-                        })
-                        .collect();
+                let (mut jobs, mut updates) =
+                    outcomes_of(&ctx, &spec, jobs, &outcome, &explained, &model_sha256);
+                // Forward passes that ended while the last write was out
+                // are written with this one, in the same round trip:
+                // under a backlog of bulk chunks a write per pass would
+                // leave the model waiting on the store.
+                while jobs.len() < MAX_WRITE_JOBS {
+                    match rx.try_recv() {
+                        Ok(CompletionCommand::Store {
+                            spec,
+                            jobs: more,
+                            outcome,
+                            explained,
+                            model_sha256,
+                        }) => {
+                            let (j, u) =
+                                outcomes_of(&ctx, &spec, more, &outcome, &explained, &model_sha256);
+                            jobs.extend(j);
+                            updates.extend(u);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 if let Some(cycle) = store(&ctx, jobs, updates).await {
                     // The results are stored. Their events (published
                     // with confirms) and the acknowledgements that follow
@@ -110,7 +137,30 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
     tracing::debug!("completion stage stopped");
 }
 
-/// Stores a forward pass's outcomes; what is left to do (announce,
+/// What to store for each job of a forward pass: jobs out of retries fail
+/// for good, the others wait as `retrying`.
+fn outcomes_of(
+    ctx: &WorkerCtx,
+    spec: &infq_common::registry::ModelSpec,
+    jobs: Vec<Pending>,
+    outcome: &crate::outcome::ModelOutcome,
+    explained: &[Option<Result<Vec<f32>, crate::outcome::InferError>>],
+    model_sha256: &str,
+) -> (Vec<Pending>, Vec<Outcome>) {
+    let updates = outcomes(spec, &jobs, outcome, explained, model_sha256)
+        .into_iter()
+        .zip(&jobs)
+        .map(|(o, job)| match o {
+            Outcome::Retry(e) if !ctx.can_retry(&job.msg) => {
+                failed_for_good(job, job.rows(spec.width()), &e.to_string())
+            }
+            other => other,
+        })
+        .collect();
+    (jobs, updates)
+}
+
+/// Stores forward passes' outcomes in one round trip; what is left to do (announce,
 /// acknowledge, count) is the returned [`Cycle`]. `None` when the store
 /// stayed unreachable: the jobs went back through the retry tiers.
 async fn store(ctx: &Arc<WorkerCtx>, jobs: Vec<Pending>, updates: Vec<Outcome>) -> Option<Cycle> {
