@@ -11,13 +11,14 @@
 //! with the reason. Behind a full batch with more waiting (a backlog of
 //! chunks), the next batches are formed at once and claimed in the same
 //! round trip, to run one after another ([`CLAIM_AHEAD`]); a single job
-//! arriving meanwhile runs before them.
+//! arriving meanwhile runs before them, claimed in a round trip of its
+//! own.
 
 use crate::context::WorkerCtx;
 use crate::model::{Batch, ModelCommand, ModelHandle};
 use crate::outcome::CompletionCommand;
 use crate::pending::Pending;
-use infq_common::job::JobStatus;
+use infq_common::job::{JobStatus, Priority};
 use infq_common::registry::ModelSpec;
 use infq_common::retry::Schedule;
 use infq_common::store::{Claim, ClaimOf, JobStore, StoreError};
@@ -206,13 +207,16 @@ pub async fn batcher_task(
         }
         let full = builder.is_full() || carry.is_some();
         let mut batches = vec![builder.take()];
+        // A batch with a single job in it is claimed alone: claiming
+        // chunks with it would make it wait for their claims too.
+        let single = batches[0].iter().any(|j| j.lane == Priority::Interactive);
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
         // A full batch with more waiting behind it: a backlog. The next
         // batches are formed from what is waiting now and claimed in the
         // same round trip, so that the model does not wait for a claim
         // between each of them.
-        while full && ready.len() + batches.len() < CLAIM_AHEAD {
+        while full && !single && ready.len() + batches.len() < CLAIM_AHEAD {
             while !builder.is_full() {
                 let Some(next) = carry.take().or_else(|| lanes.try_next()) else {
                     break;
