@@ -21,7 +21,8 @@ pub const BATCH_WAIT_SECONDS: &str = "infq_batch_wait_seconds";
 pub const BATCH_SIZE: &str = "infq_batch_size";
 /// Forward pass duration (`model`).
 pub const INFERENCE_SECONDS: &str = "infq_inference_seconds";
-/// Time to store a batch's results (`model`).
+/// Time to store one write's results (the forward passes that ended while
+/// the last write was out), through their acknowledgement (`model`).
 pub const STORE_SECONDS: &str = "infq_store_seconds";
 /// Broker publish-and-confirm duration in the producer.
 pub const PUBLISH_SECONDS: &str = "infq_publish_seconds";
@@ -96,7 +97,7 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (BATCH_WAIT_SECONDS, Kind::Histogram, Source::Worker, "Time a batch spent filling."),
     (BATCH_SIZE, Kind::Histogram, Source::Worker, "Rows per forward pass."),
     (INFERENCE_SECONDS, Kind::Histogram, Source::Worker, "Forward pass duration."),
-    (STORE_SECONDS, Kind::Histogram, Source::Worker, "Time to store a batch's results."),
+    (STORE_SECONDS, Kind::Histogram, Source::Worker, "Time to store one write's results (the forward passes that ended while the last was out), through their acknowledgement."),
     (ROWS, Kind::Counter, Source::Worker, "Rows run through a model."),
     (ROWS_PER_SECOND, Kind::Gauge, Source::Worker, "Rows per second this worker ran over the last 10 seconds."),
     (WORKER_BACKLOG, Kind::Gauge, Source::Worker, "Job messages this worker holds: delivered, not yet acknowledged."),
