@@ -469,6 +469,13 @@ async fn appender(mut rx: tokio::sync::mpsc::Receiver<Grouped>, stream: String, 
     }
 }
 
+/// How far the broker's clock may be behind the clocks that stamp the
+/// records, for a start given as a time: a broker 40 s behind its host
+/// (an Erlang VM keeps the offset it started with when the system clock
+/// is stepped) began past every record asked for, and the export was
+/// empty.
+pub const CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+
 /// Where reading the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
@@ -531,9 +538,11 @@ impl Since {
             Since::First => AMQPValue::LongString("first".into()),
             Since::Now => AMQPValue::LongString("next".into()),
             Since::Offset(n) => AMQPValue::LongLongInt(n.min(i64::MAX as u64) as i64),
-            // The broker starts at the chunk holding that second: records
-            // just before it are dropped by the reader.
-            Since::At(ms) => AMQPValue::Timestamp(ms / 1000),
+            // The broker starts at the chunk holding that second by its
+            // own clock, which may differ from the clocks that stamped the
+            // records (`at`): it starts [`CLOCK_SKEW_MS`] earlier, and the
+            // reader drops the records before the time asked for.
+            Since::At(ms) => AMQPValue::Timestamp(ms.saturating_sub(CLOCK_SKEW_MS) / 1000),
         }
     }
 }
@@ -677,6 +686,16 @@ mod tests {
         assert_ne!(inputs_sha256(&[1.0, 2.5]), inputs_sha256(&[2.5, 1.0]));
         // Of the bytes 00 00 80 3f: 1.0f32 little-endian.
         assert_eq!(inputs_sha256(&[1.0]), sha256_hex(&[0, 0, 0x80, 0x3f]));
+    }
+
+    #[test]
+    fn a_start_time_asks_the_broker_for_earlier_chunks() {
+        let at = 1_700_000_000_123;
+        assert_eq!(
+            Since::At(at).offset_arg(),
+            AMQPValue::Timestamp((at - CLOCK_SKEW_MS) / 1000)
+        );
+        assert_eq!(Since::At(5).offset_arg(), AMQPValue::Timestamp(0));
     }
 
     #[test]
