@@ -1,8 +1,9 @@
 //! The message a job travels in through RabbitMQ.
 //!
-//! JSON, so dead letters can be read by people and tools; floats are written
-//! in their shortest round-trip form, so an input arrives at the model
-//! bit-for-bit as the producer parsed it.
+//! JSON, so dead letters can be read by people and tools. A job's inputs
+//! are numbers in their shortest round-trip form; a chunk's, its many
+//! values as base64 of little-endian f32s (see `wire`). Either way an input
+//! arrives at the model bit-for-bit as the producer parsed it.
 //!
 //! A message only names work: which job (or which chunk of which batch),
 //! for which model, with which inputs. Whoever can publish to the broker
@@ -374,8 +375,10 @@ impl JobMessage {
     }
 }
 
-impl From<wire::Wire> for JobMessage {
-    fn from(w: wire::Wire) -> Self {
+impl TryFrom<wire::Wire> for JobMessage {
+    type Error = &'static str;
+    fn try_from(mut w: wire::Wire) -> Result<Self, Self::Error> {
+        let inputs = w.take_inputs()?;
         let work = match w.chunk {
             None => Work::Job { id: w.id },
             Some(c) => Work::Chunk {
@@ -384,12 +387,12 @@ impl From<wire::Wire> for JobMessage {
                 first_row: c.first_row,
             },
         };
-        JobMessage {
+        Ok(JobMessage {
             work,
             model: w.model,
             version: w.version,
             priority: w.priority,
-            inputs: w.inputs,
+            inputs,
             created_at_ms: w.created_at_ms,
             deadline_at_ms: w.deadline_at_ms,
             retries: w.retries,
@@ -397,7 +400,7 @@ impl From<wire::Wire> for JobMessage {
             tenant: w.tenant,
             retention_ms: w.retention_ms,
             passthrough: w.passthrough,
-        }
+        })
     }
 }
 
@@ -408,7 +411,9 @@ impl Serialize for JobMessage {
             model: &self.model,
             version: &self.version,
             priority: self.priority,
-            inputs: &self.inputs,
+            // A chunk's many values in binary; a job's few as numbers.
+            inputs: (!self.work.is_chunk()).then_some(&self.inputs[..]),
+            inputs_f32le: self.work.is_chunk().then_some(&self.inputs[..]),
             created_at_ms: self.created_at_ms,
             deadline_at_ms: self.deadline_at_ms,
             chunk: self.work.chunk(),
@@ -424,7 +429,8 @@ impl Serialize for JobMessage {
 
 impl<'de> Deserialize<'de> for JobMessage {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        wire::Wire::deserialize(d).map(JobMessage::from)
+        let w = wire::Wire::deserialize(d)?;
+        JobMessage::try_from(w).map_err(serde::de::Error::custom)
     }
 }
 
@@ -518,6 +524,83 @@ mod tests {
             JobMessage::decode(&job.encode()),
             Err(DecodeError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn chunk_inputs_travel_as_binary_and_earlier_chunks_still_decode() {
+        let mut m = sample();
+        m.priority = Priority::Bulk;
+        m.work = Work::Chunk {
+            batch: m.record(),
+            index: 2,
+            first_row: 513,
+        };
+        m.inputs = vec![-0.0, f32::MIN_POSITIVE, 1.0e-45, f32::MAX, 0.1, 729.526_5];
+        let text = String::from_utf8(m.encode()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v.get("inputs").is_none(), "{text}");
+        let b64 = v["inputs_f32le"].as_str().unwrap();
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let le: Vec<u8> = m.inputs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(bytes, le, "little-endian binary32, row after row");
+        let back = JobMessage::decode(text.as_bytes()).unwrap();
+        for (a, b) in m.inputs.iter().zip(&back.inputs) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        assert_eq!(back, m);
+        // A chunk as earlier releases wrote it: the same message.
+        let mut old = v.clone();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("inputs_f32le");
+        obj.insert("inputs".into(), serde_json::json!(m.inputs));
+        let back = JobMessage::decode(old.to_string().as_bytes()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.digest(), m.digest());
+        // Hostile forms: each is refused, none panics.
+        let with = |f: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+            let mut bad = v.clone();
+            f(bad.as_object_mut().unwrap());
+            bad.to_string()
+        };
+        let b64_of = |vals: &[f32]| {
+            let raw: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        };
+        let hostile = [
+            with(&|o| {
+                o.remove("inputs_f32le");
+            }),
+            with(&|o| {
+                o.insert("inputs".into(), serde_json::json!([1.0]));
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), "not base64!".into());
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), "AAAA".into()); // 3 bytes
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), "".into());
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), serde_json::json!([1, 2]));
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), serde_json::json!(null));
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), b64_of(&[1.0, f32::NAN]).into());
+            }),
+            with(&|o| {
+                o.insert("inputs_f32le".into(), b64_of(&[f32::INFINITY]).into());
+            }),
+        ];
+        for bad in hostile {
+            assert!(JobMessage::decode(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]
