@@ -410,10 +410,12 @@ fn read_csv<R: Read, W: Write>(
     let mut report = Report::default();
     // Files separated by `;` write decimals with a comma.
     let decimal_comma = delimiter == b';';
+    // Fields are trimmed where they are read (`str::trim`, as csv's
+    // `Trim::All` does): that copies no record.
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .delimiter(delimiter)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .from_reader(input);
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),
@@ -489,13 +491,13 @@ fn read_csv<R: Read, W: Write>(
         let before = report.problems.len();
         passthrough.values.clear();
         for (i, ((feature, name), &col)) in wanted.iter().zip(&columns).enumerate() {
-            match spec.inputs[*feature].text(&record[col], decimal_comma) {
+            match spec.inputs[*feature].text(record[col].trim(), decimal_comma) {
                 Ok(y) => row[i] = y,
                 Err(message) => report.problem(line, Some(name.clone()), message),
             }
         }
         for (name, &col) in passthrough.names.iter().zip(&carried) {
-            if let Err(message) = passthrough.push(record[col].to_string()) {
+            if let Err(message) = passthrough.push(record[col].trim().to_string()) {
                 report.problem(line, Some(name.clone()), message);
             }
         }
