@@ -42,11 +42,15 @@ fn lines(r: &Report) -> Vec<u64> {
 fn csv_columns_in_any_order_with_extras() {
     let (r, rows) = read(
         Format::Csv,
-        "id,income,balance,student\na,40000.5,729.5,0\nb, 1e3 ,0,1\n",
+        "id, income ,balance,student\na,40000.5,729.5,0\nb, 1e3 ,0,1\nc,\u{2003}7\t, 2,\u{a0}0\n",
     );
     assert!(r.problems.is_empty(), "{:?}", r.problems);
-    assert_eq!(r.rows, 2);
-    assert_eq!(rows, vec![0.0, 729.5, 40000.5, 1.0, 0.0, 1000.0]);
+    assert_eq!(r.rows, 3);
+    // Headers and fields lose their whitespace, Unicode's included.
+    assert_eq!(
+        rows,
+        vec![0.0, 729.5, 40000.5, 1.0, 0.0, 1000.0, 0.0, 2.0, 7.0]
+    );
 }
 
 #[test]
