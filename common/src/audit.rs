@@ -180,8 +180,7 @@ impl Record {
 /// floats in schema order, little-endian, one after the other (what the
 /// model is given, whichever way the request spelled them).
 pub fn inputs_sha256(inputs: &[f32]) -> String {
-    let bytes: Vec<u8> = inputs.iter().flat_map(|v| v.to_le_bytes()).collect();
-    sha256_hex(&bytes)
+    sha256_hex(&crate::f32le::bytes(inputs))
 }
 
 /// The audit stream's retention, in the `[amqp.audit]` section.

@@ -52,6 +52,7 @@ pub mod config;
 pub mod confirms;
 pub mod dead;
 pub mod explain;
+pub mod f32le;
 pub mod idempotency;
 pub mod job;
 pub mod keys;

@@ -280,9 +280,7 @@ impl JobMessage {
         }
         let mut block = [0u8; 4096];
         for values in self.inputs.chunks(block.len() / 4) {
-            for (v, out) in values.iter().zip(block.chunks_exact_mut(4)) {
-                out.copy_from_slice(&v.to_bits().to_le_bytes());
-            }
+            crate::f32le::write(values, &mut block);
             h.update(&block[..values.len() * 4]);
         }
         // Messages without passthrough values keep the digest they had.

@@ -97,19 +97,14 @@ impl Wire {
     }
 }
 
-/// `inputs_f32le`: values as base64 of little-endian binary32s.
+/// `inputs_f32le`: base64 of the values laid out as [`crate::f32le`] says.
 mod f32le {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
     use serde::{de, Deserializer, Serializer};
 
     pub(super) fn write<S: Serializer>(values: &Option<&[f32]>, s: S) -> Result<S::Ok, S::Error> {
-        let values = values.unwrap_or_default();
-        let mut bytes = Vec::with_capacity(values.len() * 4);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        s.serialize_str(&STANDARD.encode(bytes))
+        s.serialize_str(&STANDARD.encode(crate::f32le::bytes(values.unwrap_or_default())))
     }
 
     pub(super) fn read<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f32>>, D::Error> {
@@ -123,13 +118,8 @@ mod f32le {
                 let bytes = STANDARD
                     .decode(text)
                     .map_err(|e| E::custom(format_args!("inputs_f32le: {e}")))?;
-                if bytes.len() % 4 != 0 {
-                    return Err(E::custom("inputs_f32le: not a whole number of f32 values"));
-                }
-                Ok(bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect())
+                crate::f32le::read(&bytes)
+                    .ok_or_else(|| E::custom("inputs_f32le: not a whole number of f32 values"))
             }
         }
         d.deserialize_str(Visitor).map(Some)
