@@ -3,8 +3,9 @@
 //! The batcher first reserves the model thread's single slot, so batches
 //! keep growing while the model is busy. It then takes the first job and
 //! fills the batch until `max_batch_size` rows or `max_batch_delay` has
-//! passed, always taking interactive jobs before bulk ones. Before handing
-//! the batch over it claims its jobs and chunks in Redis in one round trip:
+//! passed, always taking interactive jobs before bulk ones. Single jobs
+//! are claimed in Redis while the batch fills ([`EarlyClaims`]); the rest
+//! are claimed before the batch is handed over, in one round trip:
 //! those already terminal or stored (redeliveries, cancelled work) go to
 //! the completion stage to be acknowledged without running, and messages
 //! that name no record (or do not match it) go there to be dead-lettered
@@ -71,6 +72,17 @@ impl<T> BatchBuilder<T> {
     /// Rows collected.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Takes the items that `pred` picks out of the batch being filled,
+    /// which still counts their rows: they go ahead (to be claimed while
+    /// it fills) and rejoin it when it is handed over.
+    pub fn hand_over(&mut self, mut pred: impl FnMut(&T) -> bool) -> Vec<T> {
+        let (picked, kept) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|item| pred(item));
+        self.items = kept;
+        picked
     }
 
     /// Takes the batch, leaving the builder empty.
@@ -191,10 +203,12 @@ pub async fn batcher_task(
         let rows = first.rows(width).max(1);
         let _ = builder.push(first, rows);
         let deadline = fill_deadline(tokio::time::Instant::now(), delay);
+        let mut early = EarlyClaims::new(width, &ctx, &completion);
+        early.start(&mut builder);
         while !builder.is_full() {
             let next = match lanes.try_next() {
                 Some(job) => job,
-                None => match lanes.next(Some(deadline)).await {
+                None => match early.wait(&mut lanes, &mut builder, deadline).await {
                     Some(job) => job,
                     None => break,
                 },
@@ -204,12 +218,14 @@ pub async fn batcher_task(
                 carry = Some(job);
                 break;
             }
+            early.start(&mut builder);
         }
         let full = builder.is_full() || carry.is_some();
         let mut batches = vec![builder.take()];
         // A batch with a single job in it is claimed alone: claiming
         // chunks with it would make it wait for their claims too.
-        let single = batches[0].iter().any(|j| j.lane == Priority::Interactive);
+        let single = early.used() || batches[0].iter().any(|j| j.lane == Priority::Interactive);
+        let claimed_early = early.finish().await;
         metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
             .record(started.elapsed().as_secs_f64());
         // A full batch with more waiting behind it: a backlog. The next
@@ -243,15 +259,99 @@ pub async fn batcher_task(
             .await
             .into_iter()
             .filter(|runnable| !runnable.is_empty());
-        let Some(runnable) = claimed.next() else {
+        let mut runnable = claimed_early;
+        runnable.extend(claimed.next().unwrap_or_default());
+        if runnable.is_empty() {
             continue;
-        };
+        }
         ready.extend(claimed);
         permit.send(ModelCommand::Infer(batch_of(runnable, width, &spec)));
     }
     // Jobs left over when the model thread is gone are not acknowledged;
     // the broker redelivers them.
     tracing::debug!(model = %spec.id(), "batcher stopped");
+}
+
+/// Single jobs claimed while their batch fills: the first as soon as it
+/// comes, those that come meanwhile together once that claim is back, so
+/// that at the fill timer only the last few are left to claim (one round
+/// trip less for a job alone in its batch, most of them at low load).
+/// Chunks are claimed when the batch is handed over, as before. A job
+/// claimed early and then cancelled before its pass is the same as one
+/// cancelled during it: its result is not stored over the cancellation.
+struct EarlyClaims<'a> {
+    width: usize,
+    ctx: &'a WorkerCtx,
+    completion: &'a Sender<CompletionCommand>,
+    in_flight: Option<futures_util::future::BoxFuture<'a, Vec<Pending>>>,
+    claimed: Vec<Pending>,
+    used: bool,
+}
+
+impl<'a> EarlyClaims<'a> {
+    fn new(width: usize, ctx: &'a WorkerCtx, completion: &'a Sender<CompletionCommand>) -> Self {
+        Self {
+            width,
+            ctx,
+            completion,
+            in_flight: None,
+            claimed: Vec::new(),
+            used: false,
+        }
+    }
+
+    /// Claims the single jobs of the batch being filled that are not
+    /// claimed yet, unless a claim is on its way (they wait for the next).
+    fn start(&mut self, builder: &mut BatchBuilder<Pending>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let jobs = builder.hand_over(|j| j.lane == Priority::Interactive);
+        if jobs.is_empty() {
+            return;
+        }
+        self.used = true;
+        let (width, ctx, completion) = (self.width, self.ctx, self.completion);
+        self.in_flight = Some(Box::pin(prepare(jobs, width, ctx, completion)));
+    }
+
+    /// The next job; `None` when the fill timer runs out (or the lanes
+    /// close). A claim on its way that comes back meanwhile is followed
+    /// by the next, of the jobs that came while it was out.
+    async fn wait(
+        &mut self,
+        lanes: &mut Lanes,
+        builder: &mut BatchBuilder<Pending>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Pending> {
+        loop {
+            let Some(claim) = self.in_flight.as_mut() else {
+                return lanes.next(Some(deadline)).await;
+            };
+            tokio::select! {
+                biased;
+                run = claim => {
+                    self.in_flight = None;
+                    self.claimed.extend(run);
+                    self.start(builder);
+                }
+                job = lanes.next(Some(deadline)) => return job,
+            }
+        }
+    }
+
+    /// Whether any job was claimed early: the batch then holds single jobs.
+    fn used(&self) -> bool {
+        self.used
+    }
+
+    /// The jobs claimed early that are to run, once every claim is back.
+    async fn finish(mut self) -> Vec<Pending> {
+        if let Some(claim) = self.in_flight.take() {
+            self.claimed.extend(claim.await);
+        }
+        self.claimed
+    }
 }
 
 /// Batches claimed at once at most, counting those claimed before and not
@@ -430,6 +530,20 @@ mod tests {
         assert_eq!(b.push("b", 100), Err("b"), "would make 300 rows");
         b.push("c", 56).unwrap();
         assert!(b.is_full());
+    }
+
+    #[test]
+    fn items_handed_over_keep_their_rows_in_the_batch() {
+        let mut b = BatchBuilder::new(4);
+        b.push(1, 1).unwrap();
+        b.push(2, 2).unwrap();
+        b.push(3, 1).unwrap();
+        assert_eq!(b.hand_over(|&i| i != 2), vec![1, 3]);
+        assert!(b.is_full(), "the rows handed over still count");
+        assert_eq!(b.push(4, 1), Err(4));
+        assert_eq!(b.take(), vec![2]);
+        assert_eq!(b.rows(), 0);
+        assert!(b.hand_over(|_| true).is_empty());
     }
 
     #[test]
