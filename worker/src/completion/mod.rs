@@ -12,7 +12,8 @@
 //! returned to its queue.
 //!
 //! Results of a batch are written in one pipelined round trip
-//! ([`write`]); the webhook events due are published and the deliveries
+//! ([`write`]), single jobs' and chunks' by writers of their own
+//! ([`writer`]); the webhook events due are published and the deliveries
 //! acknowledged alongside the next batches ([`Cycle`]). The rarer ends
 //! ([`refused`], [`dead`]) run as tasks of their own, so they never hold
 //! up results.
@@ -35,7 +36,7 @@ use infq_common::webhooks::event::EventMessage;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc::Receiver;
+use tokio::sync::mpsc::{self, Receiver};
 use tokio::task::JoinSet;
 
 pub use finish::Verdict;
@@ -48,21 +49,28 @@ const MAX_ANNOUNCING: usize = 8;
 /// forward passes that ended while the last write was out.
 const MAX_WRITE_JOBS: usize = 128;
 
+/// Forward passes' results waiting for a writer ([`writer`]), at most.
+const WRITER_QUEUE: usize = 4;
+
+/// Jobs of forward passes and what to store for each, in the same order.
+type Results = (Vec<Pending>, Vec<Outcome>);
+
 /// Stores, announces and acknowledges until every sender is gone; then
 /// finishes what is under way.
+///
+/// Results are written by two writers, one for single jobs and one for
+/// chunks, each a round trip at a time: a single job's result never waits
+/// behind the write of a backlog's chunks (up to [`MAX_WRITE_JOBS`] of
+/// them, each of up to a few hundred rows), nor is written with them.
 pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<WorkerCtx>) {
-    let mut announcing = JoinSet::new();
+    let (single_tx, single_rx) = mpsc::channel::<Results>(WRITER_QUEUE);
+    let (bulk_tx, bulk_rx) = mpsc::channel::<Results>(WRITER_QUEUE);
+    let writers = [
+        tokio::spawn(writer(single_rx, ctx.clone())),
+        tokio::spawn(writer(bulk_rx, ctx.clone())),
+    ];
     let mut aside = JoinSet::new();
-    // A command taken while gathering stores, handled next.
-    let mut next: Option<CompletionCommand> = None;
-    loop {
-        let cmd = match next.take() {
-            Some(cmd) => cmd,
-            None => match rx.recv().await {
-                Some(cmd) => cmd,
-                None => break,
-            },
-        };
+    while let Some(cmd) = rx.recv().await {
         while aside.try_join_next().is_some() {}
         match cmd {
             CompletionCommand::Store {
@@ -72,43 +80,15 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                 explained,
                 model_sha256,
             } => {
-                let (mut jobs, mut updates) =
+                let (jobs, updates) =
                     outcomes_of(&ctx, &spec, jobs, &outcome, &explained, &model_sha256);
-                // Forward passes that ended while the last write was out
-                // are written with this one, in the same round trip:
-                // under a backlog of bulk chunks a write per pass would
-                // leave the model waiting on the store.
-                while jobs.len() < MAX_WRITE_JOBS {
-                    match rx.try_recv() {
-                        Ok(CompletionCommand::Store {
-                            spec,
-                            jobs: more,
-                            outcome,
-                            explained,
-                            model_sha256,
-                        }) => {
-                            let (j, u) =
-                                outcomes_of(&ctx, &spec, more, &outcome, &explained, &model_sha256);
-                            jobs.extend(j);
-                            updates.extend(u);
-                        }
-                        Ok(other) => {
-                            next = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                let (single, bulk) = by_lane(jobs, updates);
+                for (tx, results) in [(&single_tx, single), (&bulk_tx, bulk)] {
+                    if !results.0.is_empty() && tx.send(results).await.is_err() {
+                        // Only if a writer panicked: its deliveries are
+                        // returned when the channel closes.
+                        tracing::error!("a result writer stopped");
                     }
-                }
-                if let Some(cycle) = store(&ctx, jobs, updates).await {
-                    // The results are stored. Their events (published
-                    // with confirms) and the acknowledgements that follow
-                    // run alongside the next batch's store, a few at a
-                    // time for backpressure: waiting here would hold the
-                    // next batch up.
-                    while announcing.len() >= MAX_ANNOUNCING {
-                        announcing.join_next().await;
-                    }
-                    announcing.spawn(cycle.run());
                 }
             }
             CompletionCommand::Ended(ended) => ended_jobs(&ctx, ended).await,
@@ -132,9 +112,53 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
             }
         }
     }
-    while announcing.join_next().await.is_some() {}
+    drop((single_tx, bulk_tx));
+    for w in writers {
+        let _ = w.await;
+    }
     while aside.join_next().await.is_some() {}
     tracing::debug!("completion stage stopped");
+}
+
+/// A pass's single jobs and its chunks, apart (a pass may hold both).
+fn by_lane(jobs: Vec<Pending>, updates: Vec<Outcome>) -> (Results, Results) {
+    let (mut single, mut bulk): (Results, Results) = Default::default();
+    for (job, update) in jobs.into_iter().zip(updates) {
+        let to = if job.lane == infq_common::job::Priority::Interactive {
+            &mut single
+        } else {
+            &mut bulk
+        };
+        to.0.push(job);
+        to.1.push(update);
+    }
+    (single, bulk)
+}
+
+/// Writes results a round trip at a time until its sender is gone: those
+/// of the passes that ended while the last write was out go together in
+/// the next (under a backlog of chunks, a write per pass would leave the
+/// model waiting on the store). Their events (published with confirms)
+/// and the acknowledgements that follow run alongside the next write, a
+/// few at a time for backpressure: waiting for them would hold it up.
+async fn writer(mut rx: Receiver<Results>, ctx: Arc<WorkerCtx>) {
+    let mut announcing = JoinSet::new();
+    while let Some((mut jobs, mut updates)) = rx.recv().await {
+        while jobs.len() < MAX_WRITE_JOBS {
+            let Ok((more, more_updates)) = rx.try_recv() else {
+                break;
+            };
+            jobs.extend(more);
+            updates.extend(more_updates);
+        }
+        if let Some(cycle) = store(&ctx, jobs, updates).await {
+            while announcing.len() >= MAX_ANNOUNCING {
+                announcing.join_next().await;
+            }
+            announcing.spawn(cycle.run());
+        }
+    }
+    while announcing.join_next().await.is_some() {}
 }
 
 /// What to store for each job of a forward pass: jobs out of retries fail
