@@ -334,7 +334,8 @@ impl Stack {
     }
 }
 
-/// Histogram sums and counts by metric name, from Prometheus text.
+/// Histogram sums and counts by metric name, from Prometheus text; also
+/// by name and lane (`name/interactive`) for those with a `priority`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Histograms(std::collections::HashMap<String, (f64, f64)>);
 
@@ -349,24 +350,63 @@ impl Histograms {
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
-            if let Some(base) = name.strip_suffix("_sum") {
-                self.0.entry(base.to_string()).or_default().0 += value;
+            let lane = line
+                .split("priority=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next());
+            let (base, sum) = if let Some(base) = name.strip_suffix("_sum") {
+                (base, true)
             } else if let Some(base) = name.strip_suffix("_count") {
-                self.0.entry(base.to_string()).or_default().1 += value;
+                (base, false)
+            } else {
+                continue;
+            };
+            let keys = std::iter::once(base.to_string()).chain(lane.map(|l| format!("{base}/{l}")));
+            for key in keys {
+                let entry = self.0.entry(key).or_default();
+                if sum {
+                    entry.0 += value;
+                } else {
+                    entry.1 += value;
+                }
             }
         }
     }
 
-    /// Mean of `name` between `before` and `self`, in milliseconds (the
-    /// histograms are in seconds); `NaN` when nothing was recorded.
-    pub(crate) fn mean_ms_since(&self, before: &Histograms, name: &str) -> f64 {
-        let (s1, c1) = self.0.get(name).copied().unwrap_or_default();
-        let (s0, c0) = before.0.get(name).copied().unwrap_or_default();
-        if c1 > c0 {
-            1e3 * (s1 - s0) / (c1 - c0)
+    /// What was recorded between `before` and `self`.
+    pub(crate) fn since(&self, before: &Histograms) -> Histograms {
+        let mut out = self.clone();
+        for (k, (s, c)) in &mut out.0 {
+            let (s0, c0) = before.0.get(k).copied().unwrap_or_default();
+            *s -= s0;
+            *c -= c0;
+        }
+        out
+    }
+
+    /// Adds what `other` recorded.
+    pub(crate) fn merge(&mut self, other: &Histograms) {
+        for (k, (s, c)) in &other.0 {
+            let e = self.0.entry(k.clone()).or_default();
+            e.0 += s;
+            e.1 += c;
+        }
+    }
+
+    /// Mean of `name`, in milliseconds (the histograms are in seconds);
+    /// `NaN` when nothing was recorded.
+    pub(crate) fn mean_ms(&self, name: &str) -> f64 {
+        let (s, c) = self.0.get(name).copied().unwrap_or_default();
+        if c > 0.0 {
+            1e3 * s / c
         } else {
             f64::NAN
         }
+    }
+
+    /// Mean of `name` between `before` and `self`, in milliseconds.
+    pub(crate) fn mean_ms_since(&self, before: &Histograms, name: &str) -> f64 {
+        self.since(before).mean_ms(name)
     }
 }
 

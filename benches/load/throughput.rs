@@ -2,11 +2,12 @@
 //! interactive latency idle and beside a bulk batch.
 
 use crate::report::{mb, median, thousands, Report};
-use crate::stack::Stack;
+use crate::stack::{Histograms, Stack};
 use crate::Args;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use infq::{load_default_csv, root};
+use infq_common::metrics as m;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -263,11 +264,15 @@ pub(crate) async fn interactive(
     let file = portfolio(bulk_rows)?;
     let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
     let mut samples = Vec::new();
+    // The services' own histograms over the measured windows only.
+    let (mut idle_stages, mut busy_stages) = (Histograms::default(), Histograms::default());
     for _ in 0..args.runs {
         let stack = Stack::start(&args.profile).await?;
         // Warm-up, then the idle measurement.
         stack.interactive(rate, 1).await?;
+        let before = stack.histograms().await?;
         let h = stack.interactive(rate, seconds).await?;
+        idle_stages.merge(&stack.histograms().await?.since(&before));
         idle50.push(h.value_at_quantile(0.5) as f64 / 1e3);
         idle99.push(h.value_at_quantile(0.99) as f64 / 1e3);
         // The same load while bulk batches run: each batch is uploaded
@@ -280,7 +285,9 @@ pub(crate) async fn interactive(
             let done = async {
                 let _ = stack.wait_batch(&id).await;
             };
+            let before = stack.histograms().await?;
             stack.interactive_until(rate, done, &mut busy).await?;
+            busy_stages.merge(&stack.histograms().await?.since(&before));
         }
         samples.push(busy.len() as f64);
         busy50.push(busy.value_at_quantile(0.5) as f64 / 1e3);
@@ -304,6 +311,33 @@ pub(crate) async fn interactive(
         format!("p50 {b50:.1} ms, p99 {b99:.1} ms"),
         format!("no bulk: p50 {i50:.1} ms, p99 {i99:.1} ms; target: p99 at most x1.5"),
         format!("p99 x{:.2}", b99 / i99),
+    );
+    // Single jobs' stages: while a batch runs the producer publishes
+    // nothing else (its chunks were all confirmed before the `202`).
+    let stages = [
+        ("publish and confirm", m::PUBLISH_SECONDS.to_string()),
+        (
+            "accepted to taken",
+            format!("{}/interactive", m::QUEUE_WAIT_SECONDS),
+        ),
+        (
+            "batch filling",
+            format!("{}/interactive", m::BATCH_WAIT_SECONDS),
+        ),
+        ("store", format!("{}/interactive", m::STORE_SECONDS)),
+    ];
+    let split = |h: &Histograms| {
+        stages
+            .iter()
+            .map(|(label, name)| format!("{label} {:.2}", h.mean_ms(name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    report.row(
+        &format!("where a single job's time goes at {rate} jobs/s, while batches run (means, ms)"),
+        split(&busy_stages),
+        format!("no bulk: {}", split(&idle_stages)),
+        "-".into(),
     );
     Ok(())
 }

@@ -13,16 +13,19 @@ pub const JOBS_REJECTED: &str = "infq_jobs_rejected_total";
 pub const JOBS_COMPLETED: &str = "infq_jobs_completed_total";
 /// Time from the producer's acceptance to the stored result (`model`).
 pub const JOB_END_TO_END_SECONDS: &str = "infq_job_end_to_end_seconds";
-/// Time from the producer's acceptance until a worker took the job (`model`).
+/// Time from the producer's acceptance until a worker took the job
+/// (`model`, `priority`: its lane).
 pub const QUEUE_WAIT_SECONDS: &str = "infq_queue_wait_seconds";
-/// Time a batch spent filling (`model`).
+/// Time a batch spent filling (`model`, `priority`: `interactive` for a
+/// batch holding single jobs, `bulk` for one of chunks only).
 pub const BATCH_WAIT_SECONDS: &str = "infq_batch_wait_seconds";
 /// Rows per forward pass (`model`).
 pub const BATCH_SIZE: &str = "infq_batch_size";
 /// Forward pass duration (`model`).
 pub const INFERENCE_SECONDS: &str = "infq_inference_seconds";
 /// Time to store one write's results (the forward passes that ended while
-/// the last write was out), through their acknowledgement (`model`).
+/// the last write was out), through their acknowledgement (`model`,
+/// `priority`: which writer, single jobs' or chunks').
 pub const STORE_SECONDS: &str = "infq_store_seconds";
 /// Broker publish-and-confirm duration in the producer.
 pub const PUBLISH_SECONDS: &str = "infq_publish_seconds";

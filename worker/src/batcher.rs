@@ -3,7 +3,9 @@
 //! The batcher first reserves the model thread's single slot, so batches
 //! keep growing while the model is busy. It then takes the first job and
 //! fills the batch until `max_batch_size` rows or `max_batch_delay` has
-//! passed, always taking interactive jobs before bulk ones. Single jobs
+//! passed, always taking interactive jobs before bulk ones; a batch of
+//! single jobs takes no chunk, and stops filling when one comes (the
+//! model then has work waiting). Single jobs
 //! are claimed in Redis while the batch fills ([`EarlyClaims`]); the rest
 //! are claimed before the batch is handed over, in one round trip:
 //! those already terminal or stored (redeliveries, cancelled work) go to
@@ -201,6 +203,7 @@ pub async fn batcher_task(
         };
         let started = Instant::now();
         let rows = first.rows(width).max(1);
+        let mut holds_single = first.lane == Priority::Interactive;
         let _ = builder.push(first, rows);
         let deadline = fill_deadline(tokio::time::Instant::now(), delay);
         let mut early = EarlyClaims::new(width, &ctx, &completion);
@@ -213,6 +216,15 @@ pub async fn batcher_task(
                     None => break,
                 },
             };
+            // A batch of single jobs takes no chunk: one that comes while
+            // it fills (no single job is waiting then) ends the filling,
+            // since the model has work waiting, and runs next. The single
+            // jobs neither wait out the fill timer nor a chunk's claim.
+            if holds_single && next.lane == Priority::Bulk {
+                carry = Some(next);
+                break;
+            }
+            holds_single |= next.lane == Priority::Interactive;
             let rows = next.rows(width).max(1);
             if let Err(job) = builder.push(next, rows) {
                 carry = Some(job);
@@ -226,7 +238,12 @@ pub async fn batcher_task(
         // chunks with it would make it wait for their claims too.
         let single = early.used() || batches[0].iter().any(|j| j.lane == Priority::Interactive);
         let claimed_early = early.finish().await;
-        metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone())
+        let lane = if single {
+            Priority::Interactive
+        } else {
+            Priority::Bulk
+        };
+        metrics::histogram!(infq_common::metrics::BATCH_WAIT_SECONDS, "model" => spec.name.clone(), "priority" => lane.as_str())
             .record(started.elapsed().as_secs_f64());
         // A full batch with more waiting behind it: a backlog. The next
         // batches are formed from what is waiting now and claimed in the

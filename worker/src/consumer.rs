@@ -396,7 +396,7 @@ async fn route_job(pending: Pending, queue: &QueueCtx) -> Routed {
         return Routed::Not(Box::new(CompletionCommand::Misplaced(pending, reason)));
     }
     let queue_wait = infq_common::job::now_ms().saturating_sub(msg.created_at_ms) as f64 / 1000.0;
-    metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name().to_string())
+    metrics::histogram!(m::QUEUE_WAIT_SECONDS, "model" => route.name().to_string(), "priority" => lane.as_str())
         .record(queue_wait);
     let Ok(found) = route.lanes_of(&msg.version).await else {
         // Listed but not loadable now, or shutting down: the job waits in

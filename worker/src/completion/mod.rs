@@ -315,7 +315,7 @@ impl Cycle {
             }
         }
         if let Some(job) = jobs.first() {
-            metrics::histogram!(m::STORE_SECONDS, "model" => job.msg.model.clone())
+            metrics::histogram!(m::STORE_SECONDS, "model" => job.msg.model.clone(), "priority" => job.lane.as_str())
                 .record(self.started.elapsed().as_secs_f64());
         }
     }
