@@ -3,9 +3,9 @@
 //! The batcher first reserves the model thread's single slot, so batches
 //! keep growing while the model is busy. It then takes the first job and
 //! fills the batch until `max_batch_size` rows or `max_batch_delay` has
-//! passed, always taking interactive jobs before bulk ones; a batch of
-//! single jobs takes no chunk, and stops filling when one comes (the
-//! model then has work waiting). Single jobs
+//! passed, always taking interactive jobs before bulk ones; a batch that
+//! starts with interactive jobs takes no chunk, and stops filling when one
+//! comes (the model then has work waiting). Interactive jobs
 //! are claimed in Redis while the batch fills ([`EarlyClaims`]); the rest
 //! are claimed before the batch is handed over, in one round trip:
 //! those already terminal or stored (redeliveries, cancelled work) go to
@@ -53,7 +53,7 @@ impl<T> BatchBuilder<T> {
     /// Adds an item of `rows` rows, or hands it back if it would overflow a
     /// non-empty batch. An item larger than a whole batch is accepted alone.
     pub fn push(&mut self, item: T, rows: usize) -> Result<(), T> {
-        if !self.items.is_empty() && self.rows + rows > self.max_rows {
+        if self.rows > 0 && self.rows + rows > self.max_rows {
             return Err(item);
         }
         self.rows += rows;
@@ -216,11 +216,13 @@ pub async fn batcher_task(
                     None => break,
                 },
             };
-            // A batch of single jobs takes no chunk: one that comes while
-            // it fills (no single job is waiting then) ends the filling,
-            // since the model has work waiting, and runs next. The single
-            // jobs neither wait out the fill timer nor a chunk's claim.
-            if holds_single && next.lane == Priority::Bulk {
+            // A batch of interactive jobs takes no chunk: one that comes
+            // while it fills (no interactive job is waiting then) ends the
+            // filling, since the model has work waiting, and starts the
+            // next batch. The jobs neither wait out the fill timer nor a
+            // chunk's claim. Not while batches claimed ahead wait: those
+            // run first, and the chunk rides with the jobs as before.
+            if holds_single && next.lane == Priority::Bulk && ready.is_empty() {
                 carry = Some(next);
                 break;
             }
@@ -237,7 +239,6 @@ pub async fn batcher_task(
         // A batch with a single job in it is claimed alone: claiming
         // chunks with it would make it wait for their claims too.
         let single = early.used() || batches[0].iter().any(|j| j.lane == Priority::Interactive);
-        let claimed_early = early.finish().await;
         let lane = if single {
             Priority::Interactive
         } else {
@@ -272,10 +273,10 @@ pub async fn batcher_task(
         let claims = batches
             .into_iter()
             .map(|jobs| prepare(jobs, width, &ctx, &completion));
-        let mut claimed = futures_util::future::join_all(claims)
-            .await
-            .into_iter()
-            .filter(|runnable| !runnable.is_empty());
+        // The claim made while filling and those of the rest at once.
+        let (claimed_early, claimed) =
+            tokio::join!(early.finish(), futures_util::future::join_all(claims));
+        let mut claimed = claimed.into_iter().filter(|runnable| !runnable.is_empty());
         let mut runnable = claimed_early;
         runnable.extend(claimed.next().unwrap_or_default());
         if runnable.is_empty() {
@@ -289,10 +290,11 @@ pub async fn batcher_task(
     tracing::debug!(model = %spec.id(), "batcher stopped");
 }
 
-/// Single jobs claimed while their batch fills: the first as soon as it
-/// comes, those that come meanwhile together once that claim is back, so
-/// that at the fill timer only the last few are left to claim (one round
-/// trip less for a job alone in its batch, most of them at low load).
+/// Interactive jobs claimed while their batch fills: the first as soon as
+/// no other job is waiting at once, those that come meanwhile together
+/// once that claim is back, so that at the fill timer only the last few
+/// are left to claim, alongside the claim still out (one round trip less
+/// for a job alone in its batch, most of them at low load).
 /// Chunks are claimed when the batch is handed over, as before. A job
 /// claimed early and then cancelled before its pass is the same as one
 /// cancelled during it: its result is not stored over the cancellation.

@@ -58,10 +58,12 @@ type Results = (Vec<Pending>, Vec<Outcome>);
 /// Stores, announces and acknowledges until every sender is gone; then
 /// finishes what is under way.
 ///
-/// Results are written by two writers, one for single jobs and one for
-/// chunks, each a round trip at a time: a single job's result never waits
-/// behind the write of a backlog's chunks (up to [`MAX_WRITE_JOBS`] of
-/// them, each of up to a few hundred rows), nor is written with them.
+/// Results are written by two writers, one for the interactive lane and
+/// one for the bulk lane, each a round trip at a time: an interactive
+/// job's result is not written with a backlog's chunks (up to
+/// [`MAX_WRITE_JOBS`] of them, each of up to a few hundred rows), nor waits
+/// for their write while the bulk writer keeps up (its queue holds
+/// [`WRITER_QUEUE`] passes; past that, handing it more waits).
 pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<WorkerCtx>) {
     let (single_tx, single_rx) = mpsc::channel::<Results>(WRITER_QUEUE);
     let (bulk_tx, bulk_rx) = mpsc::channel::<Results>(WRITER_QUEUE);
@@ -84,10 +86,15 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
                     outcomes_of(&ctx, &spec, jobs, &outcome, &explained, &model_sha256);
                 let (single, bulk) = by_lane(jobs, updates);
                 for (tx, results) in [(&single_tx, single), (&bulk_tx, bulk)] {
-                    if !results.0.is_empty() && tx.send(results).await.is_err() {
-                        // Only if a writer panicked: its deliveries are
-                        // returned when the channel closes.
+                    if results.0.is_empty() {
+                        continue;
+                    }
+                    if let Err(mpsc::error::SendError((jobs, _))) = tx.send(results).await {
+                        // Only if a writer panicked: the jobs go back
+                        // through the retry tiers rather than wait unsettled.
                         tracing::error!("a result writer stopped");
+                        let reason = "the worker's result writer stopped".to_string();
+                        aside.spawn(refused::retry_task(ctx.clone(), jobs, reason));
                     }
                 }
             }
@@ -120,7 +127,8 @@ pub async fn completion_task(mut rx: Receiver<CompletionCommand>, ctx: Arc<Worke
     tracing::debug!("completion stage stopped");
 }
 
-/// A pass's single jobs and its chunks, apart (a pass may hold both).
+/// A pass's interactive jobs and its bulk ones, apart (a pass may hold
+/// both).
 fn by_lane(jobs: Vec<Pending>, updates: Vec<Outcome>) -> (Results, Results) {
     let (mut single, mut bulk): (Results, Results) = Default::default();
     for (job, update) in jobs.into_iter().zip(updates) {
