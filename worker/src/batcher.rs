@@ -203,7 +203,6 @@ pub async fn batcher_task(
         };
         let started = Instant::now();
         let rows = first.rows(width).max(1);
-        let mut holds_single = first.lane == Priority::Interactive;
         let _ = builder.push(first, rows);
         let deadline = fill_deadline(tokio::time::Instant::now(), delay);
         let mut early = EarlyClaims::new(width, &ctx, &completion);
@@ -222,11 +221,10 @@ pub async fn batcher_task(
             // next batch. The jobs neither wait out the fill timer nor a
             // chunk's claim. Not while batches claimed ahead wait: those
             // run first, and the chunk rides with the jobs as before.
-            if holds_single && next.lane == Priority::Bulk && ready.is_empty() {
+            if early.used() && next.lane == Priority::Bulk && ready.is_empty() {
                 carry = Some(next);
                 break;
             }
-            holds_single |= next.lane == Priority::Interactive;
             let rows = next.rows(width).max(1);
             if let Err(job) = builder.push(next, rows) {
                 carry = Some(job);
@@ -238,7 +236,7 @@ pub async fn batcher_task(
         let mut batches = vec![builder.take()];
         // A batch with a single job in it is claimed alone: claiming
         // chunks with it would make it wait for their claims too.
-        let single = early.used() || batches[0].iter().any(|j| j.lane == Priority::Interactive);
+        let single = early.used();
         let lane = if single {
             Priority::Interactive
         } else {
@@ -359,7 +357,9 @@ impl<'a> EarlyClaims<'a> {
         }
     }
 
-    /// Whether any job was claimed early: the batch then holds single jobs.
+    /// Whether the batch holds interactive jobs: each is handed over by
+    /// [`Self::start`], called after every push, or waits in the builder
+    /// for the next claim behind the one on its way.
     fn used(&self) -> bool {
         self.used
     }
