@@ -8,6 +8,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use infq::{load_default_csv, root};
 use infq_common::metrics as m;
+use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -157,6 +158,19 @@ fn explained_rates(model: &str, secs: f64) -> anyhow::Result<(f64, f64)> {
     Ok((rate(false)?, rate(true)?))
 }
 
+/// Waits for the batch `accepted` to end; its view, once every one of its
+/// `rows` rows succeeded.
+async fn all_succeeded(stack: &Stack, accepted: &Value, rows: usize) -> anyhow::Result<Value> {
+    let done = stack
+        .wait_batch(accepted["id"].as_str().unwrap_or_default())
+        .await?;
+    anyhow::ensure!(
+        done["succeeded"].as_u64() == Some(rows as u64),
+        "rows lost: {done}"
+    );
+    Ok(done)
+}
+
 /// The larger chunk the bulk scenario also measures.
 const LARGE_CHUNK_ROWS: u32 = 1024;
 
@@ -173,14 +187,8 @@ pub(crate) async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyho
         let accepted = stack.upload(&file).await?;
         let up = t0.elapsed().as_secs_f64();
         let (_, hwm) = stack.producer.rss().unwrap_or((0, 0));
-        let done = stack
-            .wait_batch(accepted["id"].as_str().unwrap_or_default())
-            .await?;
+        let done = all_succeeded(&stack, &accepted, rows).await?;
         let total = t0.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            done["succeeded"].as_u64() == Some(rows as u64),
-            "rows lost: {done}"
-        );
         e2e.push(rows as f64 / total);
         processing.push(done["rows_per_second"].as_f64().unwrap_or(f64::NAN));
         let id = accepted["id"].as_str().unwrap_or_default();
@@ -207,14 +215,8 @@ pub(crate) async fn bulk(args: &Args, rows: usize, report: &mut Report) -> anyho
         .await?;
         let t0 = Instant::now();
         let accepted = stack.upload(&file).await?;
-        let done = stack
-            .wait_batch(accepted["id"].as_str().unwrap_or_default())
-            .await?;
+        all_succeeded(&stack, &accepted, rows).await?;
         let total = t0.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            done["succeeded"].as_u64() == Some(rows as u64),
-            "rows lost: {done}"
-        );
         large.push(rows as f64 / total);
         eprintln!(
             "bulk run {}, chunks of {LARGE_CHUNK_ROWS} rows: total {total:.2} s, {:.0} rows/s end to end",
