@@ -313,18 +313,26 @@ pub(crate) async fn interactive(
         idle_stages.merge(&stack.histograms().await?.since(&before));
         idle50.push(h.value_at_quantile(0.5) as f64 / 1e3);
         idle99.push(h.value_at_quantile(0.99) as f64 / 1e3);
-        // The same load while bulk batches run: each batch is uploaded
-        // first (not measured), then jobs are offered until it has ended.
+        // The same load while bulk batches run: jobs are offered from the
+        // start of each batch's upload until its last result is stored,
+        // since a batch's chunks are processed while it is still being
+        // published.
         let mut busy = Histogram::<u64>::new(3)?;
         let deadline = Instant::now() + Duration::from_secs(seconds);
         while Instant::now() < deadline {
-            let accepted = stack.upload(&file).await?;
-            let id = accepted["id"].as_str().unwrap_or_default().to_string();
+            let mut uploaded = Ok(());
             let done = async {
-                let _ = stack.wait_batch(&id).await;
+                match stack.upload(&file).await {
+                    Ok(accepted) => {
+                        let id = accepted["id"].as_str().unwrap_or_default();
+                        let _ = stack.wait_batch(id).await;
+                    }
+                    Err(e) => uploaded = Err(e),
+                }
             };
             let before = stack.histograms().await?;
             stack.interactive_until(rate, done, &mut busy).await?;
+            uploaded?;
             busy_stages.merge(&stack.histograms().await?.since(&before));
         }
         samples.push(busy.len() as f64);
