@@ -31,7 +31,9 @@ pub struct ProducerConfig {
     /// together: one upload past it gets `413`, and one that others of the
     /// tenant leave no room for gets `429`.
     pub tenant_spool_bytes: u64,
-    /// Chunk publishes awaiting their confirm at once, per upload.
+    /// Chunk publishes awaiting their confirm at once, per upload: more
+    /// answer an upload sooner, and queue more chunks ahead of single
+    /// jobs' publishes.
     pub publish_window: usize,
     /// How long an `Idempotency-Key` is remembered after its request.
     pub idempotency_ttl_secs: u64,
@@ -49,7 +51,7 @@ impl Default for ProducerConfig {
             spool_dir: None,
             spool_budget_bytes: 16 << 30,
             tenant_spool_bytes: 8 << 30,
-            publish_window: 256,
+            publish_window: 32,
             idempotency_ttl_secs: 86_400,
         }
     }
