@@ -314,6 +314,12 @@ async fn both_binaries_export_every_documented_metric_with_values_that_add_up() 
         1.0
     );
     assert!(sum(&p, "infq_publish_seconds_count", &[]) >= 302.0);
+    // Single jobs' publishes apart from chunks'.
+    assert!(sum(&p, "infq_publish_seconds_count", &["message=\"job\""]) >= 300.0);
+    assert_eq!(
+        sum(&p, "infq_publish_seconds_count", &["message=\"chunk\""]),
+        2.0
+    );
     assert_eq!(
         sum(&w, "infq_dead_lettered_total", &["outcome=\"undecodable\""]),
         1.0

@@ -350,10 +350,14 @@ impl Histograms {
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
-            let lane = line
-                .split("priority=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next());
+            // Keyed by the priority (lane) and by the kind of message too.
+            let label = |name: &str| {
+                line.split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .map(str::to_string)
+            };
+            let lanes = [label("priority"), label("message")];
             let (base, sum) = if let Some(base) = name.strip_suffix("_sum") {
                 (base, true)
             } else if let Some(base) = name.strip_suffix("_count") {
@@ -361,7 +365,8 @@ impl Histograms {
             } else {
                 continue;
             };
-            let keys = std::iter::once(base.to_string()).chain(lane.map(|l| format!("{base}/{l}")));
+            let keys = std::iter::once(base.to_string())
+                .chain(lanes.iter().flatten().map(|l| format!("{base}/{l}")));
             for key in keys {
                 let entry = self.0.entry(key).or_default();
                 if sum {

@@ -92,7 +92,7 @@ pub const AUDIT_PUBLISH_FAILURES: &str = "infq_audit_publish_failures_total";
 pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (JOBS_SUBMITTED, Kind::Counter, Source::Producer, "Jobs accepted, by model and priority (a bulk row counts once)."),
     (JOBS_REJECTED, Kind::Counter, Source::Producer, "Submissions refused, by outcome (invalid, rate_limited, quota_full, unavailable, queue_full)."),
-    (PUBLISH_SECONDS, Kind::Histogram, Source::Producer, "Broker publish-and-confirm duration."),
+    (PUBLISH_SECONDS, Kind::Histogram, Source::Producer, "Broker publish-and-confirm duration, by message: job, chunk or event."),
     (SPOOL_BYTES, Kind::Gauge, Source::Producer, "Bytes of spool files held by bulk uploads in flight in this producer."),
     (JOBS_COMPLETED, Kind::Counter, Source::Worker, "Jobs that reached a terminal state, by model, priority and outcome."),
     (JOB_END_TO_END_SECONDS, Kind::Histogram, Source::Worker, "Time from the producer's acceptance to the stored result."),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod idempotency;
 pub mod lookup;
 pub mod openapi;
+pub mod pacing;
 pub mod publisher;
 pub mod record_limit;
 pub mod routes;

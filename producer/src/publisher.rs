@@ -252,14 +252,18 @@ impl Publisher {
         timeout: Duration,
     ) -> Result<(), PublishError> {
         let props = msg.properties(traceparent.as_deref());
+        let message = match msg.work {
+            infq_common::message::Work::Chunk { .. } => "chunk",
+            _ => "job",
+        };
         let sent = self
             .publish_to(
                 lease,
-                &self.topology.jobs_exchange(),
-                &msg.routing_key(),
+                (&self.topology.jobs_exchange(), &msg.routing_key()),
                 &msg.encode(),
                 props,
                 timeout,
+                message,
             )
             .await;
         match sent {
@@ -330,11 +334,11 @@ impl Publisher {
         let lease = self.lease().await?;
         self.publish_to(
             &lease,
-            &self.topology.webhooks_exchange(),
-            "",
+            (&self.topology.webhooks_exchange(), ""),
             &msg.encode(),
             props,
             self.left(started),
+            "event",
         )
         .await
     }
@@ -357,20 +361,22 @@ impl Publisher {
         }
     }
 
+    /// Publishes `payload` to `(exchange, routing key)`, timed as a
+    /// `message` (job, chunk or event) in `infq_publish_seconds`.
     async fn publish_to(
         &self,
         lease: &Lease,
-        exchange: &str,
-        routing_key: &str,
+        (exchange, routing_key): (&str, &str),
         payload: &[u8],
         props: BasicProperties,
         timeout: Duration,
+        message: &'static str,
     ) -> Result<(), PublishError> {
         let started = Instant::now();
         let result = lease
             .publish(exchange, routing_key, payload, props, timeout)
             .await;
-        metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS)
+        metrics::histogram!(infq_common::metrics::PUBLISH_SECONDS, "message" => message)
             .record(started.elapsed().as_secs_f64());
         result
     }

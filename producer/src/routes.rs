@@ -254,6 +254,7 @@ async fn submit(
     audit.model_sha256 = registry.file_sha256(job.spec).map(str::to_string);
     audit.inputs_sha256 = Some(inputs_sha256(&msg.inputs));
     let traceparent = trace.as_deref().map(infq_common::trace::traceparent);
+    state.pacing.note_job();
     if let Err(e) = state.publisher.publish_traced(&msg, traceparent).await {
         let full = matches!(e, crate::publisher::PublishError::Nacked);
         let outcome = if full { "queue_full" } else { "unavailable" };

@@ -27,6 +27,8 @@ pub struct AppState {
     pub idempotency: infq_common::idempotency::IdempotencyStore,
     /// The broker link.
     pub publisher: publisher::Publisher,
+    /// Bulk chunks' turns while single jobs are arriving.
+    pub pacing: crate::pacing::Pacing,
     /// Long-poll wake-ups.
     pub waiters: Arc<waiters::Waiters>,
     /// Disk held by the spool files of uploads in flight.
@@ -80,7 +82,12 @@ impl AppState {
             settings.producer.spool_budget_bytes,
             settings.producer.tenant_spool_bytes,
         );
+        let pacing = crate::pacing::Pacing::new(
+            settings.producer.publish_window_with_jobs,
+            std::time::Duration::from_millis(settings.producer.single_jobs_recent_ms),
+        );
         Ok(Self {
+            pacing,
             tenants,
             shares,
             guard,

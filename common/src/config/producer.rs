@@ -31,10 +31,16 @@ pub struct ProducerConfig {
     /// together: one upload past it gets `413`, and one that others of the
     /// tenant leave no room for gets `429`.
     pub tenant_spool_bytes: u64,
-    /// Chunk publishes awaiting their confirm at once, per upload: more
-    /// answer an upload sooner, and queue more chunks ahead of single
-    /// jobs' publishes.
+    /// Chunk publishes awaiting their confirm at once, per upload, while
+    /// no single jobs are being submitted: more answer an upload sooner.
     pub publish_window: usize,
+    /// Chunk publishes awaiting their confirm at once in the whole
+    /// producer while single jobs are being submitted: each is one more
+    /// message the broker handles before a single job's publish.
+    pub publish_window_with_jobs: usize,
+    /// How recently a single job must have been published for
+    /// `publish_window_with_jobs` to apply.
+    pub single_jobs_recent_ms: u64,
     /// How long an `Idempotency-Key` is remembered after its request.
     pub idempotency_ttl_secs: u64,
 }
@@ -51,7 +57,9 @@ impl Default for ProducerConfig {
             spool_dir: None,
             spool_budget_bytes: 16 << 30,
             tenant_spool_bytes: 8 << 30,
-            publish_window: 32,
+            publish_window: 256,
+            publish_window_with_jobs: 8,
+            single_jobs_recent_ms: 100,
             idempotency_ttl_secs: 86_400,
         }
     }

@@ -157,6 +157,14 @@ impl Settings {
                 "producer.max_body_bytes",
                 self.producer.max_body_bytes as u64,
             ),
+            (
+                "producer.publish_window",
+                self.producer.publish_window as u64,
+            ),
+            (
+                "producer.publish_window_with_jobs",
+                self.producer.publish_window_with_jobs as u64,
+            ),
         ] {
             if v == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
@@ -303,7 +311,7 @@ mod tests {
     #[test]
     fn bad_values_are_listed_together() {
         let f = write(
-            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\n",
+            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\n[producer]\npublish_window = 0\npublish_window_with_jobs = 0\n",
         );
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
         for key in [
@@ -311,6 +319,8 @@ mod tests {
             "amqp.url",
             "worker.intra_op_threads",
             "worker.device",
+            "producer.publish_window:",
+            "producer.publish_window_with_jobs:",
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }

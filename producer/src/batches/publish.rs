@@ -13,8 +13,9 @@ use infq_common::store::NewBatch;
 use std::sync::Arc;
 
 /// Publishes the spooled rows as chunk messages, up to `publish_window`
-/// awaiting their confirms at once (fewer for wide rows: [`window_for`]);
-/// the first failure stops the upload.
+/// awaiting their confirms at once (fewer for wide rows: [`window_for`];
+/// fewer while single jobs arrive: [`crate::pacing`]); the first failure
+/// stops the upload.
 pub(super) async fn publish_chunks(
     state: &Arc<AppState>,
     spec: &ModelSpec,
@@ -100,6 +101,7 @@ pub(super) async fn publish_chunks(
                 .store
                 .note_chunk_digest(&batch.id, index as u32, &msg.digest())
                 .await?;
+            let _turn = state.pacing.chunk_turn().await;
             state
                 .publisher
                 .publish_on(lease, &msg)
