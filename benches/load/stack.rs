@@ -334,10 +334,14 @@ impl Stack {
     }
 }
 
-/// Histogram sums and counts by metric name, from Prometheus text; also
-/// by name and lane (`name/interactive`) for those with a `priority`.
+/// Histogram sums, counts and counts within [`SLOW_S`] by metric name,
+/// from Prometheus text; also by name and label (`name/interactive`,
+/// `name/job`) for those with a `priority` or a `message`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Histograms(std::collections::HashMap<String, (f64, f64)>);
+pub(crate) struct Histograms(std::collections::HashMap<String, [f64; 3]>);
+
+/// The bucket bound that [`Histograms::slow_share`] counts past: 10 ms.
+pub(crate) const SLOW_S: &str = "0.01";
 
 impl Histograms {
     fn add(&mut self, text: &str) {
@@ -350,30 +354,29 @@ impl Histograms {
                 .next()
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0);
-            // Keyed by the priority (lane) and by the kind of message too.
             let label = |name: &str| {
                 line.split(&format!("{name}=\""))
                     .nth(1)
                     .and_then(|r| r.split('"').next())
                     .map(str::to_string)
             };
-            let lanes = [label("priority"), label("message")];
-            let (base, sum) = if let Some(base) = name.strip_suffix("_sum") {
-                (base, true)
+            let (base, field) = if let Some(base) = name.strip_suffix("_sum") {
+                (base, 0)
             } else if let Some(base) = name.strip_suffix("_count") {
-                (base, false)
+                (base, 1)
+            } else if let Some(base) = name.strip_suffix("_bucket") {
+                if label("le").as_deref() != Some(SLOW_S) {
+                    continue;
+                }
+                (base, 2)
             } else {
                 continue;
             };
+            let lanes = [label("priority"), label("message")];
             let keys = std::iter::once(base.to_string())
                 .chain(lanes.iter().flatten().map(|l| format!("{base}/{l}")));
             for key in keys {
-                let entry = self.0.entry(key).or_default();
-                if sum {
-                    entry.0 += value;
-                } else {
-                    entry.1 += value;
-                }
+                self.0.entry(key).or_default()[field] += value;
             }
         }
     }
@@ -381,29 +384,42 @@ impl Histograms {
     /// What was recorded between `before` and `self`.
     pub(crate) fn since(&self, before: &Histograms) -> Histograms {
         let mut out = self.clone();
-        for (k, (s, c)) in &mut out.0 {
-            let (s0, c0) = before.0.get(k).copied().unwrap_or_default();
-            *s -= s0;
-            *c -= c0;
+        for (k, v) in &mut out.0 {
+            let v0 = before.0.get(k).copied().unwrap_or_default();
+            for (x, x0) in v.iter_mut().zip(v0) {
+                *x -= x0;
+            }
         }
         out
     }
 
     /// Adds what `other` recorded.
     pub(crate) fn merge(&mut self, other: &Histograms) {
-        for (k, (s, c)) in &other.0 {
+        for (k, v) in &other.0 {
             let e = self.0.entry(k.clone()).or_default();
-            e.0 += s;
-            e.1 += c;
+            for (x, y) in e.iter_mut().zip(v) {
+                *x += y;
+            }
         }
     }
 
     /// Mean of `name`, in milliseconds (the histograms are in seconds);
     /// `NaN` when nothing was recorded.
     pub(crate) fn mean_ms(&self, name: &str) -> f64 {
-        let (s, c) = self.0.get(name).copied().unwrap_or_default();
+        let [s, c, _] = self.0.get(name).copied().unwrap_or_default();
         if c > 0.0 {
             1e3 * s / c
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// The share of `name`'s observations that took more than [`SLOW_S`];
+    /// `NaN` when nothing was recorded.
+    pub(crate) fn slow_share(&self, name: &str) -> f64 {
+        let [_, c, within] = self.0.get(name).copied().unwrap_or_default();
+        if c > 0.0 {
+            (c - within) / c
         } else {
             f64::NAN
         }

@@ -2,7 +2,7 @@
 //! interactive latency idle and beside a bulk batch.
 
 use crate::report::{mb, median, thousands, Report};
-use crate::stack::{Histograms, Stack};
+use crate::stack::{Histograms, Stack, SLOW_S};
 use crate::Args;
 use anyhow::Context;
 use hdrhistogram::Histogram;
@@ -375,12 +375,21 @@ pub(crate) async fn interactive(
     let split = |h: &Histograms| {
         stages
             .iter()
-            .map(|(label, name)| format!("{label} {:.2}", h.mean_ms(name)))
+            .map(|(label, name)| {
+                format!(
+                    "{label} {:.2} ({:.1}%)",
+                    h.mean_ms(name),
+                    100.0 * h.slow_share(name)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     report.row(
-        &format!("where a single job's time goes at {rate} jobs/s, while batches run (means, ms)"),
+        &format!(
+            "where a single job's time goes at {rate} jobs/s, while batches run (means, ms; in brackets the share over {} ms)",
+            SLOW_S.parse::<f64>().unwrap_or(0.0) * 1e3
+        ),
         split(&busy_stages),
         format!("no bulk: {}", split(&idle_stages)),
         "-".into(),
