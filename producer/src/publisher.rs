@@ -252,10 +252,7 @@ impl Publisher {
         timeout: Duration,
     ) -> Result<(), PublishError> {
         let props = msg.properties(traceparent.as_deref());
-        let message = match msg.work {
-            infq_common::message::Work::Chunk { .. } => "chunk",
-            _ => "job",
-        };
+        let message = if msg.work.is_chunk() { "chunk" } else { "job" };
         let sent = self
             .publish_to(
                 lease,
