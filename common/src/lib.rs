@@ -60,6 +60,7 @@ pub mod lineage;
 pub mod message;
 pub mod metrics;
 pub mod queue_stats;
+pub mod recency;
 pub mod redis_link;
 pub mod registry;
 pub mod reload;

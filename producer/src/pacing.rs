@@ -10,17 +10,14 @@
 //! held until its chunk's confirm. The narrow window applies from the next
 //! chunk on, and lifts once single jobs have stopped for that long.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use infq_common::recency::Recency;
+use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// The producer's pacing of chunk publishes against single jobs.
 pub struct Pacing {
-    born: Instant,
-    /// Milliseconds since `born` at the last single job's publish, plus
-    /// one; 0 while none has been published.
-    last_job: AtomicU64,
-    recent: Duration,
+    /// The last single job's publish.
+    jobs: Recency,
     turns: Semaphore,
 }
 
@@ -29,38 +26,21 @@ impl Pacing {
     /// published within `recent`.
     pub fn new(with_jobs: usize, recent: Duration) -> Self {
         Self {
-            born: Instant::now(),
-            last_job: AtomicU64::new(0),
-            recent,
+            jobs: Recency::new(recent),
             turns: Semaphore::new(with_jobs.max(1)),
         }
     }
 
     /// Notes a single job's publish, now.
     pub fn note_job(&self) {
-        self.note_job_at(Instant::now());
-    }
-
-    fn note_job_at(&self, at: Instant) {
-        let ms = at.saturating_duration_since(self.born).as_millis() as u64 + 1;
-        self.last_job.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// Whether a single job was published within `recent` of `now`.
-    fn jobs_recent_at(&self, now: Instant) -> bool {
-        let last = self.last_job.load(Ordering::Relaxed);
-        if last == 0 {
-            return false;
-        }
-        let now_ms = now.saturating_duration_since(self.born).as_millis() as u64 + 1;
-        now_ms.saturating_sub(last) <= self.recent.as_millis() as u64
+        self.jobs.note();
     }
 
     /// What a chunk waits for before it is published: a turn, to be held
     /// until its confirm, while single jobs are arriving; nothing
     /// otherwise.
     pub async fn chunk_turn(&self) -> Option<SemaphorePermit<'_>> {
-        if !self.jobs_recent_at(Instant::now()) {
+        if !self.jobs.is_recent() {
             return None;
         }
         // The semaphore is never closed.
@@ -72,27 +52,6 @@ impl Pacing {
 mod tests {
     use super::Pacing;
     use std::time::Duration;
-
-    #[test]
-    fn chunks_are_paced_only_while_single_jobs_are_recent() {
-        let p = Pacing::new(8, Duration::from_millis(100));
-        let t0 = p.born;
-        // No single job yet: no pacing, whenever.
-        assert!(!p.jobs_recent_at(t0));
-        assert!(!p.jobs_recent_at(t0 + Duration::from_secs(3600)));
-        p.note_job_at(t0 + Duration::from_millis(1_000));
-        assert!(p.jobs_recent_at(t0 + Duration::from_millis(1_000)));
-        assert!(p.jobs_recent_at(t0 + Duration::from_millis(1_100)));
-        assert!(!p.jobs_recent_at(t0 + Duration::from_millis(1_101)));
-        // A clock read before the note (another thread's) counts as recent.
-        assert!(p.jobs_recent_at(t0 + Duration::from_millis(900)));
-        // An older note, noted late, does not move the last one back.
-        p.note_job_at(t0 + Duration::from_millis(500));
-        assert!(p.jobs_recent_at(t0 + Duration::from_millis(1_100)));
-        p.note_job_at(t0 + Duration::from_millis(5_000));
-        assert!(!p.jobs_recent_at(t0 + Duration::from_millis(5_101)));
-        assert!(p.jobs_recent_at(t0 + Duration::from_millis(5_050)));
-    }
 
     #[tokio::test]
     async fn recent_single_jobs_bound_the_chunks_in_flight() {
