@@ -47,6 +47,9 @@ pub const RECONNECTS: &str = "infq_dependency_reconnects_total";
 /// Consumers the broker cancelled that subscribed again (a queue's leader
 /// moved, a node went away, the queue was deleted).
 pub const CONSUMER_CANCELS_TOTAL: &str = "infq_consumer_cancels_total";
+/// Changes of a tenant's share consumer's prefetch (`to`: `with_jobs` as
+/// single jobs start arriving, `full` once they stop).
+pub const SHARE_PREFETCH_CHANGES: &str = "infq_share_prefetch_changes_total";
 
 /// Rows run through a model (`model`); `rate()` of it is rows per second.
 pub const ROWS: &str = "infq_rows_total";
@@ -115,6 +118,7 @@ pub const ALL: &[(&str, Kind, Source, &str)] = &[
     (DLQ_DEPTH, Kind::Gauge, Source::Both, "Messages in the dead-letter queue."),
     (RECONNECTS, Kind::Counter, Source::Both, "Connections re-established after a failure, by dependency."),
     (CONSUMER_CANCELS_TOTAL, Kind::Counter, Source::Worker, "Consumers cancelled by the broker that subscribed again."),
+    (SHARE_PREFETCH_CHANGES, Kind::Counter, Source::Worker, "Changes of a share consumer's prefetch: to with_jobs as single jobs arrive, to full once they stop."),
     (REGISTRY_RELOADS, Kind::Counter, Source::Both, "Hot reloads of the model registry, by outcome."),
     (AUDIT_PUBLISH_SECONDS, Kind::Histogram, Source::Both, "Time to publish audit records until the broker confirmed them."),
     (AUDIT_PUBLISH_FAILURES, Kind::Counter, Source::Both, "Audit publishes the broker did not confirm (the event is refused or retried)."),
@@ -162,6 +166,7 @@ pub fn install(source: Source) -> Result<PrometheusHandle, String> {
     if source == Source::Worker {
         metrics::counter!(JOBS_RETRIED).absolute(0);
         metrics::counter!(CONSUMER_CANCELS_TOTAL).absolute(0);
+        metrics::counter!(SHARE_PREFETCH_CHANGES, "to" => "with_jobs").absolute(0);
     }
     Ok(handle)
 }

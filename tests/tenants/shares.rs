@@ -6,6 +6,7 @@
 use super::support::tenant;
 use infq::TestEnv;
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 
 /// A CSV of `rows` borrowers.
 fn csv(rows: usize) -> String {
@@ -99,5 +100,54 @@ async fn tenants_uploading_at_once_each_start_before_any_of_them_finishes() {
             }
         }
     }
+    env.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_jobs_during_a_batch_narrow_its_share_and_every_row_and_job_ends() {
+    // A worker whose shares take one chunk at a time while single jobs
+    // arrive (worker/src/share_prefetch.rs), started with a whole batch
+    // queued and no single job yet: its share is consumed with the full
+    // prefetch, then, once single jobs come, by a narrower consumer in
+    // place of the first, mid-batch. No delivery of either is lost.
+    let mut settings = infq::test_settings();
+    settings.worker.share_chunks_with_jobs = 1;
+    let mut env = TestEnv::start_with(settings, false).await.unwrap();
+    let acme = tenant(&env, "acme", None).await;
+    let rows = 200_000;
+    let batch = upload(&acme, &env, rows).await;
+    env.start_worker().await;
+    let stats = env.worker.as_ref().unwrap().stats.clone();
+    // The shares known at the session's start are consumed before it
+    // counts as connected.
+    while !stats.broker_connected.load(Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let job = serde_json::json!({"model": "credit-default", "inputs": [0, 1500, 40000]});
+    let mut jobs = Vec::new();
+    let url = env.url(&format!("/v1/batches/{batch}"));
+    loop {
+        jobs.push(infq::submit_job(&acme, &env.base, &job).await);
+        let v = infq::get_json(&acme, &url).await;
+        if v["status"] != "queued" && v["status"] != "running" {
+            break;
+        }
+        assert!(jobs.len() < 100_000, "the batch did not end: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let v = infq::wait_batch(&acme, &env.base, &batch).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let csv = infq::batch_results(&acme, &env.base, &batch, "csv").await;
+    assert_eq!(csv.lines().count(), rows + 1, "a header and every row");
+    for id in &jobs {
+        let j = infq::wait_job(&acme, &env.base, id).await;
+        assert_eq!(j["status"], "succeeded", "{j}");
+    }
+    let changes = stats.share_prefetch_changes.load(Ordering::Relaxed);
+    assert!(
+        changes > 0,
+        "the share's prefetch never changed while {} single jobs came",
+        jobs.len()
+    );
     env.stop().await.unwrap();
 }

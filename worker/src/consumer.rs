@@ -13,6 +13,7 @@ use crate::pending::{Pending, Settle};
 use crate::route::ModelRoute;
 use crate::session::Session;
 use crate::settle::Settler;
+use crate::share_prefetch::ShareQos;
 use crate::subscription::Subscription;
 use infq_common::job::Priority;
 use infq_common::message::JobMessage;
@@ -101,6 +102,7 @@ async fn session(
                 name: queue,
                 lane,
                 share: None,
+                qos: None,
                 route: route.clone(),
                 settler,
                 completion: completion.clone(),
@@ -183,7 +185,7 @@ struct ShareConsumers<'a> {
     ctx: &'a Arc<WorkerCtx>,
     store: Shares,
     /// Each route's share channel and its settler, once it has one.
-    channels: HashMap<String, (lapin::Channel, Arc<Settler>)>,
+    channels: HashMap<String, (Arc<ShareQos>, Arc<Settler>)>,
     /// The shares consumed.
     open: HashSet<Share>,
 }
@@ -252,33 +254,38 @@ impl<'a> ShareConsumers<'a> {
     ) -> anyhow::Result<(Subscription, QueueCtx)> {
         let topology = &self.ctx.topology;
         topology.declare_share(self.conn, &share).await?;
-        let (ch, settler) = match self.channels.get(route.name()) {
+        let (qos, settler) = match self.channels.get(route.name()) {
             Some(c) => c.clone(),
             None => {
                 let ch = self.conn.create_channel().await?;
                 let chunk_rows = self.ctx.settings.producer.chunk_rows;
-                // Per consumer: every share's consumer holds this many.
-                let prefetch = crate::route::share_prefetch(route.prefetch(), chunk_rows);
-                ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+                // Per consumer: every share's consumer holds this many,
+                // fewer while single jobs arrive (crate::share_prefetch).
+                let full = crate::share_prefetch::full_prefetch(route.prefetch(), chunk_rows);
+                let now = self.ctx.share_prefetch.now(full);
+                let qos = Arc::new(ShareQos::new(ch.clone(), now, full).await?);
                 let settler = Settler::new(
-                    ch.clone(),
+                    ch,
                     self.publishers.clone(),
                     Some(self.ctx.stats.held.clone()),
                 );
                 self.channels
-                    .insert(route.name().to_string(), (ch.clone(), settler.clone()));
-                (ch, settler)
+                    .insert(route.name().to_string(), (qos.clone(), settler.clone()));
+                (qos, settler)
             }
         };
         let queue = topology.share_queue(&share);
         let tag = consumer_tag("infq-worker");
-        let sub = Subscription::open(&ch, &queue, &tag, Some(self.ctx.stats.clone())).await?;
+        let (sub, prefetch) = qos
+            .subscribe(&queue, &tag, Some(self.ctx.stats.clone()))
+            .await?;
         tracing::info!(%queue, "consuming a new share");
         let queue = QueueCtx {
             head: None,
             name: queue,
             lane: Priority::Bulk,
             share: Some(share.clone()),
+            qos: Some((qos, prefetch)),
             route,
             settler,
             completion: self.completion.clone(),
@@ -299,6 +306,8 @@ struct QueueCtx {
     lane: Priority,
     /// The tenant's share of the bulk lane the queue is, if it is one.
     share: Option<Share>,
+    /// A share's channel, and the prefetch its consumer started with.
+    qos: Option<(Arc<ShareQos>, u16)>,
     route: Arc<ModelRoute>,
     /// Settles the consumer's channel.
     settler: Arc<Settler>,
@@ -310,7 +319,7 @@ struct QueueCtx {
 /// lost or shutdown (see [`Subscription`] for a broker-side cancel).
 async fn consumer_task(
     mut sub: Subscription,
-    queue: QueueCtx,
+    mut queue: QueueCtx,
     ctx: Arc<WorkerCtx>,
 ) -> &'static str {
     loop {
@@ -323,6 +332,24 @@ async fn consumer_task(
                 return why;
             }
         };
+        if queue.lane == Priority::Interactive {
+            ctx.share_prefetch.note_job();
+        }
+        if let Some((qos, prefetch)) = &mut queue.qos {
+            let want = ctx.share_prefetch.now(qos.full);
+            if want != *prefetch {
+                if let Err(e) = qos.change(&mut sub, want).await {
+                    tracing::warn!(queue = %queue.name, error = %e, "changing the prefetch failed");
+                    return "changing a share's prefetch failed";
+                }
+                *prefetch = want;
+                let to = if want < qos.full { "with_jobs" } else { "full" };
+                metrics::counter!(m::SHARE_PREFETCH_CHANGES, "to" => to).increment(1);
+                ctx.stats
+                    .share_prefetch_changes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
         queue.settler.received();
         let settle = Settle {
             tag: delivery.delivery_tag,

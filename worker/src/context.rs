@@ -1,10 +1,12 @@
 //! The worker's shared handles, built once at start and never filled in
 //! later: configuration, queue topology, the job store, counters, the
-//! queue head times, and the signal that stops consuming.
+//! queue head times, the signal that stops consuming, and the shares'
+//! prefetch while single jobs arrive.
 //!
 //! What belongs to one broker connection (its publishers) is a
 //! [`crate::session::Session`] instead, built with the connection.
 
+use crate::share_prefetch::SharePrefetch;
 use crate::stats::WorkerStats;
 use infq_common::config::Settings;
 use infq_common::message::JobMessage;
@@ -29,6 +31,8 @@ pub struct WorkerCtx {
     pub heads: Arc<HeadTimes>,
     /// Cancelled when consuming stops (the start of the drain).
     pub consuming: CancellationToken,
+    /// The shares' prefetch while single jobs arrive.
+    pub share_prefetch: SharePrefetch,
 }
 
 impl WorkerCtx {

@@ -10,6 +10,8 @@
 //!   Each connection's publishers (retry tiers, dead letters, webhook
 //!   events) are its [`session`] (`session.rs`); each channel's deliveries
 //!   are settled, many at a time, by its [`settle::Settler`] (`settle.rs`).
+//!   While single jobs arrive, the tenants' shares are consumed with a
+//!   smaller prefetch ([`share_prefetch`], `share_prefetch.rs`).
 //! - **Batcher** ([`batcher`], `batcher.rs`): one per model version; forms
 //!   batches (interactive jobs first), claims their jobs in Redis in one
 //!   round trip, and hands the batch to its model thread.
@@ -56,6 +58,7 @@ pub mod requeue;
 pub mod route;
 pub mod session;
 pub mod settle;
+pub mod share_prefetch;
 pub mod stats;
 pub mod subscription;
 pub mod webhooks;
@@ -172,6 +175,10 @@ pub async fn start_with(
         stats: stats.clone(),
         heads: heads.clone(),
         consuming: CancellationToken::new(),
+        share_prefetch: share_prefetch::SharePrefetch::new(
+            settings.worker.share_chunks_with_jobs,
+            Duration::from_millis(settings.worker.single_jobs_recent_ms),
+        ),
     });
 
     // Short, so that backpressure reaches the batchers (which favour

@@ -87,22 +87,6 @@ impl ModelRoute {
     }
 }
 
-/// The prefetch of a consumer of one tenant's share of a bulk lane (see
-/// [`infq_common::shares`]): the chunks of `chunk_rows` rows that make
-/// `prefetch` rows, and at least [`SHARE_PREFETCH_MIN`]. Bounded, so that
-/// a tenant's backlog holds at most this many chunks at a worker and
-/// another tenant's chunks queue behind those, not behind the backlog.
-pub fn share_prefetch(prefetch: u16, chunk_rows: u32) -> u16 {
-    let chunks = u32::from(prefetch).div_ceil(chunk_rows.max(1));
-    let min = SHARE_PREFETCH_MIN;
-    chunks.clamp(u32::from(min), u32::from(prefetch.max(min))) as u16
-}
-
-/// The fewest chunks a share's consumer holds: enough to keep the model
-/// and the stores busy. The bulk benchmark (1,000,000 rows, medians of 3)
-/// ran 384,000 rows/s with 4, 459,000 with 32 and 481,000 with 128.
-pub const SHARE_PREFETCH_MIN: u16 = 32;
-
 /// The prefetch a version needs: twice `max_batch_size` for each instance,
 /// within AMQP's 16-bit limit.
 pub fn prefetch_for(spec: &ModelSpec) -> u16 {
@@ -168,16 +152,6 @@ mod tests {
             .unwrap()
             .models()[0]
             .clone()
-    }
-
-    #[test]
-    fn a_share_holds_the_chunks_of_the_rows_a_version_needs_and_at_least_a_few() {
-        assert_eq!(share_prefetch(128, 256), SHARE_PREFETCH_MIN);
-        assert_eq!(share_prefetch(16_384, 256), 64);
-        assert_eq!(share_prefetch(16_385, 256), 65);
-        assert_eq!(share_prefetch(u16::MAX, 1), u16::MAX);
-        assert_eq!(share_prefetch(100, 0), 100);
-        assert_eq!(share_prefetch(1, 256), SHARE_PREFETCH_MIN);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct WorkerStats {
     pub dead_lettered: AtomicU64,
     /// Jobs sent back through a retry tier after a transient failure.
     pub jobs_retried: AtomicU64,
+    /// Changes of a share consumer's prefetch, as single jobs started or
+    /// stopped arriving (see [`crate::share_prefetch`]).
+    pub share_prefetch_changes: AtomicU64,
     /// Job messages delivered to this worker and not yet settled.
     pub held: Arc<AtomicI64>,
 }

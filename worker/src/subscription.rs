@@ -16,6 +16,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +33,17 @@ const RESUBSCRIBE_TRIES: u32 = 5;
 pub struct Subscription {
     channel: Channel,
     queue: String,
-    /// The consumer's tag, the same across re-subscriptions.
+    /// The tag it was opened with.
+    base_tag: String,
+    /// The consumer's tag, the same across re-subscriptions after a
+    /// cancel; a new one for each [`Subscription::replace`].
     tag: String,
     consumer: lapin::Consumer,
+    /// Consumers replaced, cancelled: the deliveries they received before
+    /// their cancel are read first, in order.
+    replaced: VecDeque<lapin::Consumer>,
+    /// Replacements so far.
+    replacements: u64,
     /// Where cancels are counted besides the metric, if anywhere.
     stats: Option<Arc<WorkerStats>>,
 }
@@ -51,8 +60,11 @@ impl Subscription {
         Ok(Self {
             channel: channel.clone(),
             queue: queue.to_string(),
+            base_tag: tag.to_string(),
             tag: tag.to_string(),
             consumer,
+            replaced: VecDeque::new(),
+            replacements: 0,
             stats,
         })
     }
@@ -71,6 +83,24 @@ impl Subscription {
     /// may leave a consumer on the broker that nothing reads.
     pub async fn next(&mut self, stop: &CancellationToken) -> Result<Delivery, &'static str> {
         let mut resubscribed = 0;
+        while let Some(old) = self.replaced.front_mut() {
+            let delivery = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Err("shutdown"),
+                d = old.next() => d,
+            };
+            match delivery {
+                Some(Ok(d)) => return Ok(d),
+                Some(Err(e)) => {
+                    tracing::warn!(queue = %self.queue, error = %e, "consumer error");
+                    return Err("consumer error");
+                }
+                // Cancelled, and everything it had read.
+                None => {
+                    self.replaced.pop_front();
+                }
+            }
+        }
         loop {
             let delivery = tokio::select! {
                 biased;
@@ -108,6 +138,26 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Starts a new consumer of the queue in place of the current one,
+    /// under the channel's prefetch setting now (RabbitMQ applies a
+    /// consumer's prefetch when it starts), then cancels the old one. The
+    /// deliveries the old one received are still returned by
+    /// [`Subscription::next`], first, and settled on the channel as before.
+    pub async fn replace(&mut self) -> lapin::Result<()> {
+        self.replacements += 1;
+        let tag = format!("{}.{}", self.base_tag, self.replacements);
+        let new = consume(&self.channel, &self.queue, &tag).await?;
+        let old_tag = std::mem::replace(&mut self.tag, tag);
+        let old = std::mem::replace(&mut self.consumer, new);
+        // Returns after the broker's cancel-ok: every delivery to the old
+        // consumer came before it, and its stream ends after them.
+        self.channel
+            .basic_cancel(old_tag.as_str().into(), BasicCancelOptions::default())
+            .await?;
+        self.replaced.push_back(old);
+        Ok(())
     }
 
     /// Asks the broker to stop delivering (deliveries already received

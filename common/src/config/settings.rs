@@ -165,6 +165,10 @@ impl Settings {
                 "producer.publish_window_with_jobs",
                 self.producer.publish_window_with_jobs as u64,
             ),
+            (
+                "worker.share_chunks_with_jobs",
+                self.worker.share_chunks_with_jobs as u64,
+            ),
         ] {
             if v == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
@@ -311,7 +315,7 @@ mod tests {
     #[test]
     fn bad_values_are_listed_together() {
         let f = write(
-            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\n[producer]\npublish_window = 0\npublish_window_with_jobs = 0\n",
+            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\nshare_chunks_with_jobs = 0\n[producer]\npublish_window = 0\npublish_window_with_jobs = 0\n",
         );
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
         for key in [
@@ -321,6 +325,7 @@ mod tests {
             "worker.device",
             "producer.publish_window:",
             "producer.publish_window_with_jobs:",
+            "worker.share_chunks_with_jobs:",
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }

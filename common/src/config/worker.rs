@@ -24,6 +24,12 @@ pub struct WorkerConfig {
     /// Retries of one job after transient failures, before it is failed or
     /// dead-lettered.
     pub max_retries: u32,
+    /// The prefetch of each tenant's share, in chunks, while single jobs
+    /// arrive (see `worker/src/share_prefetch.rs`).
+    pub share_chunks_with_jobs: usize,
+    /// How long after a single job is received
+    /// `share_chunks_with_jobs` applies.
+    pub single_jobs_recent_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -36,6 +42,8 @@ impl Default for WorkerConfig {
             listen: Some("127.0.0.1:9091".parse().expect("static address")),
             store_retry_secs: 10,
             max_retries: 5,
+            share_chunks_with_jobs: 4,
+            single_jobs_recent_ms: 1000,
         }
     }
 }
