@@ -165,10 +165,6 @@ impl Settings {
                 "producer.publish_window_with_jobs",
                 self.producer.publish_window_with_jobs as u64,
             ),
-            (
-                "worker.share_chunks_with_jobs",
-                self.worker.share_chunks_with_jobs as u64,
-            ),
         ] {
             if v == 0 {
                 problems.push(format!("{key}: must be greater than 0"));
@@ -195,6 +191,10 @@ impl Settings {
                 .any(|d| *d == 0 || *d > 86_400_000)
         {
             problems.push("amqp.retry_delays_ms: list one to many delays of 1 ms to 24 h".into());
+        }
+        if !(1..=usize::from(u16::MAX)).contains(&self.worker.share_chunks_with_jobs) {
+            // A consumer's prefetch is 16 bits in AMQP.
+            problems.push("worker.share_chunks_with_jobs: must be between 1 and 65535".into());
         }
         if !(1..=256).contains(&self.worker.intra_op_threads) {
             problems.push("worker.intra_op_threads: must be between 1 and 256".into());
@@ -329,6 +329,18 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
+        // Past AMQP's 16-bit prefetch, and negative.
+        let f = write("[worker]\nshare_chunks_with_jobs = 65536\n");
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("share_chunks_with_jobs: must be between 1 and 65535"),
+            "{err}"
+        );
+        let f = write("[worker]\nshare_chunks_with_jobs = -4\n");
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("share_chunks_with_jobs"), "{err}");
+        let f = write("[worker]\nshare_chunks_with_jobs = 65535\n");
+        assert!(Settings::load(Some(f.path()), &[]).is_ok());
     }
 
     #[test]
