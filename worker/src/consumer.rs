@@ -261,9 +261,9 @@ impl<'a> ShareConsumers<'a> {
                 let chunk_rows = self.ctx.settings.producer.chunk_rows;
                 // Per consumer: every share's consumer holds this many,
                 // fewer while single jobs arrive (crate::share_prefetch).
-                let full = crate::share_prefetch::full_prefetch(route.prefetch(), chunk_rows);
-                let now = self.ctx.share_prefetch.now(full);
-                let qos = Arc::new(ShareQos::new(ch.clone(), now, full).await?);
+                let limits = self.ctx.share_prefetch.limits(route.prefetch(), chunk_rows);
+                let now = self.ctx.share_prefetch.now(limits);
+                let qos = Arc::new(ShareQos::new(ch.clone(), now, limits).await?);
                 let settler = Settler::new(
                     ch,
                     self.publishers.clone(),
@@ -336,14 +336,18 @@ async fn consumer_task(
             ctx.share_prefetch.note_job();
         }
         if let Some((qos, prefetch)) = &mut queue.qos {
-            let want = ctx.share_prefetch.now(qos.full);
+            let want = ctx.share_prefetch.now(qos.limits);
             if want != *prefetch {
                 if let Err(e) = qos.change(&mut sub, want).await {
                     tracing::warn!(queue = %queue.name, error = %e, "changing the prefetch failed");
                     return "changing a share's prefetch failed";
                 }
                 *prefetch = want;
-                let to = if want < qos.full { "with_jobs" } else { "full" };
+                let to = if want < qos.limits.full {
+                    "with_jobs"
+                } else {
+                    "full"
+                };
                 metrics::counter!(m::SHARE_PREFETCH_CHANGES, "to" => to).increment(1);
                 ctx.stats
                     .share_prefetch_changes

@@ -8,7 +8,8 @@
 //! needs more: [`full_prefetch`]), which keeps the model
 //! busy. While single jobs arrive (one received within
 //! `worker.single_jobs_recent_ms`), each share's consumer is narrowed to
-//! `worker.share_chunks_with_jobs`: the batch runs slower and single jobs
+//! `worker.share_chunks_with_jobs`, or to the chunks that make one model
+//! batch per instance if more: the batch runs slower and single jobs
 //! keep their latency. Once single jobs have stopped for that long, it
 //! widens again.
 //!
@@ -66,18 +67,43 @@ impl SharePrefetch {
         self.jobs.note();
     }
 
-    /// The prefetch a share whose full prefetch is `full` should have now.
-    pub fn now(&self, full: u16) -> u16 {
-        self.now_if(self.jobs.is_recent(), full)
-    }
-
-    fn now_if(&self, jobs_recent: bool, full: u16) -> u16 {
-        if jobs_recent {
-            self.with_jobs.min(full)
-        } else {
-            full
+    /// The prefetches of the shares of a model whose consumers need
+    /// `prefetch` rows (twice a batch per instance), in chunks of
+    /// `chunk_rows`: the full one, and the one while single jobs arrive,
+    /// `worker.share_chunks_with_jobs` or the chunks that make one batch
+    /// per instance if more (so the model still runs full batches, however
+    /// small the chunks), never more than the full one.
+    pub fn limits(&self, prefetch: u16, chunk_rows: u32) -> Limits {
+        let full = full_prefetch(prefetch, chunk_rows);
+        let one_batch = u32::from(prefetch.div_ceil(2)).div_ceil(chunk_rows.max(1));
+        let with_jobs = u32::from(self.with_jobs).max(one_batch) as u16;
+        Limits {
+            full,
+            with_jobs: with_jobs.min(full),
         }
     }
+
+    /// The prefetch a share with `limits` should have now.
+    pub fn now(&self, limits: Limits) -> u16 {
+        Self::now_if(self.jobs.is_recent(), limits)
+    }
+
+    fn now_if(jobs_recent: bool, limits: Limits) -> u16 {
+        if jobs_recent {
+            limits.with_jobs
+        } else {
+            limits.full
+        }
+    }
+}
+
+/// A share's prefetch in chunks: alone, and while single jobs arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// While batches run alone.
+    pub full: u16,
+    /// While single jobs arrive.
+    pub with_jobs: u16,
 }
 
 /// The channel a model's share consumers are on, and the prefetch set on it
@@ -86,21 +112,21 @@ pub struct ShareQos {
     channel: Channel,
     /// The prefetch the channel's next consumer starts with.
     set: Mutex<u16>,
-    /// The share's prefetch while no single job arrives.
-    pub full: u16,
+    /// The shares' prefetches.
+    pub limits: Limits,
 }
 
 impl ShareQos {
     /// `channel`, whose next consumers start with `prefetch` chunks, of
-    /// shares whose full prefetch is `full`.
-    pub async fn new(channel: Channel, prefetch: u16, full: u16) -> lapin::Result<Self> {
+    /// shares with `limits`.
+    pub async fn new(channel: Channel, prefetch: u16, limits: Limits) -> lapin::Result<Self> {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         Ok(Self {
             channel,
             set: Mutex::new(prefetch),
-            full,
+            limits,
         })
     }
 
@@ -140,14 +166,40 @@ mod tests {
 
     #[test]
     fn shares_narrow_while_single_jobs_arrive_never_above_their_full_prefetch() {
-        let p = SharePrefetch::new(8, Duration::from_secs(3600));
-        assert_eq!(p.now_if(false, 32), 32);
-        assert_eq!(p.now_if(true, 32), 8);
-        assert_eq!(p.now_if(true, 4), 4, "never wider than the full prefetch");
+        let p = SharePrefetch::new(4, Duration::from_secs(3600));
+        // A model of 64-row batches, one instance, 256-row chunks.
+        let small = p.limits(128, 256);
+        assert_eq!(
+            small,
+            Limits {
+                full: 32,
+                with_jobs: 4
+            }
+        );
+        assert_eq!(SharePrefetch::now_if(false, small), 32);
+        assert_eq!(SharePrefetch::now_if(true, small), 4);
+        // 256-row batches in 16-row chunks: one batch is 16 chunks, so
+        // the model still runs full batches while single jobs arrive.
+        assert_eq!(
+            p.limits(512, 16),
+            Limits {
+                full: 32,
+                with_jobs: 16
+            }
+        );
+        // Never wider than the full prefetch.
+        assert_eq!(p.limits(u16::MAX, 1).with_jobs, 32_768);
+        assert_eq!(
+            SharePrefetch::new(100, Duration::ZERO).limits(128, 256),
+            Limits {
+                full: 32,
+                with_jobs: 32
+            }
+        );
         // No single job yet: the full prefetch.
-        assert_eq!(p.now(32), 32);
+        assert_eq!(p.now(small), 32);
         p.note_job();
-        assert_eq!(p.now(32), 8);
+        assert_eq!(p.now(small), 4);
         // Out of range settings are held within AMQP's prefetch.
         assert_eq!(SharePrefetch::new(0, Duration::ZERO).with_jobs, 1);
         assert_eq!(
