@@ -130,11 +130,6 @@ impl ShareQos {
         })
     }
 
-    /// The channel.
-    pub fn channel(&self) -> &Channel {
-        &self.channel
-    }
-
     /// Subscribes to `queue` as `tag`; the prefetch it started with.
     pub async fn subscribe(
         &self,
