@@ -38,8 +38,9 @@ fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 }
 
 /// Settings from `config/default.toml` under a fresh namespace, with queues
-/// that expire after a minute unused, no worker listener, and the producer
-/// on an ephemeral port.
+/// that expire after a minute unused, no worker listener, the producer on
+/// an ephemeral port, and 256-row chunks: the tests state the chunks they
+/// expect in those (the default's chunks are the benchmark's to measure).
 pub fn test_settings() -> Settings {
     let ns = format!("t{}", uuid::Uuid::new_v4().simple());
     let file = root().join("config/default.toml");
@@ -49,6 +50,7 @@ pub fn test_settings() -> Settings {
             ("namespace", ns.into()),
             ("amqp.queue_expires_ms", 60_000.into()),
             ("producer.listen", "127.0.0.1:0".into()),
+            ("producer.chunk_rows", 256.into()),
         ],
     )
     .expect("test settings")

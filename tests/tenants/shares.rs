@@ -105,13 +105,13 @@ async fn tenants_uploading_at_once_each_start_before_any_of_them_finishes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_jobs_during_a_batch_narrow_its_share_and_every_row_and_job_ends() {
-    // A worker whose shares take one chunk at a time while single jobs
-    // arrive (worker/src/share_prefetch.rs), started with a whole batch
+    // A worker whose shares take one chunk at a time (the fewest rows,
+    // floored at one model batch) while single jobs arrive (worker/src/share_prefetch.rs), started with a whole batch
     // queued and no single job yet: its share is consumed with the full
     // prefetch, then, once single jobs come, by a narrower consumer in
     // place of the first, mid-batch. No delivery of either is lost.
     let mut settings = infq::test_settings();
-    settings.worker.share_chunks_with_jobs = 1;
+    settings.worker.share_rows_with_jobs = 1;
     let mut env = TestEnv::start_with(settings, false).await.unwrap();
     let acme = tenant(&env, "acme", None).await;
     let rows = 200_000;

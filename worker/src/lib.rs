@@ -176,7 +176,7 @@ pub async fn start_with(
         heads: heads.clone(),
         consuming: CancellationToken::new(),
         share_prefetch: share_prefetch::SharePrefetch::new(
-            settings.worker.share_chunks_with_jobs,
+            settings.worker.share_rows_with_jobs,
             Duration::from_millis(settings.worker.single_jobs_recent_ms),
         ),
     });

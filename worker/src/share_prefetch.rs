@@ -8,9 +8,9 @@
 //! needs more: [`full_prefetch`]), which keeps the model
 //! busy. While single jobs arrive (one received within
 //! `worker.single_jobs_recent_ms`), each share's consumer is narrowed to
-//! `worker.share_chunks_with_jobs`, or to the chunks that make one model
-//! batch per instance if more: the batch runs slower and single jobs
-//! keep their latency. Once single jobs have stopped for that long, it
+//! the chunks that hold `worker.share_rows_with_jobs` rows, or to the
+//! chunks that make one model batch per instance if more: the batch runs
+//! slower and single jobs keep their latency. Once single jobs have stopped for that long, it
 //! widens again.
 //!
 //! RabbitMQ applies a consumer's prefetch (`basic.qos`) when the consumer
@@ -48,17 +48,17 @@ pub const SHARE_PREFETCH_MIN: u16 = 32;
 pub struct SharePrefetch {
     /// The last single job received.
     jobs: Recency,
-    /// A share's prefetch while single jobs arrive.
-    with_jobs: u16,
+    /// The rows a share holds while single jobs arrive.
+    rows_with_jobs: u32,
 }
 
 impl SharePrefetch {
-    /// Shares take `with_jobs` chunks at a time while a single job was
-    /// received within `recent`.
-    pub fn new(with_jobs: usize, recent: Duration) -> Self {
+    /// Shares take the chunks that hold `rows_with_jobs` rows at a time
+    /// while a single job was received within `recent`.
+    pub fn new(rows_with_jobs: usize, recent: Duration) -> Self {
         Self {
             jobs: Recency::new(recent),
-            with_jobs: with_jobs.clamp(1, usize::from(u16::MAX)) as u16,
+            rows_with_jobs: rows_with_jobs.clamp(1, u32::MAX as usize) as u32,
         }
     }
 
@@ -70,16 +70,17 @@ impl SharePrefetch {
     /// The prefetches of the shares of a model whose consumers need
     /// `prefetch` rows (twice a batch per instance), in chunks of
     /// `chunk_rows`: the full one, and the one while single jobs arrive,
-    /// `worker.share_chunks_with_jobs` or the chunks that make one batch
-    /// per instance if more (so the model still runs full batches, however
-    /// small the chunks), never more than the full one.
+    /// the chunks that hold `worker.share_rows_with_jobs` rows or that
+    /// make one batch per instance if more (so the model still runs full
+    /// batches, however small the chunks), never more than the full one.
     pub fn limits(&self, prefetch: u16, chunk_rows: u32) -> Limits {
+        let chunk_rows = chunk_rows.max(1);
         let full = full_prefetch(prefetch, chunk_rows);
-        let one_batch = u32::from(prefetch.div_ceil(2)).div_ceil(chunk_rows.max(1));
-        let with_jobs = u32::from(self.with_jobs).max(one_batch) as u16;
+        let one_batch = u32::from(prefetch.div_ceil(2)).div_ceil(chunk_rows);
+        let with_jobs = self.rows_with_jobs.div_ceil(chunk_rows).max(one_batch);
         Limits {
             full,
-            with_jobs: with_jobs.min(full),
+            with_jobs: with_jobs.min(u32::from(full)) as u16,
         }
     }
 
@@ -161,8 +162,9 @@ mod tests {
 
     #[test]
     fn shares_narrow_while_single_jobs_arrive_never_above_their_full_prefetch() {
-        let p = SharePrefetch::new(4, Duration::from_secs(3600));
-        // A model of 64-row batches, one instance, 256-row chunks.
+        let p = SharePrefetch::new(1024, Duration::from_secs(3600));
+        // A model of 64-row batches, one instance, 256-row chunks: the
+        // four chunks that hold 1,024 rows.
         let small = p.limits(128, 256);
         assert_eq!(
             small,
@@ -173,19 +175,31 @@ mod tests {
         );
         assert_eq!(SharePrefetch::now_if(false, small), 32);
         assert_eq!(SharePrefetch::now_if(true, small), 4);
-        // 256-row batches in 16-row chunks: one batch is 16 chunks, so
+        // In 512-row chunks, two; rows that end mid-chunk take its chunk.
+        assert_eq!(p.limits(128, 512).with_jobs, 2);
+        assert_eq!(p.limits(128, 1000).with_jobs, 2);
+        assert_eq!(p.limits(128, 1 << 20).with_jobs, 1);
+        // 2,048-row batches in 256-row chunks: one batch is 8 chunks, so
         // the model still runs full batches while single jobs arrive.
+        assert_eq!(
+            p.limits(4096, 256),
+            Limits {
+                full: 32,
+                with_jobs: 8
+            }
+        );
+        // 1,024 rows of 16-row chunks are more than the full prefetch.
         assert_eq!(
             p.limits(512, 16),
             Limits {
                 full: 32,
-                with_jobs: 16
+                with_jobs: 32
             }
         );
         // Never wider than the full prefetch.
         assert_eq!(p.limits(u16::MAX, 1).with_jobs, 32_768);
         assert_eq!(
-            SharePrefetch::new(100, Duration::ZERO).limits(128, 256),
+            SharePrefetch::new(100 * 256, Duration::ZERO).limits(128, 256),
             Limits {
                 full: 32,
                 with_jobs: 32
@@ -195,11 +209,19 @@ mod tests {
         assert_eq!(p.now(small), 32);
         p.note_job();
         assert_eq!(p.now(small), 4);
-        // Out of range settings are held within AMQP's prefetch.
-        assert_eq!(SharePrefetch::new(0, Duration::ZERO).with_jobs, 1);
+        // Out of range settings are held within AMQP's prefetch (and a
+        // chunk size of 0 read as 1).
+        let none = SharePrefetch::new(0, Duration::ZERO);
+        assert_eq!(none.limits(128, 256).with_jobs, 1);
+        assert_eq!(none.limits(2, 0).with_jobs, 1);
+        let all = SharePrefetch::new(usize::MAX, Duration::ZERO);
+        assert_eq!(all.limits(u16::MAX, 1).with_jobs, u16::MAX);
         assert_eq!(
-            SharePrefetch::new(1 << 20, Duration::ZERO).with_jobs,
-            u16::MAX
+            all.limits(128, 0),
+            Limits {
+                full: 128,
+                with_jobs: 128
+            }
         );
     }
 

@@ -9,7 +9,7 @@ use super::producer::ProducerConfig;
 use super::redis::RedisConfig;
 use super::tenants::{valid_tenant_name, TenantsConfig, TENANT_NAME_RULE};
 use super::webhooks::WebhooksConfig;
-use super::worker::WorkerConfig;
+use super::worker::{WorkerConfig, MAX_SHARE_ROWS_WITH_JOBS};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::magic::RelativePathBuf;
 use figment::Figment;
@@ -192,9 +192,10 @@ impl Settings {
         {
             problems.push("amqp.retry_delays_ms: list one to many delays of 1 ms to 24 h".into());
         }
-        if !(1..=usize::from(u16::MAX)).contains(&self.worker.share_chunks_with_jobs) {
-            // A consumer's prefetch is 16 bits in AMQP.
-            problems.push("worker.share_chunks_with_jobs: must be between 1 and 65535".into());
+        if !(1..=MAX_SHARE_ROWS_WITH_JOBS).contains(&self.worker.share_rows_with_jobs) {
+            problems.push(format!(
+                "worker.share_rows_with_jobs: must be between 1 and {MAX_SHARE_ROWS_WITH_JOBS}"
+            ));
         }
         if !(1..=256).contains(&self.worker.intra_op_threads) {
             problems.push("worker.intra_op_threads: must be between 1 and 256".into());
@@ -315,7 +316,7 @@ mod tests {
     #[test]
     fn bad_values_are_listed_together() {
         let f = write(
-            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\nshare_chunks_with_jobs = 0\n[producer]\npublish_window = 0\npublish_window_with_jobs = 0\n",
+            "namespace = \"a b\"\n[amqp]\nurl = \"http://x\"\n[worker]\nintra_op_threads = 0\ndevice = \"tpu\"\nshare_rows_with_jobs = 0\n[producer]\npublish_window = 0\npublish_window_with_jobs = 0\n",
         );
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
         for key in [
@@ -325,21 +326,24 @@ mod tests {
             "worker.device",
             "producer.publish_window:",
             "producer.publish_window_with_jobs:",
-            "worker.share_chunks_with_jobs:",
+            "worker.share_rows_with_jobs:",
         ] {
             assert!(err.contains(key), "{key} missing from {err}");
         }
-        // Past AMQP's 16-bit prefetch, and negative.
-        let f = write("[worker]\nshare_chunks_with_jobs = 65536\n");
+        // Past the bound, negative, and the setting it replaced.
+        let f = write("[worker]\nshare_rows_with_jobs = 16777217\n");
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(
-            err.contains("share_chunks_with_jobs: must be between 1 and 65535"),
+            err.contains("share_rows_with_jobs: must be between 1 and 16777216"),
             "{err}"
         );
-        let f = write("[worker]\nshare_chunks_with_jobs = -4\n");
+        let f = write("[worker]\nshare_rows_with_jobs = -4\n");
+        let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("share_rows_with_jobs"), "{err}");
+        let f = write("[worker]\nshare_chunks_with_jobs = 4\n");
         let err = Settings::load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(err.contains("share_chunks_with_jobs"), "{err}");
-        let f = write("[worker]\nshare_chunks_with_jobs = 65535\n");
+        let f = write("[worker]\nshare_rows_with_jobs = 16777216\n");
         assert!(Settings::load(Some(f.path()), &[]).is_ok());
     }
 

@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+/// Most rows `share_rows_with_jobs` may name: more than any share holds.
+pub const MAX_SHARE_ROWS_WITH_JOBS: usize = 1 << 24;
+
 /// The worker's settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -24,11 +27,12 @@ pub struct WorkerConfig {
     /// Retries of one job after transient failures, before it is failed or
     /// dead-lettered.
     pub max_retries: u32,
-    /// The prefetch of each tenant's share, in chunks, while single jobs
-    /// arrive (see `worker/src/share_prefetch.rs`).
-    pub share_chunks_with_jobs: usize,
+    /// The prefetch of each tenant's share while single jobs arrive, in
+    /// rows: the chunks that hold this many (see
+    /// `worker/src/share_prefetch.rs`).
+    pub share_rows_with_jobs: usize,
     /// How long after a single job is received
-    /// `share_chunks_with_jobs` applies.
+    /// `share_rows_with_jobs` applies.
     pub single_jobs_recent_ms: u64,
 }
 
@@ -42,7 +46,7 @@ impl Default for WorkerConfig {
             listen: Some("127.0.0.1:9091".parse().expect("static address")),
             store_retry_secs: 10,
             max_retries: 5,
-            share_chunks_with_jobs: 4,
+            share_rows_with_jobs: 1024,
             single_jobs_recent_ms: 1000,
         }
     }
