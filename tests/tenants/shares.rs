@@ -106,8 +106,9 @@ async fn tenants_uploading_at_once_each_start_before_any_of_them_finishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_jobs_during_a_batch_narrow_its_share_and_every_row_and_job_ends() {
     // A worker whose shares take one chunk at a time (the fewest rows,
-    // floored at one model batch) while single jobs arrive (worker/src/share_prefetch.rs), started with a whole batch
-    // queued and no single job yet: its share is consumed with the full
+    // floored at one model batch) while single jobs arrive
+    // (worker/src/share_prefetch.rs), started with a whole batch queued
+    // and no single job yet: its share is consumed with the full
     // prefetch, then, once single jobs come, by a narrower consumer in
     // place of the first, mid-batch. No delivery of either is lost.
     let mut settings = infq::test_settings();

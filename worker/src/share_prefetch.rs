@@ -10,8 +10,8 @@
 //! `worker.single_jobs_recent_ms`), each share's consumer is narrowed to
 //! the chunks that hold `worker.share_rows_with_jobs` rows, or to the
 //! chunks that make one model batch per instance if more: the batch runs
-//! slower and single jobs keep their latency. Once single jobs have stopped for that long, it
-//! widens again.
+//! slower and single jobs keep their latency. Once single jobs have
+//! stopped for that long, it widens again.
 //!
 //! RabbitMQ applies a consumer's prefetch (`basic.qos`) when the consumer
 //! starts, so a change is a new consumer under the new prefetch in place
