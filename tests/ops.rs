@@ -96,6 +96,9 @@ fn env_of(ns: &str, log_filter: &str) -> Vec<(&'static str, String)> {
         ("INFQ_WEBHOOKS__ALLOW_HTTP", "true".to_string()),
         ("INFQ_WEBHOOKS__ALLOW_HOSTS", "[\"127.0.0.1\"]".to_string()),
         ("INFQ_LOG__FILTER", log_filter.to_string()),
+        // The chunks these tests count are 256-row ones, as in
+        // `infq::test_settings`.
+        ("INFQ_PRODUCER__CHUNK_ROWS", "256".to_string()),
     ]
 }
 
